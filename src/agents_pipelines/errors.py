@@ -1,0 +1,108 @@
+"""The exceptions agents_pipelines raises, one root for all of them.
+
+    AgentsPipelinesError
+    ├── WorkflowConfigError (ValueError)   a workflow file is wrong; carries every ConfigIssue
+    ├── InvalidInputsError (ValueError)    run inputs do not fit the state types; nothing was spent
+    └── WorkflowRunError                   a run failed; carries the spend so far
+        ├── MissingApiKeyError             Gemini was chosen but no key is set
+        ├── StepLimitError                 the graph did not reach END within max_steps
+        ├── OutputValidationError          a structured reply did not fit the state types
+        └── LlmCallError                   Gemini refused or failed a call (after retries)
+
+Every message names the workflow file or node it is about and says how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agents_pipelines.usage import UsageSummary
+
+__all__ = [
+    "AgentsPipelinesError",
+    "ConfigIssue",
+    "InvalidInputsError",
+    "LlmCallError",
+    "MissingApiKeyError",
+    "OutputValidationError",
+    "StepLimitError",
+    "WorkflowConfigError",
+    "WorkflowRunError",
+]
+
+
+class AgentsPipelinesError(Exception):
+    """Root of every error agents_pipelines raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in one workflow file, located as precisely as the YAML allows."""
+
+    file: str
+    path: str  # field path such as "nodes[2].outputs[0]"; "" for the whole document
+    problem: str
+    fix: str | None = None
+    line: int | None = None  # 1-based
+    column: int | None = None  # 1-based
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        if self.line is not None and self.column is not None:
+            where += f":{self.column}"
+        field = f" {self.path}:" if self.path else ""
+        fix = f" Fix: {self.fix}" if self.fix else ""
+        return f"{where}:{field} {self.problem}.{fix}"
+
+
+class WorkflowConfigError(AgentsPipelinesError, ValueError):
+    """One or more workflow files are invalid. ``issues`` lists every problem found."""
+
+    def __init__(self, issues: Sequence[ConfigIssue]):
+        self.issues = tuple(issues)
+        files = sorted({issue.file for issue in self.issues})
+        head = (
+            f"{len(self.issues)} problem(s) in workflow file {files[0]}"
+            if len(files) == 1
+            else f"{len(self.issues)} problem(s) in {len(files)} workflow files"
+        )
+        super().__init__(head + ":\n" + "\n".join(f"  - {issue}" for issue in self.issues))
+
+
+class InvalidInputsError(AgentsPipelinesError, ValueError):
+    """Run inputs do not fit the workflow's state fields. Raised before any LLM call."""
+
+
+class WorkflowRunError(AgentsPipelinesError):
+    """A run failed. ``usage`` holds what was spent before it failed (never lost)."""
+
+    def __init__(self, message: str, usage: UsageSummary | None = None):
+        self.usage = usage
+        if usage is not None and usage.llm_calls:
+            message += f" Spent before failing: {usage.describe_spend()}."
+        super().__init__(message)
+
+    def with_usage(self, usage: UsageSummary) -> WorkflowRunError:
+        """The same error, with the spend so far attached to its message."""
+        clone = type(self).__new__(type(self))
+        WorkflowRunError.__init__(clone, str(self), usage)
+        return clone
+
+
+class MissingApiKeyError(WorkflowRunError):
+    """The Gemini backend was chosen, but GOOGLE_API_KEY is not set."""
+
+
+class StepLimitError(WorkflowRunError):
+    """The graph ran ``config.execution.max_steps`` steps without reaching END."""
+
+
+class OutputValidationError(WorkflowRunError):
+    """A node's structured reply did not fit the types of its output fields."""
+
+
+class LlmCallError(WorkflowRunError):
+    """The LLM provider failed a call for good (a permanent error, or retries used up)."""

@@ -1,0 +1,73 @@
+"""One LangGraph node per workflow node: render the prompt, call the model, write outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from pydantic import ValidationError
+
+from agents_pipelines.errors import OutputValidationError
+from agents_pipelines.graph.state import output_model
+from agents_pipelines.spec.models import Node, WorkflowSpec
+from agents_pipelines.spec.placeholders import parse_template
+
+NodeFunction = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def make_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFunction:
+    """A single ``str`` output is a plain text call; anything else is one structured call."""
+    prompt = parse_template(node.prompt)
+    system = parse_template(node.system) if node.system else None
+
+    def messages(state: dict[str, Any]) -> list[BaseMessage]:
+        human = HumanMessage(prompt.render(state))
+        return [SystemMessage(system.render(state)), human] if system else [human]
+
+    (first,) = node.outputs[:1]
+    if len(node.outputs) == 1 and spec.state.fields[first].type == "str":
+
+        def text_node(state: dict[str, Any]) -> dict[str, Any]:
+            return {first: model.invoke(messages(state)).text}
+
+        return text_node
+
+    schema = output_model(spec, node.outputs, f"{spec.flow.name}__{node.id}__output")
+    # Gemini's JSON mode, as ChatGoogleGenerativeAI.with_structured_output binds it; calling
+    # the model directly keeps the trace to one span per LLM call, and we validate ourselves.
+    json_mode = {
+        "response_mime_type": "application/json",
+        "response_json_schema": schema.model_json_schema(),
+        "ls_structured_output_format": {"kwargs": {"method": "json_schema"},
+                                        "schema": schema.model_json_schema()},
+    }
+
+    def structured_node(state: dict[str, Any]) -> dict[str, Any]:
+        reply = model.invoke(messages(state), **json_mode).text
+        try:
+            parsed = schema.model_validate_json(_strip_fence(reply))
+        except ValidationError as exc:
+            raise OutputValidationError(
+                f"Node `{node.id}` of workflow {spec.flow.name}: the model's structured reply "
+                f"does not fit the output fields {node.outputs} ({_reason(exc)}). Fix: describe "
+                "the expected values in the prompt or in the state fields' descriptions, or "
+                "loosen the field types."
+            ) from None
+        return {out: getattr(parsed, out) for out in node.outputs}
+
+    return structured_node
+
+
+def _strip_fence(text: str) -> str:
+    """Some models wrap JSON in a markdown fence even in JSON mode."""
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.split("\n", 1)[-1].rsplit("```", 1)[0]
+    return text
+
+
+def _reason(error: ValidationError) -> str:
+    first = error.errors(include_url=False)[:3]
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'reply'}: {e['msg']}" for e in first)

@@ -1,0 +1,52 @@
+"""Choose the chat model backend: Gemini (default) or the simulated one for dry runs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from enum import Enum
+
+from langchain_core.language_models import BaseChatModel
+
+from agents_pipelines.errors import AgentsPipelinesError
+from agents_pipelines.spec.models import LlmConfig
+
+BACKEND_ENV = "AGENTS_PIPELINES_LLM_BACKEND"
+LATENCY_ENV = "AGENTS_PIPELINES_SIMULATED_LATENCY_S"
+
+ChatModelFactory = Callable[[LlmConfig], BaseChatModel]
+
+
+class Backend(str, Enum):
+    GEMINI = "gemini"
+    SIMULATED = "simulated"
+
+
+def resolve_backend(explicit: str | None = None) -> Backend:
+    """``explicit``, else AGENTS_PIPELINES_LLM_BACKEND, else Gemini."""
+    value = (explicit or os.environ.get(BACKEND_ENV) or Backend.GEMINI.value).strip().lower()
+    try:
+        return Backend(value)
+    except ValueError:
+        raise AgentsPipelinesError(
+            f"Unknown LLM backend `{value}` (from {BACKEND_ENV} or the runner's llm_backend): "
+            "use `gemini` or `simulated`."
+        ) from None
+
+
+def chat_model_factory(backend: Backend, simulated_latency_s: float | None = None) -> ChatModelFactory:
+    if backend is Backend.SIMULATED:
+        from agents_pipelines.llm.simulated import SimulatedChatModel
+
+        latency = simulated_latency_s
+        if latency is None:
+            latency = float(os.environ.get(LATENCY_ENV, "0") or 0)
+
+        def simulated(config: LlmConfig) -> BaseChatModel:
+            return SimulatedChatModel(model=config.model, temperature=config.temperature,
+                                      latency_s=latency)
+
+        return simulated
+    from agents_pipelines.llm.gemini import gemini_chat_model
+
+    return gemini_chat_model

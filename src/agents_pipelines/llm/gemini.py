@@ -1,0 +1,122 @@
+"""The one home of langchain-google-genai and the google-genai SDK.
+
+Who retries what: the SDK's own retries are switched off (``max_retries=1`` means one
+attempt there), because the SDK ignores the server's Retry-After. Transient failures are
+retried once per node by LangGraph's RetryPolicy, using ``is_transient`` and
+``wait_for_retry_after`` below. Permanent failures (400, 401, 403, 404) are never retried.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from pydantic import SecretStr
+
+from agents_pipelines.errors import MissingApiKeyError
+from agents_pipelines.spec.models import LlmConfig
+
+API_KEY_ENV = "GOOGLE_API_KEY"
+ALT_API_KEY_ENV = "GEMINI_API_KEY"
+BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_MAX_RETRY_AFTER_S = 120.0
+
+
+def api_key_from_env() -> str | None:
+    return os.environ.get(API_KEY_ENV) or os.environ.get(ALT_API_KEY_ENV) or None
+
+
+def gemini_chat_model(config: LlmConfig) -> BaseChatModel:
+    """A ChatGoogleGenerativeAI for ``config``; the key comes from the environment only."""
+    key = api_key_from_env()
+    if key is None:
+        raise MissingApiKeyError(
+            f"No Gemini API key: set {API_KEY_ENV} in the environment of the Dagster code "
+            "location (or of this shell), or set AGENTS_PIPELINES_LLM_BACKEND=simulated "
+            "for a dry run with estimated costs."
+        )
+    from langchain_google_genai import ChatGoogleGenerativeAI  # heavy: imported on first use
+
+    return ChatGoogleGenerativeAI(
+        model=config.model,
+        google_api_key=SecretStr(key),
+        temperature=config.temperature,
+        max_output_tokens=config.max_output_tokens,
+        timeout=config.timeout_s,
+        max_retries=1,
+        base_url=config.base_url or os.environ.get(BASE_URL_ENV) or None,
+    )
+
+
+def status_code(exc: BaseException) -> int | None:
+    """The HTTP status behind ``exc`` or the errors it wraps, if there is one."""
+    for err in _chain(exc):
+        code = getattr(err, "code", None)
+        if isinstance(code, int) and 100 <= code < 600:
+            return code
+        response = getattr(err, "response", None)
+        if isinstance(getattr(response, "status_code", None), int):
+            return int(response.status_code)
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """429, 5xx, time-outs and dropped connections: worth another attempt."""
+    import httpx
+
+    if any(isinstance(err, httpx.TimeoutException | httpx.TransportError) for err in _chain(exc)):
+        return True
+    return status_code(exc) in _TRANSIENT_STATUS
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """The server's suggested wait (Retry-After header), capped at two minutes."""
+    for err in _chain(exc):
+        headers = getattr(getattr(err, "response", None), "headers", None)
+        value = headers.get("retry-after") if headers is not None else None
+        if value is not None:
+            try:
+                return min(max(float(value), 0.0), _MAX_RETRY_AFTER_S)
+            except ValueError:
+                return None
+    return None
+
+
+def wait_for_retry_after(exc: BaseException) -> bool:
+    """LangGraph ``retry_on`` hook: retry transient errors, after the server's Retry-After.
+
+    LangGraph's RetryPolicy has no notion of Retry-After, so we wait here before it adds
+    its own (shorter) backoff: the total wait is never below what the server asked for.
+    """
+    if not is_transient(exc):
+        return False
+    if (delay := retry_after_s(exc)) is not None:
+        time.sleep(delay)
+    return True
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 10:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A one-line reason for a failed Gemini call that says what to do about it."""
+    code = status_code(exc)
+    hints: dict[int, str] = {
+        400: "the request was invalid; check the prompt, model name and settings",
+        401: f"the API key was refused; check {API_KEY_ENV}",
+        403: f"the API key may not use this model; check {API_KEY_ENV} and the project's access",
+        404: "the model was not found; check the model name in config.llm.model",
+        429: "rate limited; lower the concurrency (the Dagster pool) or raise your quota",
+    }
+    text = hints.get(code or 0, "the call failed")
+    detail: Any = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    return f"Gemini {code or type(exc).__name__}: {text} ({detail})"

@@ -1,0 +1,226 @@
+"""Checks that span sections of a workflow: they run after the models validate.
+
+Each check yields ``(path, problem, fix)``; the caller locates the path in the file.
+All checks run, so a file with five problems reports five.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import defaultdict, deque
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from agents_pipelines.spec import field_types
+from agents_pipelines.spec.models import END, START, Condition, WorkflowSpec
+from agents_pipelines.spec.placeholders import PlaceholderError, parse_template
+
+Finding = tuple[tuple[str | int, ...], str, str | None]
+_TRACKING_SCHEMES = ("sqlite:", "file:", "postgresql", "mysql", "mssql", "http:", "https:",
+                     "databricks")
+
+
+def run_checks(spec: WorkflowSpec) -> list[Finding]:
+    checks = (_state, _nodes, _prompts, _edges, _graph, _inputs, _tracking)
+    return [finding for check in checks for finding in check(spec)]
+
+
+def _hint(word: str, options: list[str], what: str) -> str:
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    if match:
+        return f"did you mean `{match[0]}`?"
+    return f"use one of the {what}: " + ", ".join(f"`{o}`" for o in options)
+
+
+def _state(spec: WorkflowSpec) -> Iterator[Finding]:
+    written = spec.written_fields
+    for name, field in spec.state.fields.items():
+        path = ("state", "fields", name)
+        if field.required and field.default is not None:
+            yield (*path, "default"), "a required field takes no default", (
+                "drop `default`, or drop `required: true`"
+            )
+        if field.required and name in written:
+            yield (*path, "required"), f"`{name}` is required as an input, but a node writes it", (
+                "drop `required: true`; required marks fields a run is given"
+            )
+        if field.default is not None and (err := _type_error(field.type, field.default)):
+            yield (*path, "default"), f"the default does not fit type {field.type}: {err}", (
+                f"give a {field.type} value"
+            )
+
+
+def _type_error(type_name: str, value: Any) -> str | None:
+    try:
+        TypeAdapter(field_types.python_type(type_name)).validate_python(value, strict=True)
+    except ValidationError as exc:
+        return exc.errors(include_url=False)[0]["msg"]
+    return None
+
+
+def _nodes(spec: WorkflowSpec) -> Iterator[Finding]:
+    fields = list(spec.state.fields)
+    first_index: dict[str, int] = {}
+    writers: dict[str, list[str]] = defaultdict(list)
+    for i, node in enumerate(spec.nodes):
+        if node.id in first_index:
+            first = first_index[node.id]
+            yield ("nodes", i, "id"), f"duplicate node id `{node.id}` (also nodes[{first}])", (
+                "give each node its own id"
+            )
+        first_index.setdefault(node.id, i)
+        for j, output in enumerate(node.outputs):
+            writers[output].append(node.id)
+            if output not in spec.state.fields:
+                yield ("nodes", i, "outputs", j), f"output `{output}` is not a state field", (
+                    _hint(output, fields, "state fields")
+                    + f" Or declare `{output}` under state.fields."
+                )
+        if len(set(node.outputs)) != len(node.outputs):
+            yield ("nodes", i, "outputs"), "an output is listed twice", "list each field once"
+
+
+def _prompts(spec: WorkflowSpec) -> Iterator[Finding]:
+    fields = list(spec.state.fields)
+    for i, node in enumerate(spec.nodes):
+        for key in ("prompt", "system"):
+            text = getattr(node, key)
+            if text is None:
+                continue
+            try:
+                template = parse_template(text)
+            except PlaceholderError as exc:
+                yield ("nodes", i, key), exc.problem, exc.fix
+                continue
+            for name in template.fields:
+                if name not in spec.state.fields:
+                    yield ("nodes", i, key), f"placeholder {{{name}}} names no state field", (
+                        _hint(name, fields, "state fields")
+                    )
+
+
+def _edges(spec: WorkflowSpec) -> Iterator[Finding]:
+    ids = [node.id for node in spec.nodes]
+    sources = [*ids, START]
+    targets = [*ids, END]
+    routed: dict[str, int] = {}
+    plain: dict[str, int] = {}
+    for i, edge in enumerate(spec.edges):
+        for j, source in enumerate(edge.sources):
+            where = ("edges", i, "from") + ((j,) if isinstance(edge.source, list) else ())
+            if source not in sources:
+                yield where, f"edge starts at unknown node `{source}`", _hint(
+                    source, sources, "nodes")
+            (routed if edge.routes else plain).setdefault(source, i)
+        if edge.to is not None and edge.to not in targets:
+            yield ("edges", i, "to"), f"edge goes to unknown node `{edge.to}`", _hint(
+                edge.to, targets, "nodes")
+        if START in edge.sources and isinstance(edge.source, list):
+            yield ("edges", i, "from"), "START cannot be part of a join", "use `from: START`"
+        yield from _routes(spec, i, targets)
+    for source, i in routed.items():
+        if source in plain:
+            yield ("edges", i, "from"), (
+                f"`{source}` has both routes and a plain edge (edges[{plain[source]}])"
+            ), "move the plain edge into the routes, as the last route without `when`"
+    if START not in plain and START not in routed:
+        yield ("edges",), "nothing starts the graph", (
+            "add an edge from START, such as `{from: START, to: " + ids[0] + "}`"
+        )
+
+
+def _routes(spec: WorkflowSpec, i: int, targets: list[str]) -> Iterator[Finding]:
+    routes = spec.edges[i].routes or []
+    for k, route in enumerate(routes):
+        path = ("edges", i, "routes", k)
+        if route.to not in targets:
+            yield (*path, "to"), f"route goes to unknown node `{route.to}`", _hint(
+                route.to, targets, "nodes")
+        last = k == len(routes) - 1
+        if route.when is None and not last:
+            yield path, "only the last route may leave out `when`", (
+                "move the default route to the end"
+            )
+        if route.when is not None:
+            if last:
+                yield path, "the last route needs no `when`: it is the default", (
+                    "add a final route without `when`, e.g. `{to: END}`"
+                )
+            yield from _condition(spec, route.when, (*path, "when"))
+
+
+def _condition(spec: WorkflowSpec, cond: Condition, path: tuple[Any, ...]) -> Iterator[Finding]:
+    field = spec.state.fields.get(cond.field)
+    if field is None:
+        yield (*path, "field"), f"condition names unknown state field `{cond.field}`", _hint(
+            cond.field, list(spec.state.fields), "state fields")
+        return
+    (operator, value), = cond.operators().items()
+    if operator in ("gt", "gte", "lt", "lte") and not field_types.is_numeric(field.type):
+        problem = f"`{operator}` compares numbers, but `{cond.field}` is {field.type}"
+        yield (*path, operator), problem, "use equals, not_equals, in, contains or is_empty"
+    if operator == "contains" and field_types.element_name(field.type) is None and (
+        field.type != "str"
+    ):
+        problem = f"`contains` needs a str, list or dict field; `{cond.field}` is {field.type}"
+        yield (*path, operator), problem, "use equals or not_equals"
+    if operator in ("equals", "not_equals") and (err := _type_error(field.type, value)):
+        yield (*path, operator), f"`{value!r}` cannot equal a {field.type} field: {err}", (
+            f"compare with a {field.type} value")
+
+
+def _graph(spec: WorkflowSpec) -> Iterator[Finding]:
+    successors: dict[str, set[str]] = defaultdict(set)
+    for edge in spec.edges:
+        targets = [r.to for r in edge.routes] if edge.routes else [edge.to or END]
+        for source in edge.sources:
+            successors[source].update(targets)
+    reachable = _reach(START, successors)
+    for i, node in enumerate(spec.nodes):
+        if node.id not in reachable:
+            yield ("nodes", i, "id"), f"node `{node.id}` can never run: no edge leads to it", (
+                f"add an edge to `{node.id}` (from START or another node), or delete the node"
+            )
+    # A node with no outgoing edge ends its branch, as in LangGraph.
+    ends = {n.id for n in spec.nodes if not successors.get(n.id)} | {END}
+    predecessors: dict[str, set[str]] = defaultdict(set)
+    for source, targets in successors.items():
+        for target in targets:
+            predecessors[target].add(source)
+    finishing = set().union(*(_reach(end, predecessors) for end in ends))
+    for i, node in enumerate(spec.nodes):
+        if node.id in reachable and node.id not in finishing:
+            yield ("nodes", i, "id"), f"node `{node.id}` has no path to END: the graph loops "
+            "forever once it gets there", "add a route to END (e.g. `{to: END}` as the default)"
+
+
+def _reach(start: str, graph: dict[str, set[str]]) -> set[str]:
+    seen, queue = {start}, deque([start])
+    while queue:
+        for nxt in graph.get(queue.popleft(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
+    return seen
+
+
+def _inputs(spec: WorkflowSpec) -> Iterator[Finding]:
+    inputs = spec.input_fields
+    for name, value in spec.orchestration.inputs.items():
+        path = ("orchestration", "inputs", name)
+        if name not in inputs:
+            why = "is written by a node" if name in spec.state.fields else "is not a state field"
+            yield path, f"input `{name}` {why}", _hint(name, inputs, "input fields")
+        elif err := _type_error(spec.state.fields[name].type, value):
+            yield path, f"input `{name}` does not fit type {spec.state.fields[name].type}: {err}", (
+                f"give a {spec.state.fields[name].type} value")
+
+
+def _tracking(spec: WorkflowSpec) -> Iterator[Finding]:
+    uri = spec.config.observability.mlflow.tracking_uri
+    if not uri.startswith(_TRACKING_SCHEMES):
+        yield ("config", "observability", "mlflow", "tracking_uri"), (
+            f"`{uri}` is not a tracking URI MLflow knows"
+        ), "use sqlite:///mlflow.db, postgresql://..., http(s)://host:port or file:///path"

@@ -1,0 +1,58 @@
+"""The types a state field may have, and the Python types they stand for.
+
+The set is closed on purpose: every type here has a JSON form (for structured output),
+a Dagster config form (for the Launchpad) and a pydantic form (for validation).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+FieldTypeName = Literal[
+    "str",
+    "int",
+    "float",
+    "bool",
+    "list[str]",
+    "list[int]",
+    "list[float]",
+    "list[bool]",
+    "dict[str, str]",
+    "dict[str, int]",
+    "dict[str, float]",
+    "dict[str, Any]",
+]
+
+FIELD_TYPE_NAMES: tuple[str, ...] = get_args(FieldTypeName)
+
+_SCALARS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def python_type(name: str) -> Any:
+    """The annotation pydantic validates values of field type ``name`` against."""
+    if name in _SCALARS:
+        return _SCALARS[name]
+    if name.startswith("list["):
+        return list[_SCALARS[name[5:-1]]]  # type: ignore[misc]
+    value = name.removeprefix("dict[str, ").removesuffix("]")
+    return dict[str, Any] if value == "Any" else dict[str, _SCALARS[value]]  # type: ignore[misc]
+
+
+def zero_value(name: str) -> Any:
+    """The default of an optional field that declares none."""
+    if name in _SCALARS:
+        return _SCALARS[name]()
+    return [] if name.startswith("list[") else {}
+
+
+def element_name(name: str) -> str | None:
+    """For ``list[T]`` and ``dict[str, T]``, the name of T; None for scalars."""
+    if name.startswith("list["):
+        return name[5:-1]
+    if name.startswith("dict["):
+        return name.removeprefix("dict[str, ").removesuffix("]")
+    return None
+
+
+def is_numeric(name: str) -> bool:
+    return name in ("int", "float")

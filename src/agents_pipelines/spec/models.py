@@ -1,0 +1,206 @@
+"""The workflow format as pydantic models: the fields are the YAML schema.
+
+Pure data: no environment reads, no I/O. Checks that span several sections (edges that
+name nodes, placeholders that name state fields...) live in ``validation.py`` so that
+every problem in a file is reported at once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agents_pipelines.spec.field_types import FieldTypeName
+
+START = "START"
+END = "END"
+
+Identifier = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z][a-z0-9_]*$",
+        max_length=64,
+        description="Lower-case letters, digits and underscores, starting with a letter.",
+    ),
+]
+Scalar = str | int | float | bool
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class FlowSpec(_Model):
+    name: Identifier = Field(description="The workflow's name; it becomes the Dagster asset key.")
+    description: str = ""
+
+
+class StateField(_Model):
+    type: FieldTypeName = Field(description="The value type of this state field.")
+    required: bool = Field(False, description="A run must supply this field as an input.")
+    default: Any = Field(None, description="The value before any node writes the field.")
+    description: str = ""
+
+
+class StateSpec(_Model):
+    fields: dict[Identifier, StateField] = Field(min_length=1)
+
+
+class LlmOverride(_Model):
+    """Per-node settings; each one left out falls back to ``config.llm``."""
+
+    model: str | None = Field(None, min_length=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_output_tokens: int | None = Field(None, ge=1)
+    timeout_s: float | None = Field(None, gt=0, le=3600)
+    max_retries: int | None = Field(None, ge=0, le=10)
+
+
+class LlmConfig(_Model):
+    provider: Literal["google"] = "google"
+    model: str = Field("gemini-2.5-flash", min_length=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_output_tokens: int | None = Field(None, ge=1)
+    timeout_s: float = Field(60, gt=0, le=3600, description="Per-request time-out in seconds.")
+    max_retries: int = Field(
+        3, ge=0, le=10, description="Retries of transient failures (429, 5xx, time-outs)."
+    )
+    base_url: str | None = Field(
+        None, description="A gateway in front of the Gemini API, e.g. https://gw.example.com."
+    )
+
+    def merged(self, override: LlmOverride | None) -> LlmConfig:
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_none=True))
+
+
+class Condition(_Model):
+    """One comparison of a state field; exactly one operator is set."""
+
+    field: Identifier
+    equals: Scalar | None = None
+    not_equals: Scalar | None = None
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+    in_: list[Scalar] | None = Field(None, alias="in")
+    contains: Scalar | None = None
+    is_empty: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> Condition:
+        if len(self.operators()) != 1:
+            raise ValueError(
+                "a condition needs exactly one operator out of equals, not_equals, gt, gte, "
+                f"lt, lte, in, contains, is_empty (got {len(self.operators())})"
+            )
+        return self
+
+    def operators(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"field"}, exclude_none=True, by_alias=True)
+
+
+class Route(_Model):
+    when: Condition | None = Field(None, description="Left out on the last, default route.")
+    to: str
+
+
+class Edge(_Model):
+    source: str | list[str] = Field(
+        alias="from", description="A node id, START, or a list of node ids to join."
+    )
+    to: str | None = None
+    routes: list[Route] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _to_or_routes(self) -> Edge:
+        if (self.to is None) == (self.routes is None):
+            raise ValueError("an edge needs exactly one of `to` or `routes`")
+        if self.routes is not None and not isinstance(self.source, str):
+            raise ValueError("a routed edge starts from one node, not a list")
+        return self
+
+    @property
+    def sources(self) -> list[str]:
+        return [self.source] if isinstance(self.source, str) else list(self.source)
+
+
+class Node(_Model):
+    id: Identifier
+    prompt: str = Field(min_length=1, description="The user message; {field} placeholders only.")
+    system: str | None = Field(None, description="An optional system message; same placeholders.")
+    outputs: list[Identifier] = Field(min_length=1, description="State fields this node writes.")
+    llm: LlmOverride | None = None
+    description: str = ""
+
+
+class ExecutionConfig(_Model):
+    max_steps: int = Field(25, ge=1, le=10_000, description="Steps before a looping run stops.")
+
+
+class MlflowConfig(_Model):
+    enabled: bool = True
+    tracking_uri: str = Field(
+        "sqlite:///mlflow.db", description="Overridden by MLFLOW_TRACKING_URI in the environment."
+    )
+    experiment_name: str | None = Field(None, description="Defaults to the flow name.")
+    async_logging: bool = True
+    log_artifacts: bool = True
+    artifact_level: Literal["minimal", "standard", "full"] = "standard"
+    run_name: str | None = None
+    required: bool = Field(False, description="Fail the run when tracking fails.")
+
+
+class ObservabilityConfig(_Model):
+    mlflow: MlflowConfig = MlflowConfig()
+
+
+class ModelPrice(_Model):
+    """USD per million tokens; overrides MLflow's bundled price table for one model."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+    cached_input_per_million: float | None = Field(None, ge=0)
+
+
+class WorkflowConfig(_Model):
+    llm: LlmConfig = LlmConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
+    pricing: dict[str, ModelPrice] = Field(default_factory=dict)
+
+
+class OrchestrationConfig(_Model):
+    group: Identifier | None = None
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="Default inputs of a materialization."
+    )
+
+
+class WorkflowSpec(_Model):
+    schema_version: Literal["1"]
+    flow: FlowSpec
+    state: StateSpec
+    nodes: list[Node] = Field(min_length=1)
+    edges: list[Edge] = Field(min_length=1)
+    config: WorkflowConfig = WorkflowConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+
+    def node(self, node_id: str) -> Node:
+        return next(node for node in self.nodes if node.id == node_id)
+
+    @property
+    def written_fields(self) -> set[str]:
+        return {field for node in self.nodes for field in node.outputs}
+
+    @property
+    def input_fields(self) -> list[str]:
+        """State fields no node writes: what a run is given."""
+        written = self.written_fields
+        return [name for name in self.state.fields if name not in written]
+
+    def models_used(self) -> list[str]:
+        return sorted({self.config.llm.merged(node.llm).model for node in self.nodes})

@@ -1,0 +1,56 @@
+"""Where a run is tracked: the workflow's settings, overridden by the environment."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+from agents_pipelines.spec.models import MlflowConfig
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+UI_URL_ENV = "AGENTS_PIPELINES_MLFLOW_UI_URL"
+DEFAULT_UI_URL = "http://127.0.0.1:5000"
+
+
+class FileStoreDeprecationWarning(FutureWarning):
+    """The workflow tracks to a file:// store, which MLflow keeps only in maintenance mode."""
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    tracking_uri: str
+    experiment_name: str
+    config: MlflowConfig
+    ui_url: str
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def resolve_settings(
+    config: MlflowConfig, flow_name: str, ui_url: str | None = None
+) -> TrackingSettings:
+    """MLFLOW_TRACKING_URI beats the workflow's tracking_uri, so operators can redirect
+    every workflow to a team server without editing files."""
+    uri = os.environ.get(TRACKING_URI_ENV) or config.tracking_uri
+    if uri.startswith("file:") or "://" not in uri and ":" not in uri:
+        _allow_file_store(uri)
+    if ui_url is None:
+        ui_url = os.environ.get(UI_URL_ENV) or (
+            uri if uri.startswith(("http://", "https://")) else DEFAULT_UI_URL
+        )
+    return TrackingSettings(uri, config.experiment_name or flow_name, config, ui_url)
+
+
+def _allow_file_store(uri: str) -> None:
+    # MLflow 3.17 refuses file stores unless MLFLOW_ALLOW_FILE_STORE is set. Existing users
+    # keep working, and are told how to move their data.
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    warnings.warn(
+        f"MLflow tracking URI {uri} is a file store, which MLflow keeps in maintenance mode. "
+        "Migrate it with `mlflow migrate-filestore` and use sqlite:///mlflow.db "
+        "(or a database server) as tracking_uri.",
+        FileStoreDeprecationWarning,
+        stacklevel=3,
+    )

@@ -1,0 +1,105 @@
+"""Record every LLM call of a run through LangChain's callbacks.
+
+LangGraph runs parallel branches on worker threads, so the ledger is locked. It sees each
+call's node (``langgraph_node`` in the callback metadata), model, usage and latency; a
+failed attempt (a 429 that is retried, say) is recorded with the usage it reported.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import LLMResult
+
+from agents_pipelines.usage.records import CallRecord, Pricer, TokenUsage, UsageSummary
+
+
+class _Pending:
+    __slots__ = ("model", "node", "prompt", "started")
+
+    def __init__(self, node: str, model: str, prompt: str | None):
+        self.node, self.model, self.prompt = node, model, prompt
+        self.started = time.perf_counter()
+
+
+class UsageLedger(BaseCallbackHandler):
+    """A LangChain callback that keeps one CallRecord per LLM call."""
+
+    run_inline = True  # called on the calling thread, so timings are the call's own
+
+    def __init__(
+        self,
+        pricer: Pricer,
+        keep_text: bool = False,
+        on_record: Callable[[CallRecord, UsageSummary], None] | None = None,
+    ):
+        self._pricer = pricer
+        self._keep_text = keep_text
+        self._on_record = on_record
+        self._lock = threading.Lock()
+        self._pending: dict[UUID, _Pending] = {}
+        self._calls: list[CallRecord] = []
+
+    def summary(self) -> UsageSummary:
+        with self._lock:
+            return UsageSummary(tuple(self._calls))
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        metadata = metadata or {}
+        prompt = None
+        if self._keep_text:
+            prompt = "\n\n".join(f"[{m.type}] {m.text}" for batch in messages for m in batch)
+        pending = _Pending(
+            str(metadata.get("langgraph_node", "")), str(metadata.get("ls_model_name", "")), prompt
+        )
+        with self._lock:
+            self._pending[run_id] = pending
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        generation = response.generations[0][0] if response.generations else None
+        message = getattr(generation, "message", None)
+        usage = TokenUsage.from_langchain(getattr(message, "usage_metadata", None))
+        reply = message.text if self._keep_text and message is not None else None
+        self._finish(run_id, usage, "ok", None, reply)
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._finish(run_id, TokenUsage(), "error", f"{type(error).__name__}: {error}", None)
+
+    def _finish(
+        self, run_id: UUID, usage: TokenUsage, status: str, error: str | None, reply: str | None
+    ) -> None:
+        with self._lock:
+            pending = self._pending.pop(run_id, None)
+        if pending is None:
+            return
+        price = self._pricer.price(pending.model, usage) if usage.total else None
+        record = CallRecord(
+            node=pending.node,
+            model=pending.model,
+            usage=usage,
+            price=price,
+            latency_s=time.perf_counter() - pending.started,
+            status=status,
+            error=error,
+            prompt=pending.prompt,
+            reply=reply,
+        )
+        with self._lock:
+            self._calls.append(record)
+            summary = UsageSummary(tuple(self._calls))
+        if self._on_record is not None:
+            self._on_record(record, summary)

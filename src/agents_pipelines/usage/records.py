@@ -1,0 +1,137 @@
+"""Token usage and cost of LLM calls, as plain values.
+
+One ``CallRecord`` per LLM call attempt. Every figure agents_pipelines reports (asset
+metadata, MLflow metrics, cost_summary.json, span costs) is computed from these records.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+# USD figures are rounded to a nano-dollar so that sums agree exactly wherever they are made.
+USD_DIGITS = 9
+
+
+def round_usd(value: float) -> float:
+    return round(value, USD_DIGITS)
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Gemini's usageMetadata as LangChain reports it.
+
+    ``prompt`` includes ``cached``; ``completion`` includes ``reasoning`` (thoughts), which
+    Gemini bills as output.
+    """
+
+    prompt: int = 0
+    completion: int = 0
+    total: int = 0
+    reasoning: int = 0
+    cached: int = 0
+
+    @classmethod
+    def from_langchain(cls, usage: Mapping[str, Any] | None) -> TokenUsage:
+        if not usage:
+            return cls()
+        prompt, completion = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+        return cls(
+            prompt=prompt,
+            completion=completion,
+            total=int(usage.get("total_tokens") or prompt + completion),
+            reasoning=int((usage.get("output_token_details") or {}).get("reasoning", 0) or 0),
+            cached=int((usage.get("input_token_details") or {}).get("cache_read", 0) or 0),
+        )
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+def astuple(usage: TokenUsage) -> tuple[int, ...]:
+    return (usage.prompt, usage.completion, usage.total, usage.reasoning, usage.cached)
+
+
+@dataclass(frozen=True)
+class Price:
+    """What one call cost, and where the rates came from."""
+
+    input_usd: float
+    output_usd: float
+    source: str
+
+    @property
+    def total_usd(self) -> float:
+        return round_usd(self.input_usd + self.output_usd)
+
+
+class Pricer(Protocol):
+    def price(self, model: str, usage: TokenUsage) -> Price | None:
+        """The cost of ``usage`` on ``model``; None when the model has no known price."""
+        ...
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    node: str
+    model: str
+    usage: TokenUsage
+    price: Price | None
+    latency_s: float
+    status: str = "ok"  # "ok" or "error"
+    error: str | None = None
+    prompt: str | None = None  # kept only for artifact_level "full"
+    reply: str | None = None
+
+    @property
+    def cost_usd(self) -> float | None:
+        return None if self.price is None else self.price.total_usd
+
+
+@dataclass(frozen=True)
+class UsageSummary:
+    """All calls of one run, with the totals every report shows."""
+
+    calls: Sequence[CallRecord] = field(default_factory=tuple)
+
+    @property
+    def llm_calls(self) -> int:
+        return len(self.calls)
+
+    @property
+    def tokens(self) -> TokenUsage:
+        return sum((call.usage for call in self.calls), TokenUsage())
+
+    @property
+    def total_cost_usd(self) -> float:
+        """The cost of priced calls. Unpriced models are listed in ``unpriced_models``."""
+        return round_usd(sum(call.cost_usd or 0.0 for call in self.calls))
+
+    @property
+    def unpriced_models(self) -> list[str]:
+        return sorted({c.model for c in self.calls if c.price is None and c.usage.total})
+
+    def by_model(self) -> dict[str, dict[str, Any]]:
+        groups: dict[str, list[CallRecord]] = defaultdict(list)
+        for call in self.calls:
+            groups[call.model].append(call)
+        return {
+            model: {
+                "llm_calls": len(calls),
+                **asdict(sum((c.usage for c in calls), TokenUsage())),
+                "cost_usd": None
+                if any(c.price is None and c.usage.total for c in calls)
+                else round_usd(sum(c.cost_usd or 0.0 for c in calls)),
+                "price_sources": sorted({c.price.source for c in calls if c.price}),
+            }
+            for model, calls in sorted(groups.items())
+        }
+
+    def describe_spend(self) -> str:
+        tokens = self.tokens
+        text = f"${self.total_cost_usd:.6f} over {self.llm_calls} LLM call(s), {tokens.total} tokens"
+        if self.unpriced_models:
+            text += f" (unpriced: {', '.join(self.unpriced_models)})"
+        return text

@@ -1,0 +1,51 @@
+"""cost_summary.json: the totals, one entry per call, subtotals per model, price sources."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents_pipelines.usage.records import UsageSummary, round_usd
+
+
+def cost_summary(
+    summary: UsageSummary, *, workflow: str, backend: str, status: str, error: str | None = None
+) -> dict[str, Any]:
+    tokens = summary.tokens
+    return {
+        "schema_version": 1,
+        "workflow": workflow,
+        "llm_backend": backend,
+        "status": status,
+        "error": error,
+        "currency": "USD",
+        "totals": {
+            "llm_calls": summary.llm_calls,
+            "prompt_tokens": tokens.prompt,
+            "completion_tokens": tokens.completion,
+            "reasoning_tokens": tokens.reasoning,
+            "cached_tokens": tokens.cached,
+            "total_tokens": tokens.total,
+            "total_cost_usd": summary.total_cost_usd,
+            "unpriced_models": summary.unpriced_models,
+        },
+        "by_model": summary.by_model(),
+        "calls": [
+            {
+                "node": call.node,
+                "model": call.model,
+                "status": call.status,
+                "error": call.error,
+                "prompt_tokens": call.usage.prompt,
+                "completion_tokens": call.usage.completion,
+                "reasoning_tokens": call.usage.reasoning,
+                "cached_tokens": call.usage.cached,
+                "total_tokens": call.usage.total,
+                "input_cost_usd": None if call.price is None else call.price.input_usd,
+                "output_cost_usd": None if call.price is None else call.price.output_usd,
+                "cost_usd": call.cost_usd,
+                "price_source": "unpriced" if call.price is None else call.price.source,
+                "latency_s": round_usd(call.latency_s),
+            }
+            for call in summary.calls
+        ],
+    }
