@@ -208,7 +208,10 @@ def test_set_default_and_plan_order(server: GeminiLoopbackServer) -> None:
 
 
 def test_failing_custom_default_becomes_500(server: GeminiLoopbackServer) -> None:
-    server.set_default(lambda req: {}["missing"])
+    def broken(req: RecordedRequest) -> Reply:
+        raise KeyError("missing")
+
+    server.set_default(broken)
 
     with pytest.raises(GoogleAPIError) as excinfo:
         make_llm(server).invoke("hi")

@@ -20,10 +20,10 @@ from agents_pipelines.errors import (
     StepLimitError,
     WorkflowRunError,
 )
-from agents_pipelines.graph import build_graph, draw_mermaid, initial_state
+from agents_pipelines.graph import build_graph, initial_state
 from agents_pipelines.llm import Backend, chat_model_factory, resolve_backend
 from agents_pipelines.llm.gemini import describe_failure
-from agents_pipelines.spec import Workflow
+from agents_pipelines.spec import Workflow, draw_mermaid
 from agents_pipelines.tracking import (
     MlflowPriceTable,
     TrackingInfo,

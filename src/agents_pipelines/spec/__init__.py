@@ -8,6 +8,7 @@ from agents_pipelines.spec.loader import (
     load_workflows,
     workflow_files,
 )
+from agents_pipelines.spec.mermaid import draw_mermaid
 from agents_pipelines.spec.models import END, START, WorkflowSpec
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "START",
     "Workflow",
     "WorkflowSpec",
+    "draw_mermaid",
     "load_workflow",
     "load_workflow_text",
     "load_workflows",

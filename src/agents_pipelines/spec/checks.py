@@ -23,8 +23,12 @@ _TRACKING_SCHEMES = ("sqlite:", "file:", "postgresql", "mysql", "mssql", "http:"
 
 
 def run_checks(spec: WorkflowSpec) -> list[Finding]:
-    checks = (_state, _nodes, _prompts, _edges, _graph, _inputs, _tracking)
-    return [finding for check in checks for finding in check(spec)]
+    checks = (_state, _nodes, _prompts, _edges, _inputs, _tracking)
+    findings = [finding for check in checks for finding in check(spec)]
+    if not any(path[0] == "edges" for path, _, _ in findings):
+        # Reachability only means something once every edge names a real node.
+        findings += _graph(spec)
+    return findings
 
 
 def _hint(word: str, options: list[str], what: str) -> str:
@@ -192,8 +196,8 @@ def _graph(spec: WorkflowSpec) -> Iterator[Finding]:
     finishing = set().union(*(_reach(end, predecessors) for end in ends))
     for i, node in enumerate(spec.nodes):
         if node.id in reachable and node.id not in finishing:
-            yield ("nodes", i, "id"), f"node `{node.id}` has no path to END: the graph loops "
-            "forever once it gets there", "add a route to END (e.g. `{to: END}` as the default)"
+            problem = f"node `{node.id}` has no path to END: the graph loops forever once there"
+            yield ("nodes", i, "id"), problem, "add a route to END (e.g. `{to: END}` as default)"
 
 
 def _reach(start: str, graph: dict[str, set[str]]) -> set[str]:

@@ -175,6 +175,9 @@ class WorkflowConfig(_Model):
 
 class OrchestrationConfig(_Model):
     group: Identifier | None = None
+    pool: Identifier = Field(
+        "gemini", description="The Dagster pool bounding concurrent runs of this workflow."
+    )
     inputs: dict[str, Any] = Field(
         default_factory=dict, description="Default inputs of a materialization."
     )

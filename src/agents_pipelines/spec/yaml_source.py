@@ -20,6 +20,7 @@ MAX_VALUES = 50_000  # values after alias expansion; real workflows hold a few h
 MAX_DEPTH = 40  # nesting levels; also stops self-referencing aliases
 
 PathKey = tuple[str | int, ...]
+_COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
 @dataclass
@@ -136,6 +137,13 @@ class _Builder:
                 node.start_mark.line + 1,
             )
         self.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        if not isinstance(node, yaml.ScalarNode) and node.tag not in _COLLECTION_TAGS:
+            raise _fail(
+                self.file,
+                f"the YAML tag {node.tag} is not allowed in workflow files",
+                "remove the tag; workflow files hold plain YAML data",
+                node.start_mark.line + 1,
+            )
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):

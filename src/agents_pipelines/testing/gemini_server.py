@@ -906,7 +906,7 @@ class GeminiLoopbackServer:
 
     @property
     def fault_count(self) -> int:
-        """Requests answered from a planned Fault (hangs included)."""
+        """Requests answered with a Fault, planned or from the default (hangs included)."""
         with self._lock:
             return self._fault_count
 

@@ -1,0 +1,112 @@
+"""``agents-pipelines``: validate workflow files, run one without Dagster, print the schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from agents_pipelines.errors import AgentsPipelinesError
+from agents_pipelines.spec import Workflow, load_workflow, load_workflows, workflow_json_schema
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.command(args))
+    except AgentsPipelinesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agents-pipelines", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check workflow files; exit 1 on problems")
+    validate.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    validate.set_defaults(command=_validate)
+
+    run = commands.add_parser("run", help="run one workflow without Dagster")
+    run.add_argument("file", metavar="FILE")
+    run.add_argument("--input", "-i", action="append", default=[], metavar="FIELD=VALUE",
+                     help="an input; non-str fields take JSON (e.g. --input tags='[\"a\"]')")
+    run.add_argument("--backend", choices=["gemini", "simulated"],
+                     help="override AGENTS_PIPELINES_LLM_BACKEND")
+    run.add_argument("--verbose", "-v", action="store_true", help="show tracking and the state")
+    run.set_defaults(command=_run)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of workflow files")
+    schema.set_defaults(command=_schema)
+    return parser
+
+
+def _validate(args: argparse.Namespace) -> int:
+    workflows, issues = load_workflows(args.paths)
+    for issue in issues:
+        print(issue)
+    bad = len({issue.file for issue in issues})
+    print(f"{len(workflows)} valid workflow(s), {bad} invalid file(s), {len(issues)} problem(s)")
+    return 1 if issues else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.verbose:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        package = logging.getLogger("agents_pipelines")
+        package.addHandler(handler)
+        package.setLevel(logging.INFO)
+    workflow = load_workflow(args.file)
+    from agents_pipelines.runner import run_workflow  # heavy imports only for `run`
+
+    result = run_workflow(workflow, _parse_inputs(workflow, args.input), backend=args.backend)
+    tokens = result.usage.tokens
+    print(f"✓ {result.workflow} finished in {result.duration_s:.2f} s "
+          f"(backend: {result.backend.value}, {result.node_count} node run(s))")
+    print(f"  LLM calls: {result.usage.llm_calls}")
+    print(f"  tokens: {tokens.total} total, {tokens.prompt} prompt, {tokens.completion} "
+          f"completion ({tokens.reasoning} reasoning), {tokens.cached} cached")
+    unpriced = result.usage.unpriced_models
+    print(f"  cost: ${result.usage.total_cost_usd:.6f} USD"
+          + (f" (no price for: {', '.join(unpriced)})" if unpriced else ""))
+    if result.tracking:
+        print(f"  MLflow run: {result.tracking.run_url}")
+    for warning in result.warnings:
+        print(f"  warning: {warning}")
+    if args.verbose:
+        print(json.dumps(result.state, indent=2, ensure_ascii=False, default=str))
+    return 0
+
+
+def _parse_inputs(workflow: Workflow, pairs: list[str]) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep:
+            raise AgentsPipelinesError(f"--input {pair!r} needs the form FIELD=VALUE")
+        field = workflow.spec.state.fields.get(name)
+        if field is None or field.type == "str":
+            inputs[name] = raw  # unknown names are reported by input validation
+            continue
+        try:
+            inputs[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            raise AgentsPipelinesError(
+                f"--input {name}: `{raw}` is not JSON, and {name} is {field.type} "
+                "(give e.g. 3, true or [\"a\", \"b\"])"
+            ) from None
+    return inputs
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(workflow_json_schema(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

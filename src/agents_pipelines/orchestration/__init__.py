@@ -1,0 +1,20 @@
+"""The one home of Dagster: assets, the runner resource and Definitions."""
+
+from agents_pipelines.orchestration.asset_factory import build_workflow_asset, run_config_schema
+from agents_pipelines.orchestration.definitions import (
+    build_definitions,
+    build_workflow_assets,
+    definitions_from_env,
+)
+from agents_pipelines.orchestration.resource import WorkflowRunner
+from agents_pipelines.orchestration.translator import WorkflowTranslator
+
+__all__ = [
+    "WorkflowRunner",
+    "WorkflowTranslator",
+    "build_definitions",
+    "build_workflow_asset",
+    "build_workflow_assets",
+    "definitions_from_env",
+    "run_config_schema",
+]

@@ -1,0 +1,82 @@
+"""Build Dagster Definitions from a folder of workflow files.
+
+When a file is invalid, the default is to fail the whole code location with every
+problem listed (``on_invalid="fail"``), as Dagster does for a Python error in any asset
+module: a broken file must not silently drop an asset and its schedules. Set
+AGENTS_PIPELINES_INVALID_WORKFLOWS=skip to load the valid files and log the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+
+from agents_pipelines.errors import AgentsPipelinesError, WorkflowConfigError
+from agents_pipelines.orchestration.asset_factory import RUNNER_KEY, build_workflow_asset
+from agents_pipelines.orchestration.resource import WorkflowRunner
+from agents_pipelines.orchestration.translator import WorkflowTranslator
+from agents_pipelines.spec import Workflow, load_workflows
+
+WORKFLOWS_DIR_ENV = "AGENTS_PIPELINES_WORKFLOWS_DIR"
+ON_INVALID_ENV = "AGENTS_PIPELINES_INVALID_WORKFLOWS"
+DEFAULT_WORKFLOWS_DIR = "workflows"
+
+logger = logging.getLogger(__name__)
+OnInvalid = Literal["fail", "skip"]
+
+
+def build_workflow_assets(
+    workflows: Iterable[Workflow], translator: WorkflowTranslator | None = None
+) -> list[dg.AssetsDefinition]:
+    return [build_workflow_asset(workflow, translator) for workflow in workflows]
+
+
+def build_definitions(
+    workflows_dir: str | Path,
+    *,
+    on_invalid: OnInvalid = "fail",
+    translator: WorkflowTranslator | None = None,
+    runner: WorkflowRunner | None = None,
+) -> dg.Definitions:
+    directory = Path(workflows_dir)
+    if not directory.is_dir():
+        raise AgentsPipelinesError(
+            f"Workflow folder {directory.resolve()} does not exist: create it, or point "
+            f"{WORKFLOWS_DIR_ENV} at the folder that holds your workflow YAML files."
+        )
+    workflows, issues = load_workflows([directory])
+    if issues and on_invalid == "fail":
+        raise WorkflowConfigError(issues)
+    for issue in issues:
+        logger.warning("Skipped invalid workflow: %s", issue)
+    return dg.Definitions(
+        assets=build_workflow_assets(workflows, translator),
+        resources={RUNNER_KEY: runner or WorkflowRunner()},
+    )
+
+
+def definitions_from_env() -> dg.Definitions:
+    """The code location: AGENTS_PIPELINES_WORKFLOWS_DIR (default ./workflows)."""
+    on_invalid = os.environ.get(ON_INVALID_ENV, "fail").strip().lower()
+    if on_invalid not in ("fail", "skip"):
+        raise AgentsPipelinesError(
+            f"{ON_INVALID_ENV}={on_invalid!r} is not valid: use `fail` or `skip`."
+        )
+    _announce_backend()
+    directory = os.environ.get(WORKFLOWS_DIR_ENV, DEFAULT_WORKFLOWS_DIR)
+    return build_definitions(directory, on_invalid=on_invalid)  # type: ignore[arg-type]
+
+
+def _announce_backend() -> None:
+    from agents_pipelines.llm.backend import Backend, resolve_backend
+
+    if resolve_backend() is Backend.SIMULATED:
+        logger.warning(
+            "AGENTS_PIPELINES_LLM_BACKEND=simulated: materializations run the SIMULATED model. "
+            "No Gemini calls are made; token counts and costs are estimates."
+        )

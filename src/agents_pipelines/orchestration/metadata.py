@@ -1,0 +1,86 @@
+"""The materialization metadata of a workflow run: tokens, cost, MLflow links, calls."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import dagster as dg
+
+from agents_pipelines.usage import UsageSummary
+
+PREVIEW_CHARS = 2_000
+
+_CALL_COLUMNS = [
+    dg.TableColumn("node", "string"),
+    dg.TableColumn("model", "string"),
+    dg.TableColumn("status", "string"),
+    dg.TableColumn("prompt_tokens", "int"),
+    dg.TableColumn("completion_tokens", "int"),
+    dg.TableColumn("reasoning_tokens", "int"),
+    dg.TableColumn("cached_tokens", "int"),
+    dg.TableColumn("cost_usd", "float", description="Empty when the model has no price."),
+    dg.TableColumn("latency_s", "float"),
+]
+
+
+def usage_metadata(summary: UsageSummary) -> dict[str, Any]:
+    """Token and cost figures; also attached to failures, so spend is never lost."""
+    tokens = summary.tokens
+    metadata: dict[str, Any] = {
+        "total_tokens": dg.MetadataValue.int(tokens.total),
+        "prompt_tokens": dg.MetadataValue.int(tokens.prompt),
+        "completion_tokens": dg.MetadataValue.int(tokens.completion),
+        "reasoning_tokens": dg.MetadataValue.int(tokens.reasoning),
+        "cached_tokens": dg.MetadataValue.int(tokens.cached),
+        "total_cost_usd": dg.MetadataValue.float(summary.total_cost_usd),
+        "llm_calls": dg.MetadataValue.int(summary.llm_calls),
+        "node_calls": dg.MetadataValue.table(
+            [_call_record(call) for call in summary.calls], dg.TableSchema(_CALL_COLUMNS)
+        ),
+    }
+    if summary.unpriced_models:
+        metadata["unpriced_models"] = dg.MetadataValue.text(", ".join(summary.unpriced_models))
+    return metadata
+
+
+def _call_record(call: Any) -> dg.TableRecord:
+    return dg.TableRecord({
+        "node": call.node,
+        "model": call.model,
+        "status": call.status,
+        "prompt_tokens": call.usage.prompt,
+        "completion_tokens": call.usage.completion,
+        "reasoning_tokens": call.usage.reasoning,
+        "cached_tokens": call.usage.cached,
+        "cost_usd": call.cost_usd,
+        "latency_s": round(call.latency_s, 3),
+    })
+
+
+def run_metadata(result: Any) -> dict[str, Any]:
+    """Everything a materialization shows (``result`` is a runner.RunResult)."""
+    metadata = usage_metadata(result.usage)
+    metadata |= {
+        "node_count": dg.MetadataValue.int(result.node_count),
+        "duration_s": dg.MetadataValue.float(round(result.duration_s, 3)),
+        "llm_backend": dg.MetadataValue.text(result.backend.value),
+        "output_preview": dg.MetadataValue.md(_preview(result.state)),
+    }
+    if (tracking := result.tracking) is not None:
+        metadata |= {
+            "mlflow_run_id": dg.MetadataValue.text(tracking.run_id),
+            "mlflow_trace_id": dg.MetadataValue.text(tracking.trace_id or ""),
+            "mlflow_experiment_id": dg.MetadataValue.text(tracking.experiment_id),
+            "mlflow_run_url": dg.MetadataValue.url(tracking.run_url),
+        }
+    if result.warnings:
+        metadata["tracking_warning"] = dg.MetadataValue.text(" | ".join(result.warnings))
+    return metadata
+
+
+def _preview(state: dict[str, Any]) -> str:
+    text = json.dumps(state, indent=2, ensure_ascii=False, default=str)
+    if len(text) > PREVIEW_CHARS:
+        text = text[:PREVIEW_CHARS] + "\n… (truncated; the full state is the asset value)"
+    return f"```json\n{text}\n```"

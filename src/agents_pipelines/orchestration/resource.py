@@ -1,0 +1,62 @@
+"""The resource that runs workflows for Dagster assets.
+
+Deployment settings come from here and from the environment, never from the YAML: the
+backend (AGENTS_PIPELINES_LLM_BACKEND), the Gemini key (GOOGLE_API_KEY, read by the
+Gemini backend itself, so it never passes through Dagster config), the MLflow UI address.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from agents_pipelines.errors import InvalidInputsError, WorkflowRunError
+from agents_pipelines.orchestration.metadata import run_metadata, usage_metadata
+from agents_pipelines.spec import Workflow
+
+
+class WorkflowRunner(dg.ConfigurableResource):
+    """Runs a workflow and turns the result into a Dagster Output with metadata."""
+
+    llm_backend: str | None = None  # "gemini" or "simulated"; None: the environment decides
+    mlflow_ui_url: str | None = None  # base URL of the MLflow UI for run links
+    simulated_latency_s: float | None = None
+
+    def materialize(
+        self, context: dg.AssetExecutionContext, workflow: Workflow, inputs: dict[str, Any]
+    ) -> dg.Output[dict[str, Any]]:
+        from agents_pipelines.runner import run_workflow  # heavy: not at code-location load
+
+        try:
+            result = run_workflow(
+                workflow,
+                inputs,
+                backend=self.llm_backend,
+                tags=_mlflow_tags(context),
+                mlflow_ui_url=self.mlflow_ui_url,
+                simulated_latency_s=self.simulated_latency_s,
+            )
+        except InvalidInputsError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        except WorkflowRunError as exc:
+            metadata = usage_metadata(exc.usage) if exc.usage is not None else {}
+            raise dg.Failure(description=str(exc), metadata=metadata) from exc
+        context.log.info(
+            f"{workflow.name}: {result.usage.describe_spend()} "
+            f"(backend {result.backend.value}, {result.duration_s:.2f} s)"
+        )
+        for warning in result.warnings:
+            context.log.warning(warning)
+        return dg.Output(result.state, metadata=run_metadata(result))
+
+
+def _mlflow_tags(context: dg.AssetExecutionContext) -> dict[str, str]:
+    tags = {
+        "dagster.run_id": context.run_id,
+        "dagster.asset_key": context.asset_key.to_user_string(),
+        "dagster.job": context.job_name,
+    }
+    if context.has_partition_key:
+        tags["dagster.partition"] = context.partition_key
+    return tags

@@ -1,0 +1,95 @@
+"""Shared fixtures: a migrated MLflow SQLite store per test, the loopback Gemini server,
+and environment switches. Tests run real parts: no client object is mocked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agents_pipelines.testing import GeminiLoopbackServer
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "workflows"
+FAKE_KEY = "fake-gemini-key-7f3a9c1e5b"  # recognizable, so leaks can be searched for
+
+# MLflow must not try to download its model catalog during tests (there is no network).
+os.environ["MLFLOW_MODEL_CATALOG_URI"] = ""
+for name in ("GOOGLE_API_KEY", "GEMINI_API_KEY", "AGENTS_PIPELINES_LLM_BACKEND",
+             "GOOGLE_GEMINI_BASE_URL", "MLFLOW_TRACKING_URI"):
+    os.environ.pop(name, None)
+
+
+@pytest.fixture(scope="session")
+def migrated_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One MLflow SQLite store, migrated once; each test gets a copy (migration takes seconds)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    store = SqlAlchemyStore(f"sqlite:///{path}", str(path.parent / "artifacts"))
+    store.engine.dispose()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(
+    migrated_mlflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A fresh tracking store in tmp_path, set through MLFLOW_TRACKING_URI."""
+    db = tmp_path / "mlflow.db"
+    shutil.copy(migrated_mlflow_db, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # artifacts (./mlruns) land in the temp dir too
+    yield uri
+    import mlflow
+
+    mlflow.flush_trace_async_logging()
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture
+def simulated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTS_PIPELINES_LLM_BACKEND", "simulated")
+
+
+@pytest.fixture
+def gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[GeminiLoopbackServer]:
+    """The real Gemini client, pointed at a loopback server that speaks the REST API."""
+    with GeminiLoopbackServer() as server:
+        monkeypatch.setenv("AGENTS_PIPELINES_LLM_BACKEND", "gemini")
+        monkeypatch.setenv("GOOGLE_API_KEY", FAKE_KEY)
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", server.base_url)
+        yield server
+
+
+def write(tmp_path: Path, text: str, name: str = "wf.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+LINEAR = """\
+schema_version: "1"
+flow: {name: linear}
+state:
+  fields:
+    topic: {type: str, required: true}
+    summary: {type: str}
+nodes:
+  - id: summarize
+    prompt: "Summarize {topic}."
+    outputs: [summary]
+edges:
+  - {from: START, to: summarize}
+  - {from: summarize, to: END}
+orchestration:
+  inputs: {topic: cats}
+"""
