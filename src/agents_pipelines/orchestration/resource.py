@@ -53,9 +53,9 @@ class WorkflowRunner(dg.ConfigurableResource):
 
 def _mlflow_tags(context: dg.AssetExecutionContext) -> dict[str, str]:
     tags = {
-        "dagster.run_id": context.run_id,
+        "dagster.run_id": context.run.run_id,
         "dagster.asset_key": context.asset_key.to_user_string(),
-        "dagster.job": context.job_name,
+        "dagster.job": context.run.job_name,
     }
     if context.has_partition_key:
         tags["dagster.partition"] = context.partition_key

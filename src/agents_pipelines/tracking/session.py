@@ -150,12 +150,13 @@ def _configure(tracking_uri: str) -> None:
     import mlflow
 
     with _configure_lock:
-        if mlflow.get_tracking_uri() != tracking_uri:
-            mlflow.set_tracking_uri(tracking_uri)
+        # A no-op when unchanged; when changed it also re-points MLflow's trace exporter
+        # (comparing with get_tracking_uri() would not do: it prefers the environment).
+        mlflow.set_tracking_uri(tracking_uri)
         if not _autolog_enabled:
             mlflow.langchain.autolog(log_traces=True, silent=True)
             _autolog_enabled = True
-            logger.info("✓ MLflow auto-instrumentation enabled (langchain.autolog)")
+    logger.info("✓ MLflow auto-instrumentation enabled (langchain.autolog)")
 
 
 def _experiment_id(name: str) -> str:
