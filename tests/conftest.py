@@ -45,11 +45,12 @@ def mlflow_uri(
     db = tmp_path / "mlflow.db"
     shutil.copy(migrated_mlflow_db, db)
     uri = f"sqlite:///{db}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)  # artifacts (./mlruns) land in the temp dir too
-    yield uri
     import mlflow
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)  # the test's own MlflowClient() reads this store too
+    monkeypatch.chdir(tmp_path)  # artifacts (./mlruns) land in the temp dir too
+    yield uri
     mlflow.flush_trace_async_logging()
     while mlflow.active_run():
         mlflow.end_run()

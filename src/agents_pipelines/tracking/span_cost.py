@@ -14,7 +14,6 @@ from agents_pipelines.usage import Pricer, TokenUsage
 
 _lock = threading.Lock()
 _pricers: dict[str, Pricer] = {}
-_installed = False
 
 
 def price_spans_of(trace_id: str, pricer: Pricer) -> None:
@@ -29,15 +28,17 @@ def forget(trace_id: str) -> None:
 
 
 def install() -> None:
-    """Add our processor to MLflow's span processors, once per process."""
-    global _installed
-    with _lock:
-        if _installed:
-            return
-        from mlflow.tracing.config import configure, get_config
+    """Add our processor to MLflow's span processors unless it is there.
 
-        configure(span_processors=[*get_config().span_processors, _set_cost])
-        _installed = True
+    Checked on every run, not once: MLflow resets its tracing config (processors included)
+    whenever the tracking URI changes.
+    """
+    from mlflow.tracing.config import configure, get_config
+
+    with _lock:
+        current = list(get_config().span_processors)
+        if _set_cost not in current:
+            configure(span_processors=[*current, _set_cost])
 
 
 def _set_cost(span: Any) -> None:

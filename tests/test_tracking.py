@@ -1,0 +1,163 @@
+"""MLflow settings: artifact levels, environment override, file stores, disabled tracking,
+pricing overrides, unpriced models, and traces that survive the process's exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import LINEAR, write
+from mlflow import MlflowClient
+
+from agents_pipelines.cli import main
+from agents_pipelines.runner import run_workflow
+from agents_pipelines.spec import load_workflow
+from agents_pipelines.tracking.settings import FileStoreDeprecationWarning
+
+
+def linear(tmp_path: Path, mlflow_block: str = "", extra: str = "") -> Path:
+    config = f"config:\n  observability:\n    mlflow: {{{mlflow_block}}}\n{extra}"
+    return write(tmp_path, LINEAR + config)
+
+
+def artifact_paths(run_id: str) -> set[str]:
+    root = Path(MlflowClient().download_artifacts(run_id, ""))
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        ("artifact_level: minimal", {"cost_summary.json"}),
+        ("artifact_level: standard", {"cost_summary.json", "workflow/wf.yaml", "graph.mmd"}),
+        ("artifact_level: full", {"cost_summary.json", "workflow/wf.yaml", "graph.mmd",
+                                  "inputs.json", "outputs.json", "prompts.json"}),
+        ("log_artifacts: false, artifact_level: full", set()),
+    ],
+)
+def test_artifact_levels(tmp_path: Path, mlflow_uri: str, simulated: None, block: str,
+                         expected: set[str]) -> None:
+    result = run_workflow(load_workflow(linear(tmp_path, block)))
+    assert result.tracking is not None
+    paths = artifact_paths(result.tracking.run_id) if expected else set()
+    assert paths == expected
+    if "prompts.json" in expected:
+        root = Path(MlflowClient().download_artifacts(result.tracking.run_id, ""))
+        prompts = json.loads((root / "prompts.json").read_text())
+        assert prompts[0]["prompt"] == "[human] Summarize cats."
+        assert prompts[0]["reply"] == result.state["summary"]
+
+
+def test_environment_overrides_the_workflow_tracking_uri(
+    tmp_path: Path, mlflow_uri: str, simulated: None
+) -> None:
+    elsewhere = tmp_path / "elsewhere.db"
+    block = f"tracking_uri: 'sqlite:///{elsewhere}', experiment_name: team"
+    result = run_workflow(load_workflow(linear(tmp_path, block)))
+    assert result.tracking is not None and result.tracking.tracking_uri == mlflow_uri
+    assert not elsewhere.exists()
+    experiment = MlflowClient(mlflow_uri).get_experiment_by_name("team")
+    assert experiment is not None and experiment.experiment_id == result.tracking.experiment_id
+
+
+def test_file_store_still_works_and_warns(tmp_path: Path, simulated: None,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    store = tmp_path / "mlruns"
+    with pytest.warns(FileStoreDeprecationWarning, match="mlflow migrate-filestore"):
+        result = run_workflow(load_workflow(linear(tmp_path, f"tracking_uri: '{store.as_uri()}'")))
+    assert result.tracking is not None
+    run = MlflowClient(store.as_uri()).get_run(result.tracking.run_id)
+    assert run.data.metrics["llm_calls"] == 1
+    mlflow.flush_trace_async_logging()
+
+
+def test_disabled_tracking_still_reports_usage(tmp_path: Path, mlflow_uri: str,
+                                               simulated: None) -> None:
+    result = run_workflow(load_workflow(linear(tmp_path, "enabled: false")))
+    assert result.tracking is None
+    assert result.usage.llm_calls == 1 and result.usage.tokens.total > 0
+    assert result.usage.total_cost_usd > 0
+    assert MlflowClient(mlflow_uri).search_runs(["0", "1"]) == []
+
+
+def test_pricing_override_reaches_the_trace_and_the_summary(
+    tmp_path: Path, mlflow_uri: str, simulated: None
+) -> None:
+    pricing = ("  pricing:\n    gemini-2.5-flash: {input_per_million: 1000, "
+               "output_per_million: 2000}\n")
+    result = run_workflow(load_workflow(linear(tmp_path, "artifact_level: minimal", pricing)))
+    (call,) = result.usage.calls
+    expected = round((call.usage.prompt * 1000 + call.usage.completion * 2000) / 1e6, 9)
+    assert call.cost_usd == expected and call.price is not None
+    assert call.price.source == "config.pricing"
+    assert result.tracking is not None and result.tracking.trace_id is not None
+    mlflow.flush_trace_async_logging()
+    trace = mlflow.get_trace(result.tracking.trace_id)
+    (span,) = [s for s in trace.data.spans if s.span_type == "CHAT_MODEL"]
+    assert span.attributes["mlflow.llm.cost"]["total_cost"] == expected
+    assert json.loads(trace.info.trace_metadata["mlflow.trace.cost"])["total_cost"] == expected
+
+
+def test_a_model_with_no_price_is_unpriced_not_free(
+    tmp_path: Path, mlflow_uri: str, simulated: None
+) -> None:
+    path = linear(tmp_path, "", "  llm: {model: acme-llm-7}\n")
+    result = run_workflow(load_workflow(path))
+    assert result.usage.unpriced_models == ["acme-llm-7"]
+    assert result.usage.calls[0].cost_usd is None
+    assert result.tracking is not None
+    root = Path(MlflowClient().download_artifacts(result.tracking.run_id, ""))
+    summary = json.loads((root / "cost_summary.json").read_text())
+    assert summary["totals"]["unpriced_models"] == ["acme-llm-7"]
+    assert summary["by_model"]["acme-llm-7"]["cost_usd"] is None
+    assert summary["calls"][0]["price_source"] == "unpriced"
+    assert "(unpriced: acme-llm-7)" in result.usage.describe_spend()
+
+
+def test_cli_run_prints_totals_and_verbose_tracking_lines(
+    tmp_path: Path, mlflow_uri: str, simulated: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = linear(tmp_path, "experiment_name: cli_runs")
+    assert main(["run", str(path), "--input", "topic=owls", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    experiment = MlflowClient().get_experiment_by_name("cli_runs")
+    assert experiment is not None
+    assert "✓ MLflow auto-instrumentation enabled (langchain.autolog)" in out
+    assert f"✓ Experiment: cli_runs (ID: {experiment.experiment_id})" in out
+    assert "✓ linear finished in" in out and "(backend: simulated, 1 node run(s))" in out
+    assert "  LLM calls: 1\n" in out and "cost: $0.0" in out
+    assert '"topic": "owls"' in out
+
+
+def test_cli_run_reports_bad_inputs_without_calling(
+    tmp_path: Path, mlflow_uri: str, simulated: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(linear(tmp_path)), "--input", "summary=x"]) == 1
+    err = capsys.readouterr().err
+    assert "`summary` is not an input of this workflow (a node writes it)" in err
+    assert MlflowClient().search_runs(["0"]) == []
+
+
+def test_trace_is_stored_when_the_process_exits_right_after_the_run(
+    tmp_path: Path, mlflow_uri: str
+) -> None:
+    path = linear(tmp_path, "async_logging: true")
+    env = {**os.environ, "AGENTS_PIPELINES_LLM_BACKEND": "simulated",
+           "MLFLOW_TRACKING_URI": mlflow_uri}
+    cli = Path(sys.executable).parent / "agents-pipelines"
+    subprocess.run([str(cli), "run", str(path)], env=env, check=True, capture_output=True,
+                   timeout=120)
+    experiment = MlflowClient().get_experiment_by_name("linear")
+    assert experiment is not None
+    traces = mlflow.search_traces(locations=[experiment.experiment_id], return_type="list")
+    assert len(traces) == 1
+    assert traces[0].info.token_usage is not None
+    assert len([s for s in traces[0].data.spans if s.span_type == "CHAT_MODEL"]) == 1
