@@ -19,8 +19,13 @@ FAKE_KEY = "fake-gemini-key-7f3a9c1e5b"  # recognizable, so leaks can be searche
 
 # MLflow must not try to download its model catalog during tests (there is no network).
 os.environ["MLFLOW_MODEL_CATALOG_URI"] = ""
-for name in ("GOOGLE_API_KEY", "GEMINI_API_KEY", "AGENTS_PIPELINES_LLM_BACKEND",
-             "GOOGLE_GEMINI_BASE_URL", "MLFLOW_TRACKING_URI"):
+for name in (
+    "GOOGLE_API_KEY",
+    "GEMINI_API_KEY",
+    "AGENTS_PIPELINES_LLM_BACKEND",
+    "GOOGLE_GEMINI_BASE_URL",
+    "MLFLOW_TRACKING_URI",
+):
     os.environ.pop(name, None)
 
 

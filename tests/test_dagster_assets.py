@@ -10,11 +10,11 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from conftest import EXAMPLES, LINEAR, REPO, write
 
 from agents_pipelines.errors import WorkflowConfigError
 from agents_pipelines.orchestration import WorkflowRunner, build_definitions, build_workflow_asset
 from agents_pipelines.spec import load_workflow
+from conftest import EXAMPLES, LINEAR, REPO, write
 
 RUNNER = {"workflow_runner": WorkflowRunner()}
 
@@ -23,7 +23,10 @@ def test_each_file_becomes_one_asset_with_spec_and_definition_metadata() -> None
     defs = build_definitions(EXAMPLES)
     graph = defs.resolve_asset_graph()
     assert {key.to_user_string() for key in graph.get_all_asset_keys()} == {
-        "article_writer", "release_notes", "support_triage"}
+        "article_writer",
+        "release_notes",
+        "support_triage",
+    }
     spec = defs.resolve_assets_def("article_writer").specs_by_key[dg.AssetKey("article_writer")]
     assert spec.group_name == "content"
     assert spec.description == "Research a topic and write a short article."
@@ -79,15 +82,21 @@ def test_inputs_of_the_wrong_type_are_refused_before_any_call(
 ) -> None:
     asset = build_workflow_asset(load_workflow(EXAMPLES / "article_writer.yaml"))
     with pytest.raises(dg.DagsterInvalidConfigError, match="topic"):
-        dg.materialize([asset], resources=RUNNER,
-                       run_config={"ops": {"article_writer": {"config": {"topic": 5}}}})
+        dg.materialize(
+            [asset],
+            resources=RUNNER,
+            run_config={"ops": {"article_writer": {"config": {"topic": 5}}}},
+        )
 
 
 def test_one_invalid_file_fails_the_code_location_listing_every_problem(tmp_path: Path) -> None:
     write(tmp_path, LINEAR, "good.yaml")
     write(tmp_path, LINEAR.replace("linear", "bad").replace("{topic}", "{topik}"), "bad.yaml")
-    with pytest.raises(WorkflowConfigError, match=r"bad\.yaml:9:5: nodes\[0\]\.prompt: "
-                       r"placeholder \{topik\} names no state field"):
+    with pytest.raises(
+        WorkflowConfigError,
+        match=r"bad\.yaml:9:5: nodes\[0\]\.prompt: "
+        r"placeholder \{topik\} names no state field",
+    ):
         build_definitions(tmp_path)
 
 
@@ -96,7 +105,8 @@ def test_skip_mode_loads_the_valid_files(tmp_path: Path, caplog: pytest.LogCaptu
     write(tmp_path, "flow: [", "broken.yaml")
     defs = build_definitions(tmp_path, on_invalid="skip")
     assert [k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()] == [
-        "linear"]
+        "linear"
+    ]
     assert "Skipped invalid workflow: " in caplog.text and "broken.yaml:1" in caplog.text
 
 
@@ -109,13 +119,15 @@ def test_code_location_module_honours_the_environment(tmp_path: Path) -> None:
         ".get_all_asset_keys()))"
     )
     env = {**os.environ, "AGENTS_PIPELINES_WORKFLOWS_DIR": str(tmp_path)}
-    failed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, check=False)
+    failed = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
     assert failed.returncode == 1
     assert "broken.yaml:1" in failed.stderr and "YAML syntax error" in failed.stderr
     env["AGENTS_PIPELINES_INVALID_WORKFLOWS"] = "skip"
-    loaded = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, check=True)
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
     assert loaded.stdout.strip() == "['linear']"
 
 
@@ -131,9 +143,21 @@ def test_dagster_asset_materialize_cli(tmp_path: Path, mlflow_uri: str) -> None:
     }
     dagster = Path(sys.executable).parent / "dagster"
     done = subprocess.run(
-        [str(dagster), "asset", "materialize", "-m", "agents_pipelines.definitions",
-         "--select", "release_notes"],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        [
+            str(dagster),
+            "asset",
+            "materialize",
+            "-m",
+            "agents_pipelines.definitions",
+            "--select",
+            "release_notes",
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -11,7 +11,6 @@ from typing import Any
 import dagster as dg
 import mlflow
 import pytest
-from conftest import EXAMPLES, FAKE_KEY, LINEAR, write
 from mlflow import MlflowClient
 
 from agents_pipelines.errors import LlmCallError, OutputValidationError
@@ -19,6 +18,7 @@ from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, Reply
+from conftest import EXAMPLES, FAKE_KEY, LINEAR, write
 
 # Bundled MLflow prices (USD per million tokens), written out so the test is not circular.
 FLASH = {"input": 0.30, "output": 2.50, "cached": 0.03}
@@ -65,9 +65,15 @@ def test_one_truth_for_usage_and_cost(mlflow_uri: str, gemini: GeminiLoopbackSer
     assert meta["llm_backend"] == "gemini"
     rows = {row.data["node"]: row.data for row in meta["node_calls"].records}
     assert rows["write"] | {"latency_s": 0} == {
-        "node": "write", "model": "gemini-2.5-pro", "status": "ok", "prompt_tokens": 120,
-        "completion_tokens": 85, "reasoning_tokens": 25, "cached_tokens": 20,
-        "cost_usd": round(call_cost(PRO), 9), "latency_s": 0,
+        "node": "write",
+        "model": "gemini-2.5-pro",
+        "status": "ok",
+        "prompt_tokens": 120,
+        "completion_tokens": 85,
+        "reasoning_tokens": 25,
+        "cached_tokens": 20,
+        "cost_usd": round(call_cost(PRO), 9),
+        "latency_s": 0,
     }
     # The asset's value is the final state; the loop ended on approved == true.
     state = result.output_for_node("article_writer")
@@ -77,30 +83,44 @@ def test_one_truth_for_usage_and_cost(mlflow_uri: str, gemini: GeminiLoopbackSer
     # MLflow metrics, cost_summary.json and the trace agree with the metadata exactly.
     client = MlflowClient()
     run = client.get_run(meta["mlflow_run_id"])
-    for key in ("total_tokens", "prompt_tokens", "completion_tokens", "total_cost_usd",
-                "llm_calls", "node_count"):
+    for key in (
+        "total_tokens",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_cost_usd",
+        "llm_calls",
+        "node_count",
+    ):
         assert run.data.metrics[key] == meta[key], key
-    summary = json.loads(Path(client.download_artifacts(run.info.run_id, "cost_summary.json"))
-                         .read_text())
+    summary = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "cost_summary.json")).read_text()
+    )
     assert summary["currency"] == "USD" and summary["status"] == "succeeded"
     assert summary["totals"]["total_cost_usd"] == meta["total_cost_usd"]
     assert summary["totals"]["total_tokens"] == meta["total_tokens"]
     assert summary["by_model"]["gemini-2.5-pro"]["cost_usd"] == round(call_cost(PRO), 9)
     assert summary["by_model"]["gemini-2.5-flash"]["llm_calls"] == 3
     assert {c["price_source"] for c in summary["calls"]} == {
-        f"mlflow bundled price table (mlflow {mlflow.__version__})"}
+        f"mlflow bundled price table (mlflow {mlflow.__version__})"
+    }
 
     mlflow.flush_trace_async_logging()
     trace = mlflow.get_trace(meta["mlflow_trace_id"])
     assert trace.info.trace_metadata["mlflow.sourceRun"] == run.info.run_id
-    assert trace.info.token_usage == {"input_tokens": 480, "output_tokens": 340,
-                                      "total_tokens": 820, "cache_read_input_tokens": 80}
+    assert trace.info.token_usage == {
+        "input_tokens": 480,
+        "output_tokens": 340,
+        "total_tokens": 820,
+        "cache_read_input_tokens": 80,
+    }
     trace_cost = json.loads(trace.info.trace_metadata["mlflow.trace.cost"])
     assert trace_cost["total_cost"] == meta["total_cost_usd"]
     llm_spans = [s for s in trace.data.spans if s.span_type == "CHAT_MODEL"]
     assert len(llm_spans) == 4
-    assert round(sum(s.attributes["mlflow.llm.cost"]["total_cost"] for s in llm_spans), 9) == (
-        meta["total_cost_usd"])
+    assert (
+        round(sum(s.attributes["mlflow.llm.cost"]["total_cost"] for s in llm_spans), 9)
+        == (meta["total_cost_usd"])
+    )
     node_spans = {s.name for s in trace.data.spans if s.span_type == "CHAIN"}
     assert {"research", "outline", "write", "review"} <= node_spans
 
@@ -160,8 +180,9 @@ def test_server_error_is_retried_but_bad_request_fails_at_once(
     assert len(gemini.requests) == 1  # a 400 is never retried
 
 
-def test_hang_is_cut_at_timeout(tmp_path: Path, mlflow_uri: str,
-                                gemini: GeminiLoopbackServer) -> None:
+def test_hang_is_cut_at_timeout(
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
+) -> None:
     text = LINEAR + "config:\n  llm: {timeout_s: 0.5, max_retries: 0}\n"
     gemini.plan(Fault.hang(30))
     started = time.monotonic()
@@ -189,20 +210,26 @@ def test_structured_reply_that_does_not_fit_fails_naming_the_node(
     text = LINEAR.replace("summary: {type: str}", "summary: {type: str}\n    score: {type: int}")
     text = text.replace("outputs: [summary]", "outputs: [summary, score]")
     gemini.plan(Reply.json_reply({"summary": "ok", "score": "very high"}))
-    with pytest.raises(OutputValidationError, match=r"Node `summarize` of workflow linear: "
-                       r"the model's structured reply does not fit .*score"):
+    with pytest.raises(
+        OutputValidationError,
+        match=r"Node `summarize` of workflow linear: "
+        r"the model's structured reply does not fit .*score",
+    ):
         run_workflow(load_workflow(write(tmp_path, text)))
 
 
 def test_model_replies_are_data_never_templates(
     tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
 ) -> None:
-    text = LINEAR.replace("    summary: {type: str}", "    summary: {type: str}\n"
-                          "    echo: {type: str}")
+    text = LINEAR.replace(
+        "    summary: {type: str}", "    summary: {type: str}\n    echo: {type: str}"
+    )
     text = text.replace("  - {from: summarize, to: END}", "  - {from: summarize, to: echo}")
-    text = text.replace("edges:", "  - id: echo\n    prompt: \"Repeat: {summary}\"\n"
-                        "    outputs: [echo]\nedges:")
+    text = text.replace(
+        "edges:", '  - id: echo\n    prompt: "Repeat: {summary}"\n    outputs: [echo]\nedges:'
+    )
     gemini.plan(Reply.text_reply("see {topic} and {summary.__class__} and {{x}}"))
     run_workflow(load_workflow(write(tmp_path, text)))
     assert gemini.requests[1].prompt_text == (
-        "Repeat: see {topic} and {summary.__class__} and {{x}}")
+        "Repeat: see {topic} and {summary.__class__} and {{x}}"
+    )

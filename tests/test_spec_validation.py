@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, LINEAR, REPO, write
 
 from agents_pipelines.cli import main
 from agents_pipelines.errors import WorkflowConfigError
 from agents_pipelines.spec import load_workflow, load_workflow_text, workflow_json_schema
+from conftest import EXAMPLES, LINEAR, REPO, write
 
 BASE = """\
 schema_version: "1"
@@ -59,80 +59,92 @@ def test_base_document_is_valid() -> None:
     ("old", "new", "expected"),
     [
         pytest.param(
-            "    prompt: \"Outline {topic}.\"\n", "    promt: \"Outline {topic}.\"\n",
+            '    prompt: "Outline {topic}."\n',
+            '    promt: "Outline {topic}."\n',
             r"flows/writer\.yaml:11:5: nodes\[0\]\.promt: unknown key `promt`\. "
             r"Fix: did you mean `prompt`\?",
             id="unknown-key-did-you-mean",
         ),
         pytest.param(
-            "topic: {type: str, required: true}", "topic: {type: string, required: true}",
+            "topic: {type: str, required: true}",
+            "topic: {type: string, required: true}",
             r":5:\d+: state\.fields\.topic\.type: `string` is not allowed here\. "
             r"Fix: did you mean `str`\?",
             id="wrong-type-name",
         ),
         pytest.param(
-            "approved: {type: bool, default: false}", "approved: {type: bool, default: 3}",
+            "approved: {type: bool, default: false}",
+            "approved: {type: bool, default: 3}",
             r":8:\d+: state\.fields\.approved\.default: the default does not fit type bool",
             id="default-does-not-fit-type",
         ),
         pytest.param(
-            "  - id: review\n", "  - id: write\n",
+            "  - id: review\n",
+            "  - id: write\n",
             r":16:\d+: nodes\[2\]\.id: duplicate node id `write` \(also nodes\[1\]\)",
             id="duplicate-node-id",
         ),
         pytest.param(
-            "{from: outline, to: write}", "{from: outline, to: wirte}",
+            "{from: outline, to: write}",
+            "{from: outline, to: wirte}",
             r":21:\d+: edges\[1\]\.to: edge goes to unknown node `wirte`\. "
             r"Fix: did you mean `write`\?",
             id="edge-to-missing-node",
         ),
         pytest.param(
-            "{from: START, to: outline}", "{from: START, to: write}",
+            "{from: START, to: outline}",
+            "{from: START, to: write}",
             r":10:\d+: nodes\[0\]\.id: node `outline` can never run: no edge leads to it",
             id="unreachable-node",
         ),
         pytest.param(
-            "      - {when: {field: approved, equals: true}, to: END}\n"
-            "      - {to: write}\n",
+            "      - {when: {field: approved, equals: true}, to: END}\n      - {to: write}\n",
             "      - {to: write}\n",
             r"nodes\[1\]\.id: node `write` has no path to END",
             id="cycle-without-exit",
         ),
         pytest.param(
-            "Write about {topic} from {outline}.", "Write about {topic} from {outlin}.",
+            "Write about {topic} from {outline}.",
+            "Write about {topic} from {outlin}.",
             r":14:\d+: nodes\[1\]\.prompt: placeholder \{outlin\} names no state field\. "
             r"Fix: did you mean `outline`\?",
             id="placeholder-missing-field",
         ),
         pytest.param(
-            "Outline {topic}.", "Outline {topic.__class__}.",
+            "Outline {topic}.",
+            "Outline {topic.__class__}.",
             r"nodes\[0\]\.prompt: placeholder \{topic\.__class__\} uses attribute or index "
             r"access, which prompts do not allow",
             id="attribute-access",
         ),
         pytest.param(
-            "Outline {topic}.", "Outline {topic[0]}.",
+            "Outline {topic}.",
+            "Outline {topic[0]}.",
             r"uses attribute or index access",
             id="index-access",
         ),
         pytest.param(
-            "Outline {topic}.", "Outline {topic!r}.",
+            "Outline {topic}.",
+            "Outline {topic!r}.",
             r"has a conversion or format spec",
             id="conversion",
         ),
         pytest.param(
-            "Outline {topic}.", "Outline {topic.",
+            "Outline {topic}.",
+            "Outline {topic.",
             r"the prompt template is malformed",
             id="unbalanced-brace",
         ),
         pytest.param(
-            "    outputs: [article]\n", "    outputs: [artcle]\n",
+            "    outputs: [article]\n",
+            "    outputs: [artcle]\n",
             r":15:\d+: nodes\[1\]\.outputs\[0\]: output `artcle` is not a state field\. "
             r"Fix: did you mean `article`\?",
             id="output-not-a-state-field",
         ),
         pytest.param(
-            "flow: {name: writer}", "flow: {name: writer, api_key: x}",
+            "flow: {name: writer}",
+            "flow: {name: writer, api_key: x}",
             r":2:\d+: flow\.api_key: API keys are not allowed in workflow files\. "
             r"Fix: delete it .* set GOOGLE_API_KEY",
             id="api-key-field",
@@ -156,17 +168,20 @@ def test_base_document_is_valid() -> None:
             id="condition-type",
         ),
         pytest.param(
-            "      - {to: write}\n", "      - {when: {field: approved, equals: false}, to: write}\n",
+            "      - {to: write}\n",
+            "      - {when: {field: approved, equals: false}, to: write}\n",
             r"the last route needs no `when`: it is the default",
             id="no-default-route",
         ),
         pytest.param(
-            'schema_version: "1"', 'schema_version: "2"',
+            'schema_version: "1"',
+            'schema_version: "2"',
             r":1:\d+: schema_version: `2` is not allowed here",
             id="schema-version",
         ),
         pytest.param(
-            "flow: {name: writer}", "flow: {name: Writer-1}",
+            "flow: {name: writer}",
+            "flow: {name: Writer-1}",
             r"flow\.name: `Writer-1` is not a valid name",
             id="bad-name",
         ),
@@ -189,8 +204,9 @@ def test_all_problems_in_a_file_are_reported_at_once() -> None:
 
 def test_missing_section_and_wrong_shape() -> None:
     errors = errors_of(BASE.split("edges:")[0])
-    assert errors == ["flows/writer.yaml:1:1: edges: required key `edges` is missing. "
-                      "Fix: add `edges:`"]
+    assert errors == [
+        "flows/writer.yaml:1:1: edges: required key `edges` is missing. Fix: add `edges:`"
+    ]
     assert "the file must hold a mapping, got list" in errors_of("- 1\n- 2\n")[0]
 
 
@@ -201,8 +217,10 @@ def test_yaml_syntax_error_points_at_the_line() -> None:
 
 def test_duplicate_keys_are_refused() -> None:
     errors = errors_of(BASE.replace("flow: {name: writer}", "flow: {name: writer}\nflow: {}"))
-    assert errors == ["flows/writer.yaml:3:1: flow: duplicate key `flow` (first defined on "
-                      "line 2). Fix: keep one of the two entries"]
+    assert errors == [
+        "flows/writer.yaml:3:1: flow: duplicate key `flow` (first defined on "
+        "line 2). Fix: keep one of the two entries"
+    ]
 
 
 def test_billion_laughs_is_stopped(tmp_path: Path) -> None:
@@ -220,8 +238,11 @@ def test_self_referencing_alias_is_stopped() -> None:
 def test_non_utf8_and_huge_files(tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes(b'schema_version: "1"\nflow: {name: caf\xe9}\n')
-    with pytest.raises(WorkflowConfigError, match=r"latin1\.yaml:2: byte 0xe9 at offset 36 "
-                                                  r"is not UTF-8\. Fix: save the file as UTF-8"):
+    with pytest.raises(
+        WorkflowConfigError,
+        match=r"latin1\.yaml:2: byte 0xe9 at offset 36 "
+        r"is not UTF-8\. Fix: save the file as UTF-8",
+    ):
         load_workflow(path)
     huge = tmp_path / "huge.yaml"
     huge.write_text("# " + "x" * 1_100_000)
@@ -231,8 +252,8 @@ def test_non_utf8_and_huge_files(tmp_path: Path) -> None:
 
 def test_python_tags_are_refused() -> None:
     errors = errors_of(BASE + "extra: !!python/object/apply:os.system ['echo hi']\n")
-    assert "the YAML tag tag:yaml.org,2002:python/object/apply:os.system is not allowed" in (
-        errors[0]
+    assert (
+        "the YAML tag tag:yaml.org,2002:python/object/apply:os.system is not allowed" in (errors[0])
     ), errors
     scalar = errors_of(BASE + "extra: !!python/name:os.system ''\n")
     assert "could not determine a constructor" in scalar[0], scalar

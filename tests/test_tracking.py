@@ -11,13 +11,13 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import LINEAR, write
 from mlflow import MlflowClient
 
 from agents_pipelines.cli import main
 from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.tracking.settings import FileStoreDeprecationWarning
+from conftest import LINEAR, write
 
 
 def linear(tmp_path: Path, mlflow_block: str = "", extra: str = "") -> Path:
@@ -35,13 +35,23 @@ def artifact_paths(run_id: str) -> set[str]:
     [
         ("artifact_level: minimal", {"cost_summary.json"}),
         ("artifact_level: standard", {"cost_summary.json", "workflow/wf.yaml", "graph.mmd"}),
-        ("artifact_level: full", {"cost_summary.json", "workflow/wf.yaml", "graph.mmd",
-                                  "inputs.json", "outputs.json", "prompts.json"}),
+        (
+            "artifact_level: full",
+            {
+                "cost_summary.json",
+                "workflow/wf.yaml",
+                "graph.mmd",
+                "inputs.json",
+                "outputs.json",
+                "prompts.json",
+            },
+        ),
         ("log_artifacts: false, artifact_level: full", set()),
     ],
 )
-def test_artifact_levels(tmp_path: Path, mlflow_uri: str, simulated: None, block: str,
-                         expected: set[str]) -> None:
+def test_artifact_levels(
+    tmp_path: Path, mlflow_uri: str, simulated: None, block: str, expected: set[str]
+) -> None:
     result = run_workflow(load_workflow(linear(tmp_path, block)))
     assert result.tracking is not None
     paths = artifact_paths(result.tracking.run_id) if expected else set()
@@ -65,8 +75,9 @@ def test_environment_overrides_the_workflow_tracking_uri(
     assert experiment is not None and experiment.experiment_id == result.tracking.experiment_id
 
 
-def test_file_store_still_works_and_warns(tmp_path: Path, simulated: None,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_file_store_still_works_and_warns(
+    tmp_path: Path, simulated: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
@@ -79,8 +90,9 @@ def test_file_store_still_works_and_warns(tmp_path: Path, simulated: None,
     mlflow.flush_trace_async_logging()
 
 
-def test_disabled_tracking_still_reports_usage(tmp_path: Path, mlflow_uri: str,
-                                               simulated: None) -> None:
+def test_disabled_tracking_still_reports_usage(
+    tmp_path: Path, mlflow_uri: str, simulated: None
+) -> None:
     result = run_workflow(load_workflow(linear(tmp_path, "enabled: false")))
     assert result.tracking is None
     assert result.usage.llm_calls == 1 and result.usage.tokens.total > 0
@@ -91,8 +103,9 @@ def test_disabled_tracking_still_reports_usage(tmp_path: Path, mlflow_uri: str,
 def test_pricing_override_reaches_the_trace_and_the_summary(
     tmp_path: Path, mlflow_uri: str, simulated: None
 ) -> None:
-    pricing = ("  pricing:\n    gemini-2.5-flash: {input_per_million: 1000, "
-               "output_per_million: 2000}\n")
+    pricing = (
+        "  pricing:\n    gemini-2.5-flash: {input_per_million: 1000, output_per_million: 2000}\n"
+    )
     result = run_workflow(load_workflow(linear(tmp_path, "artifact_level: minimal", pricing)))
     (call,) = result.usage.calls
     expected = round((call.usage.prompt * 1000 + call.usage.completion * 2000) / 1e6, 9)
@@ -150,14 +163,30 @@ def test_trace_is_stored_when_the_process_exits_right_after_the_run(
     tmp_path: Path, mlflow_uri: str
 ) -> None:
     path = linear(tmp_path, "async_logging: true")
-    env = {**os.environ, "AGENTS_PIPELINES_LLM_BACKEND": "simulated",
-           "MLFLOW_TRACKING_URI": mlflow_uri}
+    env = {
+        **os.environ,
+        "AGENTS_PIPELINES_LLM_BACKEND": "simulated",
+        "MLFLOW_TRACKING_URI": mlflow_uri,
+    }
     cli = Path(sys.executable).parent / "agents-pipelines"
-    subprocess.run([str(cli), "run", str(path)], env=env, check=True, capture_output=True,
-                   timeout=120)
+    subprocess.run(
+        [str(cli), "run", str(path)], env=env, check=True, capture_output=True, timeout=120
+    )
     experiment = MlflowClient().get_experiment_by_name("linear")
     assert experiment is not None
     traces = mlflow.search_traces(locations=[experiment.experiment_id], return_type="list")
     assert len(traces) == 1
     assert traces[0].info.token_usage is not None
     assert len([s for s in traces[0].data.spans if s.span_type == "CHAT_MODEL"]) == 1
+
+
+@pytest.mark.parametrize(("level", "recorded"), [("standard", False), ("full", True)])
+def test_prompts_and_replies_reach_the_trace_only_at_full(
+    tmp_path: Path, mlflow_uri: str, simulated: None, level: str, recorded: bool
+) -> None:
+    result = run_workflow(load_workflow(linear(tmp_path, f"artifact_level: {level}")))
+    assert result.tracking is not None
+    mlflow.flush_trace_async_logging()
+    trace_json = mlflow.get_trace(result.tracking.trace_id).to_json()
+    assert ("Summarize cats." in trace_json) is recorded
+    assert (result.state["summary"][:40] in trace_json) is recorded

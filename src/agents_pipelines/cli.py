@@ -33,10 +33,17 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run one workflow without Dagster")
     run.add_argument("file", metavar="FILE")
-    run.add_argument("--input", "-i", action="append", default=[], metavar="FIELD=VALUE",
-                     help="an input; non-str fields take JSON (e.g. --input tags='[\"a\"]')")
-    run.add_argument("--backend", choices=["gemini", "simulated"],
-                     help="override AGENTS_PIPELINES_LLM_BACKEND")
+    run.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="an input; non-str fields take JSON (e.g. --input tags='[\"a\"]')",
+    )
+    run.add_argument(
+        "--backend", choices=["gemini", "simulated"], help="override AGENTS_PIPELINES_LLM_BACKEND"
+    )
     run.add_argument("--verbose", "-v", action="store_true", help="show tracking and the state")
     run.set_defaults(command=_run)
 
@@ -66,14 +73,20 @@ def _run(args: argparse.Namespace) -> int:
 
     result = run_workflow(workflow, _parse_inputs(workflow, args.input), backend=args.backend)
     tokens = result.usage.tokens
-    print(f"✓ {result.workflow} finished in {result.duration_s:.2f} s "
-          f"(backend: {result.backend.value}, {result.node_count} node run(s))")
+    print(
+        f"✓ {result.workflow} finished in {result.duration_s:.2f} s "
+        f"(backend: {result.backend.value}, {result.node_count} node run(s))"
+    )
     print(f"  LLM calls: {result.usage.llm_calls}")
-    print(f"  tokens: {tokens.total} total, {tokens.prompt} prompt, {tokens.completion} "
-          f"completion ({tokens.reasoning} reasoning), {tokens.cached} cached")
+    print(
+        f"  tokens: {tokens.total} total, {tokens.prompt} prompt, {tokens.completion} "
+        f"completion ({tokens.reasoning} reasoning), {tokens.cached} cached"
+    )
     unpriced = result.usage.unpriced_models
-    print(f"  cost: ${result.usage.total_cost_usd:.6f} USD"
-          + (f" (no price for: {', '.join(unpriced)})" if unpriced else ""))
+    print(
+        f"  cost: ${result.usage.total_cost_usd:.6f} USD"
+        + (f" (no price for: {', '.join(unpriced)})" if unpriced else "")
+    )
     if result.tracking:
         print(f"  MLflow run: {result.tracking.run_url}")
     for warning in result.warnings:
@@ -98,7 +111,7 @@ def _parse_inputs(workflow: Workflow, pairs: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             raise AgentsPipelinesError(
                 f"--input {name}: `{raw}` is not JSON, and {name} is {field.type} "
-                "(give e.g. 3, true or [\"a\", \"b\"])"
+                '(give e.g. 3, true or ["a", "b"])'
             ) from None
     return inputs
 

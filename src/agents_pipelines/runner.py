@@ -83,8 +83,18 @@ def run_workflow(
             final = _stream(graph, state, ledger, spec.config.execution.max_steps, node_runs)
     except BaseException as exc:
         failure = _as_run_error(exc, workflow, ledger.summary())
-        _end_tracking(session, workflow, state, None, ledger.summary(), chosen, node_runs,
-                      time.perf_counter() - started, notes, failure)
+        _end_tracking(
+            session,
+            workflow,
+            state,
+            None,
+            ledger.summary(),
+            chosen,
+            node_runs,
+            time.perf_counter() - started,
+            notes,
+            failure,
+        )
         if failure is exc:
             raise
         raise failure from exc
@@ -92,8 +102,14 @@ def run_workflow(
     summary = ledger.summary()
     _end_tracking(session, workflow, state, final, summary, chosen, node_runs, duration, notes)
     return RunResult(
-        spec.flow.name, final, summary, tuple(node_runs), duration, chosen,
-        session.info() if session else None, tuple(notes),
+        spec.flow.name,
+        final,
+        summary,
+        tuple(node_runs),
+        duration,
+        chosen,
+        session.info() if session else None,
+        tuple(notes),
     )
 
 
@@ -129,7 +145,10 @@ def _as_run_error(exc: BaseException, workflow: Workflow, usage: UsageSummary) -
 
 
 def _start_tracking(
-    workflow: Workflow, backend: Backend, tags: Mapping[str, str], ui_url: str | None,
+    workflow: Workflow,
+    backend: Backend,
+    tags: Mapping[str, str],
+    ui_url: str | None,
     notes: list[str],
 ) -> TrackingSession | None:
     config = workflow.spec.config.observability.mlflow
@@ -143,17 +162,23 @@ def _start_tracking(
         "models": ",".join(spec.models_used()),
         "temperature": spec.config.llm.temperature,
         "node_temperatures": ",".join(
-            f"{n.id}={spec.config.llm.merged(n.llm).temperature}" for n in spec.nodes),
+            f"{n.id}={spec.config.llm.merged(n.llm).temperature}" for n in spec.nodes
+        ),
         "max_steps": spec.config.execution.max_steps,
         "llm_backend": backend.value,
     }
-    all_tags = {"agents_pipelines.workflow": workflow.name,
-                "agents_pipelines.llm_backend": backend.value, **tags}
+    all_tags = {
+        "agents_pipelines.workflow": workflow.name,
+        "agents_pipelines.llm_backend": backend.value,
+        **tags,
+    }
     try:
-        return TrackingSession.start(settings, run_name=config.run_name, tags=all_tags,
-                                     params=params)
+        return TrackingSession.start(
+            settings, run_name=config.run_name, tags=all_tags, params=params
+        )
     except Exception as exc:
-        return _tracking_failed(workflow, exc, notes)
+        _tracking_failed(workflow, exc, notes)
+        return None
 
 
 def _tracking_failed(workflow: Workflow, exc: Exception, notes: list[str]) -> None:
@@ -170,7 +195,10 @@ def _tracking_failed(workflow: Workflow, exc: Exception, notes: list[str]) -> No
 
 
 def _traced(
-    session: TrackingSession | None, name: str, state: dict[str, Any], pricer: MlflowPriceTable,
+    session: TrackingSession | None,
+    name: str,
+    state: dict[str, Any],
+    pricer: MlflowPriceTable,
     ledger: UsageLedger,
 ) -> AbstractContextManager[None]:
     if session is None:
@@ -197,7 +225,10 @@ def _end_tracking(
     artifacts: dict[str, Any] = {}
     if config.log_artifacts:
         artifacts["cost_summary.json"] = cost_summary(
-            summary, workflow=workflow.name, backend=backend.value, status=status,
+            summary,
+            workflow=workflow.name,
+            backend=backend.value,
+            status=status,
             error=str(failure) if failure else None,
         )
         if config.artifact_level in ("standard", "full"):

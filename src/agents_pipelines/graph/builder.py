@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from langgraph.graph import END as LG_END
 from langgraph.graph import START as LG_START
 from langgraph.graph import StateGraph
@@ -17,12 +19,13 @@ from agents_pipelines.spec.models import END, START, LlmConfig, WorkflowSpec
 
 
 def build_graph(spec: WorkflowSpec, model_factory: ChatModelFactory) -> CompiledStateGraph:
-    graph = StateGraph(state_schema(spec))
+    graph: StateGraph[Any] = StateGraph(state_schema(spec))
     for node in spec.nodes:
         llm = spec.config.llm.merged(node.llm)
+        action: Any = make_node(spec, node, model_factory(llm))
         graph.add_node(
             node.id,
-            make_node(spec, node, model_factory(llm)),
+            action,
             retry_policy=retry_policy(llm),
         )
     for edge in spec.edges:

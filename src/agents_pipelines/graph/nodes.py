@@ -37,11 +37,13 @@ def make_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFunct
     schema = output_model(spec, node.outputs, f"{spec.flow.name}__{node.id}__output")
     # Gemini's JSON mode, as ChatGoogleGenerativeAI.with_structured_output binds it; calling
     # the model directly keeps the trace to one span per LLM call, and we validate ourselves.
-    json_mode = {
+    json_mode: dict[str, Any] = {
         "response_mime_type": "application/json",
         "response_json_schema": schema.model_json_schema(),
-        "ls_structured_output_format": {"kwargs": {"method": "json_schema"},
-                                        "schema": schema.model_json_schema()},
+        "ls_structured_output_format": {
+            "kwargs": {"method": "json_schema"},
+            "schema": schema.model_json_schema(),
+        },
     }
 
     def structured_node(state: dict[str, Any]) -> dict[str, Any]:

@@ -52,8 +52,9 @@ def initial_state(spec: WorkflowSpec, inputs: Mapping[str, Any]) -> dict[str, An
             problems.append(f"`{name}` is required: give it as an input")
             continue
         else:
-            value = field.default if field.default is not None else field_types.zero_value(
-                field.type)
+            value = (
+                field.default if field.default is not None else field_types.zero_value(field.type)
+            )
         try:
             state[name] = _validator(field.type).model_validate({"v": value}, strict=True).v  # type: ignore[attr-defined]
         except ValidationError as exc:
@@ -61,8 +62,11 @@ def initial_state(spec: WorkflowSpec, inputs: Mapping[str, Any]) -> dict[str, An
             problems.append(f"`{name}` must be {field.type}: {reason} (got {value!r:.60})")
     if problems:
         raise InvalidInputsError(
-            f"Invalid inputs for workflow {spec.flow.name}: " + "; ".join(problems)
-            + ". Inputs: " + ", ".join(spec.input_fields) + "."
+            f"Invalid inputs for workflow {spec.flow.name}: "
+            + "; ".join(problems)
+            + ". Inputs: "
+            + ", ".join(spec.input_fields)
+            + "."
         )
     return state
 
@@ -72,7 +76,5 @@ _VALIDATORS: dict[str, type[BaseModel]] = {}
 
 def _validator(type_name: str) -> type[BaseModel]:
     if type_name not in _VALIDATORS:
-        _VALIDATORS[type_name] = create_model(
-            "Value", v=(field_types.python_type(type_name), ...)
-        )
+        _VALIDATORS[type_name] = create_model("Value", v=(field_types.python_type(type_name), ...))
     return _VALIDATORS[type_name]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 
 from langchain_core.language_models import BaseChatModel
 
@@ -17,7 +17,7 @@ LATENCY_ENV = "AGENTS_PIPELINES_SIMULATED_LATENCY_S"
 ChatModelFactory = Callable[[LlmConfig], BaseChatModel]
 
 
-class Backend(str, Enum):
+class Backend(StrEnum):
     GEMINI = "gemini"
     SIMULATED = "simulated"
 
@@ -34,7 +34,9 @@ def resolve_backend(explicit: str | None = None) -> Backend:
         ) from None
 
 
-def chat_model_factory(backend: Backend, simulated_latency_s: float | None = None) -> ChatModelFactory:
+def chat_model_factory(
+    backend: Backend, simulated_latency_s: float | None = None
+) -> ChatModelFactory:
     if backend is Backend.SIMULATED:
         from agents_pipelines.llm.simulated import SimulatedChatModel
 
@@ -43,8 +45,9 @@ def chat_model_factory(backend: Backend, simulated_latency_s: float | None = Non
             latency = float(os.environ.get(LATENCY_ENV, "0") or 0)
 
         def simulated(config: LlmConfig) -> BaseChatModel:
-            return SimulatedChatModel(model=config.model, temperature=config.temperature,
-                                      latency_s=latency)
+            return SimulatedChatModel(
+                model=config.model, temperature=config.temperature, latency_s=latency
+            )
 
         return simulated
     from agents_pipelines.llm.gemini import gemini_chat_model

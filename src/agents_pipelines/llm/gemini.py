@@ -57,9 +57,9 @@ def status_code(exc: BaseException) -> int | None:
         code = getattr(err, "code", None)
         if isinstance(code, int) and 100 <= code < 600:
             return code
-        response = getattr(err, "response", None)
-        if isinstance(getattr(response, "status_code", None), int):
-            return int(response.status_code)
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if isinstance(status, int):
+            return status
     return None
 
 

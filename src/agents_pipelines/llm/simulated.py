@@ -23,9 +23,10 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from pydantic import BaseModel
 
 _WORDS = (
-    "agents pipelines simulate this answer deterministically so dry runs show the shape "
-    "and the estimated cost of a workflow without calling Gemini at all"
-).split()
+    *("agents", "pipelines", "simulate", "this", "answer", "deterministically", "so", "dry"),
+    *("runs", "show", "the", "shape", "and", "the", "estimated", "cost", "of", "a"),
+    *("workflow", "without", "calling", "Gemini", "at", "all"),
+)
 
 
 class SimulatedChatModel(BaseChatModel):
@@ -41,8 +42,9 @@ class SimulatedChatModel(BaseChatModel):
         return "simulated"
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        return LangSmithParams(ls_provider="simulated", ls_model_name=self.model,
-                               ls_model_type="chat")
+        return LangSmithParams(
+            ls_provider="simulated", ls_model_name=self.model, ls_model_type="chat"
+        )
 
     def _generate(
         self,
@@ -66,8 +68,9 @@ class SimulatedChatModel(BaseChatModel):
             output_tokens=max(1, len(text) // 4),
             total_tokens=max(1, len(prompt) // 4) + max(1, len(text) // 4),
         )
-        message = AIMessage(content=text, usage_metadata=usage,
-                            response_metadata={"model_name": self.model})
+        message = AIMessage(
+            content=text, usage_metadata=usage, response_metadata={"model_name": self.model}
+        )
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _text_reply(self, prompt: str) -> str:
@@ -79,7 +82,7 @@ class SimulatedChatModel(BaseChatModel):
         self, schema: type[BaseModel], *, include_raw: bool = False, **kwargs: Any
     ) -> Runnable[LanguageModelInput, Any]:
         bound = self.bind(response_json_schema=schema.model_json_schema())
-        parser = PydanticOutputParser(pydantic_object=schema)
+        parser: PydanticOutputParser[Any] = PydanticOutputParser(pydantic_object=schema)
         if not include_raw:
             return bound | parser
         parse = RunnablePassthrough.assign(

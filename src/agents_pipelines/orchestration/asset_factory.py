@@ -48,13 +48,18 @@ def run_config_schema(spec: WorkflowSpec) -> dict[str, dg.Field]:
         config_type = _config_type(field.type)
         description = field.description or None
         if name in spec.orchestration.inputs:
-            schema[name] = dg.Field(config_type, default_value=spec.orchestration.inputs[name],
-                                    is_required=False, description=description)
+            schema[name] = dg.Field(
+                config_type,
+                default_value=spec.orchestration.inputs[name],
+                is_required=False,
+                description=description,
+            )
         elif field.required:
             schema[name] = dg.Field(config_type, is_required=True, description=description)
         elif field.default is not None:
-            schema[name] = dg.Field(config_type, default_value=field.default, is_required=False,
-                                    description=description)
+            schema[name] = dg.Field(
+                config_type, default_value=field.default, is_required=False, description=description
+            )
         else:
             schema[name] = dg.Field(config_type, is_required=False, description=description)
     return schema

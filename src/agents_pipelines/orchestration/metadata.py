@@ -45,17 +45,19 @@ def usage_metadata(summary: UsageSummary) -> dict[str, Any]:
 
 
 def _call_record(call: Any) -> dg.TableRecord:
-    return dg.TableRecord({
-        "node": call.node,
-        "model": call.model,
-        "status": call.status,
-        "prompt_tokens": call.usage.prompt,
-        "completion_tokens": call.usage.completion,
-        "reasoning_tokens": call.usage.reasoning,
-        "cached_tokens": call.usage.cached,
-        "cost_usd": call.cost_usd,
-        "latency_s": round(call.latency_s, 3),
-    })
+    return dg.TableRecord(
+        {
+            "node": call.node,
+            "model": call.model,
+            "status": call.status,
+            "prompt_tokens": call.usage.prompt,
+            "completion_tokens": call.usage.completion,
+            "reasoning_tokens": call.usage.reasoning,
+            "cached_tokens": call.usage.cached,
+            "cost_usd": call.cost_usd,
+            "latency_s": round(call.latency_s, 3),
+        }
+    )
 
 
 def run_metadata(result: Any) -> dict[str, Any]:

@@ -27,8 +27,14 @@ class WorkflowTranslator:
                 "dagster/code_references": _code_reference(workflow),
                 "graph": dg.MetadataValue.md(f"```mermaid\n{draw_mermaid(spec)}```"),
                 "nodes": dg.MetadataValue.json(
-                    [{"id": n.id, "outputs": list(n.outputs),
-                      "model": spec.config.llm.merged(n.llm).model} for n in spec.nodes]
+                    [
+                        {
+                            "id": n.id,
+                            "outputs": list(n.outputs),
+                            "model": spec.config.llm.merged(n.llm).model,
+                        }
+                        for n in spec.nodes
+                    ]
                 ),
                 "models": dg.MetadataValue.json(spec.models_used()),
                 "workflow_file": dg.MetadataValue.path(str(workflow.path)),

@@ -18,8 +18,16 @@ from agents_pipelines.spec.models import END, START, Condition, WorkflowSpec
 from agents_pipelines.spec.placeholders import PlaceholderError, parse_template
 
 Finding = tuple[tuple[str | int, ...], str, str | None]
-_TRACKING_SCHEMES = ("sqlite:", "file:", "postgresql", "mysql", "mssql", "http:", "https:",
-                     "databricks")
+_TRACKING_SCHEMES = (
+    "sqlite:",
+    "file:",
+    "postgresql",
+    "mysql",
+    "mssql",
+    "http:",
+    "https:",
+    "databricks",
+)
 
 
 def run_checks(spec: WorkflowSpec) -> list[Finding]:
@@ -43,16 +51,22 @@ def _state(spec: WorkflowSpec) -> Iterator[Finding]:
     for name, field in spec.state.fields.items():
         path = ("state", "fields", name)
         if field.required and field.default is not None:
-            yield (*path, "default"), "a required field takes no default", (
-                "drop `default`, or drop `required: true`"
+            yield (
+                (*path, "default"),
+                "a required field takes no default",
+                ("drop `default`, or drop `required: true`"),
             )
         if field.required and name in written:
-            yield (*path, "required"), f"`{name}` is required as an input, but a node writes it", (
-                "drop `required: true`; required marks fields a run is given"
+            yield (
+                (*path, "required"),
+                f"`{name}` is required as an input, but a node writes it",
+                ("drop `required: true`; required marks fields a run is given"),
             )
         if field.default is not None and (err := _type_error(field.type, field.default)):
-            yield (*path, "default"), f"the default does not fit type {field.type}: {err}", (
-                f"give a {field.type} value"
+            yield (
+                (*path, "default"),
+                f"the default does not fit type {field.type}: {err}",
+                (f"give a {field.type} value"),
             )
 
 
@@ -71,16 +85,22 @@ def _nodes(spec: WorkflowSpec) -> Iterator[Finding]:
     for i, node in enumerate(spec.nodes):
         if node.id in first_index:
             first = first_index[node.id]
-            yield ("nodes", i, "id"), f"duplicate node id `{node.id}` (also nodes[{first}])", (
-                "give each node its own id"
+            yield (
+                ("nodes", i, "id"),
+                f"duplicate node id `{node.id}` (also nodes[{first}])",
+                ("give each node its own id"),
             )
         first_index.setdefault(node.id, i)
         for j, output in enumerate(node.outputs):
             writers[output].append(node.id)
             if output not in spec.state.fields:
-                yield ("nodes", i, "outputs", j), f"output `{output}` is not a state field", (
-                    _hint(output, fields, "state fields")
-                    + f" Or declare `{output}` under state.fields."
+                yield (
+                    ("nodes", i, "outputs", j),
+                    f"output `{output}` is not a state field",
+                    (
+                        _hint(output, fields, "state fields")
+                        + f" Or declare `{output}` under state.fields."
+                    ),
                 )
         if len(set(node.outputs)) != len(node.outputs):
             yield ("nodes", i, "outputs"), "an output is listed twice", "list each field once"
@@ -100,8 +120,10 @@ def _prompts(spec: WorkflowSpec) -> Iterator[Finding]:
                 continue
             for name in template.fields:
                 if name not in spec.state.fields:
-                    yield ("nodes", i, key), f"placeholder {{{name}}} names no state field", (
-                        _hint(name, fields, "state fields")
+                    yield (
+                        ("nodes", i, key),
+                        f"placeholder {{{name}}} names no state field",
+                        (_hint(name, fields, "state fields")),
                     )
 
 
@@ -115,23 +137,33 @@ def _edges(spec: WorkflowSpec) -> Iterator[Finding]:
         for j, source in enumerate(edge.sources):
             where = ("edges", i, "from") + ((j,) if isinstance(edge.source, list) else ())
             if source not in sources:
-                yield where, f"edge starts at unknown node `{source}`", _hint(
-                    source, sources, "nodes")
+                yield (
+                    where,
+                    f"edge starts at unknown node `{source}`",
+                    _hint(source, sources, "nodes"),
+                )
             (routed if edge.routes else plain).setdefault(source, i)
         if edge.to is not None and edge.to not in targets:
-            yield ("edges", i, "to"), f"edge goes to unknown node `{edge.to}`", _hint(
-                edge.to, targets, "nodes")
+            yield (
+                ("edges", i, "to"),
+                f"edge goes to unknown node `{edge.to}`",
+                _hint(edge.to, targets, "nodes"),
+            )
         if START in edge.sources and isinstance(edge.source, list):
             yield ("edges", i, "from"), "START cannot be part of a join", "use `from: START`"
         yield from _routes(spec, i, targets)
     for source, i in routed.items():
         if source in plain:
-            yield ("edges", i, "from"), (
-                f"`{source}` has both routes and a plain edge (edges[{plain[source]}])"
-            ), "move the plain edge into the routes, as the last route without `when`"
+            yield (
+                ("edges", i, "from"),
+                (f"`{source}` has both routes and a plain edge (edges[{plain[source]}])"),
+                "move the plain edge into the routes, as the last route without `when`",
+            )
     if START not in plain and START not in routed:
-        yield ("edges",), "nothing starts the graph", (
-            "add an edge from START, such as `{from: START, to: " + ids[0] + "}`"
+        yield (
+            ("edges",),
+            "nothing starts the graph",
+            ("add an edge from START, such as `{from: START, to: " + ids[0] + "}`"),
         )
 
 
@@ -140,17 +172,24 @@ def _routes(spec: WorkflowSpec, i: int, targets: list[str]) -> Iterator[Finding]
     for k, route in enumerate(routes):
         path = ("edges", i, "routes", k)
         if route.to not in targets:
-            yield (*path, "to"), f"route goes to unknown node `{route.to}`", _hint(
-                route.to, targets, "nodes")
+            yield (
+                (*path, "to"),
+                f"route goes to unknown node `{route.to}`",
+                _hint(route.to, targets, "nodes"),
+            )
         last = k == len(routes) - 1
         if route.when is None and not last:
-            yield path, "only the last route may leave out `when`", (
-                "move the default route to the end"
+            yield (
+                path,
+                "only the last route may leave out `when`",
+                ("move the default route to the end"),
             )
         if route.when is not None:
             if last:
-                yield path, "the last route needs no `when`: it is the default", (
-                    "add a final route without `when`, e.g. `{to: END}`"
+                yield (
+                    path,
+                    "the last route needs no `when`: it is the default",
+                    ("add a final route without `when`, e.g. `{to: END}`"),
                 )
             yield from _condition(spec, route.when, (*path, "when"))
 
@@ -158,21 +197,29 @@ def _routes(spec: WorkflowSpec, i: int, targets: list[str]) -> Iterator[Finding]
 def _condition(spec: WorkflowSpec, cond: Condition, path: tuple[Any, ...]) -> Iterator[Finding]:
     field = spec.state.fields.get(cond.field)
     if field is None:
-        yield (*path, "field"), f"condition names unknown state field `{cond.field}`", _hint(
-            cond.field, list(spec.state.fields), "state fields")
+        yield (
+            (*path, "field"),
+            f"condition names unknown state field `{cond.field}`",
+            _hint(cond.field, list(spec.state.fields), "state fields"),
+        )
         return
-    (operator, value), = cond.operators().items()
+    ((operator, value),) = cond.operators().items()
     if operator in ("gt", "gte", "lt", "lte") and not field_types.is_numeric(field.type):
         problem = f"`{operator}` compares numbers, but `{cond.field}` is {field.type}"
         yield (*path, operator), problem, "use equals, not_equals, in, contains or is_empty"
-    if operator == "contains" and field_types.element_name(field.type) is None and (
-        field.type != "str"
+    if (
+        operator == "contains"
+        and field_types.element_name(field.type) is None
+        and (field.type != "str")
     ):
         problem = f"`contains` needs a str, list or dict field; `{cond.field}` is {field.type}"
         yield (*path, operator), problem, "use equals or not_equals"
     if operator in ("equals", "not_equals") and (err := _type_error(field.type, value)):
-        yield (*path, operator), f"`{value!r}` cannot equal a {field.type} field: {err}", (
-            f"compare with a {field.type} value")
+        yield (
+            (*path, operator),
+            f"`{value!r}` cannot equal a {field.type} field: {err}",
+            (f"compare with a {field.type} value"),
+        )
 
 
 def _graph(spec: WorkflowSpec) -> Iterator[Finding]:
@@ -184,16 +231,18 @@ def _graph(spec: WorkflowSpec) -> Iterator[Finding]:
     reachable = _reach(START, successors)
     for i, node in enumerate(spec.nodes):
         if node.id not in reachable:
-            yield ("nodes", i, "id"), f"node `{node.id}` can never run: no edge leads to it", (
-                f"add an edge to `{node.id}` (from START or another node), or delete the node"
+            yield (
+                ("nodes", i, "id"),
+                f"node `{node.id}` can never run: no edge leads to it",
+                (f"add an edge to `{node.id}` (from START or another node), or delete the node"),
             )
     # A node with no outgoing edge ends its branch, as in LangGraph.
     ends = {n.id for n in spec.nodes if not successors.get(n.id)} | {END}
     predecessors: dict[str, set[str]] = defaultdict(set)
-    for source, targets in successors.items():
-        for target in targets:
+    for source, nexts in successors.items():
+        for target in nexts:
             predecessors[target].add(source)
-    finishing = set().union(*(_reach(end, predecessors) for end in ends))
+    finishing: set[str] = set().union(*(_reach(end, predecessors) for end in ends))
     for i, node in enumerate(spec.nodes):
         if node.id in reachable and node.id not in finishing:
             problem = f"node `{node.id}` has no path to END: the graph loops forever once there"
@@ -218,13 +267,18 @@ def _inputs(spec: WorkflowSpec) -> Iterator[Finding]:
             why = "is written by a node" if name in spec.state.fields else "is not a state field"
             yield path, f"input `{name}` {why}", _hint(name, inputs, "input fields")
         elif err := _type_error(spec.state.fields[name].type, value):
-            yield path, f"input `{name}` does not fit type {spec.state.fields[name].type}: {err}", (
-                f"give a {spec.state.fields[name].type} value")
+            yield (
+                path,
+                f"input `{name}` does not fit type {spec.state.fields[name].type}: {err}",
+                (f"give a {spec.state.fields[name].type} value"),
+            )
 
 
 def _tracking(spec: WorkflowSpec) -> Iterator[Finding]:
     uri = spec.config.observability.mlflow.tracking_uri
     if not uri.startswith(_TRACKING_SCHEMES):
-        yield ("config", "observability", "mlflow", "tracking_uri"), (
-            f"`{uri}` is not a tracking URI MLflow knows"
-        ), "use sqlite:///mlflow.db, postgresql://..., http(s)://host:port or file:///path"
+        yield (
+            ("config", "observability", "mlflow", "tracking_uri"),
+            (f"`{uri}` is not a tracking URI MLflow knows"),
+            "use sqlite:///mlflow.db, postgresql://..., http(s)://host:port or file:///path",
+        )

@@ -26,16 +26,22 @@ FieldTypeName = Literal[
 FIELD_TYPE_NAMES: tuple[str, ...] = get_args(FieldTypeName)
 
 _SCALARS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+_PYTHON_TYPES: dict[str, Any] = {
+    **_SCALARS,
+    "list[str]": list[str],
+    "list[int]": list[int],
+    "list[float]": list[float],
+    "list[bool]": list[bool],
+    "dict[str, str]": dict[str, str],
+    "dict[str, int]": dict[str, int],
+    "dict[str, float]": dict[str, float],
+    "dict[str, Any]": dict[str, Any],
+}
 
 
 def python_type(name: str) -> Any:
     """The annotation pydantic validates values of field type ``name`` against."""
-    if name in _SCALARS:
-        return _SCALARS[name]
-    if name.startswith("list["):
-        return list[_SCALARS[name[5:-1]]]  # type: ignore[misc]
-    value = name.removeprefix("dict[str, ").removesuffix("]")
-    return dict[str, Any] if value == "Any" else dict[str, _SCALARS[value]]  # type: ignore[misc]
+    return _PYTHON_TYPES[name]
 
 
 def zero_value(name: str) -> Any:

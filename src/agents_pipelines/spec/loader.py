@@ -48,8 +48,13 @@ def _validate(doc: YamlDocument, path: Path) -> Workflow:
     issues = find_literal_keys(doc)
     if not isinstance(doc.data, dict):
         kind = type(doc.data).__name__
-        issues.append(doc.issue((), f"the file must hold a mapping, got {kind}",
-                                "start from an example in workflows/"))
+        issues.append(
+            doc.issue(
+                (),
+                f"the file must hold a mapping, got {kind}",
+                "start from an example in workflows/",
+            )
+        )
         raise WorkflowConfigError(issues)
     try:
         spec = WorkflowSpec.model_validate(doc.data)
@@ -90,9 +95,12 @@ def load_workflows(paths: Iterable[str | Path]) -> tuple[list[Workflow], list[Co
     seen: dict[str, Workflow] = {}
     for workflow in workflows:
         if (other := seen.setdefault(workflow.name, workflow)) is not workflow:
-            issues.append(ConfigIssue(
-                str(workflow.path), "flow.name",
-                f"flow name `{workflow.name}` is also used by {other.path}",
-                "give each workflow its own flow.name (it is the asset key)",
-            ))
+            issues.append(
+                ConfigIssue(
+                    str(workflow.path),
+                    "flow.name",
+                    f"flow name `{workflow.name}` is also used by {other.path}",
+                    "give each workflow its own flow.name (it is the asset key)",
+                )
+            )
     return workflows, issues

@@ -37,8 +37,9 @@ class Template:
         return tuple(dict.fromkeys(field for _, field in self.parts if field))
 
     def render(self, values: Mapping[str, Any]) -> str:
-        return "".join(literal + _as_text(values[field]) if field else literal
-                       for literal, field in self.parts)
+        return "".join(
+            literal + _as_text(values[field]) if field else literal for literal, field in self.parts
+        )
 
 
 def parse_template(text: str) -> Template:

@@ -33,10 +33,9 @@ def _document_path(data: Any, loc: tuple[Any, ...]) -> PathKey:
     path: list[str | int] = []
     current = data
     for part in loc:
-        if isinstance(current, dict) and part in current:
-            path.append(part)
-            current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
+        in_dict = isinstance(current, dict) and part in current
+        in_list = isinstance(current, list) and isinstance(part, int) and part < len(current)
+        if in_dict or in_list:
             path.append(part)
             current = current[part]
         elif isinstance(current, dict) and not path_is_tag(part):

@@ -162,13 +162,19 @@ class _Builder:
                     "use a plain name as the key",
                     key_node.start_mark.line + 1,
                 )
+            part: str | int = (
+                key
+                if isinstance(key, str | int) and key is not True and (key is not False)
+                else str(key)
+            )
+            key_path = (*path, part)
             if key in result:
-                first = self.positions.get((*path, key), (None, None))[0]
+                first = self.positions.get(key_path, (0, 0))[0]
                 raise WorkflowConfigError(
                     [
                         ConfigIssue(
                             self.file,
-                            format_path((*path, key)),
+                            format_path(key_path),
                             f"duplicate key `{key}` (first defined on line {first})",
                             "keep one of the two entries",
                             key_node.start_mark.line + 1,
@@ -176,7 +182,9 @@ class _Builder:
                         )
                     ]
                 )
-            key_path = (*path, key) if isinstance(key, str | int) else (*path, str(key))
-            self.positions[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            self.positions[key_path] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
             result[key] = self._value(value_node, key_path)
         return result

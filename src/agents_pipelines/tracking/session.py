@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from agents_pipelines.tracking import span_cost
+from agents_pipelines.tracking import span_policy
 from agents_pipelines.tracking.settings import TrackingSettings
 from agents_pipelines.usage import Pricer, UsageSummary, round_usd
 
@@ -79,27 +79,30 @@ class TrackingSession:
 
     @contextmanager
     def traced(
-        self, name: str, inputs: Mapping[str, Any], pricer: Pricer,
+        self,
+        name: str,
+        inputs: Mapping[str, Any],
+        pricer: Pricer,
         usage: Callable[[], UsageSummary],
     ) -> Iterator[None]:
         """A root span around the graph; autolog's node and LLM spans nest below it.
 
-        Each LLM span gets its cost from ``pricer`` (see span_cost). Before the root span
+        Each LLM span gets its cost from ``pricer`` (see span_policy). Before the root span
         closes, the trace's total cost is set from ``usage()``, the sum of those same span
         costs: MLflow's SQL store would otherwise recompute it from whichever span batch
         the async exporter delivers last.
         """
         import mlflow
 
+        full = self.settings.config.artifact_level == "full"
         with mlflow.start_span(name=name, span_type="CHAIN") as root:
             self.trace_id = root.trace_id
-            span_cost.price_spans_of(root.trace_id, pricer)
-            root.set_inputs(dict(inputs) if self.settings.config.artifact_level == "full"
-                            else {"inputs": sorted(inputs)})
+            span_policy.apply_to(root.trace_id, span_policy.TracePolicy(pricer, full))
+            root.set_inputs(dict(inputs) if full else {"inputs": sorted(inputs)})
             try:
                 yield
             finally:
-                span_cost.forget(root.trace_id)
+                span_policy.forget(root.trace_id)
                 _set_trace_cost(usage())
 
     def info(self) -> TrackingInfo:
@@ -122,8 +125,9 @@ class TrackingSession:
                 if isinstance(content, str):
                     mlflow.log_text(content, path, run_id=self.run_id)
                 else:
-                    mlflow.log_text(json.dumps(content, indent=2, default=str), path,
-                                    run_id=self.run_id)
+                    mlflow.log_text(
+                        json.dumps(content, indent=2, default=str), path, run_id=self.run_id
+                    )
         finally:
             mlflow.end_run(status=status)
             if not self.settings.config.async_logging:

@@ -34,7 +34,7 @@ def resolve_settings(
     """MLFLOW_TRACKING_URI beats the workflow's tracking_uri, so operators can redirect
     every workflow to a team server without editing files."""
     uri = os.environ.get(TRACKING_URI_ENV) or config.tracking_uri
-    if uri.startswith("file:") or "://" not in uri and ":" not in uri:
+    if uri.startswith("file:") or ("://" not in uri and ":" not in uri):
         _allow_file_store(uri)
     if ui_url is None:
         ui_url = os.environ.get(UI_URL_ENV) or (

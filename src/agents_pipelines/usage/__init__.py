@@ -1,7 +1,6 @@
 """Token usage and USD cost of a run's LLM calls: one truth for every report."""
 
 from agents_pipelines.usage.ledger import UsageLedger
-from agents_pipelines.usage.report import cost_summary
 from agents_pipelines.usage.records import (
     CallRecord,
     Price,
@@ -10,6 +9,7 @@ from agents_pipelines.usage.records import (
     UsageSummary,
     round_usd,
 )
+from agents_pipelines.usage.report import cost_summary
 
 __all__ = [
     "CallRecord",

@@ -131,7 +131,9 @@ class UsageSummary:
 
     def describe_spend(self) -> str:
         tokens = self.tokens
-        text = f"${self.total_cost_usd:.6f} over {self.llm_calls} LLM call(s), {tokens.total} tokens"
+        text = (
+            f"${self.total_cost_usd:.6f} over {self.llm_calls} LLM call(s), {tokens.total} tokens"
+        )
         if self.unpriced_models:
             text += f" (unpriced: {', '.join(self.unpriced_models)})"
         return text

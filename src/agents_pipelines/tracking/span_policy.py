@@ -1,0 +1,90 @@
+"""What each span of a workflow's trace carries: our cost, and content only when allowed.
+
+MLflow computes a span's cost only when none is set, from its own catalog (which it may
+download, and which knows nothing of config.pricing). A span processor sets the cost from
+the run's own Pricer first, so the trace sums the very numbers the ledger sums.
+
+Autolog records every span's inputs and outputs: prompts, replies, the state. Unless the
+workflow's artifact_level is "full", the same processor replaces them with a placeholder,
+so prompts and model outputs reach MLflow only when the workflow asks for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from agents_pipelines.usage import Pricer, TokenUsage
+
+REDACTED = "[not recorded: set observability.mlflow.artifact_level: full to record content]"
+
+
+@dataclass(frozen=True)
+class TracePolicy:
+    pricer: Pricer
+    keep_content: bool
+
+
+_lock = threading.Lock()
+_policies: dict[str, TracePolicy] = {}
+
+
+def apply_to(trace_id: str, policy: TracePolicy) -> None:
+    install()
+    with _lock:
+        _policies[trace_id] = policy
+
+
+def forget(trace_id: str) -> None:
+    with _lock:
+        _policies.pop(trace_id, None)
+
+
+def install() -> None:
+    """Add our processor to MLflow's span processors unless it is there.
+
+    Checked on every run, not once: MLflow resets its tracing config (processors included)
+    whenever the tracking URI changes.
+    """
+    from mlflow.tracing.config import configure, get_config
+
+    with _lock:
+        current = list(get_config().span_processors)
+        if _process not in current:
+            configure(span_processors=[*current, _process])
+
+
+def _process(span: Any) -> None:
+    with _lock:
+        policy = _policies.get(span.trace_id)
+    if policy is None:
+        return  # not one of our workflow traces
+    _set_cost(span, policy.pricer)
+    if not policy.keep_content and span.parent_id is not None:
+        span.set_inputs(REDACTED)
+        span.set_outputs(REDACTED)
+
+
+def _set_cost(span: Any, pricer: Pricer) -> None:
+    from mlflow.tracing.constant import SpanAttributeKey
+
+    usage = span.get_attribute(SpanAttributeKey.CHAT_USAGE)
+    model = span.get_attribute(SpanAttributeKey.MODEL)
+    if not usage or not model:
+        return
+    tokens = TokenUsage(
+        prompt=int(usage.get("input_tokens", 0)),
+        completion=int(usage.get("output_tokens", 0)),
+        total=int(usage.get("total_tokens", 0)),
+        cached=int(usage.get("cache_read_input_tokens", 0) or 0),
+    )
+    if (price := pricer.price(str(model), tokens)) is not None:
+        span.set_attribute(
+            SpanAttributeKey.LLM_COST,
+            {
+                "input_cost": price.input_usd,
+                "output_cost": price.output_usd,
+                "total_cost": price.total_usd,
+            },
+        )
