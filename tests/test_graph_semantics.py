@@ -10,7 +10,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import EXAMPLES, write
 from mlflow import MlflowClient
 
 from agents_pipelines.errors import InvalidInputsError, LlmCallError, StepLimitError
@@ -18,6 +17,7 @@ from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, Reply
 from agents_pipelines.testing.gemini_server import RecordedRequest, default_reply
+from conftest import EXAMPLES, write
 
 FAN_OUT = """\
 schema_version: "1"
