@@ -76,6 +76,42 @@ def gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[GeminiLoopbackServer]:
         yield server
 
 
+POSTGRES_DSN = os.environ.get(
+    "AGENTS_PIPELINES_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432"
+)
+REQUIRE_POSTGRES_ENV = "AGENTS_PIPELINES_REQUIRE_POSTGRES"  # .ci/run sets it: skips become failures
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    import uuid
+
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(f"{POSTGRES_DSN}/test", connect_timeout=3)
+    except psycopg2.OperationalError as exc:
+        if os.environ.get(REQUIRE_POSTGRES_ENV):
+            pytest.fail(
+                f"PostgreSQL is required ({REQUIRE_POSTGRES_ENV} is set) but "
+                f"unreachable at {POSTGRES_DSN}: {exc}"
+            )
+        pytest.skip(
+            f"no PostgreSQL reachable at {POSTGRES_DSN} ({exc}); "
+            f"set {REQUIRE_POSTGRES_ENV}=1 to make this a failure"
+        )
+    admin.autocommit = True
+    name = f"agents_pipelines_test_{uuid.uuid4().hex[:10]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES_DSN}/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
 def write(tmp_path: Path, text: str, name: str = "wf.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")

@@ -1,0 +1,106 @@
+"""Workflow YAML generators: the same shapes for every variant of a benchmark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_HEADER = """\
+schema_version: "1"
+flow:
+  name: {name}
+  description: Benchmark workflow {name}.
+"""
+
+_FOOTER = """\
+config:
+  llm: {{provider: google, model: gemini-2.5-flash, temperature: 0.7}}
+  observability:
+    mlflow: {{enabled: {tracing}, experiment_name: bench}}
+orchestration:
+  group: bench
+  inputs: {{topic: "Dagster"}}
+"""
+
+
+def three_node(name: str, *, tracing: bool = True) -> str:
+    """research (structured list) → outline (text) → write (structured, two outputs)."""
+    body = """\
+state:
+  fields:
+    topic:      {type: str, required: true, description: What to write about}
+    facts:      {type: "list[str]", default: [], description: Facts about the topic}
+    outline:    {type: str, default: ""}
+    article:    {type: str, default: ""}
+    word_count: {type: int, default: 0, description: Words in the article}
+nodes:
+  - id: research
+    prompt: "List five facts about {topic}."
+    outputs: [facts]
+  - id: outline
+    prompt: "Outline an article about {topic} using these facts: {facts}"
+    outputs: [outline]
+  - id: write
+    prompt: "Write an article on {topic} from this outline: {outline}. Facts: {facts}"
+    outputs: [article, word_count]
+edges:
+  - {from: START, to: research}
+  - {from: research, to: outline}
+  - {from: outline, to: write}
+  - {from: write, to: END}
+"""
+    return _HEADER.format(name=name) + body + _FOOTER.format(tracing=_yaml_bool(tracing))
+
+
+def linear(name: str, calls: int, *, tracing: bool = True) -> str:
+    """``calls`` text nodes in a chain: one LLM call each."""
+    fields = "".join(f'    out_{i}: {{type: str, default: ""}}\n' for i in range(calls))
+    nodes = "".join(
+        f'  - id: step_{i}\n    prompt: "Step {i} on {{topic}}."\n    outputs: [out_{i}]\n'
+        for i in range(calls)
+    )
+    chain = ["START", *(f"step_{i}" for i in range(calls)), "END"]
+    edges = "".join(f"  - {{from: {a}, to: {b}}}\n" for a, b in zip(chain, chain[1:], strict=False))
+    body = (
+        "state:\n  fields:\n    topic: {type: str, required: true}\n"
+        + fields
+        + "nodes:\n"
+        + nodes
+        + "edges:\n"
+        + edges
+    )
+    return _HEADER.format(name=name) + body + _FOOTER.format(tracing=_yaml_bool(tracing))
+
+
+def fan_out(name: str, width: int, *, tracing: bool = True) -> str:
+    """``width`` parallel text nodes from START, then one join node: critical path of 2 calls."""
+    fields = "".join(f'    part_{i}: {{type: str, default: ""}}\n' for i in range(width))
+    nodes = "".join(
+        f'  - id: branch_{i}\n    prompt: "Angle {i} on {{topic}}."\n    outputs: [part_{i}]\n'
+        for i in range(width)
+    )
+    joined = " ".join(f"{{part_{i}}}" for i in range(width))
+    nodes += f'  - id: join\n    prompt: "Combine: {joined}"\n    outputs: [combined]\n'
+    edges = "".join(f"  - {{from: START, to: branch_{i}}}\n" for i in range(width))
+    sources = ", ".join(f"branch_{i}" for i in range(width))
+    edges += f"  - {{from: [{sources}], to: join}}\n  - {{from: join, to: END}}\n"
+    body = (
+        "state:\n  fields:\n    topic: {type: str, required: true}\n"
+        + fields
+        + '    combined: {type: str, default: ""}\n'
+        + "nodes:\n"
+        + nodes
+        + "edges:\n"
+        + edges
+    )
+    return _HEADER.format(name=name) + body + _FOOTER.format(tracing=_yaml_bool(tracing))
+
+
+def write_workflow(directory: Path, name: str, text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _yaml_bool(value: bool) -> str:
+    return "true" if value else "false"
