@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 _HEADER = """\
@@ -59,7 +60,7 @@ def linear(name: str, calls: int, *, tracing: bool = True) -> str:
         for i in range(calls)
     )
     chain = ["START", *(f"step_{i}" for i in range(calls)), "END"]
-    edges = "".join(f"  - {{from: {a}, to: {b}}}\n" for a, b in zip(chain, chain[1:], strict=False))
+    edges = "".join(f"  - {{from: {a}, to: {b}}}\n" for a, b in pairwise(chain))
     body = (
         "state:\n  fields:\n    topic: {type: str, required: true}\n"
         + fields

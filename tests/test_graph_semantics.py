@@ -91,8 +91,8 @@ def test_bad_inputs_are_refused_before_any_call_and_cost_nothing(
     workflow = load_workflow(EXAMPLES / "support_triage.yaml")
     with pytest.raises(
         InvalidInputsError,
-        match=r"`ticket` must be str.*; `urgency` is not an "
-        r"input of this workflow \(a node writes it\)",
+        match=r"`urgency` is not an input of this workflow \(a node writes it\); `ticket` must be "
+        r"str: Input should be a valid string \(got \['not', 'text'\]\)\. Inputs: ticket\.",
     ):
         run_workflow(workflow, {"ticket": ["not", "text"], "urgency": 3})
     assert gemini.requests == []

@@ -7,6 +7,7 @@
         ├── MissingApiKeyError             Gemini was chosen but no key is set
         ├── StepLimitError                 the graph did not reach END within max_steps
         ├── OutputValidationError          a structured reply did not fit the state types
+        ├── BudgetExceededError            orchestration.budget was spent; no more calls made
         └── LlmCallError                   Gemini refused or failed a call (after retries)
 
 Every message names the workflow file or node it is about and says how to fix it.
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AgentsPipelinesError",
+    "BudgetExceededError",
     "ConfigIssue",
     "InvalidInputsError",
     "LlmCallError",
@@ -77,7 +79,13 @@ class InvalidInputsError(AgentsPipelinesError, ValueError):
 
 
 class WorkflowRunError(AgentsPipelinesError):
-    """A run failed. ``usage`` holds what was spent before it failed (never lost)."""
+    """A run failed. ``usage`` holds what was spent before it failed (never lost).
+
+    ``transient`` says whether running again may succeed (rate limits, 5xx, time-outs);
+    orchestrators retry only those.
+    """
+
+    transient = False
 
     def __init__(self, message: str, usage: UsageSummary | None = None):
         self.usage = usage
@@ -88,6 +96,7 @@ class WorkflowRunError(AgentsPipelinesError):
     def with_usage(self, usage: UsageSummary) -> WorkflowRunError:
         """The same error, with the spend so far attached to its message."""
         clone = type(self).__new__(type(self))
+        clone.__dict__.update(self.__dict__)
         WorkflowRunError.__init__(clone, str(self), usage)
         return clone
 
@@ -104,5 +113,13 @@ class OutputValidationError(WorkflowRunError):
     """A node's structured reply did not fit the types of its output fields."""
 
 
+class BudgetExceededError(WorkflowRunError):
+    """The run's spend reached ``orchestration.budget``; it made no further LLM calls."""
+
+
 class LlmCallError(WorkflowRunError):
     """The LLM provider failed a call for good (a permanent error, or retries used up)."""
+
+    def __init__(self, message: str, usage: UsageSummary | None = None, transient: bool = False):
+        super().__init__(message, usage)
+        self.transient = transient

@@ -22,7 +22,7 @@ from agents_pipelines.errors import (
 )
 from agents_pipelines.graph import build_graph, initial_state
 from agents_pipelines.llm import Backend, chat_model_factory, resolve_backend
-from agents_pipelines.llm.gemini import describe_failure
+from agents_pipelines.llm.gemini import describe_failure, is_transient
 from agents_pipelines.spec import Workflow, draw_mermaid
 from agents_pipelines.tracking import (
     MlflowPriceTable,
@@ -31,7 +31,7 @@ from agents_pipelines.tracking import (
     resolve_settings,
     usage_metrics,
 )
-from agents_pipelines.usage import UsageLedger, UsageSummary, cost_summary
+from agents_pipelines.usage import Budget, UsageLedger, UsageSummary, cost_summary
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,12 @@ def run_workflow(
     graph = build_graph(spec, chat_model_factory(chosen, simulated_latency_s))
     mlflow_config = spec.config.observability.mlflow
     pricer = MlflowPriceTable(spec.config.pricing)
-    ledger = UsageLedger(pricer, keep_text=mlflow_config.artifact_level == "full")
+    budget = _budget(workflow)
+    ledger = UsageLedger(
+        pricer,
+        keep_text=mlflow_config.artifact_level == "full",
+        before_call=budget.guard if budget else None,
+    )
     notes: list[str] = []
     session = _start_tracking(workflow, chosen, tags or {}, mlflow_ui_url, notes)
     started = time.perf_counter()
@@ -126,6 +131,13 @@ def _stream(
     return dict(final)
 
 
+def _budget(workflow: Workflow) -> Budget | None:
+    config = workflow.spec.orchestration.budget
+    if config is None:
+        return None
+    return Budget(workflow.name, config.max_cost_usd, config.max_total_tokens)
+
+
 def _as_run_error(exc: BaseException, workflow: Workflow, usage: UsageSummary) -> BaseException:
     from langgraph.errors import GraphRecursionError
 
@@ -141,7 +153,9 @@ def _as_run_error(exc: BaseException, workflow: Workflow, usage: UsageSummary) -
             "or raise max_steps if the loop is meant to run longer.",
             usage,
         )
-    return LlmCallError(f"Workflow {name} failed: {describe_failure(exc)}.", usage)
+    return LlmCallError(
+        f"Workflow {name} failed: {describe_failure(exc)}.", usage, transient=is_transient(exc)
+    )
 
 
 def _start_tracking(

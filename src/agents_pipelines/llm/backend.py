@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from langchain_core.language_models import BaseChatModel
+if TYPE_CHECKING:  # langchain-core is heavy; the code location only needs the enum
+    from langchain_core.language_models import BaseChatModel
 
 from agents_pipelines.errors import AgentsPipelinesError
 from agents_pipelines.spec.models import LlmConfig
@@ -14,7 +16,7 @@ from agents_pipelines.spec.models import LlmConfig
 BACKEND_ENV = "AGENTS_PIPELINES_LLM_BACKEND"
 LATENCY_ENV = "AGENTS_PIPELINES_SIMULATED_LATENCY_S"
 
-ChatModelFactory = Callable[[LlmConfig], BaseChatModel]
+ChatModelFactory = Callable[[LlmConfig], "BaseChatModel"]
 
 
 class Backend(StrEnum):

@@ -4,6 +4,7 @@ from agents_pipelines.orchestration.asset_factory import build_workflow_asset, r
 from agents_pipelines.orchestration.definitions import (
     build_definitions,
     build_workflow_assets,
+    build_workflow_definitions,
     definitions_from_env,
 )
 from agents_pipelines.orchestration.resource import WorkflowRunner
@@ -15,6 +16,7 @@ __all__ = [
     "build_definitions",
     "build_workflow_asset",
     "build_workflow_assets",
+    "build_workflow_definitions",
     "definitions_from_env",
     "run_config_schema",
 ]

@@ -1,25 +1,32 @@
 """Build one Dagster asset per workflow, with a typed Launchpad config."""
 
 # No `from __future__ import annotations`: Dagster reads the asset function's annotations.
-
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
+from agents_pipelines.orchestration.checks import check_specs
+from agents_pipelines.orchestration.inputs import fed_fields
 from agents_pipelines.orchestration.resource import WorkflowRunner
 from agents_pipelines.orchestration.translator import WorkflowTranslator
 from agents_pipelines.spec import Workflow
-from agents_pipelines.spec.models import WorkflowSpec
+from agents_pipelines.spec.models import RetryConfig, WorkflowSpec
 
 RUNNER_KEY = "workflow_runner"
 
 _SCALARS: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool}
+_BACKOFF = {"exponential": dg.Backoff.EXPONENTIAL, "linear": dg.Backoff.LINEAR}
+_JITTER = {"full": dg.Jitter.FULL, "plus_minus": dg.Jitter.PLUS_MINUS, "none": None}
 
 
 def build_workflow_asset(
     workflow: Workflow, translator: WorkflowTranslator | None = None
 ) -> dg.AssetsDefinition:
     spec = (translator or WorkflowTranslator()).get_asset_spec(workflow)
+    orchestration = workflow.spec.orchestration
+    # Upstream workflows are inputs (not plain deps): their final state feeds ours.
+    ins = {dep.workflow: dg.AssetIn(key=dg.AssetKey(dep.workflow)) for dep in orchestration.deps}
 
     @dg.asset(
         key=spec.key,
@@ -27,41 +34,55 @@ def build_workflow_asset(
         description=spec.description,
         kinds=spec.kinds,
         metadata=spec.metadata,
+        tags=spec.tags,
+        owners=spec.owners,
         code_version=spec.code_version,
+        ins=ins,
+        partitions_def=spec.partitions_def,
+        automation_condition=spec.automation_condition,
         config_schema=run_config_schema(workflow.spec),
-        pool=workflow.spec.orchestration.pool,
+        pool=orchestration.pool,
+        retry_policy=retry_policy(orchestration.retry),
+        check_specs=check_specs(workflow, spec.key),
     )
     def _workflow_asset(
-        context: dg.AssetExecutionContext, workflow_runner: WorkflowRunner
-    ) -> dg.Output[dict[str, Any]]:
-        inputs = dict(context.op_execution_context.op_config or {})
-        return workflow_runner.materialize(context, workflow, inputs)
+        context: dg.AssetExecutionContext, workflow_runner: WorkflowRunner, **upstream: Any
+    ) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
+        yield from workflow_runner.materialize(context, workflow, upstream)
 
     return _workflow_asset
 
 
+def retry_policy(config: RetryConfig) -> dg.RetryPolicy | None:
+    """Step retries of transient failures; permanent ones fail with allow_retries=False."""
+    if config.max_retries == 0:
+        return None
+    return dg.RetryPolicy(
+        max_retries=config.max_retries,
+        delay=config.delay_s,
+        backoff=_BACKOFF[config.backoff],
+        jitter=_JITTER[config.jitter],
+    )
+
+
 def run_config_schema(spec: WorkflowSpec) -> dict[str, dg.Field]:
-    """One typed field per input; ``orchestration.inputs`` become the defaults."""
+    """One typed field per input; ``orchestration.inputs`` become the defaults, except for
+    fields a partition or an upstream workflow may fill (they stay unset until given)."""
     schema = {}
+    fed = fed_fields(spec)
     for name in spec.input_fields:
         field = spec.state.fields[name]
         config_type = _config_type(field.type)
         description = field.description or None
-        if name in spec.orchestration.inputs:
-            schema[name] = dg.Field(
-                config_type,
-                default_value=spec.orchestration.inputs[name],
-                is_required=False,
-                description=description,
-            )
-        elif field.required:
-            schema[name] = dg.Field(config_type, is_required=True, description=description)
-        elif field.default is not None:
-            schema[name] = dg.Field(
-                config_type, default_value=field.default, is_required=False, description=description
-            )
-        else:
+        default = spec.orchestration.inputs.get(name, field.default)
+        if name in fed or (default is None and not field.required):
             schema[name] = dg.Field(config_type, is_required=False, description=description)
+        elif default is None:
+            schema[name] = dg.Field(config_type, is_required=True, description=description)
+        else:
+            schema[name] = dg.Field(
+                config_type, default_value=default, is_required=False, description=description
+            )
     return schema
 
 

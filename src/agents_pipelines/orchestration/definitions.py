@@ -18,6 +18,11 @@ import dagster as dg
 
 from agents_pipelines.errors import AgentsPipelinesError, WorkflowConfigError
 from agents_pipelines.orchestration.asset_factory import RUNNER_KEY, build_workflow_asset
+from agents_pipelines.orchestration.automation import (
+    build_inbox_sensor,
+    build_schedule,
+    workflow_job,
+)
 from agents_pipelines.orchestration.resource import WorkflowRunner
 from agents_pipelines.orchestration.translator import WorkflowTranslator
 from agents_pipelines.spec import Workflow, load_workflows
@@ -34,6 +39,34 @@ def build_workflow_assets(
     workflows: Iterable[Workflow], translator: WorkflowTranslator | None = None
 ) -> list[dg.AssetsDefinition]:
     return [build_workflow_asset(workflow, translator) for workflow in workflows]
+
+
+def build_workflow_definitions(
+    workflows: Iterable[Workflow],
+    translator: WorkflowTranslator | None = None,
+    runner: WorkflowRunner | None = None,
+) -> dg.Definitions:
+    """Assets, plus a job, schedule and sensor for each workflow that asks for them."""
+    assets, jobs, schedules, sensors = [], [], [], []
+    for workflow in workflows:
+        asset = build_workflow_asset(workflow, translator)
+        assets.append(asset)
+        orchestration = workflow.spec.orchestration
+        if orchestration.schedule is None and orchestration.sensor is None:
+            continue
+        job = workflow_job(workflow, asset)
+        jobs.append(job)
+        if (schedule := build_schedule(workflow, asset, job)) is not None:
+            schedules.append(schedule)
+        if (sensor := build_inbox_sensor(workflow, asset, job)) is not None:
+            sensors.append(sensor)
+    return dg.Definitions(
+        assets=assets,
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
+        resources={RUNNER_KEY: runner or WorkflowRunner()},
+    )
 
 
 def build_definitions(
@@ -54,10 +87,21 @@ def build_definitions(
         raise WorkflowConfigError(issues)
     for issue in issues:
         logger.warning("Skipped invalid workflow: %s", issue)
-    return dg.Definitions(
-        assets=build_workflow_assets(workflows, translator),
-        resources={RUNNER_KEY: runner or WorkflowRunner()},
-    )
+    if issues:
+        workflows = _without_broken_dependencies(workflows, issues)
+    return build_workflow_definitions(workflows, translator, runner)
+
+
+def _without_broken_dependencies(workflows: list[Workflow], issues: list) -> list[Workflow]:
+    """In skip mode, also leave out workflows whose upstream was left out."""
+    bad_files = {issue.file for issue in issues}
+    kept = [w for w in workflows if str(w.path) not in bad_files]
+    while True:
+        names = {w.name for w in kept}
+        still = [w for w in kept if all(d.workflow in names for d in w.spec.orchestration.deps)]
+        if len(still) == len(kept):
+            return still
+        kept = still
 
 
 def definitions_from_env() -> dg.Definitions:

@@ -7,27 +7,33 @@ Gemini backend itself, so it never passes through Dagster config), the MLflow UI
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
-from agents_pipelines.errors import InvalidInputsError, WorkflowRunError
+from agents_pipelines.errors import BudgetExceededError, InvalidInputsError, WorkflowRunError
+from agents_pipelines.orchestration.checks import budget_result, output_results
+from agents_pipelines.orchestration.inputs import resolve_inputs
 from agents_pipelines.orchestration.metadata import run_metadata, usage_metadata
 from agents_pipelines.spec import Workflow
 
 
 class WorkflowRunner(dg.ConfigurableResource):
-    """Runs a workflow and turns the result into a Dagster Output with metadata."""
+    """Runs a workflow and turns the result into a Dagster Output, metadata and checks."""
 
     llm_backend: str | None = None  # "gemini" or "simulated"; None: the environment decides
     mlflow_ui_url: str | None = None  # base URL of the MLflow UI for run links
     simulated_latency_s: float | None = None
 
     def materialize(
-        self, context: dg.AssetExecutionContext, workflow: Workflow, inputs: dict[str, Any]
-    ) -> dg.Output[dict[str, Any]]:
+        self, context: dg.AssetExecutionContext, workflow: Workflow, upstream: dict[str, Any]
+    ) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
         from agents_pipelines.runner import run_workflow  # heavy: not at code-location load
 
+        partition = context.partition_key if context.has_partition_key else None
+        config = dict(context.op_execution_context.op_config or {})
+        inputs = resolve_inputs(workflow.spec, partition, config, upstream)
         try:
             result = run_workflow(
                 workflow,
@@ -41,14 +47,22 @@ class WorkflowRunner(dg.ConfigurableResource):
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         except WorkflowRunError as exc:
             metadata = usage_metadata(exc.usage) if exc.usage is not None else {}
-            raise dg.Failure(description=str(exc), metadata=metadata) from exc
+            overspent = isinstance(exc, BudgetExceededError) and exc.usage is not None
+            if overspent and (check := budget_result(workflow, exc.usage)) is not None:  # type: ignore[arg-type]
+                yield check
+            raise dg.Failure(
+                description=str(exc), metadata=metadata, allow_retries=exc.transient
+            ) from exc
         context.log.info(
             f"{workflow.name}: {result.usage.describe_spend()} "
             f"(backend {result.backend.value}, {result.duration_s:.2f} s)"
         )
         for warning in result.warnings:
             context.log.warning(warning)
-        return dg.Output(result.state, metadata=run_metadata(result))
+        yield dg.Output(result.state, metadata=run_metadata(result))
+        if (check := budget_result(workflow, result.usage)) is not None:
+            yield check
+        yield from output_results(workflow, result.state)
 
 
 def _mlflow_tags(context: dg.AssetExecutionContext) -> dict[str, str]:

@@ -23,6 +23,9 @@ class WorkflowTranslator:
             kinds=set(KINDS),
             # The file's digest: Dagster shows the asset as changed when the YAML changes.
             code_version=workflow.sha256[:16],
+            deps=[dg.AssetDep(dg.AssetKey(dep.workflow)) for dep in spec.orchestration.deps],
+            partitions_def=_partitions(workflow),
+            automation_condition=_automation(workflow),
             metadata={
                 "dagster/code_references": _code_reference(workflow),
                 "graph": dg.MetadataValue.md(f"```mermaid\n{draw_mermaid(spec)}```"),
@@ -40,6 +43,24 @@ class WorkflowTranslator:
                 "workflow_file": dg.MetadataValue.path(str(workflow.path)),
             },
         )
+
+
+def _partitions(workflow: Workflow) -> dg.PartitionsDefinition | None:
+    config = workflow.spec.orchestration.partitions
+    if config is None:
+        return None
+    if config.static:
+        return dg.StaticPartitionsDefinition(list(config.static))
+    return dg.DynamicPartitionsDefinition(name=f"{workflow.name}_inputs")
+
+
+def _automation(workflow: Workflow) -> dg.AutomationCondition | None:
+    automation = workflow.spec.orchestration.automation
+    if automation is None:
+        return None
+    if automation == "eager":
+        return dg.AutomationCondition.eager()
+    return dg.AutomationCondition.on_cron(automation.on_cron, automation.timezone)
 
 
 def _code_reference(workflow: Workflow) -> dg.CodeReferencesMetadataValue:

@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from agents_pipelines.spec import field_types
-from agents_pipelines.spec.models import END, START, Condition, WorkflowSpec
+from agents_pipelines.spec.cron import cron_problem, timezone_problem
+from agents_pipelines.spec.models import END, START, Condition, OnCron, WorkflowSpec
 from agents_pipelines.spec.placeholders import PlaceholderError, parse_template
 
 Finding = tuple[tuple[str | int, ...], str, str | None]
@@ -31,7 +32,7 @@ _TRACKING_SCHEMES = (
 
 
 def run_checks(spec: WorkflowSpec) -> list[Finding]:
-    checks = (_state, _nodes, _prompts, _edges, _inputs, _tracking)
+    checks = (_state, _nodes, _prompts, _edges, _inputs, _orchestration, _tracking)
     findings = [finding for check in checks for finding in check(spec)]
     if not any(path[0] == "edges" for path, _, _ in findings):
         # Reachability only means something once every edge names a real node.
@@ -260,18 +261,95 @@ def _reach(start: str, graph: dict[str, set[str]]) -> set[str]:
 
 
 def _inputs(spec: WorkflowSpec) -> Iterator[Finding]:
+    orchestration = spec.orchestration
+    yield from _input_values(spec, orchestration.inputs, ("orchestration", "inputs"))
+    if orchestration.schedule is not None:
+        path = ("orchestration", "schedule")
+        yield from _input_values(spec, orchestration.schedule.inputs, (*path, "inputs"))
+    if orchestration.partitions is not None and orchestration.partitions.static:
+        for key, values in orchestration.partitions.static.items():
+            yield from _input_values(spec, values, ("orchestration", "partitions", "static", key))
+
+
+def _input_values(
+    spec: WorkflowSpec, values: dict[str, Any], at: tuple[Any, ...]
+) -> Iterator[Finding]:
     inputs = spec.input_fields
-    for name, value in spec.orchestration.inputs.items():
-        path = ("orchestration", "inputs", name)
+    for name, value in values.items():
+        path = (*at, name)
         if name not in inputs:
             why = "is written by a node" if name in spec.state.fields else "is not a state field"
             yield path, f"input `{name}` {why}", _hint(name, inputs, "input fields")
         elif err := _type_error(spec.state.fields[name].type, value):
+            field_type = spec.state.fields[name].type
             yield (
                 path,
-                f"input `{name}` does not fit type {spec.state.fields[name].type}: {err}",
-                (f"give a {spec.state.fields[name].type} value"),
+                f"input `{name}` does not fit type {field_type}: {err}",
+                (f"give a {field_type} value"),
             )
+
+
+def _orchestration(spec: WorkflowSpec) -> Iterator[Finding]:
+    orchestration = spec.orchestration
+    crons = []
+    if orchestration.schedule is not None:
+        schedule = orchestration.schedule
+        crons.append((("orchestration", "schedule"), schedule.cron, schedule.timezone))
+    if isinstance(orchestration.automation, OnCron):
+        automation = orchestration.automation
+        crons.append((("orchestration", "automation"), automation.on_cron, automation.timezone))
+    for path, cron, timezone in crons:
+        if problem := cron_problem(cron):
+            key = "cron" if path[-1] == "schedule" else "on_cron"
+            yield (
+                (*path, key),
+                f"invalid cron expression `{cron}`: {problem}",
+                ('use 5 fields, e.g. "0 9 * * *" for 09:00 every day, or @daily'),
+            )
+        if problem := timezone_problem(timezone):
+            yield (*path, "timezone"), problem, "use a name such as UTC or Europe/Paris"
+    partitions = orchestration.partitions
+    if partitions is not None and partitions.dynamic and orchestration.sensor is None:
+        yield (
+            ("orchestration", "partitions", "dynamic"),
+            ("dynamic partitions are added by the file-drop sensor, but there is no sensor"),
+            'add `sensor: {path: "inbox/<flow>/*.json"}`, or use static partitions',
+        )
+    inputs = spec.input_fields
+    for i, dep in enumerate(orchestration.deps):
+        for name in dep.map:
+            if name not in inputs:
+                yield (
+                    ("orchestration", "deps", i, "map", name),
+                    (f"`{name}` is not an input of this workflow"),
+                    _hint(name, inputs, "input fields"),
+                )
+    yield from _output_checks(spec)
+
+
+def _output_checks(spec: WorkflowSpec) -> Iterator[Finding]:
+    names: set[str] = set()
+    for i, check in enumerate(spec.orchestration.checks):
+        path = ("orchestration", "checks", i)
+        field = spec.state.fields.get(check.field)
+        if field is None:
+            yield (
+                (*path, "field"),
+                f"check names unknown state field `{check.field}`",
+                _hint(check.field, list(spec.state.fields), "state fields"),
+            )
+            continue
+        ((rule, _),) = check.rules().items()
+        sized = field.type == "str" or field_types.element_name(field.type) is not None
+        if rule in ("min_length", "max_length") and not sized:
+            problem = f"`{rule}` needs a str, list or dict field; `{check.field}` is {field.type}"
+            yield (*path, rule), problem, "use min or max"
+        if rule in ("min", "max") and not field_types.is_numeric(field.type):
+            problem = f"`{rule}` needs an int or float field; `{check.field}` is {field.type}"
+            yield (*path, rule), problem, "use min_length or max_length"
+        if check.name in names:
+            yield path, "the same check is listed twice", "list each check once"
+        names.add(check.name)
 
 
 def _tracking(spec: WorkflowSpec) -> Iterator[Finding]:

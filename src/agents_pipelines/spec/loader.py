@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -14,7 +14,7 @@ from agents_pipelines.spec.checks import run_checks
 from agents_pipelines.spec.models import WorkflowSpec
 from agents_pipelines.spec.pydantic_errors import issues_from_validation_error
 from agents_pipelines.spec.secrets import find_literal_keys
-from agents_pipelines.spec.yaml_source import YamlDocument, parse_yaml, read_yaml
+from agents_pipelines.spec.yaml_source import PathKey, YamlDocument, parse_yaml, read_yaml
 
 WORKFLOW_SUFFIXES = (".yaml", ".yml")
 
@@ -27,10 +27,19 @@ class Workflow:
     path: Path
     text: str
     sha256: str
+    positions: dict[PathKey, tuple[int, int]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def name(self) -> str:
         return self.spec.flow.name
+
+    def issue(self, path: PathKey, problem: str, fix: str | None = None) -> ConfigIssue:
+        """A ConfigIssue located in this workflow's file."""
+        return YamlDocument(str(self.path), self.text, None, self.positions).issue(
+            path, problem, fix
+        )
 
 
 def load_workflow(path: str | Path) -> Workflow:
@@ -66,7 +75,7 @@ def _validate(doc: YamlDocument, path: Path) -> Workflow:
     if issues:
         raise WorkflowConfigError(issues)
     digest = hashlib.sha256(doc.text.encode("utf-8")).hexdigest()
-    return Workflow(spec, path, doc.text, digest)
+    return Workflow(spec, path, doc.text, digest, doc.positions)
 
 
 def workflow_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -96,11 +105,73 @@ def load_workflows(paths: Iterable[str | Path]) -> tuple[list[Workflow], list[Co
     for workflow in workflows:
         if (other := seen.setdefault(workflow.name, workflow)) is not workflow:
             issues.append(
-                ConfigIssue(
-                    str(workflow.path),
-                    "flow.name",
+                workflow.issue(
+                    ("flow", "name"),
                     f"flow name `{workflow.name}` is also used by {other.path}",
                     "give each workflow its own flow.name (it is the asset key)",
                 )
             )
+    issues += dependency_issues(workflows)
     return workflows, issues
+
+
+def dependency_issues(workflows: list[Workflow]) -> list[ConfigIssue]:
+    """``orchestration.deps`` across files: upstreams exist, mapped fields exist, no cycles."""
+    by_name = {workflow.name: workflow for workflow in workflows}
+    issues = []
+    for workflow in workflows:
+        for i, dep in enumerate(workflow.spec.orchestration.deps):
+            path = ("orchestration", "deps", i)
+            upstream = by_name.get(dep.workflow)
+            if upstream is None:
+                issues.append(
+                    workflow.issue(
+                        (*path, "workflow"),
+                        f"no workflow named `{dep.workflow}` is loaded",
+                        "check the name against the upstream file's flow.name (both files must be "
+                        "in the same workflows folder)",
+                    )
+                )
+                continue
+            for target, source in dep.map.items():
+                if source not in upstream.spec.state.fields:
+                    issues.append(
+                        workflow.issue(
+                            (*path, "map", target),
+                            f"`{source}` is not a state field of workflow `{dep.workflow}`",
+                            "map to one of: " + ", ".join(upstream.spec.state.fields),
+                        )
+                    )
+    if cycle := _dependency_cycle(by_name):
+        first = by_name[cycle[0]]
+        issues.append(
+            first.issue(
+                ("orchestration", "deps"),
+                "workflow dependencies form a cycle: " + " → ".join(cycle),
+                "remove one of the deps so that lineage flows one way",
+            )
+        )
+    return issues
+
+
+def _dependency_cycle(by_name: dict[str, Workflow]) -> list[str] | None:
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> list[str] | None:
+        if name in visiting:
+            return [*visiting[visiting.index(name) :], name]
+        if name in done or name not in by_name:
+            return None
+        visiting.append(name)
+        for dep in by_name[name].spec.orchestration.deps:
+            if found := visit(dep.workflow):
+                return found
+        visiting.pop()
+        done.add(name)
+        return None
+
+    for name in by_name:
+        if found := visit(name):
+            return found
+    return None

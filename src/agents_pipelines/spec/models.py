@@ -173,6 +173,100 @@ class WorkflowConfig(_Model):
     pricing: dict[str, ModelPrice] = Field(default_factory=dict)
 
 
+class ScheduleConfig(_Model):
+    """A Dagster schedule that materializes the workflow with these inputs."""
+
+    cron: str = Field(description='Cron expression, e.g. "0 9 * * *".')
+    timezone: str = Field("UTC", description="IANA time zone, e.g. Europe/Paris.")
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    default_status: Literal["running", "stopped"] = "stopped"
+
+
+class SensorConfig(_Model):
+    """Start one run per input dropped into a folder (JSON, YAML, or JSONL for many)."""
+
+    path: str = Field(description='A glob, relative to the code location, e.g. "inbox/*.json".')
+    minimum_interval_seconds: int = Field(30, ge=1, le=86_400)
+    default_status: Literal["running", "stopped"] = "running"
+
+
+class PartitionsConfig(_Model):
+    """Static partitions (each key with its inputs) or dynamic ones (added by the sensor)."""
+
+    static: dict[str, dict[str, Any]] | None = Field(None, min_length=1)
+    dynamic: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PartitionsConfig:
+        if (self.static is not None) == self.dynamic:
+            raise ValueError("partitions need exactly one of `static: {...}` or `dynamic: true`")
+        return self
+
+
+class Dependency(_Model):
+    """An upstream workflow whose output fields feed this workflow's inputs."""
+
+    workflow: Identifier
+    map: dict[Identifier, Identifier] = Field(
+        default_factory=dict, description="This workflow's input ← the upstream state field."
+    )
+
+
+class OnCron(_Model):
+    on_cron: str
+    timezone: str = "UTC"
+
+
+class RetryConfig(_Model):
+    """Dagster step retries of transient failures (429, 5xx, time-outs)."""
+
+    max_retries: int = Field(2, ge=0, le=10)
+    delay_s: float = Field(10, ge=0, le=3600)
+    backoff: Literal["exponential", "linear"] = "exponential"
+    jitter: Literal["full", "plus_minus", "none"] = "plus_minus"
+
+
+class BudgetConfig(_Model):
+    max_cost_usd: float | None = Field(None, gt=0)
+    max_total_tokens: int | None = Field(None, gt=0)
+    blocking: bool = Field(True, description="Downstream workflows wait for a passing check.")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> BudgetConfig:
+        if self.max_cost_usd is None and self.max_total_tokens is None:
+            raise ValueError("a budget needs max_cost_usd, max_total_tokens, or both")
+        return self
+
+
+class OutputCheck(_Model):
+    """An asset check on one output field; exactly one rule is set."""
+
+    field: Identifier
+    min_length: int | None = Field(None, ge=0)
+    max_length: int | None = Field(None, ge=0)
+    min: float | None = None
+    max: float | None = None
+    not_empty: bool | None = None
+    blocking: bool = False
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> OutputCheck:
+        if len(self.rules()) != 1:
+            raise ValueError(
+                "an output check needs exactly one of min_length, max_length, min, max, "
+                f"not_empty (got {len(self.rules())})"
+            )
+        return self
+
+    def rules(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"field", "blocking"}, exclude_none=True)
+
+    @property
+    def name(self) -> str:
+        ((rule, value),) = self.rules().items()
+        return f"{self.field}_{rule}_{value}".replace(".", "_").replace("-", "neg").lower()
+
+
 class OrchestrationConfig(_Model):
     group: Identifier | None = None
     pool: Identifier = Field(
@@ -181,6 +275,14 @@ class OrchestrationConfig(_Model):
     inputs: dict[str, Any] = Field(
         default_factory=dict, description="Default inputs of a materialization."
     )
+    schedule: ScheduleConfig | None = None
+    sensor: SensorConfig | None = None
+    partitions: PartitionsConfig | None = None
+    deps: list[Dependency] = Field(default_factory=list)
+    automation: Literal["eager"] | OnCron | None = None
+    retry: RetryConfig = RetryConfig()
+    budget: BudgetConfig | None = None
+    checks: list[OutputCheck] = Field(default_factory=list)
 
 
 class WorkflowSpec(_Model):

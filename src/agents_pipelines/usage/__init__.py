@@ -1,6 +1,8 @@
 """Token usage and USD cost of a run's LLM calls: one truth for every report."""
 
-from agents_pipelines.usage.ledger import UsageLedger
+from typing import TYPE_CHECKING, Any
+
+from agents_pipelines.usage.budget import Budget
 from agents_pipelines.usage.records import (
     CallRecord,
     Price,
@@ -11,7 +13,11 @@ from agents_pipelines.usage.records import (
 )
 from agents_pipelines.usage.report import cost_summary
 
+if TYPE_CHECKING:
+    from agents_pipelines.usage.ledger import UsageLedger
+
 __all__ = [
+    "Budget",
     "CallRecord",
     "Price",
     "Pricer",
@@ -21,3 +27,13 @@ __all__ = [
     "cost_summary",
     "round_usd",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The ledger is a LangChain callback; importing it pulls in langchain-core, which the
+    # Dagster code location does not need at load time.
+    if name == "UsageLedger":
+        from agents_pipelines.usage.ledger import UsageLedger
+
+        return UsageLedger
+    raise AttributeError(f"module 'agents_pipelines.usage' has no attribute {name!r}")

@@ -32,16 +32,17 @@ class UsageLedger(BaseCallbackHandler):
     """A LangChain callback that keeps one CallRecord per LLM call."""
 
     run_inline = True  # called on the calling thread, so timings are the call's own
+    raise_error = True  # so that ``before_call`` can stop a call (a budget, say)
 
     def __init__(
         self,
         pricer: Pricer,
         keep_text: bool = False,
-        on_record: Callable[[CallRecord, UsageSummary], None] | None = None,
+        before_call: Callable[[UsageSummary], None] | None = None,
     ):
         self._pricer = pricer
         self._keep_text = keep_text
-        self._on_record = on_record
+        self._before_call = before_call
         self._lock = threading.Lock()
         self._pending: dict[UUID, _Pending] = {}
         self._calls: list[CallRecord] = []
@@ -59,6 +60,8 @@ class UsageLedger(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if self._before_call is not None:
+            self._before_call(self.summary())  # may raise: the call is then never made
         metadata = metadata or {}
         prompt = None
         if self._keep_text:
@@ -100,6 +103,3 @@ class UsageLedger(BaseCallbackHandler):
         )
         with self._lock:
             self._calls.append(record)
-            summary = UsageSummary(tuple(self._calls))
-        if self._on_record is not None:
-            self._on_record(record, summary)

@@ -1,0 +1,77 @@
+"""A benchmark worker: ``python -m benchmarks._worker SCENARIO PARAMS_JSON``.
+
+Reads one command per line on stdin and answers one JSON line per command:
+``run`` (time one run), ``drain`` (wait for MLflow's async trace export), ``rss`` (peak RSS),
+``profile PATH`` (one run under cProfile, stats dumped to PATH), ``exit``.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from typing import Any, TextIO
+
+
+def _protocol_stream() -> TextIO:
+    # Libraries may print; keep our replies on a private copy of stdout and send fd 1 to stderr.
+    stream = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return stream
+
+
+def _drain() -> dict[str, Any]:
+    started = time.perf_counter()
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.flush_trace_async_logging()
+    return {"elapsed_s": time.perf_counter() - started}
+
+
+def _rss() -> dict[str, Any]:
+    return {"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
+def main() -> None:
+    out = _protocol_stream()
+    scenario, params = sys.argv[1], json.loads(sys.argv[2])
+    started = time.perf_counter()
+    try:
+        from benchmarks.scenarios import SCENARIOS
+
+        run = SCENARIOS[scenario](params)
+    except Exception:
+        out.write(json.dumps({"error": traceback.format_exc()}) + "\n")
+        return
+    out.write(json.dumps({"setup_s": time.perf_counter() - started, **_rss()}) + "\n")
+    for line in sys.stdin:
+        command, _, arg = line.strip().partition(" ")
+        try:
+            if command == "exit":
+                break
+            if command == "run":
+                reply = run()
+            elif command == "drain":
+                reply = _drain()
+            elif command == "rss":
+                reply = _rss()
+            elif command == "profile":
+                profiler = cProfile.Profile()
+                reply = profiler.runcall(run)
+                profiler.dump_stats(arg)
+            else:
+                reply = {"error": f"unknown command {command!r}"}
+        except Exception:
+            reply = {"error": traceback.format_exc()}
+        out.write(json.dumps(reply, default=str) + "\n")
+    _drain()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""What a worker process runs (see core.Worker). Heavy imports stay inside the functions.
+
+Each ``setup_*`` takes the scenario's params and returns the function timed on every "run".
+The timed region is exactly the call a user makes: ``graph.invoke``, ``dg.materialize`` or
+``run_workflow``; setup (loading the file, building the asset) happens once, untimed.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the asset functions' annotations.
+
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+Run = Callable[[], dict[str, Any]]
+
+
+def _graph(params: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    from agents_pipelines.graph import build_graph, initial_state
+    from agents_pipelines.llm import Backend, chat_model_factory
+    from agents_pipelines.spec import load_workflow
+
+    workflow = load_workflow(params["path"])
+    factory = chat_model_factory(Backend.SIMULATED, float(params["latency"]))
+    graph = build_graph(workflow.spec, factory)
+    return workflow, graph, initial_state(workflow.spec, {})
+
+
+def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    value = call()
+    return time.perf_counter() - started, value
+
+
+def setup_bare(params: Mapping[str, Any]) -> Run:
+    """The graph alone: ``compiled_graph.invoke`` with the simulated model, no MLflow."""
+    _, graph, state = _graph(params)
+
+    def run() -> dict[str, Any]:
+        elapsed, _ = _timed(lambda: graph.invoke(state))
+        return {"elapsed_s": elapsed}
+
+    return run
+
+
+def setup_dagster_plain(params: Mapping[str, Any]) -> Run:
+    """A hand-written Dagster asset that invokes the same graph: Dagster's own floor."""
+    import dagster as dg
+
+    workflow, graph, state = _graph(params)
+
+    @dg.asset(name=workflow.name)
+    def plain() -> dg.Output[dict[str, Any]]:
+        return dg.Output(dict(graph.invoke(state)))
+
+    return _materialize(dg, [plain], {}, workflow.name)
+
+
+def setup_peer(params: Mapping[str, Any]) -> Run:
+    """The hand-written peer: autolog, ``graph.invoke`` inside ``start_run``, then flush the
+    trace and read usage and cost back from it (MLflow's default experiment: no lookup)."""
+    import dagster as dg
+    import mlflow
+
+    workflow, graph, state = _graph(params)
+
+    @dg.asset(name=workflow.name)
+    def peer() -> dg.Output[dict[str, Any]]:
+        mlflow.langchain.autolog()
+        with mlflow.start_run():
+            final = dict(graph.invoke(state))
+        mlflow.flush_trace_async_logging()
+        trace_id = mlflow.get_last_active_trace_id()
+        trace = mlflow.get_trace(trace_id) if trace_id else None
+        if trace is None:
+            raise RuntimeError("the peer found no trace")
+        usage = trace.info.token_usage or {}
+        cost = trace.info.trace_metadata.get("mlflow.trace.cost", "")
+        return dg.Output(
+            final,
+            metadata={
+                "total_tokens": int(usage.get("total_tokens", 0)),
+                "total_cost": dg.MetadataValue.text(str(cost)),
+                "mlflow_trace_id": dg.MetadataValue.text(trace_id or ""),
+            },
+        )
+
+    return _materialize(dg, [peer], {}, workflow.name)
+
+
+def setup_ours(params: Mapping[str, Any]) -> Run:
+    """agents_pipelines: the workflow's own asset and the WorkflowRunner resource."""
+    import dagster as dg
+
+    from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
+    from agents_pipelines.spec import load_workflow
+
+    workflow = load_workflow(params["path"])
+    runner = WorkflowRunner(llm_backend="simulated", simulated_latency_s=float(params["latency"]))
+    asset = build_workflow_asset(workflow)
+    return _materialize(dg, [asset], {"workflow_runner": runner}, workflow.name)
+
+
+def _materialize(dg: Any, assets: list[Any], resources: dict[str, Any], name: str) -> Run:
+    # One ephemeral instance per process, as a deployment has one instance per process:
+    # a new one per call would add Dagster's in-memory storage set-up (~110 ms of alembic
+    # stamping) to every variant alike.
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run() -> dict[str, Any]:
+        elapsed, result = _timed(
+            lambda: dg.materialize(assets, resources=resources, instance=instance)
+        )
+        if not result.success:
+            raise RuntimeError("materialization failed")
+        (event,) = result.asset_materializations_for_node(name)
+        meta = {k: v.value for k, v in event.metadata.items()}
+        reply: dict[str, Any] = {"elapsed_s": elapsed}
+        if "duration_s" in meta:
+            reply["runner_duration_s"] = meta["duration_s"]
+        return reply
+
+    return run
+
+
+def setup_runner(params: Mapping[str, Any]) -> Run:
+    """``run_workflow`` directly (no Dagster)."""
+    from agents_pipelines.runner import run_workflow
+    from agents_pipelines.spec import load_workflow
+
+    workflow = load_workflow(params["path"])
+    latency = float(params["latency"])
+
+    def run() -> dict[str, Any]:
+        elapsed, result = _timed(
+            lambda: run_workflow(workflow, backend="simulated", simulated_latency_s=latency)
+        )
+        return {
+            "elapsed_s": elapsed,
+            "runner_duration_s": result.duration_s,
+            "llm_calls": result.usage.llm_calls,
+        }
+
+    return run
+
+
+def setup_batch(params: Mapping[str, Any]) -> Run:
+    """``runs`` calls of ``run_workflow`` through a pool of ``threads`` threads."""
+    from agents_pipelines.runner import run_workflow
+    from agents_pipelines.spec import load_workflow
+
+    workflow = load_workflow(params["path"])
+    latency, runs, threads = float(params["latency"]), int(params["runs"]), int(params["threads"])
+
+    def one(_: int) -> int:
+        result = run_workflow(workflow, backend="simulated", simulated_latency_s=latency)
+        return result.usage.llm_calls
+
+    def run() -> dict[str, Any]:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            elapsed, calls = _timed(lambda: list(pool.map(one, range(runs))))
+        return {"elapsed_s": elapsed, "llm_calls": sum(calls), "runs": len(calls)}
+
+    return run
+
+
+SCENARIOS: dict[str, Callable[[Mapping[str, Any]], Run]] = {
+    "bare": setup_bare,
+    "dagster_plain": setup_dagster_plain,
+    "peer": setup_peer,
+    "ours": setup_ours,
+    "runner": setup_runner,
+    "batch": setup_batch,
+}
+
+
+def workflow_name(path: str | Path) -> str:
+    return Path(path).stem

@@ -1,0 +1,187 @@
+"""Schedules and file-drop sensors built from ``orchestration.schedule`` and ``.sensor``.
+
+The sensor starts one run per input found in new files. Its cursor holds the SHA-256 of
+every file it has read, so a restart or a rename never runs a file twice (run keys are
+derived from the same digest, so Dagster would drop a repeat anyway). A file that is not
+valid input is reported by name and skipped; it never stops the files after it. Files are
+never deleted or moved.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import yaml
+
+from agents_pipelines.errors import InvalidInputsError
+from agents_pipelines.spec import Workflow
+
+_STATUS = {"running": dg.DefaultScheduleStatus.RUNNING, "stopped": dg.DefaultScheduleStatus.STOPPED}
+_SENSOR_STATUS = {
+    "running": dg.DefaultSensorStatus.RUNNING,
+    "stopped": dg.DefaultSensorStatus.STOPPED,
+}
+
+
+def workflow_job(workflow: Workflow, asset: dg.AssetsDefinition) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        f"{workflow.name}_job",
+        selection=[asset.key],
+        description=f"Materializes workflow {workflow.name}.",
+    )
+
+
+def run_config(asset: dg.AssetsDefinition, inputs: dict[str, Any]) -> dict[str, Any]:
+    return {"ops": {asset.op.name: {"config": inputs}}}
+
+
+def build_schedule(
+    workflow: Workflow, asset: dg.AssetsDefinition, job: dg.UnresolvedAssetJobDefinition
+) -> dg.ScheduleDefinition | None:
+    config = workflow.spec.orchestration.schedule
+    if config is None:
+        return None
+    partitions = workflow.spec.orchestration.partitions
+    keys = list(partitions.static) if partitions is not None and partitions.static else [None]
+
+    @dg.schedule(
+        name=f"{workflow.name}_schedule",
+        cron_schedule=config.cron,
+        execution_timezone=config.timezone,
+        job=job,
+        default_status=_STATUS[config.default_status],
+        description=f"Materializes {workflow.name} on `{config.cron}` ({config.timezone}).",
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest]:
+        tick = (
+            context.scheduled_execution_time.isoformat()
+            if context.scheduled_execution_time
+            else "manual"
+        )
+        for key in keys:
+            yield dg.RunRequest(
+                run_key=f"{tick}:{key}" if key else tick,
+                run_config=run_config(asset, dict(config.inputs)),
+                partition_key=key,
+            )
+
+    return _schedule
+
+
+class InputFileError(ValueError):
+    """A dropped file does not hold valid input for the workflow."""
+
+
+def read_inputs(path: Path, workflow: Workflow) -> list[dict[str, Any]]:
+    """The input objects in ``path`` (JSON or YAML: one object; JSONL: one per line)."""
+    # The graph package pulls in LangGraph: import on a sensor tick, not at load.
+    from agents_pipelines.graph.state import initial_state
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"cannot read it ({exc})") from None
+    if path.suffix.lower() == ".jsonl":
+        records = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                records.append(_parse(line, f"line {number}", json.loads))
+    else:
+        loader = json.loads if path.suffix.lower() == ".json" else yaml.safe_load
+        records = [_parse(text, "the file", loader)]
+    for index, record in enumerate(records):
+        where = f"line {index + 1}: " if len(records) > 1 else ""
+        if not isinstance(record, dict):
+            raise InputFileError(f"{where}an input must be a mapping of field to value")
+        try:
+            initial_state(workflow.spec, record)
+        except InvalidInputsError as exc:
+            raise InputFileError(f"{where}{exc}") from None
+    if not records:
+        raise InputFileError("it holds no input")
+    return records
+
+
+def _parse(text: str, where: str, loader: Any) -> Any:
+    try:
+        return loader(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise InputFileError(f"{where} is not valid JSON/YAML ({reason})") from None
+
+
+def build_inbox_sensor(
+    workflow: Workflow, asset: dg.AssetsDefinition, job: dg.UnresolvedAssetJobDefinition
+) -> dg.SensorDefinition | None:
+    config = workflow.spec.orchestration.sensor
+    if config is None:
+        return None
+    partitions = asset.partitions_def
+    dynamic = partitions if isinstance(partitions, dg.DynamicPartitionsDefinition) else None
+
+    @dg.sensor(
+        name=f"{workflow.name}_inbox",
+        job=job,
+        minimum_interval_seconds=config.minimum_interval_seconds,
+        default_status=_SENSOR_STATUS[config.default_status],
+        description=f"One run of {workflow.name} per input dropped in `{config.path}`.",
+    )
+    def _inbox(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        seen: set[str] = set(json.loads(context.cursor)) if context.cursor else set()
+        requests: list[dg.RunRequest] = []
+        problems: list[str] = []
+        for name in sorted(glob.glob(config.path)):
+            path = Path(name)
+            if not path.is_file():
+                continue
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest in seen:
+                continue
+            seen.add(digest)  # a bad file is reported once; fixing it changes its digest
+            try:
+                records = read_inputs(path, workflow)
+            except InputFileError as exc:
+                problems.append(f"{path}: {exc}")
+                context.log.warning(f"Skipped input file {path}: {exc}")
+                continue
+            requests += _requests(asset, path, digest, records, dynamic is not None)
+        cursor = json.dumps(sorted(seen))
+        if not requests:
+            reason = "; ".join(problems) if problems else f"no new files in {config.path}"
+            return dg.SensorResult(skip_reason=reason, cursor=cursor)
+        partition_requests = []
+        if dynamic is not None:
+            keys = [r.partition_key for r in requests if r.partition_key]
+            partition_requests.append(dynamic.build_add_request(keys))
+        return dg.SensorResult(
+            run_requests=requests, cursor=cursor, dynamic_partitions_requests=partition_requests
+        )
+
+    return _inbox
+
+
+def _requests(
+    asset: dg.AssetsDefinition,
+    path: Path,
+    digest: str,
+    records: list[dict[str, Any]],
+    dynamic: bool,
+) -> list[dg.RunRequest]:
+    requests = []
+    for index, record in enumerate(records):
+        suffix = f"-{index + 1}" if len(records) > 1 else ""
+        requests.append(
+            dg.RunRequest(
+                run_key=f"{digest}{suffix}",
+                run_config=run_config(asset, record),
+                partition_key=f"{path.stem}-{digest[:8]}{suffix}" if dynamic else None,
+                tags={"agents_pipelines/input_file": str(path)},
+            )
+        )
+    return requests

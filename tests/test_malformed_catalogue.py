@@ -1,0 +1,360 @@
+"""A catalogue of malformed workflow files: each gives one clear error, never a traceback.
+
+Every file in tests/malformed/ begins with comment lines that say what it must give:
+
+    # expect: REGEX   re.search()ed in str() of the first ConfigIssue
+    # issues: N       how many issues the file gives (default 1; `*` for any number)
+    # line: N         the first issue's line; `none` for a problem of the whole file.
+                      Without it the issue must still carry a line.
+
+Files that cannot sensibly be committed (over 1 MB, not UTF-8, control bytes, thousands of
+brackets) are built into tmp_path by GENERATED below and checked the same way.
+
+A case that fails today because of a bug in src/ is marked
+``xfail(strict=True, raises=<the check that fails>)``: it fails for that reason only, and
+once the bug is fixed it passes, strict xfail fails the run, and the mark must go.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agents_pipelines.cli import main
+from agents_pipelines.errors import WorkflowConfigError
+from agents_pipelines.spec import load_workflow
+from conftest import LINEAR
+
+MALFORMED = Path(__file__).resolve().parent / "malformed"
+GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{35}")
+_HEADER = re.compile(r"^# (expect|issues|line|note): (.*)$")
+
+
+class CaseFailure(AssertionError):
+    """One catalogue check failed; the subclass says which (xfail marks name it)."""
+
+
+class LibraryTraceback(CaseFailure):
+    """Loading raised something other than WorkflowConfigError."""
+
+
+class NotRejected(CaseFailure):
+    """The file loaded as a valid workflow."""
+
+
+class KeyEchoed(CaseFailure):
+    """A message repeats a literal Google API key from the file."""
+
+
+class WrongFile(CaseFailure):
+    """An issue does not start with the file's path."""
+
+
+class WrongLine(CaseFailure):
+    """The first issue has no line, or not the expected one."""
+
+
+class WrongIssueCount(CaseFailure):
+    """The file gives more (or fewer) issues than the one clear error expected."""
+
+
+class NoFix(CaseFailure):
+    """An issue has no `Fix:` part."""
+
+
+class UnexpectedMessage(CaseFailure):
+    """The first issue does not say what the case expects."""
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    expect: str
+    issues: int | None = 1  # None: any number
+    line: int | str | None = "any"  # "any": some line; None: no line (whole-file problem)
+
+    @classmethod
+    def parse(cls, path: Path) -> Case:
+        header = {}
+        for text in path.read_text(encoding="utf-8").splitlines():
+            if not (match := _HEADER.match(text)):
+                break
+            header[match[1]] = match[2].strip()
+        assert "expect" in header, f"{path.name} must begin with `# expect: <regex>`"
+        issues = header.get("issues", "1")
+        line = header.get("line", "any")
+        return cls(
+            path.stem,
+            header["expect"],
+            None if issues == "*" else int(issues),
+            None if line == "none" else (line if line == "any" else int(line)),
+        )
+
+
+def check(path: Path, case: Case) -> None:
+    """Load ``path``; raise the CaseFailure subclass of the first check that fails."""
+    try:
+        load_workflow(path)
+    except WorkflowConfigError as exc:
+        error = exc
+    except Exception as exc:
+        raise LibraryTraceback(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+    else:
+        raise NotRejected(f"{path.name} loaded as a valid workflow")
+    messages = [str(error), *map(str, error.issues)]
+    if any(GOOGLE_KEY.search(message) for message in messages):
+        echoed = [GOOGLE_KEY.sub("AIza<the key>", m) for m in messages if GOOGLE_KEY.search(m)]
+        raise KeyEchoed(echoed)
+    if any("Traceback" in message for message in messages):
+        raise UnexpectedMessage(messages)
+    shown = [str(issue) for issue in error.issues]
+    if not error.issues or not all(s.startswith(f"{path}:") for s in shown):
+        raise WrongFile(shown)
+    first = error.issues[0]
+    if case.line == "any" and first.line is None:
+        raise WrongLine(f"no line in: {shown[0]}")
+    if case.line != "any" and first.line != case.line:
+        raise WrongLine(f"expected line {case.line}, got {first.line} in: {shown[0]}")
+    if case.issues is not None and len(error.issues) != case.issues:
+        raise WrongIssueCount(f"expected {case.issues} issue(s), got {shown}")
+    if missing := [s for s in shown if " Fix: " not in s]:
+        raise NoFix(missing)
+    if not re.search(case.expect, shown[0]):
+        raise UnexpectedMessage(f"{case.expect!r} not in: {shown[0]}")
+
+
+# Bugs in src/ that the catalogue finds today: case name -> (failing check, reason).
+_NO_FIX = (
+    "pydantic_errors._describe falls back to pydantic's message with fix=None for every "
+    "error type it does not special-case (type, range, length, value errors)"
+)
+KNOWN_BUGS: dict[str, tuple[type[CaseFailure], str]] = {
+    "05_unclosed_quote": (
+        WrongLine,
+        "yaml_source points at problem_mark, one line past the end of the file, instead of "
+        "context_mark, where the unclosed quote starts",
+    ),
+    "16_python_name_tag": (
+        UnexpectedMessage,
+        "a python tag on a scalar is reported as `YAML syntax error: could not determine a "
+        "constructor` (fix: check indentation); _Builder._value checks tags of collections only",
+    ),
+    "25_empty_nodes_list": (NoFix, _NO_FIX),
+    "26_string_where_list_expected": (NoFix, _NO_FIX),
+    "27_int_where_str_expected": (NoFix, _NO_FIX),
+    "28_list_where_mapping_expected": (NoFix, _NO_FIX),
+    "29_edges_as_mapping": (NoFix, _NO_FIX),
+    "30_orchestration_inputs_is_list": (NoFix, _NO_FIX),
+    "32_condition_two_operators": (
+        NoFix,
+        _NO_FIX + "; value errors also read `Value error, ... (got dict)`",
+    ),
+    "33_from_is_a_number": (
+        WrongIssueCount,
+        "one issue per member of the `str | list[str]` union, none with a fix",
+    ),
+    "39_unknown_key_in_state_field": (
+        NoFix,
+        "pydantic_errors._allowed_keys stops at a dict key (state.fields.NAME, "
+        "config.pricing.MODEL), so unknown keys there get no did-you-mean and no fix",
+    ),
+    "51_routes_on_list_from": (NoFix, _NO_FIX),
+    "52_edge_with_to_and_routes": (NoFix, _NO_FIX),
+    "54_empty_join": (
+        NotRejected,
+        "`from: []` is accepted (Edge.source has no min_length) and builds a join of nothing",
+    ),
+    "55_in_list_of_wrong_type": (
+        NotRejected,
+        "checks._condition type-checks equals/not_equals only: `in: [high, low]` on an int "
+        "field loads and can never match",
+    ),
+    "63_placeholder_with_spaces": (
+        UnexpectedMessage,
+        "{ topic } is called attribute or index access, and the fix suggests `{ topic }` again",
+    ),
+    "69_state_field_named_yes": (
+        WrongLine,
+        "YAML 1.1 reads the key `yes` as True: the issue says `state.fields[1]` at the line of "
+        "`fields:` (positions are stored under 'True', pydantic reports True), with no fix",
+    ),
+    "72_schema_version_unquoted": (
+        UnexpectedMessage,
+        'schema_version: 1 (an int) gives "`1` is not allowed here. Fix: did you mean `1`?"',
+    ),
+    "76_temperature_out_of_range": (NoFix, _NO_FIX),
+    "77_node_temperature_negative": (NoFix, _NO_FIX),
+    "78_max_steps_zero": (NoFix, _NO_FIX),
+    "82_api_key_as_flow_name": (
+        KeyEchoed,
+        "the key is redacted in the secrets issue, but the `not a valid name` issue quotes it",
+    ),
+    "83_api_key_as_state_field_name": (
+        KeyEchoed,
+        "secrets._walk checks values only: a key used as a mapping key is not found, and the "
+        "issue's path and message quote it",
+    ),
+}
+
+
+def _param(name: str, *values: object) -> object:
+    if name not in KNOWN_BUGS:
+        return pytest.param(*values, id=name)
+    raises, reason = KNOWN_BUGS[name]
+    return pytest.param(
+        *values, id=name, marks=pytest.mark.xfail(strict=True, raises=raises, reason=reason)
+    )
+
+
+COMMITTED = sorted(MALFORMED.glob("*.y*ml"))
+assert COMMITTED, f"no malformed workflow files in {MALFORMED}"
+
+
+@pytest.mark.parametrize("path", [_param(p.stem, p) for p in COMMITTED])
+def test_malformed_file_gives_one_clear_error(path: Path) -> None:
+    check(path, Case.parse(path))
+
+
+# ---------------------------------------------------------------------------------------
+# Generated at test time: too big to commit, or bytes an editor would mangle.
+
+
+def _with_prompt(prompt: str) -> str:
+    return LINEAR.replace('"Summarize {topic}."', prompt)
+
+
+GENERATED: dict[str, tuple[Callable[[], bytes], Case]] = {
+    "g01_empty_file": (lambda: b"", Case("", r"the file is empty\. Fix: ", line=None)),
+    "g02_whitespace_only": (
+        lambda: b"   \n\n  \n",
+        Case("", r"the file is empty\. Fix: ", line=None),
+    ),
+    "g03_huge_file": (
+        lambda: (LINEAR + "# padding padding padding padding\n" * 33_000).encode(),
+        Case(
+            "",
+            r"the file is 1,\d{3},\d{3} bytes, over the 1,000,000-byte limit\. Fix: split it",
+            line=None,
+        ),
+    ),
+    "g04_huge_prompt": (
+        lambda: _with_prompt('"' + "Summarize {topic}. " * 60_000 + '"').encode(),
+        Case("", r"over the 1,000,000-byte limit", line=None),
+    ),
+    "g05_latin1_bytes": (
+        lambda: LINEAR.replace("{name: linear}", "{name: linear, description: café}").encode(
+            "latin-1"
+        ),
+        Case("", r"byte 0xe9 at offset \d+ is not UTF-8\. Fix: save the file as UTF-8", line=2),
+    ),
+    "g06_utf16_file": (
+        lambda: LINEAR.encode("utf-16"),
+        Case("", r"byte 0xff at offset 0 is not UTF-8\. Fix: save the file as UTF-8", line=1),
+    ),
+    "g07_nul_byte_in_prompt": (
+        lambda: _with_prompt('"Summarize {topic}.\x00"').encode(),
+        Case("", r"nodes\[0\]|character|byte", line=9),
+    ),
+    "g08_terminal_escape_in_prompt": (
+        lambda: _with_prompt('"Summarize \x1b[1m{topic}\x1b[0m."').encode(),
+        Case("", r"nodes\[0\]|character|byte", line=9),
+    ),
+    "g09_nested_flow_sequences": (
+        lambda: ("[" * 1_000 + "]" * 1_000 + "\n").encode(),
+        Case("", r"nests deeper than 40 levels", line=1),
+    ),
+    "g10_nested_block_mappings": (
+        lambda: "".join("  " * i + f"k{i}:\n" for i in range(600)).encode(),
+        Case("", r"nests deeper than 40 levels"),
+    ),
+}
+
+_READER = (
+    "yaml.reader.ReaderError escapes: yaml_source._Builder.__init__ builds yaml.SafeLoader(text), "
+    "which rejects control characters, outside build()'s try"
+)
+_RECURSION = (
+    "RecursionError escapes: PyYAML's composer recurses once per nesting level before "
+    "_Builder._value can apply MAX_DEPTH (about 500 levels, a 1 KB file)"
+)
+KNOWN_BUGS |= {
+    "g07_nul_byte_in_prompt": (LibraryTraceback, _READER),
+    "g08_terminal_escape_in_prompt": (LibraryTraceback, _READER),
+    "g09_nested_flow_sequences": (LibraryTraceback, _RECURSION),
+    "g10_nested_block_mappings": (LibraryTraceback, _RECURSION),
+}
+
+
+def _generate(directory: Path, name: str) -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_bytes(GENERATED[name][0]())
+    return path
+
+
+@pytest.mark.parametrize("name", [_param(name, name) for name in GENERATED])
+def test_generated_malformed_file_gives_one_clear_error(name: str, tmp_path: Path) -> None:
+    check(_generate(tmp_path, name), GENERATED[name][1])
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def test_the_catalogue_holds_at_least_40_cases() -> None:
+    assert len(COMMITTED) >= 40, [p.name for p in COMMITTED]
+    assert len(COMMITTED) + len(GENERATED) >= 50
+    names = {p.stem for p in COMMITTED} | set(GENERATED)
+    assert not set(KNOWN_BUGS) - names, "KNOWN_BUGS names a case that does not exist"
+    numbers = [p.name.split("_")[0] for p in COMMITTED]
+    assert all(re.fullmatch(r"\d\d", n) for n in numbers) and len(set(numbers)) == len(numbers)
+
+
+def _accepted_today(names: list[str]) -> set[str]:
+    return {n for n in names if KNOWN_BUGS.get(n, (None,))[0] is NotRejected}
+
+
+def test_validate_cli_lists_every_malformed_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(MALFORMED)]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    lines = out.splitlines()
+    accepted = _accepted_today([p.stem for p in COMMITTED])
+    for path in COMMITTED:
+        if path.stem not in accepted:
+            assert any(line.startswith(f"{path}:") for line in lines), path.name
+    rejected = len(COMMITTED) - len(accepted)
+    assert re.search(
+        rf"^{len(accepted)} valid workflow\(s\), {rejected} invalid file\(s\)", out, re.M
+    )
+
+
+def test_validate_cli_lists_generated_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    crashing = {n for n in GENERATED if KNOWN_BUGS.get(n, (None,))[0] is LibraryTraceback}
+    paths = [_generate(tmp_path, name) for name in GENERATED if name not in crashing]
+    shutil.copy(MALFORMED / COMMITTED[0].name, tmp_path)
+    assert main(["validate", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    for path in paths:
+        assert any(line.startswith(f"{path}") for line in out.splitlines()), path.name
+    assert f"0 valid workflow(s), {len(paths) + 1} invalid file(s)" in out
+
+
+@pytest.mark.parametrize(
+    "name", [_param(n, n) for n in GENERATED if KNOWN_BUGS.get(n, (None,))[0] is LibraryTraceback]
+)
+def test_validate_cli_survives_files_that_crash_the_loader(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _generate(tmp_path, name)
+    try:
+        code = main(["validate", str(tmp_path)])
+    except Exception as exc:
+        raise LibraryTraceback(f"{type(exc).__name__} escaped from `validate`") from exc
+    assert code == 1
+    assert capsys.readouterr().out.startswith(f"{path}")

@@ -1,0 +1,344 @@
+"""Dagster features configured under `orchestration:`: schedules, the file-drop sensor,
+partitions, lineage, retries, budgets and output checks."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from dagster._utils.schedules import is_valid_cron_string
+from mlflow import MlflowClient
+
+from agents_pipelines.errors import WorkflowConfigError
+from agents_pipelines.orchestration import WorkflowRunner, build_definitions
+from agents_pipelines.spec import load_workflow_text
+from agents_pipelines.spec.cron import cron_problem
+from agents_pipelines.testing import Fault, GeminiLoopbackServer
+from conftest import LINEAR, write
+
+RUNNER = {"workflow_runner": WorkflowRunner()}
+
+
+def flow(name: str, orchestration: str, extra_state: str = "") -> str:
+    text = LINEAR.replace("flow: {name: linear}", f"flow: {{name: {name}}}")
+    text = text.replace("    summary: {type: str}", "    summary: {type: str}" + extra_state)
+    return text.replace(
+        "orchestration:\n  inputs: {topic: cats}\n",
+        "orchestration:\n  inputs: {topic: cats}\n" + orchestration,
+    )
+
+
+def defs_for(tmp_path: Path, *texts: str) -> dg.Definitions:
+    folder = tmp_path / "workflows"
+    folder.mkdir(exist_ok=True)
+    for i, text in enumerate(texts):
+        write(folder, text, f"wf{i}.yaml")
+    return build_definitions(folder)
+
+
+def materialize(defs: dg.Definitions, *keys: str, **kwargs: Any) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(
+        asset_selection=[dg.AssetKey(k) for k in keys], raise_on_error=False, **kwargs
+    )
+
+
+def metadata(result: dg.ExecuteInProcessResult, key: str) -> dict[str, Any]:
+    events = result.asset_materializations_for_node(key)
+    return {k: v.value for k, v in events[-1].metadata.items()}
+
+
+# Schedules ----------------------------------------------------------------------------
+
+
+def test_schedule_materializes_with_its_inputs(tmp_path: Path) -> None:
+    text = flow(
+        "daily",
+        "  schedule: {cron: '0 9 * * *', timezone: Europe/Paris, "
+        "inputs: {topic: owls}, default_status: running}\n",
+    )
+    defs = defs_for(tmp_path, text)
+    schedule = defs.resolve_schedule_def("daily_schedule")
+    assert schedule.cron_schedule == "0 9 * * *"
+    assert schedule.execution_timezone == "Europe/Paris"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    tick = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+        (request,) = schedule.evaluate_tick(context).run_requests or []
+    assert request.run_config == {"ops": {"daily": {"config": {"topic": "owls"}}}}
+    assert request.run_key == tick.isoformat()
+
+
+@pytest.mark.parametrize(
+    ("cron", "timezone", "expected"),
+    [
+        ("0 25 * * *", "UTC", r"invalid cron expression `0 25 \* \* \*`: `25` is not a valid hour"),
+        ("0 9 * *", "UTC", r"invalid cron expression `0 9 \* \*`: a cron expression has 5 fields"),
+        ("0 9 * * *", "Mars/Olympus", r"`Mars/Olympus` is not an IANA time zone"),
+    ],
+)
+def test_invalid_cron_or_time_zone_fails_validation(
+    cron: str, timezone: str, expected: str
+) -> None:
+    text = flow("bad", f"  schedule: {{cron: '{cron}', timezone: {timezone}}}\n")
+    with pytest.raises(
+        WorkflowConfigError,
+        match=r"x\.yaml:16:\d+: orchestration\.schedule\."
+        r"(cron|timezone): " + expected,
+    ):
+        load_workflow_text(text, "x.yaml")
+
+
+@pytest.mark.parametrize(
+    "cron",
+    [
+        "0 9 * * *",
+        "*/15 * * * *",
+        "0 0 1 jan *",
+        "0 9 * * mon-fri",
+        "5,35 1-3 * * 0",
+        "@daily",
+        "0 9 * * 7",
+        "61 * * * *",
+        "0 9 * *",
+        "0 9 32 * *",
+        "0 9 * 13 *",
+        "*/0 * * * *",
+        "a b c d e",
+        "0 9-3 * * *",
+        "@every5",
+    ],
+)
+def test_cron_validation_agrees_with_dagster(cron: str) -> None:
+    assert (cron_problem(cron) is None) == is_valid_cron_string(cron)
+
+
+# The file-drop sensor ------------------------------------------------------------------
+
+
+def inbox_defs(tmp_path: Path, partitions: str = "") -> tuple[dg.Definitions, Path]:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    sensor = f"  sensor: {{path: '{inbox}/*', minimum_interval_seconds: 5}}\n{partitions}"
+    return defs_for(tmp_path, flow("drop", sensor)), inbox
+
+
+def tick(defs: dg.Definitions, cursor: str | None, instance: dg.DagsterInstance) -> dg.SensorResult:
+    sensor = defs.resolve_sensor_def("drop_inbox")
+    context = dg.build_sensor_context(cursor=cursor, instance=instance, definitions=defs)
+    # As the daemon does: new dynamic partition keys are checked against the instance.
+    with dg.partition_loading_context(dynamic_partitions_store=instance):
+        return sensor.evaluate_tick(context)
+
+
+def test_sensor_runs_each_new_input_once(tmp_path: Path) -> None:
+    defs, inbox = inbox_defs(tmp_path)
+    (inbox / "a.json").write_text(json.dumps({"topic": "otters"}))
+    (inbox / "many.jsonl").write_text('{"topic": "x"}\n\n{"topic": "y"}\n')
+    (inbox / "c.yaml").write_text("topic: zebras\n")
+    with dg.instance_for_test() as instance:
+        first = tick(defs, None, instance)
+        topics = [r.run_config["ops"]["drop"]["config"]["topic"] for r in first.run_requests]
+        assert topics == ["otters", "zebras", "x", "y"]
+        assert len({r.run_key for r in first.run_requests}) == 4
+        # Restart: the same cursor sees nothing new; a renamed file is the same file.
+        again = tick(defs, first.cursor, instance)
+        assert again.run_requests == [] and "no new files" in (again.skip_message or "")
+        (inbox / "a.json").rename(inbox / "renamed.json")
+        assert tick(defs, first.cursor, instance).run_requests == []
+        assert sorted(p.name for p in inbox.iterdir()) == [
+            "c.yaml",
+            "many.jsonl",
+            "renamed.json",
+        ]  # nothing deleted
+
+
+def test_sensor_reports_bad_files_and_goes_on(tmp_path: Path) -> None:
+    defs, inbox = inbox_defs(tmp_path)
+    (inbox / "1_broken.json").write_text("{not json")
+    (inbox / "2_wrong.json").write_text(json.dumps({"topic": 3}))
+    with dg.instance_for_test() as instance:
+        skipped = tick(defs, None, instance)
+        assert skipped.run_requests == []
+        message = skipped.skip_message or ""
+        assert "1_broken.json: the file is not valid JSON/YAML" in message
+        assert "2_wrong.json: Invalid inputs for workflow drop: `topic` must be str" in message
+        (inbox / "3_good.json").write_text(json.dumps({"topic": "ok"}))
+        later = tick(defs, skipped.cursor, instance)
+        assert [r.run_config["ops"]["drop"]["config"] for r in later.run_requests] == [
+            {"topic": "ok"}
+        ]
+
+
+def test_sensor_adds_dynamic_partitions(tmp_path: Path) -> None:
+    defs, inbox = inbox_defs(tmp_path, "  partitions: {dynamic: true}\n")
+    (inbox / "batch.jsonl").write_text('{"topic": "a"}\n{"topic": "b"}\n')
+    with dg.instance_for_test() as instance:
+        # Called directly: evaluate_tick would check the keys before the daemon adds them.
+        context = dg.build_sensor_context(instance=instance, definitions=defs)
+        result = defs.resolve_sensor_def("drop_inbox")(context)
+        assert isinstance(result, dg.SensorResult)
+        keys = [r.partition_key for r in result.run_requests or []]
+        assert len(keys) == 2 and all(k and k.startswith("batch-") for k in keys)
+        (add,) = result.dynamic_partitions_requests or []
+        assert list(add.partition_keys) == keys
+
+
+# Partitions, lineage, retries, budgets, checks ------------------------------------------
+
+
+def test_static_partitions_have_their_own_inputs_runs_and_costs(
+    tmp_path: Path, mlflow_uri: str, simulated: None
+) -> None:
+    text = flow(
+        "batch", "  partitions:\n    static:\n      fr: {topic: fromage}\n      de: {topic: kase}\n"
+    )
+    defs = defs_for(tmp_path, text)
+    asset = defs.resolve_assets_def("batch")
+    assert asset.partitions_def.get_partition_keys() == ["fr", "de"]
+    assert asset.op.pool == "gemini"
+    runs = {}
+    for key in ("fr", "de"):
+        result = materialize(defs, "batch", partition_key=key)
+        assert result.success
+        meta = metadata(result, "batch")
+        run = MlflowClient().get_run(meta["mlflow_run_id"])
+        assert run.data.tags["dagster.partition"] == key
+        runs[key] = (result.output_for_node("batch")["topic"], meta["mlflow_run_id"])
+    assert runs["fr"][0] == "fromage" and runs["de"][0] == "kase"
+    assert runs["fr"][1] != runs["de"][1]
+
+
+def test_lineage_feeds_upstream_outputs_into_inputs(
+    tmp_path: Path, mlflow_uri: str, simulated: None
+) -> None:
+    upstream = flow("digest", "")
+    downstream = flow(
+        "article",
+        "  deps: [{workflow: digest, map: {brief: summary}}]\n  automation: eager\n",
+        "\n    brief: {type: str}",
+    )
+    downstream = downstream.replace(
+        'prompt: "Summarize {topic}."', 'prompt: "Expand {brief} about {topic}."'
+    )
+    defs = defs_for(tmp_path, upstream, downstream)
+    asset = defs.resolve_assets_def("article")
+    assert asset.asset_deps[dg.AssetKey("article")] == {dg.AssetKey("digest")}
+    assert asset.automation_conditions_by_key[dg.AssetKey("article")] is not None
+    result = materialize(defs, "digest", "article")
+    assert result.success
+    digest_summary = result.output_for_node("digest")["summary"]
+    assert result.output_for_node("article")["brief"] == digest_summary
+
+
+def test_lineage_to_an_unknown_workflow_fails_validation(tmp_path: Path) -> None:
+    text = flow("article", "  deps: [{workflow: digset, map: {topic: summary}}]\n")
+    with pytest.raises(
+        WorkflowConfigError,
+        match=r"orchestration\.deps\[0\]\.workflow: no "
+        r"workflow named `digset` is loaded",
+    ):
+        defs_for(tmp_path, text)
+
+
+def test_transient_failure_is_retried_by_dagster_and_each_attempt_recorded(
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
+) -> None:
+    text = flow("flaky", "  retry: {max_retries: 2, delay_s: 0}\n")
+    text += "config:\n  llm: {max_retries: 0}\n"
+    gemini.plan(Fault.server_error(503))
+    result = materialize(defs_for(tmp_path, text), "flaky")
+    assert result.success
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retried) == 1
+    runs = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("flaky").experiment_id]
+    )
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+    assert sum(r.data.metrics["llm_calls"] for r in runs) == 2
+
+
+def test_permanent_failure_is_not_retried(
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
+) -> None:
+    text = flow("denied", "  retry: {max_retries: 2, delay_s: 0}\n")
+    gemini.plan(Fault.permission_denied("no access to model"))
+    result = materialize(defs_for(tmp_path, text), "denied")
+    assert not result.success
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    failure = result.failure_data_for_node("denied")
+    assert failure is not None and "Gemini 403" in failure.user_failure_data.description
+    assert len(gemini.requests) == 1
+
+
+THREE_CALLS = """\
+schema_version: "1"
+flow: {name: costly}
+state:
+  fields:
+    topic: {type: str, required: true}
+    a: {type: str}
+    b: {type: str}
+    c: {type: str}
+nodes:
+  - {id: one, prompt: "One {topic}", outputs: [a]}
+  - {id: two, prompt: "Two {a}", outputs: [b]}
+  - {id: three, prompt: "Three {b}", outputs: [c]}
+edges:
+  - {from: START, to: one}
+  - {from: one, to: two}
+  - {from: two, to: three}
+orchestration:
+  inputs: {topic: t}
+"""
+
+
+def test_budget_stops_calls_and_keeps_the_spend(
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
+) -> None:
+    text = THREE_CALLS + "  budget: {max_total_tokens: 300}\n"
+    result = materialize(defs_for(tmp_path, text), "costly")
+    assert not result.success
+    assert len(gemini.requests) == 2  # the third call was never made
+    failure = result.failure_data_for_node("costly")
+    assert failure is not None and failure.user_failure_data is not None
+    assert "budget spent (410 of max_total_tokens 300)" in failure.user_failure_data.description
+    assert failure.user_failure_data.metadata["total_tokens"].value == 410
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "budget" and not check.passed
+    run = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("costly").experiment_id]
+    )[0]
+    assert run.info.status == "FAILED" and run.data.metrics["total_tokens"] == 410
+
+
+def test_blocking_budget_check_stops_downstream(
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
+) -> None:
+    # Three calls of 205 tokens: the last call crosses 500, so the run finishes but the
+    # check fails, and a blocking check keeps the downstream workflow from running.
+    upstream = THREE_CALLS + "  budget: {max_total_tokens: 500, blocking: true}\n"
+    downstream = flow("after", "  deps: [{workflow: costly, map: {topic: c}}]\n")
+    result = materialize(defs_for(tmp_path, upstream, downstream), "costly", "after")
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not checks["budget"].passed
+    assert checks["budget"].metadata["total_tokens"].value == 615
+    assert result.output_for_node("costly")["c"]
+    assert not result.asset_materializations_for_node("after")
+
+
+def test_output_checks(tmp_path: Path, mlflow_uri: str, simulated: None) -> None:
+    text = flow(
+        "checked",
+        "  checks:\n    - {field: summary, min_length: 20}\n"
+        "    - {field: summary, max_length: 5}\n"
+        "  budget: {max_cost_usd: 1.0}\n",
+    )
+    result = materialize(defs_for(tmp_path, text), "checked")
+    assert result.success
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"budget": True, "summary_min_length_20": True, "summary_max_length_5": False}
