@@ -74,7 +74,9 @@ def plain(count: int, phases: dict[str, float]) -> Any:
         path = f"/tmp/{name}.yaml"
         metadata = {
             "dagster/code_references": dg.CodeReferencesMetadataValue(
-                code_references=[dg.LocalFileCodeReference(file_path=path, line_number=1, label="Workflow YAML")]
+                code_references=[
+                    dg.LocalFileCodeReference(file_path=path, line_number=1, label="Workflow YAML")
+                ]
             ),
             "graph": dg.MetadataValue.md(f"```mermaid\n{mermaid}```"),
             "nodes": dg.MetadataValue.json(nodes),

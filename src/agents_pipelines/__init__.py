@@ -16,6 +16,7 @@ from agents_pipelines.errors import (
 from agents_pipelines.spec import Workflow, WorkflowSpec, load_workflow
 
 if TYPE_CHECKING:
+    from agents_pipelines.orchestration.component import WorkflowsComponent
     from agents_pipelines.runner import RunResult, run_workflow
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "WorkflowConfigError",
     "WorkflowRunError",
     "WorkflowSpec",
+    "WorkflowsComponent",
     "load_workflow",
     "run_workflow",
 ]
@@ -38,4 +40,8 @@ def __getattr__(name: str) -> Any:
         from agents_pipelines import runner
 
         return getattr(runner, name)
+    if name == "WorkflowsComponent":  # `type: agents_pipelines.WorkflowsComponent` in defs.yaml
+        from agents_pipelines.orchestration.component import WorkflowsComponent
+
+        return WorkflowsComponent
     raise AttributeError(f"module 'agents_pipelines' has no attribute {name!r}")

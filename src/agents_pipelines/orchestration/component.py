@@ -1,0 +1,43 @@
+"""``agents_pipelines.WorkflowsComponent``: load a folder of workflows from a dg project.
+
+    # defs/workflows/defs.yaml
+    type: agents_pipelines.WorkflowsComponent
+    attributes:
+      path: .            # the folder holding the workflow files, relative to defs.yaml
+      group: content     # optional: one group for every asset
+
+It builds exactly what the code location builds, through the same function.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from agents_pipelines.orchestration.definitions import build_definitions
+from agents_pipelines.orchestration.translator import WorkflowTranslator
+from agents_pipelines.spec import Workflow
+
+
+class _GroupTranslator(WorkflowTranslator):
+    def __init__(self, group: str):
+        self.group = group
+
+    def get_asset_spec(self, workflow: Workflow) -> dg.AssetSpec:
+        return super().get_asset_spec(workflow).replace_attributes(group_name=self.group)
+
+
+class WorkflowsComponent(dg.Component, dg.Model, dg.Resolvable):
+    """Every workflow YAML file in ``path`` as a Dagster asset (with its schedules,
+    sensors and checks)."""
+
+    path: str = "."
+    group: str | None = None
+    on_invalid: str = "fail"
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        translator = _GroupTranslator(self.group) if self.group else None
+        return build_definitions(
+            context.path / self.path,
+            on_invalid="skip" if self.on_invalid == "skip" else "fail",
+            translator=translator,
+        )

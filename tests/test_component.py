@@ -1,0 +1,69 @@
+"""`type: agents_pipelines.WorkflowsComponent` in a dg project's defs.yaml."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from agents_pipelines.orchestration import build_definitions
+from conftest import EXAMPLES
+
+PYPROJECT = """\
+[project]
+name = "acme"
+version = "0.0.1"
+
+[tool.dg]
+directory_type = "project"
+
+[tool.dg.project]
+root_module = "acme"
+"""
+
+
+def make_project(root: Path, attributes: str) -> Path:
+    (root / "acme" / "defs" / "llm_workflows").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(PYPROJECT)
+    (root / "acme" / "__init__.py").write_text("")
+    (root / "acme" / "defs" / "__init__.py").write_text("")
+    folder = root / "acme" / "defs" / "llm_workflows"
+    (folder / "defs.yaml").write_text(
+        f"type: agents_pipelines.WorkflowsComponent\nattributes:\n{attributes}"
+    )
+    shutil.copytree(EXAMPLES, folder / "flows")
+    return root
+
+
+def load(root: Path) -> dg.Definitions:
+    sys.path.insert(0, str(root))
+    try:
+        return dg.load_from_defs_folder(path_within_project=root)
+    finally:
+        sys.path.remove(str(root))
+        for name in [m for m in sys.modules if m == "acme" or m.startswith("acme.")]:
+            del sys.modules[name]
+
+
+def keys(defs: dg.Definitions) -> set[str]:
+    return {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+
+
+def test_component_builds_what_the_code_location_builds(tmp_path: Path) -> None:
+    defs = load(make_project(tmp_path, "  path: flows\n"))
+    reference = build_definitions(EXAMPLES)
+    assert keys(defs) == keys(reference) == {"article_writer", "release_notes", "support_triage"}
+    ours = defs.resolve_assets_def("article_writer")
+    theirs = reference.resolve_assets_def("article_writer")
+    key = dg.AssetKey("article_writer")
+    assert ours.specs_by_key[key].group_name == theirs.specs_by_key[key].group_name == "content"
+    assert ours.op.config_schema.config_type.fields.keys() == {"topic"}
+    assert ours.code_versions_by_key == theirs.code_versions_by_key
+
+
+def test_component_group_overrides_every_asset(tmp_path: Path) -> None:
+    defs = load(make_project(tmp_path, "  path: flows\n  group: llm\n"))
+    graph = defs.resolve_asset_graph()
+    assert {graph.get(k).group_name for k in graph.get_all_asset_keys()} == {"llm"}
