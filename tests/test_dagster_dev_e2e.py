@@ -1,0 +1,192 @@
+"""End to end: `dagster dev` (webserver and daemon) with the shipped dagster.yaml, a run
+launched through GraphQL, its metadata read back from the event log, and a file dropped for
+the sensor that the daemon turns into a run. Every process started here is stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from conftest import EXAMPLES, REPO
+
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
+"""
+RUN_STATUS = "query Status($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+
+SENSOR_FLOW = """\
+schema_version: "1"
+flow: {name: inbox_flow}
+state:
+  fields:
+    topic: {type: str, required: true}
+    summary: {type: str}
+nodes:
+  - {id: summarize, prompt: "Summarize {topic}.", outputs: [summary]}
+edges:
+  - {from: START, to: summarize}
+orchestration:
+  sensor: {path: "INBOX/*.json", minimum_interval_seconds: 1}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    request = urllib.request.Request(f"{url}/graphql", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return dict(json.load(response)["data"])
+
+
+def _wait(predicate: Any, seconds: float, what: str) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+@pytest.fixture
+def dagster_dev(tmp_path: Path, migrated_mlflow_db: Path) -> Iterator[tuple[str, Path, Path]]:
+    home, workflows, inbox = tmp_path / "home", tmp_path / "workflows", tmp_path / "inbox"
+    for folder in (home, workflows, inbox):
+        folder.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(EXAMPLES / "release_notes.yaml", workflows)
+    (workflows / "inbox_flow.yaml").write_text(SENSOR_FLOW.replace("INBOX", str(inbox)))
+    shutil.copy(migrated_mlflow_db, tmp_path / "mlflow.db")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "AGENTS_PIPELINES_WORKFLOWS_DIR": str(workflows),
+        "AGENTS_PIPELINES_LLM_BACKEND": "simulated",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+    }
+    dagster = Path(sys.executable).parent / "dagster"
+    with open(tmp_path / "dagster_dev.log", "wb") as log:
+        process = subprocess.Popen(
+            [
+                str(dagster),
+                "dev",
+                "-w",
+                str(REPO / "workspace.yaml"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait(lambda: _responds(url), 120, "the Dagster webserver")
+        yield url, home, inbox
+    finally:
+        _stop_group(process)
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop dagster dev and everything it started: webserver, daemon, code servers and run
+    workers all share its process group (a code server spawned during shutdown included)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            break
+        time.sleep(1)
+        process.poll()
+    else:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(process.pid, 0)
+
+
+def _responds(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/server_info", timeout=5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_dagster_dev_runs_a_launched_materialization_and_the_sensor(
+    dagster_dev: tuple[str, Path, Path],
+) -> None:
+    url, home, inbox = dagster_dev
+    params = {
+        "selector": {
+            "repositoryLocationName": "agents_pipelines",
+            "repositoryName": "__repository__",
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": ["release_notes"]}],
+        },
+        "runConfigData": {},
+    }
+    launched = _wait(
+        lambda: _graphql(url, LAUNCH, {"params": params})["launchRun"],
+        120,
+        "the code location to load",
+    )
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    status = _wait(
+        lambda: (
+            (s := _graphql(url, RUN_STATUS, {"id": run_id})["runOrError"]["status"])
+            in ("SUCCESS", "FAILURE", "CANCELED")
+            and s
+        ),
+        240,
+        "the launched run to finish",
+    )
+    assert status == "SUCCESS"
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("release_notes"))
+        assert event is not None and event.run_id == run_id
+        meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        assert meta["llm_backend"] == "simulated" and meta["llm_calls"] == 2
+        assert meta["total_tokens"] > 0 and meta["total_cost_usd"] > 0
+        assert meta["mlflow_run_id"]
+
+        (inbox / "first.json").write_text(json.dumps({"topic": "dropped file"}))
+        tag = {"agents_pipelines/input_file": str(inbox / "first.json")}
+
+        def sensor_run() -> Any:
+            runs = instance.get_runs(filters=dg.RunsFilter(tags=tag))
+            return runs and runs[0].status == dg.DagsterRunStatus.SUCCESS and runs[0]
+
+        run = _wait(sensor_run, 240, "the daemon's sensor to start and finish a run")
+        assert run.run_config == {"ops": {"inbox_flow": {"config": {"topic": "dropped file"}}}}
