@@ -245,12 +245,15 @@ def test_lineage_to_an_unknown_workflow_fails_validation(tmp_path: Path) -> None
         defs_for(tmp_path, text)
 
 
+@pytest.mark.parametrize(
+    "fault", [Fault.server_error(503), Fault.rate_limit(retry_after_s=0.1)], ids=["503", "429"]
+)
 def test_transient_failure_is_retried_by_dagster_and_each_attempt_recorded(
-    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer, fault: Fault
 ) -> None:
     text = flow("flaky", "  retry: {max_retries: 2, delay_s: 0}\n")
     text += "config:\n  llm: {max_retries: 0}\n"
-    gemini.plan(Fault.server_error(503))
+    gemini.plan(fault)
     result = materialize(defs_for(tmp_path, text), "flaky")
     assert result.success
     retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
