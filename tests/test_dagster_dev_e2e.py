@@ -4,6 +4,7 @@ the sensor that the daemon turns into a run. Every process started here is stopp
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -30,6 +31,29 @@ mutation Launch($params: ExecutionParams!) {
     ... on PythonError { message }
   }
 }
+"""
+BACKFILL = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+BATCH_FLOW = """\
+schema_version: "1"
+flow: {name: batch_flow}
+state:
+  fields:
+    topic: {type: str, required: true}
+    summary: {type: str}
+nodes:
+  - {id: summarize, prompt: "Summarize {topic}.", outputs: [summary]}
+edges:
+  - {from: START, to: summarize}
+orchestration:
+  partitions: {static: {a: {topic: A}, b: {topic: B}, c: {topic: C}}}
 """
 RUN_STATUS = "query Status($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
 
@@ -79,6 +103,11 @@ def dagster_dev(tmp_path: Path, migrated_mlflow_db: Path) -> Iterator[tuple[str,
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     shutil.copy(EXAMPLES / "release_notes.yaml", workflows)
     (workflows / "inbox_flow.yaml").write_text(SENSOR_FLOW.replace("INBOX", str(inbox)))
+    (workflows / "batch_flow.yaml").write_text(BATCH_FLOW)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        # The shipped default limit stays in force for other pools; `gemini` gets one slot
+        # here so that the backfill below shows the bound.
+        instance.event_log_storage.set_concurrency_slots("gemini", 1)
     shutil.copy(migrated_mlflow_db, tmp_path / "mlflow.db")
     port = _free_port()
     env = {
@@ -86,6 +115,7 @@ def dagster_dev(tmp_path: Path, migrated_mlflow_db: Path) -> Iterator[tuple[str,
         "DAGSTER_HOME": str(home),
         "AGENTS_PIPELINES_WORKFLOWS_DIR": str(workflows),
         "AGENTS_PIPELINES_LLM_BACKEND": "simulated",
+        "AGENTS_PIPELINES_SIMULATED_LATENCY_S": "1",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
     dagster = Path(sys.executable).parent / "dagster"
@@ -190,3 +220,36 @@ def test_dagster_dev_runs_a_launched_materialization_and_the_sensor(
 
         run = _wait(sensor_run, 240, "the daemon's sensor to start and finish a run")
         assert run.run_config == {"ops": {"inbox_flow": {"config": {"topic": "dropped file"}}}}
+
+        backfill = _graphql(
+            url,
+            BACKFILL,
+            {
+                "params": {
+                    "partitionNames": ["a", "b", "c"],
+                    "assetSelection": [{"path": ["batch_flow"]}],
+                }
+            },
+        )["launchPartitionBackfill"]
+        assert backfill["__typename"] == "LaunchBackfillSuccess", backfill
+        backfill_tag = {"dagster/backfill": backfill["backfillId"]}
+
+        def backfill_runs() -> Any:
+            runs = instance.get_runs(filters=dg.RunsFilter(tags=backfill_tag))
+            done = [r for r in runs if r.status == dg.DagsterRunStatus.SUCCESS]
+            return len(done) == 3 and runs
+
+        runs = _wait(backfill_runs, 300, "the backfill's three partition runs")
+        assert sorted(r.tags["dagster/partition"] for r in runs) == ["a", "b", "c"]
+        spans = sorted(_step_span(instance, r.run_id) for r in runs)
+        # One slot in the `gemini` pool: no two partition steps were in flight at once.
+        assert all(end <= start for (_, end), (start, _) in itertools.pairwise(spans))
+
+
+def _step_span(instance: dg.DagsterInstance, run_id: str) -> tuple[float, float]:
+    times = {
+        record.dagster_event.event_type_value: record.timestamp
+        for record in instance.all_logs(run_id)
+        if record.dagster_event is not None
+    }
+    return times["STEP_START"], times["STEP_SUCCESS"]
