@@ -24,9 +24,9 @@ def run(ctx: Context) -> BenchResult:
     worker = Worker("batch", params, env, work, work / "batch.log")
     runs, drains = [], []
     try:
-        worker.call()
+        worker.call()  # warm-up batch
         worker.call("drain")
-        for _ in range(ctx.reps(5, 2)):
+        for _ in range(ctx.reps(5, 1)):
             reply = worker.call()
             if reply["llm_calls"] != RUNS * CALLS:
                 raise RuntimeError(f"expected {RUNS * CALLS} LLM calls, got {reply['llm_calls']}")

@@ -159,10 +159,17 @@ class Worker:
             env=dict(env),
             cwd=cwd,
         )
-        self.ready = self._reply()
+        self._ready: dict[str, Any] | None = None
+
+    @property
+    def ready(self) -> dict[str, Any]:
+        """The set-up reply (waits for it): workers built together start in parallel."""
+        if self._ready is None:
+            self._ready = self._reply()
+        return self._ready
 
     def call(self, op: str = "run") -> dict[str, Any]:
-        assert self.proc.stdin is not None
+        assert self.ready and self.proc.stdin is not None
         self.proc.stdin.write(op + "\n")
         self.proc.stdin.flush()
         return self._reply()
@@ -199,6 +206,8 @@ def interleave(
     after: Callable[[str, Worker], None] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Warm each worker up, then run them in turn (A B C, A B C, ...) ``rounds`` times."""
+    for worker in workers.values():
+        assert worker.ready
     for name, worker in workers.items():
         for _ in range(warmup):
             worker.call()

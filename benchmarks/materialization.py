@@ -43,7 +43,7 @@ def run(ctx: Context) -> BenchResult:
             drains.append(worker.call("drain")["elapsed_s"])
 
     try:
-        runs = interleave(workers, rounds=ctx.reps(25, 6), warmup=ctx.reps(4, 2), after=drain)
+        runs = interleave(workers, rounds=ctx.reps(25, 5), warmup=ctx.reps(4, 2), after=drain)
     finally:
         for worker in workers.values():
             worker.close()

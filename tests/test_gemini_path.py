@@ -233,3 +233,16 @@ def test_model_replies_are_data_never_templates(
     assert gemini.requests[1].prompt_text == (
         "Repeat: see {topic} and {summary.__class__} and {{x}}"
     )
+
+
+def test_config_base_url_points_the_client_at_a_gateway(
+    tmp_path: Path,
+    mlflow_uri: str,
+    gemini: GeminiLoopbackServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GOOGLE_GEMINI_BASE_URL")
+    text = LINEAR + f"config:\n  llm: {{base_url: '{gemini.base_url}'}}\n"
+    result = run_workflow(load_workflow(write(tmp_path, text)))
+    assert result.state["summary"].startswith("Loopback reply")
+    assert len(gemini.requests) == 1

@@ -190,3 +190,28 @@ def test_prompts_and_replies_reach_the_trace_only_at_full(
     trace_json = mlflow.get_trace(result.tracking.trace_id).to_json()
     assert ("Summarize cats." in trace_json) is recorded
     assert (result.state["summary"][:40] in trace_json) is recorded
+
+
+def test_disabled_tracking_still_shows_tokens_and_cost_in_dagster(
+    tmp_path: Path, mlflow_uri: str, simulated: None
+) -> None:
+    import dagster as dg
+
+    from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
+
+    asset = build_workflow_asset(load_workflow(linear(tmp_path, "enabled: false")))
+    result = dg.materialize([asset], resources={"workflow_runner": WorkflowRunner()})
+    (event,) = result.asset_materializations_for_node("linear")
+    meta = {k: v.value for k, v in event.metadata.items()}
+    assert meta["total_tokens"] > 0 and meta["total_cost_usd"] > 0 and meta["llm_calls"] == 1
+    assert "mlflow_run_id" not in meta
+
+
+def test_synchronous_trace_logging_stores_the_trace_before_returning(
+    tmp_path: Path, mlflow_uri: str, simulated: None
+) -> None:
+    result = run_workflow(load_workflow(linear(tmp_path, "async_logging: false")))
+    assert result.tracking is not None and result.tracking.trace_id is not None
+    # No flush here: with async_logging off the run waited for its trace.
+    trace = MlflowClient().get_trace(result.tracking.trace_id)
+    assert len([s for s in trace.data.spans if s.span_type == "CHAT_MODEL"]) == 1
