@@ -6,6 +6,7 @@ Every file in tests/malformed/ begins with comment lines that say what it must g
     # issues: N       how many issues the file gives (default 1; `*` for any number)
     # line: N         the first issue's line; `none` for a problem of the whole file.
                       Without it the issue must still carry a line.
+    # note: TEXT      a remark for readers (optional)
 
 Files that cannot sensibly be committed (over 1 MB, not UTF-8, control bytes, thousands of
 brackets) are built into tmp_path by GENERATED below and checked the same way.
@@ -18,7 +19,6 @@ once the bug is fixed it passes, strict xfail fails the run, and the mark must g
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +133,14 @@ _NO_FIX = (
     "pydantic_errors._describe falls back to pydantic's message with fix=None for every "
     "error type it does not special-case (type, range, length, value errors)"
 )
+_READER = (
+    "yaml.reader.ReaderError escapes: yaml_source._Builder.__init__ builds yaml.SafeLoader(text), "
+    "which rejects control characters, outside build()'s try"
+)
+_RECURSION = (
+    "RecursionError escapes: PyYAML's composer recurses once per nesting level before "
+    "_Builder._value can apply MAX_DEPTH (about 500 levels, a 1 KB file)"
+)
 KNOWN_BUGS: dict[str, tuple[type[CaseFailure], str]] = {
     "05_unclosed_quote": (
         WrongLine,
@@ -180,8 +188,8 @@ KNOWN_BUGS: dict[str, tuple[type[CaseFailure], str]] = {
     ),
     "69_state_field_named_yes": (
         WrongLine,
-        "YAML 1.1 reads the key `yes` as True: the issue says `state.fields[1]` at the line of "
-        "`fields:` (positions are stored under 'True', pydantic reports True), with no fix",
+        "YAML 1.1 reads the key `yes` as True; pydantic reports it as loc 1, positions are "
+        "stored under 'True': the issue says `state.fields[1]` at the `fields:` line, no fix",
     ),
     "72_schema_version_unquoted": (
         UnexpectedMessage,
@@ -199,6 +207,10 @@ KNOWN_BUGS: dict[str, tuple[type[CaseFailure], str]] = {
         "secrets._walk checks values only: a key used as a mapping key is not found, and the "
         "issue's path and message quote it",
     ),
+    "g07_nul_byte_in_prompt": (LibraryTraceback, _READER),
+    "g08_terminal_escape_in_prompt": (LibraryTraceback, _READER),
+    "g09_nested_flow_sequences": (LibraryTraceback, _RECURSION),
+    "g10_nested_block_mappings": (LibraryTraceback, _RECURSION),
 }
 
 
@@ -258,11 +270,11 @@ GENERATED: dict[str, tuple[Callable[[], bytes], Case]] = {
     ),
     "g07_nul_byte_in_prompt": (
         lambda: _with_prompt('"Summarize {topic}.\x00"').encode(),
-        Case("", r"nodes\[0\]|character|byte", line=9),
+        Case("", r"(?i)character|byte", line=9),
     ),
     "g08_terminal_escape_in_prompt": (
         lambda: _with_prompt('"Summarize \x1b[1m{topic}\x1b[0m."').encode(),
-        Case("", r"nodes\[0\]|character|byte", line=9),
+        Case("", r"(?i)character|byte", line=9),
     ),
     "g09_nested_flow_sequences": (
         lambda: ("[" * 1_000 + "]" * 1_000 + "\n").encode(),
@@ -272,21 +284,6 @@ GENERATED: dict[str, tuple[Callable[[], bytes], Case]] = {
         lambda: "".join("  " * i + f"k{i}:\n" for i in range(600)).encode(),
         Case("", r"nests deeper than 40 levels"),
     ),
-}
-
-_READER = (
-    "yaml.reader.ReaderError escapes: yaml_source._Builder.__init__ builds yaml.SafeLoader(text), "
-    "which rejects control characters, outside build()'s try"
-)
-_RECURSION = (
-    "RecursionError escapes: PyYAML's composer recurses once per nesting level before "
-    "_Builder._value can apply MAX_DEPTH (about 500 levels, a 1 KB file)"
-)
-KNOWN_BUGS |= {
-    "g07_nul_byte_in_prompt": (LibraryTraceback, _READER),
-    "g08_terminal_escape_in_prompt": (LibraryTraceback, _READER),
-    "g09_nested_flow_sequences": (LibraryTraceback, _RECURSION),
-    "g10_nested_block_mappings": (LibraryTraceback, _RECURSION),
 }
 
 
@@ -337,12 +334,12 @@ def test_validate_cli_lists_generated_files(
 ) -> None:
     crashing = {n for n in GENERATED if KNOWN_BUGS.get(n, (None,))[0] is LibraryTraceback}
     paths = [_generate(tmp_path, name) for name in GENERATED if name not in crashing]
-    shutil.copy(MALFORMED / COMMITTED[0].name, tmp_path)
     assert main(["validate", str(tmp_path)]) == 1
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
     for path in paths:
-        assert any(line.startswith(f"{path}") for line in out.splitlines()), path.name
-    assert f"0 valid workflow(s), {len(paths) + 1} invalid file(s)" in out
+        assert any(line.startswith(f"{path}:") for line in out.splitlines()), path.name
+    assert f"0 valid workflow(s), {len(paths)} invalid file(s)" in out
 
 
 @pytest.mark.parametrize(

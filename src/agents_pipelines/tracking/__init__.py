@@ -1,7 +1,12 @@
 """The one home of MLflow: run tracking, tracing, price table and trace costs."""
 
 from agents_pipelines.tracking.pricing import MlflowPriceTable
-from agents_pipelines.tracking.session import TrackingInfo, TrackingSession, usage_metrics
+from agents_pipelines.tracking.session import (
+    TrackingInfo,
+    TrackingSession,
+    drain_trace_export,
+    usage_metrics,
+)
 from agents_pipelines.tracking.settings import TrackingSettings, resolve_settings
 
 __all__ = [
@@ -9,6 +14,7 @@ __all__ = [
     "TrackingInfo",
     "TrackingSession",
     "TrackingSettings",
+    "drain_trace_export",
     "resolve_settings",
     "usage_metrics",
 ]

@@ -131,7 +131,32 @@ class TrackingSession:
         finally:
             mlflow.end_run(status=status)
             if not self.settings.config.async_logging:
-                mlflow.flush_trace_async_logging()
+                drain_trace_export()
+
+
+def drain_trace_export() -> None:
+    """Block until every trace handed to MLflow is stored.
+
+    ``mlflow.flush_trace_async_logging()`` stops and restarts the export thread, which
+    wakes from a one-second queue poll: about 1 s per call, measured. Flushing the span
+    batchers and joining the export queue returns once the last write is done (about the
+    time of the write itself). Falls back to MLflow's public flush if its internals move.
+    """
+    import mlflow
+
+    try:
+        from mlflow.tracing.processor.base_mlflow import flush_all_batch_processors
+        from mlflow.tracing.provider import _get_trace_exporter
+
+        flush_all_batch_processors()
+        queue = getattr(_get_trace_exporter(), "_async_queue", None)
+        tasks = getattr(queue, "_queue", None)
+        if tasks is not None:
+            tasks.join()
+            return
+    except (ImportError, AttributeError):
+        pass
+    mlflow.flush_trace_async_logging()
 
 
 def _set_trace_cost(summary: UsageSummary) -> None:
