@@ -90,7 +90,9 @@ class Context:
             env.pop(name, None)
         env.update(
             {
-                "PYTHONPATH": str(REPO),
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(REPO), os.environ.get("PYTHONPATH")])
+                ),
                 "MLFLOW_TRACKING_URI": tracking_uri,
                 # No network here: MLflow must not try to download its model catalog.
                 "MLFLOW_MODEL_CATALOG_URI": "",

@@ -27,7 +27,7 @@ def run(ctx: Context) -> BenchResult:
         worker.call("drain")
 
     try:
-        runs = interleave(workers, rounds=ctx.reps(9, 3), warmup=1, after=drain)
+        runs = interleave(workers, rounds=ctx.reps(9, 2), warmup=1, after=drain)
     finally:
         for worker in workers.values():
             worker.close()

@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,8 +84,14 @@ REQUIRE_POSTGRES_ENV = "AGENTS_PIPELINES_REQUIRE_POSTGRES"  # .ci/run sets it: s
 
 
 @pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
+def postgres_database(postgres_database_factory: Any) -> str:
     """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    return str(postgres_database_factory())
+
+
+@pytest.fixture(scope="session")
+def postgres_database_factory() -> Iterator[Any]:
+    """Makes fresh PostgreSQL databases, all dropped at the end of the session."""
     import uuid
 
     psycopg2 = pytest.importorskip("psycopg2")
@@ -101,14 +108,21 @@ def postgres_database() -> Iterator[str]:
             f"set {REQUIRE_POSTGRES_ENV}=1 to make this a failure"
         )
     admin.autocommit = True
-    name = f"agents_pipelines_test_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
+    names: list[str] = []
+
+    def create() -> str:
+        name = f"agents_pipelines_test_{uuid.uuid4().hex[:10]}"
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        names.append(name)
+        return f"{POSTGRES_DSN}/{name}"
+
     try:
-        yield f"{POSTGRES_DSN}/{name}"
+        yield create
     finally:
         with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name in names:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
 

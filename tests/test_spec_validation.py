@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agents_pipelines.cli import main
 from agents_pipelines.errors import WorkflowConfigError
 from agents_pipelines.spec import load_workflow, load_workflow_text, workflow_json_schema
+from agents_pipelines.spec.checks import MAX_HINTS
 from conftest import EXAMPLES, LINEAR, REPO, write
 
 BASE = """\
@@ -256,7 +259,10 @@ def test_python_tags_are_refused() -> None:
         "the YAML tag tag:yaml.org,2002:python/object/apply:os.system is not allowed" in (errors[0])
     ), errors
     scalar = errors_of(BASE + "extra: !!python/name:os.system ''\n")
-    assert "could not determine a constructor" in scalar[0], scalar
+    assert scalar == [
+        "flows/writer.yaml:27: the YAML tag tag:yaml.org,2002:python/name:os.system is not "
+        "allowed in workflow files. Fix: remove the tag; workflow files hold plain YAML data"
+    ], scalar
 
 
 def test_orchestration_inputs_are_checked() -> None:
@@ -296,3 +302,169 @@ def test_shipped_schema_file_is_current(capsys: pytest.CaptureFixture[str]) -> N
         assert example.read_text().startswith(
             "# yaml-language-server: $schema=../schema/workflow.schema.json"
         )
+
+
+def test_many_bad_edges_get_few_did_you_mean_searches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A did-you-mean compares a name with every option: done for every one of 2000 bad
+    edges, validation would be quadratic. Only the first MAX_HINTS findings search."""
+    searched: list[str] = []
+    close_matches = difflib.get_close_matches
+
+    def counting(word: str, *args: Any, **kwargs: Any) -> list[str]:
+        searched.append(word)
+        return close_matches(word, *args, **kwargs)
+
+    monkeypatch.setattr(difflib, "get_close_matches", counting)
+    nodes = "".join(f'  - {{id: n{i}, prompt: "{{topic}}", outputs: [out]}}\n' for i in range(30))
+    edges = "".join(f"  - {{from: n{i % 30}, to: nn{i}}}\n" for i in range(2000))
+    text = (
+        'schema_version: "1"\nflow: {name: many}\nstate:\n  fields:\n'
+        "    topic: {type: str, required: true}\n    out: {type: str}\n"
+        f"nodes:\n{nodes}edges:\n  - {{from: START, to: n0}}\n{edges}"
+    )
+    errors = errors_of(text)
+    assert len(errors) == 2000
+    assert len(searched) == MAX_HINTS
+    assert errors[0].endswith("edge goes to unknown node `nn0`. Fix: did you mean `n0`?")
+    # Past the first findings, and with too many nodes to list: no search, a short fix.
+    assert errors[-1].endswith("Fix: check the name against the 31 nodes")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param(
+            "flow: {name: writer}",
+            "flow: {name: writer}\nconfig: {execution: {max_steps: true}}",
+            r"config\.execution\.max_steps: Input should be a valid integer \(got bool\)\. "
+            r"Fix: use a whole number",
+            id="bool-is-no-int",
+        ),
+        pytest.param(
+            "flow: {name: writer}",
+            "flow: {name: writer}\nconfig: {llm: {temperature: true}}",
+            r"config\.llm\.temperature: Input should be a valid number \(got bool\)\. Fix: use a",
+            id="bool-is-no-float",
+        ),
+        pytest.param(
+            "required: true}",
+            "required: 'yes'}",
+            r"state\.fields\.topic\.required: Input should be a valid boolean \(got str\)\. "
+            r"Fix: use true or false",
+            id="text-is-no-bool",
+        ),
+        pytest.param(
+            "equals: true",
+            "equals: [1]",
+            r"when\.equals: Input should be a valid string, a valid integer, a valid number or "
+            r"a valid boolean \(got list\)\. Fix: use text, a whole number, a number or a boolean",
+            id="union-errors-merged",
+        ),
+        pytest.param(
+            "{from: outline, to: write}",
+            "{from: [1], to: write}",
+            r"edges\[1\]\.from\[0\]: Input should be a valid string \(got int\)\. Fix: quote it",
+            id="union-member-the-value-meant",
+        ),
+        pytest.param(
+            '    prompt: "Outline {topic}."\n',
+            '    promt: "Outline {topic}."\n',
+            r"nodes\[0\]\.promt: unknown key `promt`\. Fix: did you mean `prompt`\?",
+            id="misspelt-key-is-not-also-missing",
+        ),
+        pytest.param(
+            "flow: {name: writer}",
+            "flow: {name: writer}\nconfig:\n  pricing:\n"
+            "    gemini-2.5-flash: {input_per_million: 1, output_per_milion: 2}",
+            r"config\.pricing\.gemini-2\.5-flash\.output_per_milion: unknown key "
+            r"`output_per_milion`\. Fix: did you mean `output_per_million`\?",
+            id="unknown-key-under-a-user-key",
+        ),
+        pytest.param(
+            "flow: {name: writer}",
+            "flow: {name: writer}\nconfig: {llm: {timeout_s: 0}}",
+            r"config\.llm\.timeout_s: Input should be greater than 0 \(got 0\)\. "
+            r"Fix: use a number > 0 and <= 3600",
+            id="range-fix-gives-both-bounds",
+        ),
+        pytest.param(
+            "Outline {topic}.",
+            "Outline {tópico}.",
+            r"placeholder \{tópico\} is not a state field name\. Fix: name a state field",
+            id="non-identifier-placeholder",
+        ),
+        pytest.param(
+            "    outline: {type: str}\n",
+            "    api_key: {type: str}\n    outline: {type: str}\n",
+            r"state\.fields\.api_key: a state field may not be named `api_key`.* "
+            r"Fix: rename the field",
+            id="state-field-named-api-key",
+        ),
+        pytest.param(
+            "flow: {name: writer}",
+            "flow: {name: writer, on: x}",
+            r":2: flow\.on: the key `on` reads as the boolean true in YAML, not as a name\. "
+            r'Fix: quote it: `"on":`',
+            id="boolean-key",
+        ),
+        pytest.param(
+            "flow: {name: writer}",
+            "flow: {name: writer, description: !!binary aGk=}",
+            r":2: the YAML tag tag:yaml\.org,2002:binary is not allowed in workflow files",
+            id="binary-tag",
+        ),
+    ],
+)
+def test_one_mistake_gives_one_issue_with_a_fix(old: str, new: str, expected: str) -> None:
+    assert old in BASE, old
+    errors = errors_of(BASE.replace(old, new, 1))
+    assert len(errors) == 1, errors
+    assert re.search(expected, errors[0]), errors
+
+
+def test_literal_api_keys_are_never_echoed() -> None:
+    key = "AIza" + "Q" * 35
+    text = BASE + f"orchestration:\n  inputs: {{{key}: x}}\n"
+    text = text.replace("{from: outline, to: write}", "{from: outline, to: " + key + "}")
+    errors = errors_of(text)
+    assert not [e for e in errors if key in e], errors
+    assert any(
+        "orchestration.inputs.<redacted API key>: this key holds a literal Google API key" in e
+        for e in errors
+    ), errors
+    assert any("unknown node `<redacted API key>`" in e for e in errors), errors
+
+
+def test_int_is_a_float_and_plain_equals_sign_is_text() -> None:
+    text = BASE.replace("flow: {name: writer}", "flow: {name: writer, description: =}")
+    workflow = load_workflow_text(text + "config: {llm: {temperature: 1}}\n", "writer.yaml")
+    assert workflow.spec.flow.description == "="
+    assert workflow.spec.config.llm.temperature == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "#" + "x" * 1_000_001, r"^flows/writer\.yaml: the file is 1,000,002 bytes", id="size"
+        ),
+        pytest.param(
+            BASE.replace("Outline {topic}.", "Outline \x1b[1m{topic}."),
+            r"^flows/writer\.yaml:11: the file holds the control character U\+001B",
+            id="control-character",
+        ),
+        pytest.param(
+            "[" * 1000 + "]" * 1000,
+            r"^flows/writer\.yaml:1: the document nests deeper than 40 levels",
+            id="deep-nesting",
+        ),
+        pytest.param(
+            BASE + "orchestration: {inputs: [a, b",
+            r"^flows/writer\.yaml:27:25: YAML syntax error: while parsing a flow sequence",
+            id="unclosed-at-the-end-points-at-the-opening",
+        ),
+    ],
+)
+def test_load_workflow_text_refuses_what_load_workflow_refuses(text: str, expected: str) -> None:
+    errors = errors_of(text)
+    assert len(errors) == 1 and re.search(expected, errors[0]), errors

@@ -16,7 +16,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from agents_pipelines.runner import run_workflow
+from agents_pipelines.runner import TrackingFailedWarning, run_workflow
 from agents_pipelines.spec import load_workflow
 from conftest import LINEAR, write
 
@@ -51,13 +51,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def tracking_server(tmp_path: Path, migrated_mlflow_db: Path) -> Iterator[str]:
-    """`mlflow server` on a loopback port, on a copy of the migrated SQLite store."""
-    import shutil
-
-    db = tmp_path / "server.db"
-    shutil.copy(migrated_mlflow_db, db)
+def start_tracking_server(backend_store_uri: str, artifacts: Path) -> Iterator[str]:
+    """`mlflow server` on a loopback port; yields its URL and stops it afterwards."""
     port = _free_port()
     mlflow_cli = Path(sys.executable).parent / "mlflow"
     server = subprocess.Popen(
@@ -65,15 +60,15 @@ def tracking_server(tmp_path: Path, migrated_mlflow_db: Path) -> Iterator[str]:
             str(mlflow_cli),
             "server",
             "--backend-store-uri",
-            f"sqlite:///{db}",
+            backend_store_uri,
             "--artifacts-destination",
-            str(tmp_path / "artifacts"),
+            str(artifacts),
             "--host",
             "127.0.0.1",
             "--port",
             str(port),
             "--workers",
-            "1",
+            "2",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -81,7 +76,7 @@ def tracking_server(tmp_path: Path, migrated_mlflow_db: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 120
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=2):
@@ -96,6 +91,16 @@ def tracking_server(tmp_path: Path, migrated_mlflow_db: Path) -> Iterator[str]:
         server.wait(timeout=30)
 
 
+@pytest.fixture
+def tracking_server(tmp_path: Path, migrated_mlflow_db: Path) -> Iterator[str]:
+    """`mlflow server` on a copy of the migrated SQLite store."""
+    import shutil
+
+    db = tmp_path / "server.db"
+    shutil.copy(migrated_mlflow_db, db)
+    yield from start_tracking_server(f"sqlite:///{db}", tmp_path / "artifacts")
+
+
 def test_http_tracking_server(
     tmp_path: Path, tracking_server: str, simulated: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -106,3 +111,63 @@ def test_http_tracking_server(
     # An http(s) tracking URI is also where the MLflow UI lives.
     assert result.tracking.run_url.startswith(f"{tracking_server}/#/experiments/")
     _assert_run_recorded(tracking_server, result.tracking.run_id, result.tracking.trace_id)
+
+
+def test_unreachable_tracking_server_warns_but_the_run_succeeds(
+    tmp_path: Path, simulated: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagster as dg
+
+    from agents_pipelines.errors import WorkflowRunError
+    from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    workflow = load_workflow(write(tmp_path, LINEAR))
+    with pytest.warns(TrackingFailedWarning, match="MLflow tracking failed"):
+        result = dg.materialize(
+            [build_workflow_asset(workflow)], resources={"workflow_runner": WorkflowRunner()}
+        )
+    (event,) = result.asset_materializations_for_node("linear")
+    meta = {k: v.value for k, v in event.metadata.items()}
+    assert meta["llm_calls"] == 1 and meta["total_tokens"] > 0
+    assert "mlflow_run_id" not in meta
+    assert meta["tracking_warning"].startswith("MLflow tracking failed for workflow linear:")
+
+    required = write(
+        tmp_path,
+        LINEAR + "config:\n  observability:\n    mlflow: {required: true}\n",
+        "required.yaml",
+    )
+    with pytest.raises(
+        WorkflowRunError,
+        match=r"MLflow tracking failed for workflow linear: .*"
+        r"set observability\.mlflow\.required: false",
+    ):
+        run_workflow(load_workflow(required))
+
+
+def test_tracking_server_that_stops_during_the_run(
+    tmp_path: Path, migrated_mlflow_db: Path, simulated: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import threading
+
+    db = tmp_path / "server.db"
+    shutil.copy(migrated_mlflow_db, db)
+    server = start_tracking_server(f"sqlite:///{db}", tmp_path / "artifacts")
+    url = next(server)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    # A server shutting down may accept connections and never answer: keep waits short.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    # The server goes away while the (2 s) LLM call is in flight.
+    stopper = threading.Timer(1.0, lambda: next(server, None))
+    stopper.start()
+    with pytest.warns(TrackingFailedWarning):
+        result = run_workflow(load_workflow(write(tmp_path, LINEAR)), simulated_latency_s=2.0)
+    stopper.join()
+    assert result.state["summary"] and result.usage.llm_calls == 1
+    assert result.warnings and "MLflow tracking failed" in result.warnings[0]

@@ -2,13 +2,18 @@
 
 Each check yields ``(path, problem, fix)``; the caller locates the path in the file.
 All checks run, so a file with five problems reports five.
+
+A did-you-mean fix compares a name against every option with difflib: for a generated
+file with thousands of bad edges that is quadratic, so only the first MAX_HINTS findings
+get one; the rest name the options (or, when there are many, just say what to check).
 """
 
 from __future__ import annotations
 
 import difflib
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -18,7 +23,32 @@ from agents_pipelines.spec.cron import cron_problem, timezone_problem
 from agents_pipelines.spec.models import END, START, Condition, OnCron, WorkflowSpec
 from agents_pipelines.spec.placeholders import PlaceholderError, parse_template
 
-Finding = tuple[tuple[str | int, ...], str, str | None]
+MAX_HINTS = 20  # findings that get a did-you-mean search
+MAX_LISTED = 10  # options a fix lists in full
+
+
+@dataclass(frozen=True)
+class Hint:
+    """A fix that suggests the closest of ``options`` to ``word``, worked out on demand."""
+
+    word: str
+    options: Sequence[str]
+    what: str  # "nodes", "state fields"...
+    then: str = ""  # appended to the suggestion
+
+    def text(self, search: bool) -> str:
+        match = difflib.get_close_matches(self.word, self.options, 1, 0.5) if search else []
+        if match:
+            found = f"did you mean `{match[0]}`?"
+        elif len(self.options) <= MAX_LISTED:
+            found = f"use one of the {self.what}: " + ", ".join(f"`{o}`" for o in self.options)
+        else:
+            found = f"check the name against the {len(self.options)} {self.what}"
+        return found + self.then
+
+
+Path = tuple[str | int, ...]
+Finding = tuple[Path, str, str | Hint]
 _TRACKING_SCHEMES = (
     "sqlite:",
     "file:",
@@ -31,20 +61,21 @@ _TRACKING_SCHEMES = (
 )
 
 
-def run_checks(spec: WorkflowSpec) -> list[Finding]:
+def run_checks(spec: WorkflowSpec) -> list[tuple[Path, str, str]]:
     checks = (_state, _nodes, _prompts, _edges, _inputs, _orchestration, _tracking)
     findings = [finding for check in checks for finding in check(spec)]
     if not any(path[0] == "edges" for path, _, _ in findings):
         # Reachability only means something once every edge names a real node.
         findings += _graph(spec)
-    return findings
+    return [
+        (path, problem, fix if isinstance(fix, str) else fix.text(search=i < MAX_HINTS))
+        for i, (path, problem, fix) in enumerate(findings)
+    ]
 
 
-def _hint(word: str, options: list[str], what: str) -> str:
-    match = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
-    if match:
-        return f"did you mean `{match[0]}`?"
-    return f"use one of the {what}: " + ", ".join(f"`{o}`" for o in options)
+def _a(type_name: str) -> str:
+    """`a str`, `an int`: the article for a field type."""
+    return ("an " if type_name.startswith("int") else "a ") + type_name
 
 
 def _state(spec: WorkflowSpec) -> Iterator[Finding]:
@@ -67,7 +98,7 @@ def _state(spec: WorkflowSpec) -> Iterator[Finding]:
             yield (
                 (*path, "default"),
                 f"the default does not fit type {field.type}: {err}",
-                (f"give a {field.type} value"),
+                f"give {_a(field.type)} value",
             )
 
 
@@ -98,9 +129,11 @@ def _nodes(spec: WorkflowSpec) -> Iterator[Finding]:
                 yield (
                     ("nodes", i, "outputs", j),
                     f"output `{output}` is not a state field",
-                    (
-                        _hint(output, fields, "state fields")
-                        + f" Or declare `{output}` under state.fields."
+                    Hint(
+                        output,
+                        fields,
+                        "state fields",
+                        f" Or declare `{output}` under state.fields.",
                     ),
                 )
         if len(set(node.outputs)) != len(node.outputs):
@@ -124,7 +157,7 @@ def _prompts(spec: WorkflowSpec) -> Iterator[Finding]:
                     yield (
                         ("nodes", i, key),
                         f"placeholder {{{name}}} names no state field",
-                        (_hint(name, fields, "state fields")),
+                        (Hint(name, fields, "state fields")),
                     )
 
 
@@ -132,23 +165,24 @@ def _edges(spec: WorkflowSpec) -> Iterator[Finding]:
     ids = [node.id for node in spec.nodes]
     sources = [*ids, START]
     targets = [*ids, END]
+    known_sources, known_targets = set(sources), set(targets)
     routed: dict[str, int] = {}
     plain: dict[str, int] = {}
     for i, edge in enumerate(spec.edges):
         for j, source in enumerate(edge.sources):
             where = ("edges", i, "from") + ((j,) if isinstance(edge.source, list) else ())
-            if source not in sources:
+            if source not in known_sources:
                 yield (
                     where,
                     f"edge starts at unknown node `{source}`",
-                    _hint(source, sources, "nodes"),
+                    Hint(source, sources, "nodes"),
                 )
             (routed if edge.routes else plain).setdefault(source, i)
-        if edge.to is not None and edge.to not in targets:
+        if edge.to is not None and edge.to not in known_targets:
             yield (
                 ("edges", i, "to"),
                 f"edge goes to unknown node `{edge.to}`",
-                _hint(edge.to, targets, "nodes"),
+                Hint(edge.to, targets, "nodes"),
             )
         if START in edge.sources and isinstance(edge.source, list):
             yield ("edges", i, "from"), "START cannot be part of a join", "use `from: START`"
@@ -176,7 +210,7 @@ def _routes(spec: WorkflowSpec, i: int, targets: list[str]) -> Iterator[Finding]
             yield (
                 (*path, "to"),
                 f"route goes to unknown node `{route.to}`",
-                _hint(route.to, targets, "nodes"),
+                Hint(route.to, targets, "nodes"),
             )
         last = k == len(routes) - 1
         if route.when is None and not last:
@@ -201,7 +235,7 @@ def _condition(spec: WorkflowSpec, cond: Condition, path: tuple[Any, ...]) -> It
         yield (
             (*path, "field"),
             f"condition names unknown state field `{cond.field}`",
-            _hint(cond.field, list(spec.state.fields), "state fields"),
+            Hint(cond.field, list(spec.state.fields), "state fields"),
         )
         return
     ((operator, value),) = cond.operators().items()
@@ -218,9 +252,19 @@ def _condition(spec: WorkflowSpec, cond: Condition, path: tuple[Any, ...]) -> It
     if operator in ("equals", "not_equals") and (err := _type_error(field.type, value)):
         yield (
             (*path, operator),
-            f"`{value!r}` cannot equal a {field.type} field: {err}",
-            (f"compare with a {field.type} value"),
+            f"`{value!r}` cannot equal {_a(field.type)} field: {err}",
+            f"compare with {_a(field.type)} value",
         )
+    if operator == "in":
+        # Like equals: a value of another type can never match, so the route is dead.
+        bad = [(item, err) for item in value if (err := _type_error(field.type, item))]
+        if bad:
+            listed = ", ".join(repr(item) for item, _ in bad)
+            yield (
+                (*path, operator),
+                f"`in` lists {listed}, which cannot equal {_a(field.type)} field: {bad[0][1]}",
+                f"list only {field.type} values",
+            )
 
 
 def _graph(spec: WorkflowSpec) -> Iterator[Finding]:
@@ -279,13 +323,13 @@ def _input_values(
         path = (*at, name)
         if name not in inputs:
             why = "is written by a node" if name in spec.state.fields else "is not a state field"
-            yield path, f"input `{name}` {why}", _hint(name, inputs, "input fields")
+            yield path, f"input `{name}` {why}", Hint(name, inputs, "input fields")
         elif err := _type_error(spec.state.fields[name].type, value):
             field_type = spec.state.fields[name].type
             yield (
                 path,
                 f"input `{name}` does not fit type {field_type}: {err}",
-                (f"give a {field_type} value"),
+                f"give {_a(field_type)} value",
             )
 
 
@@ -322,7 +366,7 @@ def _orchestration(spec: WorkflowSpec) -> Iterator[Finding]:
                 yield (
                     ("orchestration", "deps", i, "map", name),
                     (f"`{name}` is not an input of this workflow"),
-                    _hint(name, inputs, "input fields"),
+                    Hint(name, inputs, "input fields"),
                 )
     yield from _output_checks(spec)
 
@@ -336,7 +380,7 @@ def _output_checks(spec: WorkflowSpec) -> Iterator[Finding]:
             yield (
                 (*path, "field"),
                 f"check names unknown state field `{check.field}`",
-                _hint(check.field, list(spec.state.fields), "state fields"),
+                Hint(check.field, list(spec.state.fields), "state fields"),
             )
             continue
         ((rule, _),) = check.rules().items()

@@ -1,8 +1,12 @@
 """The workflow format as pydantic models: the fields are the YAML schema.
 
 Pure data: no environment reads, no I/O. Checks that span several sections (edges that
-name nodes, placeholders that name state fields...) live in ``validation.py`` so that
+name nodes, placeholders that name state fields...) live in ``checks.py`` so that
 every problem in a file is reported at once.
+
+Validation is strict: YAML already gives numbers, booleans and text their own types, so
+`max_steps: true` or `required: "yes"` is a mistake to report, not a value to coerce.
+(Strict float fields still take ints: `temperature: 1` is fine.)
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from agents_pipelines.spec.field_types import FieldTypeName
 
@@ -28,7 +33,12 @@ Scalar = str | int | float | bool
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+
+
+def rule_broken(problem: str, fix: str) -> PydanticCustomError:
+    """A rule across a model's fields is broken; the fix travels in the error's ctx."""
+    return PydanticCustomError("workflow_rule", problem, {"fix": fix})
 
 
 class FlowSpec(_Model):
@@ -93,9 +103,11 @@ class Condition(_Model):
     @model_validator(mode="after")
     def _one_operator(self) -> Condition:
         if len(self.operators()) != 1:
-            raise ValueError(
+            raise rule_broken(
                 "a condition needs exactly one operator out of equals, not_equals, gt, gte, "
-                f"lt, lte, in, contains, is_empty (got {len(self.operators())})"
+                f"lt, lte, in, contains, is_empty (got {len(self.operators())})",
+                "keep one operator, e.g. `{field: approved, equals: true}`; to test two "
+                "things, add a route per test",
             )
         return self
 
@@ -109,7 +121,7 @@ class Route(_Model):
 
 
 class Edge(_Model):
-    source: str | list[str] = Field(
+    source: str | Annotated[list[str], Field(min_length=1)] = Field(
         alias="from", description="A node id, START, or a list of node ids to join."
     )
     to: str | None = None
@@ -118,9 +130,16 @@ class Edge(_Model):
     @model_validator(mode="after")
     def _to_or_routes(self) -> Edge:
         if (self.to is None) == (self.routes is None):
-            raise ValueError("an edge needs exactly one of `to` or `routes`")
+            raise rule_broken(
+                "an edge needs exactly one of `to` or `routes`",
+                "use `to: NODE` for a plain edge, or `routes:` for a conditional one "
+                "(its last route, without `when`, is the default)",
+            )
         if self.routes is not None and not isinstance(self.source, str):
-            raise ValueError("a routed edge starts from one node, not a list")
+            raise rule_broken(
+                "a routed edge starts from one node, not a list",
+                "join the nodes first with `{from: [a, b], to: NODE}`, then route from NODE",
+            )
         return self
 
     @property
@@ -199,7 +218,10 @@ class PartitionsConfig(_Model):
     @model_validator(mode="after")
     def _one_kind(self) -> PartitionsConfig:
         if (self.static is not None) == self.dynamic:
-            raise ValueError("partitions need exactly one of `static: {...}` or `dynamic: true`")
+            raise rule_broken(
+                "partitions need exactly one of `static: {...}` or `dynamic: true`",
+                "use `static: {KEY: {input: value}}` for fixed partitions, or `dynamic: true`",
+            )
         return self
 
 
@@ -234,7 +256,10 @@ class BudgetConfig(_Model):
     @model_validator(mode="after")
     def _some_limit(self) -> BudgetConfig:
         if self.max_cost_usd is None and self.max_total_tokens is None:
-            raise ValueError("a budget needs max_cost_usd, max_total_tokens, or both")
+            raise rule_broken(
+                "a budget needs max_cost_usd, max_total_tokens, or both",
+                "add e.g. `max_cost_usd: 0.5`",
+            )
         return self
 
 
@@ -252,9 +277,10 @@ class OutputCheck(_Model):
     @model_validator(mode="after")
     def _one_rule(self) -> OutputCheck:
         if len(self.rules()) != 1:
-            raise ValueError(
+            raise rule_broken(
                 "an output check needs exactly one of min_length, max_length, min, max, "
-                f"not_empty (got {len(self.rules())})"
+                f"not_empty (got {len(self.rules())})",
+                "keep one rule per check; list another check for each further rule",
             )
         return self
 

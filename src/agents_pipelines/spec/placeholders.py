@@ -66,12 +66,23 @@ def _check_placeholder(field: str, format_spec: str | None, conversion: str | No
         raise PlaceholderError(
             f"placeholder {shown} has no field name", "name a state field, as in {topic}"
         )
-    if not _IDENTIFIER.match(field):
+    if field != field.strip() and _IDENTIFIER.match(field.strip()):
+        raise PlaceholderError(
+            f"placeholder {shown} has spaces inside the braces",
+            "remove the spaces: {" + field.strip() + "}",
+        )
+    if re.search(r"[.\[]", field):
         raise PlaceholderError(
             f"placeholder {shown} uses attribute or index access, which prompts do not allow",
             "use a plain state field name such as {"
-            + re.split(r"[.\[]", field)[0]
+            + re.split(r"[.\[]", field)[0].strip()
             + "}; prompts cannot reach into Python objects",
+        )
+    if not _IDENTIFIER.match(field):
+        raise PlaceholderError(
+            f"placeholder {shown} is not a state field name",
+            "name a state field (lower-case letters, digits and underscores), as in {topic}; "
+            "write literal braces as {{ and }}",
         )
     if conversion or format_spec:
         raise PlaceholderError(

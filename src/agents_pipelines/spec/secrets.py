@@ -7,15 +7,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from agents_pipelines.errors import ConfigIssue
-from agents_pipelines.spec.yaml_source import PathKey, YamlDocument
+from agents_pipelines.spec.yaml_source import GOOGLE_KEY, PathKey, YamlDocument
 
-# Google API keys are "AIza" plus 35 URL-safe characters.
-_GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{35}")
 _KEY_NAMES = re.compile(r"^(google_|gemini_)?api[_-]?key$", re.IGNORECASE)
 
 _FIX = (
     "delete it from the file (and rotate the key if the file was shared); "
     "set GOOGLE_API_KEY in the environment instead"
+)
+_LITERAL = (
+    "holds a literal Google API key (redacted here); API keys are not allowed in workflow files"
 )
 
 
@@ -23,17 +24,24 @@ def find_literal_keys(doc: YamlDocument) -> list[ConfigIssue]:
     issues = []
     for path, key, value in _walk(doc.data, ()):
         if key is not None and _KEY_NAMES.match(key):
-            issues.append(doc.issue(path, "API keys are not allowed in workflow files", _FIX))
-        elif isinstance(value, str) and _GOOGLE_KEY.search(value):
-            issues.append(
-                doc.issue(
-                    path,
-                    "this value holds a literal Google API key (redacted here); "
-                    "API keys are not allowed in workflow files",
-                    _FIX,
-                )
-            )
+            issues.append(_named_key(doc, path, key))
+        elif key is not None and GOOGLE_KEY.search(key):
+            issues.append(doc.issue(path, f"this key {_LITERAL}", _FIX))
+        elif isinstance(value, str) and GOOGLE_KEY.search(value):
+            issues.append(doc.issue(path, f"this value {_LITERAL}", _FIX))
     return issues
+
+
+def _named_key(doc: YamlDocument, path: PathKey, key: str) -> ConfigIssue:
+    if path[:2] == ("state", "fields") and len(path) == 3:
+        # A state field is not a setting, but its name reads like one: refuse it anyway,
+        # so that no key ever flows into a prompt or a run's inputs under that name.
+        return doc.issue(
+            path,
+            f"a state field may not be named `{key}`: API keys are not allowed in workflows",
+            "rename the field; set GOOGLE_API_KEY in the environment for the key",
+        )
+    return doc.issue(path, "API keys are not allowed in workflow files", _FIX)
 
 
 def _walk(data: Any, path: PathKey) -> Iterator[tuple[PathKey, str | None, Any]]:

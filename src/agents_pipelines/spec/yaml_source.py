@@ -7,6 +7,7 @@ and stop alias expansion before a "billion laughs" document eats the machine.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,32 @@ MAX_VALUES = 50_000  # values after alias expansion; real workflows hold a few h
 MAX_DEPTH = 40  # nesting levels; also stops self-referencing aliases
 
 PathKey = tuple[str | int, ...]
-_COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+_TAG = "tag:yaml.org,2002:"
+_COLLECTION_TAGS = frozenset({_TAG + "map", _TAG + "seq"})
+# Tags PyYAML's implicit resolver gives plain scalars; an explicit `!!python/...` or
+# `!!binary` tag is refused, so a file never asks the loader for more than plain data.
+_SCALAR_TAGS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp"))
+# `=` and `<<` as plain values resolve to these tags, which SafeLoader cannot construct.
+_TEXT_TAGS = frozenset({_TAG + "value", _TAG + "merge"})
+# Google API keys are "AIza" plus 35 URL-safe characters; no message may repeat one.
+GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{35}")
+REDACTED = "<redacted API key>"
+
+
+def redact(text: str) -> str:
+    return GOOGLE_KEY.sub(REDACTED, text)
+
+
+def make_issue(
+    file: str,
+    path: str,
+    problem: str,
+    fix: str | None,
+    line: int | None = None,
+    column: int | None = None,
+) -> ConfigIssue:
+    """A ConfigIssue whose path, problem and fix never echo an API key from the file."""
+    return ConfigIssue(file, redact(path), redact(problem), fix and redact(fix), line, column)
 
 
 @dataclass
@@ -41,7 +67,7 @@ class YamlDocument:
 
     def issue(self, path: PathKey, problem: str, fix: str | None = None) -> ConfigIssue:
         line, column = self.locate(path) or (None, None)
-        return ConfigIssue(self.file, format_path(path), problem, fix, line, column)
+        return make_issue(self.file, format_path(path), problem, fix, line, column)
 
 
 def format_path(path: PathKey) -> str:
@@ -53,21 +79,20 @@ def format_path(path: PathKey) -> str:
 
 def read_yaml(path: Path) -> YamlDocument:
     """Read ``path``; raise WorkflowConfigError for anything that is not sound YAML."""
-    file = str(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise _fail(file, f"cannot read the file ({exc.strerror})", "check the path") from None
+        raise _fail(str(path), f"cannot read the file ({exc.strerror})", "check the path") from None
+    return parse_yaml(raw, str(path))
+
+
+def parse_yaml(raw: bytes, file: str) -> YamlDocument:
     if len(raw) > MAX_FILE_BYTES:
         raise _fail(
             file,
             f"the file is {len(raw):,} bytes, over the {MAX_FILE_BYTES:,}-byte limit",
             "split it into several workflows",
         )
-    return parse_yaml(raw, file)
-
-
-def parse_yaml(raw: bytes, file: str) -> YamlDocument:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -82,109 +107,184 @@ def parse_yaml(raw: bytes, file: str) -> YamlDocument:
     return YamlDocument(file, text, builder.build(), builder.positions)
 
 
-def _fail(file: str, problem: str, fix: str, line: int | None = None) -> WorkflowConfigError:
-    return WorkflowConfigError([ConfigIssue(file, "", problem, fix, line)])
+def _fail(
+    file: str, problem: str, fix: str, line: int | None = None, path: str = ""
+) -> WorkflowConfigError:
+    return WorkflowConfigError([make_issue(file, path, problem, fix, line)])
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int):
+        self.line = line
+
+
+class _Loader(yaml.SafeLoader):
+    """A SafeLoader that stops composing below MAX_DEPTH levels.
+
+    PyYAML's composer recurses once per nesting level, so a 2 KB file of brackets would
+    raise RecursionError before _Builder._value could count the levels.
+    """
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH + 1:  # the root is composed at depth 1
+                event = self.peek_event()
+                raise _TooDeep(event.start_mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _too_deep(file: str, line: int) -> WorkflowConfigError:
+    return _fail(
+        file,
+        f"the document nests deeper than {MAX_DEPTH} levels (or an alias refers to itself)",
+        "flatten the structure and remove self-referencing aliases",
+        line,
+    )
 
 
 class _Builder:
     def __init__(self, file: str, text: str):
         self.file = file
-        self.loader = yaml.SafeLoader(text)
+        self.text = text
         self.positions: dict[PathKey, tuple[int, int]] = {}
         self.count = 0
 
     def build(self) -> Any:
         try:
-            root = self.loader.get_single_node()
-            if root is None:
-                raise _fail(self.file, "the file is empty", "start from an example in workflows/")
-            return self._value(root, ())
+            self.loader = _Loader(self.text)  # checks every character first
+        except yaml.reader.ReaderError as exc:
+            raise self._unprintable(exc) from None
+        try:
+            return self._root()
+        except _TooDeep as exc:
+            raise _too_deep(self.file, exc.line) from None
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            problem = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
-            raise WorkflowConfigError(
-                [
-                    ConfigIssue(
-                        self.file,
-                        "",
-                        f"YAML syntax error: {problem}",
-                        "fix the YAML syntax at this position (check indentation and quotes)",
-                        mark.line + 1 if mark else None,
-                        mark.column + 1 if mark else None,
-                    )
-                ]
-            ) from None
+            raise self._syntax_error(exc) from None
         except yaml.YAMLError as exc:
             raise _fail(self.file, f"YAML error: {exc}", "fix the YAML syntax") from None
         finally:
             self.loader.dispose()
 
+    def _root(self) -> Any:
+        root = self.loader.get_single_node()
+        if root is None:
+            raise _fail(self.file, "the file is empty", "start from an example in workflows/")
+        return self._value(root, ())
+
+    def _unprintable(self, exc: yaml.reader.ReaderError) -> WorkflowConfigError:
+        line = self.text.count("\n", 0, exc.position) + 1
+        return _fail(
+            self.file,
+            f"the file holds the control character U+{exc.character:04X}, "
+            "which YAML does not allow",
+            "delete it; inside double quotes write special characters as escapes, e.g. \\t",
+            line,
+        )
+
+    def _syntax_error(self, exc: yaml.MarkedYAMLError) -> WorkflowConfigError:
+        mark = exc.problem_mark or exc.context_mark
+        if mark is not None and mark.index >= len(self.text) and exc.context_mark is not None:
+            mark = exc.context_mark  # "unexpected end of stream": point where it opened
+        problem = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        issue = make_issue(
+            self.file,
+            "",
+            f"YAML syntax error: {problem}",
+            "fix the YAML syntax at this position (check indentation and quotes)",
+            mark.line + 1 if mark else None,
+            mark.column + 1 if mark else None,
+        )
+        return WorkflowConfigError([issue])
+
     def _value(self, node: yaml.Node, path: PathKey) -> Any:
         self.count += 1
+        line = node.start_mark.line + 1
         if len(path) > MAX_DEPTH:
-            raise _fail(
-                self.file,
-                f"the document nests deeper than {MAX_DEPTH} levels (or an alias refers to itself)",
-                "flatten the structure and remove self-referencing aliases",
-                node.start_mark.line + 1,
-            )
+            raise _too_deep(self.file, line)
         if self.count > MAX_VALUES:
             raise _fail(
                 self.file,
                 f"the document expands to more than {MAX_VALUES:,} values "
                 "(YAML aliases can multiply a small file)",
                 "remove the repeated anchors and aliases",
-                node.start_mark.line + 1,
+                line,
             )
-        self.positions.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
-        if not isinstance(node, yaml.ScalarNode) and node.tag not in _COLLECTION_TAGS:
+        self.positions.setdefault(path, (line, node.start_mark.column + 1))
+        self._check_tag(node)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self._value(item, (*path, i)) for i, item in enumerate(node.value)]
+        if node.tag in _TEXT_TAGS:
+            return node.value
+        return self.loader.construct_object(node, deep=True)
+
+    def _check_tag(self, node: yaml.Node) -> None:
+        allowed = (
+            _SCALAR_TAGS | _TEXT_TAGS if isinstance(node, yaml.ScalarNode) else _COLLECTION_TAGS
+        )
+        if node.tag not in allowed:
             raise _fail(
                 self.file,
                 f"the YAML tag {node.tag} is not allowed in workflow files",
                 "remove the tag; workflow files hold plain YAML data",
                 node.start_mark.line + 1,
             )
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
-            return [self._value(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self.loader.construct_object(node, deep=True)
 
-    def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[Any, Any]:
+    def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[str, Any]:
         self.loader.flatten_mapping(node)  # resolves `<<` merge keys
-        result: dict[Any, Any] = {}
+        result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = self.loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | float | bool) or key is None:
-                raise _fail(
-                    self.file,
-                    "a mapping key must be a plain scalar",
-                    "use a plain name as the key",
-                    key_node.start_mark.line + 1,
-                )
-            part: str | int = (
-                key
-                if isinstance(key, str | int) and key is not True and (key is not False)
-                else str(key)
-            )
-            key_path = (*path, part)
+            key = self._key(key_node, path)
+            key_path = (*path, key)
+            where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in result:
                 first = self.positions.get(key_path, (0, 0))[0]
-                raise WorkflowConfigError(
-                    [
-                        ConfigIssue(
-                            self.file,
-                            format_path(key_path),
-                            f"duplicate key `{key}` (first defined on line {first})",
-                            "keep one of the two entries",
-                            key_node.start_mark.line + 1,
-                            key_node.start_mark.column + 1,
-                        )
-                    ]
+                issue = make_issue(
+                    self.file,
+                    format_path(key_path),
+                    f"duplicate key `{key}` (first defined on line {first})",
+                    "keep one of the two entries",
+                    *where,
                 )
-            self.positions[key_path] = (
-                key_node.start_mark.line + 1,
-                key_node.start_mark.column + 1,
-            )
+                raise WorkflowConfigError([issue])
+            self.positions[key_path] = where
             result[key] = self._value(value_node, key_path)
         return result
+
+    def _key(self, node: yaml.Node, path: PathKey) -> str:
+        """Every key in a workflow file is a name; a plain `yes:` or `1:` is not text."""
+        line = node.start_mark.line + 1
+        if not isinstance(node, yaml.ScalarNode):
+            raise _fail(
+                self.file,
+                "a mapping key must be a plain scalar",
+                "use a plain name as the key",
+                line,
+            )
+        self._check_tag(node)
+        key = node.value if node.tag in _TEXT_TAGS else self.loader.construct_object(node)
+        if isinstance(key, str):
+            return key
+        raise _fail(
+            self.file,
+            f"the key `{node.value}` reads as {_reads_as(key)} in YAML, not as a name",
+            f'quote it: `"{node.value}":`',
+            line,
+            format_path((*path, node.value)),
+        )
+
+
+def _reads_as(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    return f"a {type(value).__name__}"

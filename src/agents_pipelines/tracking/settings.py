@@ -36,11 +36,29 @@ def resolve_settings(
     uri = os.environ.get(TRACKING_URI_ENV) or config.tracking_uri
     if uri.startswith("file:") or ("://" not in uri and ":" not in uri):
         _allow_file_store(uri)
+    if uri.startswith(("http://", "https://")):
+        _bound_http_retries()
     if ui_url is None:
         ui_url = os.environ.get(UI_URL_ENV) or (
             uri if uri.startswith(("http://", "https://")) else DEFAULT_UI_URL
         )
     return TrackingSettings(uri, config.experiment_name or flow_name, config, ui_url)
+
+
+# MLflow's HTTP client retries 7 times with exponential backoff by default: minutes per
+# call when the tracking server is down, and a run makes several calls. The workflow's
+# output is what the user paid for, so tracking gives up sooner. Settings the operator made
+# in the environment win.
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def _bound_http_retries() -> None:
+    for name, value in _HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
 
 
 def _allow_file_store(uri: str) -> None:

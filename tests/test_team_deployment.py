@@ -1,0 +1,108 @@
+"""The team deployment profile on the machine's PostgreSQL: Dagster storage through
+dagster-postgres (deploy/team/dagster.yaml) and an MLflow tracking server on a PostgreSQL
+backend store, under 16 concurrent runs in separate processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from conftest import EXAMPLES, REPO
+from test_tracking_servers import start_tracking_server
+
+RUNS = 16
+
+
+@pytest.fixture
+def mlflow_on_postgres(tmp_path: Path, postgres_database: str) -> Iterator[str]:
+    yield from start_tracking_server(postgres_database, tmp_path / "artifacts")
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_sixteen_concurrent_runs_on_postgres(
+    tmp_path: Path, postgres_database_factory: object, mlflow_on_postgres: str
+) -> None:
+    dagster_db = postgres_database_factory().replace(  # type: ignore[operator]
+        "postgresql://", "postgresql+psycopg2://"
+    )
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "deploy" / "team" / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_POSTGRES_URL": dagster_db,
+        "MLFLOW_TRACKING_URI": mlflow_on_postgres,
+        "AGENTS_PIPELINES_LLM_BACKEND": "simulated",
+        "AGENTS_PIPELINES_SIMULATED_LATENCY_S": "0.2",
+    }
+    os.environ["DAGSTER_POSTGRES_URL"] = dagster_db
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:  # migrates the schema
+            assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        driver = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "tests" / "load_driver.py"),
+                str(EXAMPLES / "release_notes.yaml"),
+                "--processes",
+                str(RUNS),
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert driver.returncode == 0, driver.stderr[-3000:]
+        results = [json.loads(line) for line in driver.stdout.splitlines() if line.startswith("{")]
+        failed = [r for r in results if not r["success"]]
+        assert len(results) == RUNS and not failed, json.dumps(failed, indent=1)[-6000:]
+        assert len({r["pid"] for r in results}) == RUNS  # one process per run
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            records = instance.fetch_materializations(
+                dg.AssetKey("release_notes"), limit=100
+            ).records
+        metadata = [
+            {k: v.value for k, v in r.asset_materialization.metadata.items()} for r in records
+        ]
+    finally:
+        os.environ.pop("DAGSTER_POSTGRES_URL", None)
+    assert len(metadata) == RUNS
+    assert "database is locked" not in driver.stderr
+
+    client = MlflowClient(mlflow_on_postgres)
+    mlflow.set_tracking_uri(mlflow_on_postgres)
+    experiment = client.get_experiment_by_name("my_workflows")
+    runs = {
+        r.info.run_id: r for r in client.search_runs([experiment.experiment_id], max_results=100)
+    }
+    assert len(runs) == RUNS and all(r.info.status == "FINISHED" for r in runs.values())
+    traces = mlflow.search_traces(
+        locations=[experiment.experiment_id], return_type="list", max_results=100
+    )
+    by_run: dict[str, list[str]] = {}
+    for trace in traces:
+        by_run.setdefault(trace.info.trace_metadata["mlflow.sourceRun"], []).append(
+            trace.info.trace_id
+        )
+    for meta in metadata:
+        run_id = meta["mlflow_run_id"]
+        assert by_run[run_id] == [meta["mlflow_trace_id"]]  # exactly one trace per run
+        summary = json.loads(
+            Path(client.download_artifacts(run_id, "cost_summary.json")).read_text()
+        )
+        assert summary["totals"]["total_cost_usd"] == meta["total_cost_usd"]
+        assert runs[run_id].data.metrics["total_tokens"] == meta["total_tokens"]
