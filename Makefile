@@ -33,6 +33,9 @@ pytest: install
 
 test: lint typecheck pytest
 
+bench: install
+	$(BIN)/python -m benchmarks
+
 clean:
 	rm -rf $(VENV) storage history schedules logs .logs_queue .nux .telemetry mlflow.db mlruns \
 		.pytest_cache .mypy_cache .ruff_cache

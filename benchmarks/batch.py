@@ -21,6 +21,7 @@ def run(ctx: Context) -> BenchResult:
     env = ctx.env(ctx.mlflow_store(work))
     path = write_workflow(work / "workflows", "batch_chain", linear("batch_chain", CALLS))
     params = {"path": str(path), "latency": LATENCY_S, "runs": RUNS, "threads": THREADS}
+    params["short_warmup"] = ctx.quick  # --quick warms up with one wave of 8 runs
     worker = Worker("batch", params, env, work, work / "batch.log")
     runs, drains = [], []
     try:

@@ -45,7 +45,7 @@ def run(ctx: Context) -> BenchResult:
             drains.append(worker.call("drain")["elapsed_s"])
 
     try:
-        runs = interleave(workers, rounds=ctx.reps(25, 5), warmup=ctx.reps(4, 1), after=drain)
+        runs = interleave(workers, rounds=ctx.reps(25, 4), warmup=ctx.reps(4, 1), after=drain)
     finally:
         for worker in workers.values():
             worker.close()

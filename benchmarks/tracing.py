@@ -38,7 +38,7 @@ def run(ctx: Context) -> BenchResult:
             if name.startswith("on"):
                 drains.append(worker.call("drain")["elapsed_s"])
 
-        runs = interleave(workers, rounds=ctx.reps(21, 5), warmup=ctx.reps(3, 1), after=drain)
+        runs = interleave(workers, rounds=ctx.reps(21, 4), warmup=ctx.reps(3, 1), after=drain)
     finally:
         for worker in workers.values():
             worker.close()

@@ -20,7 +20,7 @@ from benchmarks.workflows import three_node, write_workflow
 NAME = "whole_process"
 TARGET = 1.5
 SCRIPT = Path(__file__).with_name("_plain_script.py")
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+IN_PROCESS: dict[str, object] = {"execution": {"config": {"in_process": {}}}}
 
 
 def run(ctx: Context) -> BenchResult:

@@ -36,9 +36,14 @@ def _materialize(index: int) -> dict[str, Any]:
     # A forked worker ends with os._exit, which skips MLflow's atexit flush.
     drain_trace_export()
     errors = [
-        event.step_failure_data.error.to_string()
+        f"{event.event_type_value}: {event.message}"
         for event in result.all_events
-        if event.is_step_failure and event.step_failure_data.error is not None
+        if not result.success
+        and (
+            event.is_failure
+            or "error" in (event.message or "").lower()
+            or event.event_type_value in ("RUN_FAILURE", "ENGINE_EVENT")
+        )
     ]
     return {
         "run_id": result.run_id,

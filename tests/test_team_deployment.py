@@ -51,6 +51,9 @@ def test_sixteen_concurrent_runs_on_postgres(
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance:  # migrates the schema
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+            # All sixteen runs in flight at once (the profile's default pool limit is 8;
+            # the pool bound itself is proven in test_dagster_dev_e2e).
+            instance.event_log_storage.set_concurrency_slots("gemini", RUNS)
         driver = subprocess.run(
             [
                 sys.executable,
