@@ -345,3 +345,19 @@ def test_output_checks(tmp_path: Path, mlflow_uri: str, simulated: None) -> None
     assert result.success
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"budget": True, "summary_min_length_20": True, "summary_max_length_5": False}
+
+
+def test_dagster_retry_of_a_rate_limit_waits_for_retry_after(
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
+) -> None:
+    import time as clock
+
+    text = flow("limited", "  retry: {max_retries: 2, delay_s: 0}\n")
+    text += "config:\n  llm: {max_retries: 0}\n"
+    gemini.plan(Fault.rate_limit(retry_after_s=2.0))
+    started = clock.monotonic()
+    result = materialize(defs_for(tmp_path, text), "limited")
+    assert result.success
+    assert clock.monotonic() - started >= 2.0  # delay_s is 0: only Retry-After explains it
+    assert len([e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]) == 1
+    assert len(gemini.requests) == 2

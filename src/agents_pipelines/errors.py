@@ -120,6 +120,13 @@ class BudgetExceededError(WorkflowRunError):
 class LlmCallError(WorkflowRunError):
     """The LLM provider failed a call for good (a permanent error, or retries used up)."""
 
-    def __init__(self, message: str, usage: UsageSummary | None = None, transient: bool = False):
+    def __init__(
+        self,
+        message: str,
+        usage: UsageSummary | None = None,
+        transient: bool = False,
+        retry_after_s: float | None = None,
+    ):
         super().__init__(message, usage)
         self.transient = transient
+        self.retry_after_s = retry_after_s  # the server's Retry-After, when it sent one

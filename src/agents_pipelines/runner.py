@@ -22,7 +22,7 @@ from agents_pipelines.errors import (
 )
 from agents_pipelines.graph import build_graph, initial_state
 from agents_pipelines.llm import Backend, chat_model_factory, resolve_backend
-from agents_pipelines.llm.gemini import describe_failure, is_transient
+from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s
 from agents_pipelines.spec import Workflow, draw_mermaid
 from agents_pipelines.tracking import (
     MlflowPriceTable,
@@ -154,7 +154,10 @@ def _as_run_error(exc: BaseException, workflow: Workflow, usage: UsageSummary) -
             usage,
         )
     return LlmCallError(
-        f"Workflow {name} failed: {describe_failure(exc)}.", usage, transient=is_transient(exc)
+        f"Workflow {name} failed: {describe_failure(exc)}.",
+        usage,
+        transient=is_transient(exc),
+        retry_after_s=retry_after_s(exc),
     )
 
 

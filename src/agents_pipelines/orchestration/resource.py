@@ -46,6 +46,7 @@ class WorkflowRunner(dg.ConfigurableResource):
         except InvalidInputsError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         except WorkflowRunError as exc:
+            _retry_after_rate_limit(context, workflow, exc)
             metadata = usage_metadata(exc.usage) if exc.usage is not None else {}
             overspent = isinstance(exc, BudgetExceededError) and exc.usage is not None
             if overspent and (check := budget_result(workflow, exc.usage)) is not None:  # type: ignore[arg-type]
@@ -63,6 +64,24 @@ class WorkflowRunner(dg.ConfigurableResource):
         if (check := budget_result(workflow, result.usage)) is not None:
             yield check
         yield from output_results(workflow, result.state)
+
+
+def _retry_after_rate_limit(
+    context: dg.AssetExecutionContext, workflow: Workflow, exc: WorkflowRunError
+) -> None:
+    """A rate limit that outlasted the node retries: retry the step, but never sooner than
+    the server asked (Dagster's RetryPolicy would wait only its own delay)."""
+    wait = getattr(exc, "retry_after_s", None)
+    policy = workflow.spec.orchestration.retry
+    if not exc.transient or wait is None or policy.max_retries == 0:
+        return
+    spent = exc.usage.describe_spend() if exc.usage is not None else "nothing"
+    context.log.warning(
+        f"{exc} Retrying after the server's Retry-After ({wait:g} s); this attempt spent {spent}."
+    )
+    raise dg.RetryRequested(
+        max_retries=policy.max_retries, seconds_to_wait=max(wait, policy.delay_s)
+    ) from exc
 
 
 def _mlflow_tags(context: dg.AssetExecutionContext) -> dict[str, str]:
