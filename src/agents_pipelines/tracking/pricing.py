@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from agents_pipelines.spec.models import ModelPrice
@@ -10,6 +11,7 @@ from agents_pipelines.usage import Price, TokenUsage, round_usd
 OVERRIDE_SOURCE = "config.pricing"
 
 
+@functools.cache  # a package-metadata lookup: once per process, not once per run
 def _bundled_source() -> str:
     from importlib.metadata import version
 
