@@ -145,25 +145,38 @@ def setup_runner(params: Mapping[str, Any]) -> Run:
 
 
 def setup_batch(params: Mapping[str, Any]) -> Run:
-    """``runs`` calls of ``run_workflow`` through a pool of ``threads`` threads."""
-    from agents_pipelines.runner import run_workflow
+    """A backfill of every partition of the workflow's asset: one ``dg.materialize`` per
+    partition, ``threads`` at a time, on one Dagster instance in this process."""
+    import dagster as dg
+
+    from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
     from agents_pipelines.spec import load_workflow
 
     workflow = load_workflow(params["path"])
-    latency, runs, threads = float(params["latency"]), int(params["runs"]), int(params["threads"])
+    runner = WorkflowRunner(llm_backend="simulated", simulated_latency_s=float(params["latency"]))
+    asset = build_workflow_asset(workflow)
+    keys = asset.partitions_def.get_partition_keys() if asset.partitions_def else []
+    threads = int(params["threads"])
+    instance = dg.DagsterInstance.ephemeral()
 
-    def one(_: int) -> int:
-        result = run_workflow(workflow, backend="simulated", simulated_latency_s=latency)
-        return result.usage.llm_calls
+    def one(key: str) -> int:
+        result = dg.materialize(
+            [asset],
+            resources={"workflow_runner": runner},
+            instance=instance,
+            partition_key=key,
+        )
+        (event,) = result.asset_materializations_for_node(workflow.name)
+        return int(event.metadata["llm_calls"].value)  # type: ignore[arg-type]
 
     first = [True]
 
     def run() -> dict[str, Any]:
         # With "short_warmup", the first call (the warm-up) runs one wave only.
-        count = threads if first[0] and params.get("short_warmup") else runs
+        chosen = keys[:threads] if first[0] and params.get("short_warmup") else keys
         first[0] = False
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            elapsed, calls = _timed(lambda: list(pool.map(one, range(count))))
+            elapsed, calls = _timed(lambda: list(pool.map(one, chosen)))
         return {"elapsed_s": elapsed, "llm_calls": sum(calls), "runs": len(calls)}
 
     return run

@@ -105,3 +105,9 @@ def write_workflow(directory: Path, name: str, text: str) -> Path:
 
 def _yaml_bool(value: bool) -> str:
     return "true" if value else "false"
+
+
+def partitioned(text: str, keys: int) -> str:
+    """``text`` with ``keys`` static partitions, each with its own topic."""
+    partitions = "".join(f"      p{i:02d}: {{topic: topic {i}}}\n" for i in range(keys))
+    return text + "  partitions:\n    static:\n" + partitions

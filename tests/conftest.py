@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from agents_pipelines.testing import GeminiLoopbackServer
+from agents_pipelines.tracking import drain_trace_export
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "workflows"
@@ -57,7 +58,7 @@ def mlflow_uri(
     mlflow.set_tracking_uri(uri)  # the test's own MlflowClient() reads this store too
     monkeypatch.chdir(tmp_path)  # artifacts (./mlruns) land in the temp dir too
     yield uri
-    mlflow.flush_trace_async_logging()
+    drain_trace_export()
     while mlflow.active_run():
         mlflow.end_run()
 

@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from agents_pipelines.errors import WorkflowConfigError
+from agents_pipelines.errors import AgentsPipelinesError, WorkflowConfigError
 from agents_pipelines.orchestration import WorkflowRunner, build_definitions, build_workflow_asset
 from agents_pipelines.spec import load_workflow
 from conftest import EXAMPLES, LINEAR, REPO, write
@@ -41,6 +41,24 @@ def test_each_file_becomes_one_asset_with_spec_and_definition_metadata() -> None
     assert meta["models"].value == ["gemini-2.5-flash", "gemini-2.5-pro"]
     (reference,) = meta["dagster/code_references"].code_references
     assert reference.file_path == str((EXAMPLES / "article_writer.yaml").resolve())
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"), [(None, "in_process"), ("multiprocess", "multiprocess")]
+)
+def test_runs_execute_in_process_unless_the_environment_asks_for_subprocesses(
+    monkeypatch: pytest.MonkeyPatch, setting: str | None, expected: str
+) -> None:
+    if setting is not None:
+        monkeypatch.setenv("AGENTS_PIPELINES_EXECUTOR", setting)
+    defs = build_definitions(EXAMPLES)
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == expected
+
+
+def test_an_unknown_executor_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTS_PIPELINES_EXECUTOR", "celery")
+    with pytest.raises(AgentsPipelinesError, match="AGENTS_PIPELINES_EXECUTOR='celery'"):
+        build_definitions(EXAMPLES)
 
 
 def test_launchpad_config_is_typed_with_yaml_defaults() -> None:

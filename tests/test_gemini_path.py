@@ -18,6 +18,7 @@ from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, Reply
+from agents_pipelines.tracking import drain_trace_export
 from conftest import EXAMPLES, FAKE_KEY, LINEAR, write
 
 # Bundled MLflow prices (USD per million tokens), written out so the test is not circular.
@@ -104,7 +105,7 @@ def test_one_truth_for_usage_and_cost(mlflow_uri: str, gemini: GeminiLoopbackSer
         f"mlflow bundled price table (mlflow {mlflow.__version__})"
     }
 
-    mlflow.flush_trace_async_logging()
+    drain_trace_export()
     trace = mlflow.get_trace(meta["mlflow_trace_id"])
     assert trace.info.trace_metadata["mlflow.sourceRun"] == run.info.run_id
     assert trace.info.token_usage == {
@@ -147,7 +148,7 @@ def test_api_key_reaches_no_metadata_param_tag_artifact_or_trace(
     artifacts = Path(client.download_artifacts(run.info.run_id, ""))
     texts = [repr(meta), repr(run.data.params), repr(run.data.tags)]
     texts += [p.read_text() for p in artifacts.rglob("*") if p.is_file()]
-    mlflow.flush_trace_async_logging()
+    drain_trace_export()
     texts.append(mlflow.get_trace(meta["mlflow_trace_id"]).to_json())
     texts += [str(event) for event in result.all_events]
     assert all(FAKE_KEY not in text for text in texts)

@@ -17,6 +17,7 @@ from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, Reply
 from agents_pipelines.testing.gemini_server import RecordedRequest, default_reply
+from agents_pipelines.tracking import drain_trace_export
 from conftest import EXAMPLES, write
 
 FAN_OUT = """\
@@ -120,7 +121,7 @@ def test_a_failed_run_keeps_its_spend_in_mlflow(
     assert [c["status"] for c in summary["calls"]] == ["ok", "error"]
     assert summary["totals"]["total_tokens"] == 205
     assert run.data.metrics["total_tokens"] == 205
-    mlflow.flush_trace_async_logging()
+    drain_trace_export()
     (trace,) = mlflow.search_traces(locations=[run.info.experiment_id], return_type="list")
     assert trace.info.state.value == "ERROR"
     assert any(

@@ -25,9 +25,10 @@ from agents_pipelines.errors import InvalidInputsError, WorkflowConfigError
 from agents_pipelines.graph.state import initial_state
 from agents_pipelines.orchestration.asset_factory import build_workflow_asset
 from agents_pipelines.orchestration.resource import WorkflowRunner
-from agents_pipelines.spec import Workflow, load_workflow, load_workflow_text
+from agents_pipelines.spec import Workflow, _libyaml, load_workflow, load_workflow_text
 from agents_pipelines.spec.field_types import FIELD_TYPE_NAMES, element_name, python_type
 from agents_pipelines.spec.models import WorkflowSpec
+from agents_pipelines.spec.yaml_source import MAX_DEPTH, MAX_VALUES, _parse_reference
 from conftest import EXAMPLES
 
 PROPERTIES = settings(
@@ -37,7 +38,7 @@ PROPERTIES = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-# Loading parses YAML in pure Python (~10 ms a document): fewer examples keep the file fast.
+# Loading may parse YAML in pure Python (~10 ms a document): fewer examples keep the file fast.
 LOADING = settings(PROPERTIES, max_examples=100)
 FILE = "flows/random.yaml"
 GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{35}")
@@ -442,6 +443,30 @@ def damaged_text(draw: st.DrawFn) -> str:
 @given(damaged_text())
 def test_damaged_yaml_gives_workflow_config_errors(text: str) -> None:
     loads_or_refuses(text)
+
+
+def reads_alike(text: str) -> None:
+    """libyaml's fast path gives the reference reader's values and positions, or stands aside."""
+    fast = _libyaml.compose(text, MAX_DEPTH, MAX_VALUES)
+    if fast is None:
+        event("read by the reference reader")
+        return
+    event("read by libyaml")
+    reference = _parse_reference(text, FILE)  # raises if only libyaml takes the text
+    assert repr(fast[0]) == repr(reference.data)  # repr: key order counts, and NaN == NaN
+    assert fast[1] == reference.positions
+
+
+@PROPERTIES
+@given(
+    st.text()
+    | st.lists(YAML_BITS | st.text(max_size=3), max_size=30).map("".join)
+    | damaged_text()
+    | st.tuples(valid_workflows(), st.booleans()).map(lambda t: dump(*t))
+    | valid_workflows().map(lambda d: yaml.safe_dump(d, default_flow_style=True, width=60))
+)
+def test_libyaml_reads_as_the_reference_reader_does(text: str) -> None:
+    reads_alike(text)
 
 
 @pytest.fixture(scope="module")

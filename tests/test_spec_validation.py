@@ -12,8 +12,9 @@ import pytest
 
 from agents_pipelines.cli import main
 from agents_pipelines.errors import WorkflowConfigError
-from agents_pipelines.spec import load_workflow, load_workflow_text, workflow_json_schema
+from agents_pipelines.spec import _libyaml, load_workflow, load_workflow_text, workflow_json_schema
 from agents_pipelines.spec.checks import MAX_HINTS
+from agents_pipelines.spec.yaml_source import MAX_DEPTH, MAX_VALUES, _parse_reference
 from conftest import EXAMPLES, LINEAR, REPO, write
 
 BASE = """\
@@ -468,3 +469,33 @@ def test_int_is_a_float_and_plain_equals_sign_is_text() -> None:
 def test_load_workflow_text_refuses_what_load_workflow_refuses(text: str, expected: str) -> None:
     errors = errors_of(text)
     assert len(errors) == 1 and re.search(expected, errors[0]), errors
+
+
+def test_plain_workflow_files_are_read_by_libyaml() -> None:
+    """The fast path must not quietly stand aside for the files it is there for."""
+    texts = [path.read_text(encoding="utf-8") for path in sorted(EXAMPLES.glob("*.yaml"))]
+    for text in [*texts, LINEAR, LINEAR.replace("\n", "\r\n")]:
+        fast = _libyaml.compose(text, MAX_DEPTH, MAX_VALUES)
+        assert fast is not None
+        reference = _parse_reference(text, "wf.yaml")
+        assert fast == (reference.data, reference.positions)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # libyaml reads these; PyYAML, the reference, does not.
+        ("flow: {name: x}\nnodes: [what?]\n", r"wf\.yaml:2:13: YAML syntax error: .*got '\?'"),
+        ("flow: |#\n  x\n", r"wf\.yaml:1:8: YAML syntax error: .*but found '#'"),
+        ("flow:\n\t- x\n", r"wf\.yaml:2:1: YAML syntax error: .*'\\t'"),
+        # The two readers place an empty value at the end of a file differently.
+        ("# nothing\n---", r"wf\.yaml:2:4: the file must hold a mapping, got NoneType"),
+        ("[" * 100_000, r"wf\.yaml:1: the document nests deeper than 40 levels"),
+        ("a: &x [1]\nb: *x\n", r"wf\.yaml:1:1: .*schema_version"),
+    ],
+)
+def test_where_the_readers_differ_the_reference_reads(text: str, expected: str) -> None:
+    assert _libyaml.compose(text, MAX_DEPTH, MAX_VALUES) is None
+    with pytest.raises(WorkflowConfigError) as info:
+        load_workflow_text(text, "wf.yaml")
+    assert re.search(expected, str(info.value.issues[0])), str(info.value.issues[0])

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from agents_pipelines.cli import main
 from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
+from agents_pipelines.tracking import drain_trace_export
 from agents_pipelines.tracking.settings import FileStoreDeprecationWarning
 from conftest import LINEAR, write
 
@@ -87,7 +88,7 @@ def test_file_store_still_works_and_warns(
     assert result.tracking is not None
     run = MlflowClient(store.as_uri()).get_run(result.tracking.run_id)
     assert run.data.metrics["llm_calls"] == 1
-    mlflow.flush_trace_async_logging()
+    drain_trace_export()
 
 
 def test_disabled_tracking_still_reports_usage(
@@ -112,7 +113,7 @@ def test_pricing_override_reaches_the_trace_and_the_summary(
     assert call.cost_usd == expected and call.price is not None
     assert call.price.source == "config.pricing"
     assert result.tracking is not None and result.tracking.trace_id is not None
-    mlflow.flush_trace_async_logging()
+    drain_trace_export()
     trace = mlflow.get_trace(result.tracking.trace_id)
     (span,) = [s for s in trace.data.spans if s.span_type == "CHAT_MODEL"]
     assert span.attributes["mlflow.llm.cost"]["total_cost"] == expected
@@ -186,7 +187,7 @@ def test_prompts_and_replies_reach_the_trace_only_at_full(
 ) -> None:
     result = run_workflow(load_workflow(linear(tmp_path, f"artifact_level: {level}")))
     assert result.tracking is not None
-    mlflow.flush_trace_async_logging()
+    drain_trace_export()
     trace_json = mlflow.get_trace(result.tracking.trace_id).to_json()
     assert ("Summarize cats." in trace_json) is recorded
     assert (result.state["summary"][:40] in trace_json) is recorded
@@ -215,3 +216,62 @@ def test_synchronous_trace_logging_stores_the_trace_before_returning(
     # No flush here: with async_logging off the run waited for its trace.
     trace = MlflowClient().get_trace(result.tracking.trace_id)
     assert len([s for s in trace.data.spans if s.span_type == "CHAT_MODEL"]) == 1
+
+
+def test_concurrent_runs_in_one_process_link_each_trace_to_its_own_run(
+    tmp_path: Path, mlflow_uri: str, simulated: None
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    workflow = load_workflow(linear(tmp_path))
+    with ThreadPoolExecutor(8) as pool:
+        results = list(
+            pool.map(lambda i: run_workflow(workflow, {"topic": f"topic {i}"}), range(16))
+        )
+    drain_trace_export()
+    client = MlflowClient()
+    run_ids = set()
+    for result in results:
+        assert result.tracking is not None and result.tracking.trace_id is not None
+        run_id = result.tracking.run_id
+        run_ids.add(run_id)
+        trace = client.get_trace(result.tracking.trace_id)
+        assert trace.info.trace_metadata["mlflow.sourceRun"] == run_id
+        (root,) = [s for s in trace.data.spans if s.parent_id is None]
+        assert root.inputs == {"inputs": ["summary", "topic"]}
+        linked = mlflow.search_traces(
+            locations=[result.tracking.experiment_id], run_id=run_id, return_type="list"
+        )
+        assert [t.info.trace_id for t in linked] == [result.tracking.trace_id]
+        assert client.get_run(run_id).info.status == "FINISHED"
+    assert len(run_ids) == 16
+
+
+def test_a_disabled_workflow_is_never_traced_even_after_a_traced_one(
+    tmp_path: Path, mlflow_uri: str, simulated: None
+) -> None:
+    traced = run_workflow(load_workflow(linear(tmp_path)))  # autolog is on from here
+    assert traced.tracking is not None
+    disabled = LINEAR.replace("linear", "untracked") + (
+        "config:\n  observability:\n    mlflow: {enabled: false}\n"
+    )
+    disabled_path = write(tmp_path, disabled, "untracked.yaml")
+    untracked = run_workflow(load_workflow(disabled_path), {"topic": "secret plans"})
+    assert untracked.tracking is None and untracked.usage.llm_calls == 1
+    drain_trace_export()
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    traces = mlflow.search_traces(locations=experiments, return_type="list")
+    assert [t.info.trace_id for t in traces] == [traced.tracking.trace_id]
+    assert all("secret plans" not in t.to_json() for t in traces)
+
+
+def test_the_sqlite_store_writes_ahead_so_concurrent_runs_do_not_wait_on_fsyncs(
+    tmp_path: Path, mlflow_uri: str, simulated: None
+) -> None:
+    import sqlite3
+
+    run_workflow(load_workflow(linear(tmp_path)))
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+    assert mode == "wal"

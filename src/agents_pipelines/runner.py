@@ -10,7 +10,7 @@ import logging
 import time
 import warnings
 from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from agents_pipelines.tracking import (
     TrackingInfo,
     TrackingSession,
     resolve_settings,
+    untraced,
     usage_metrics,
 )
 from agents_pipelines.usage import Budget, UsageLedger, UsageSummary, cost_summary
@@ -219,7 +220,7 @@ def _traced(
     ledger: UsageLedger,
 ) -> AbstractContextManager[None]:
     if session is None:
-        return nullcontext()
+        return untraced()
     return session.traced(name, state, pricer, ledger.summary)
 
 

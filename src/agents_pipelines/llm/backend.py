@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from enum import StrEnum
@@ -40,18 +41,22 @@ def chat_model_factory(
     backend: Backend, simulated_latency_s: float | None = None
 ) -> ChatModelFactory:
     if backend is Backend.SIMULATED:
-        from agents_pipelines.llm.simulated import SimulatedChatModel
-
         latency = simulated_latency_s
         if latency is None:
             latency = float(os.environ.get(LATENCY_ENV, "0") or 0)
 
         def simulated(config: LlmConfig) -> BaseChatModel:
-            return SimulatedChatModel(
-                model=config.model, temperature=config.temperature, latency_s=latency
-            )
+            return _simulated_model(config.model, config.temperature, latency)
 
         return simulated
     from agents_pipelines.llm.gemini import gemini_chat_model
 
     return gemini_chat_model
+
+
+@functools.lru_cache(maxsize=64)
+def _simulated_model(model: str, temperature: float | None, latency_s: float) -> BaseChatModel:
+    """Shared like the Gemini clients, so the compiled graph can be reused (graph.builder)."""
+    from agents_pipelines.llm.simulated import SimulatedChatModel
+
+    return SimulatedChatModel(model=model, temperature=temperature, latency_s=latency_s)

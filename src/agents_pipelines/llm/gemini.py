@@ -8,6 +8,7 @@ retried once per node by LangGraph's RetryPolicy, using ``is_transient`` and
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any
@@ -38,16 +39,43 @@ def gemini_chat_model(config: LlmConfig) -> BaseChatModel:
             "location (or of this shell), or set AGENTS_PIPELINES_LLM_BACKEND=simulated "
             "for a dry run with estimated costs."
         )
+    base_url = config.base_url or os.environ.get(BASE_URL_ENV) or None
+    return _chat_model(
+        config.model,
+        config.temperature,
+        config.max_output_tokens,
+        config.timeout_s,
+        base_url,
+        key,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _chat_model(
+    model: str,
+    temperature: float | None,
+    max_output_tokens: int | None,
+    timeout_s: float | None,
+    base_url: str | None,
+    key: str,
+) -> BaseChatModel:
+    """One client per distinct setting, shared by nodes, runs and threads.
+
+    Each new client builds three TLS contexts from the CA bundle: about 50 ms on an idle
+    machine, 146 ms under load, per node per run (measured). A shared client also keeps
+    its HTTP connections to Gemini alive between calls. The key is part of the cache key,
+    so a rotated key takes effect on the next run.
+    """
     from langchain_google_genai import ChatGoogleGenerativeAI  # heavy: imported on first use
 
     return ChatGoogleGenerativeAI(
-        model=config.model,
+        model=model,
         google_api_key=SecretStr(key),
-        temperature=config.temperature,
-        max_output_tokens=config.max_output_tokens,
-        timeout=config.timeout_s,
+        temperature=temperature,
+        max_output_tokens=max_output_tokens,
+        timeout=timeout_s,
         max_retries=1,
-        base_url=config.base_url or os.environ.get(BASE_URL_ENV) or None,
+        base_url=base_url,
     )
 
 

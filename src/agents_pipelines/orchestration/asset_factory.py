@@ -1,7 +1,9 @@
 """Build one Dagster asset per workflow, with a typed Launchpad config."""
 
 # No `from __future__ import annotations`: Dagster reads the asset function's annotations.
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterator
+from types import CodeType
 from typing import Any
 
 import dagster as dg
@@ -28,7 +30,16 @@ def build_workflow_asset(
     # Upstream workflows are inputs (not plain deps): their final state feeds ours.
     ins = {dep.workflow: dg.AssetIn(key=dg.AssetKey(dep.workflow)) for dep in orchestration.deps}
 
-    @dg.asset(
+    def _workflow_asset(
+        context: dg.AssetExecutionContext, workflow_runner: WorkflowRunner, **upstream: Any
+    ) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
+        yield from workflow_runner.materialize(context, workflow, upstream)
+
+    # Dagster reads the function's signature and type hints some 25 times per asset; they are
+    # the same for every workflow, so hand it the signature worked out once (Dagster takes
+    # the hints from an explicit __signature__ too).
+    _workflow_asset.__signature__ = _shared_signature(_workflow_asset)  # type: ignore[attr-defined]
+    return dg.asset(
         key=spec.key,
         group_name=spec.group_name,
         description=spec.description,
@@ -44,13 +55,18 @@ def build_workflow_asset(
         pool=orchestration.pool,
         retry_policy=retry_policy(orchestration.retry),
         check_specs=check_specs(workflow, spec.key),
-    )
-    def _workflow_asset(
-        context: dg.AssetExecutionContext, workflow_runner: WorkflowRunner, **upstream: Any
-    ) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
-        yield from workflow_runner.materialize(context, workflow, upstream)
+    )(_workflow_asset)
 
-    return _workflow_asset
+
+_SIGNATURES: dict[CodeType, inspect.Signature] = {}
+
+
+def _shared_signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """Every asset function is made by the same ``def``, so all share one signature."""
+    code = fn.__code__
+    if (signature := _SIGNATURES.get(code)) is None:
+        signature = _SIGNATURES[code] = inspect.signature(fn)
+    return signature
 
 
 def retry_policy(config: RetryConfig) -> dg.RetryPolicy | None:

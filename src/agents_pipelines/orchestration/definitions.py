@@ -29,6 +29,7 @@ from agents_pipelines.spec import Workflow, load_workflows
 
 WORKFLOWS_DIR_ENV = "AGENTS_PIPELINES_WORKFLOWS_DIR"
 ON_INVALID_ENV = "AGENTS_PIPELINES_INVALID_WORKFLOWS"
+EXECUTOR_ENV = "AGENTS_PIPELINES_EXECUTOR"
 DEFAULT_WORKFLOWS_DIR = "workflows"
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,23 @@ def build_workflow_definitions(
         schedules=schedules,
         sensors=sensors,
         resources={RUNNER_KEY: runner or WorkflowRunner()},
+        executor=_executor(),
+    )
+
+
+def _executor() -> dg.ExecutorDefinition:
+    """In-process by default: a workflow asset is one step, and Dagster's multiprocess
+    executor would start a process for it that imports the code location again: seconds
+    per run (benchmarks/whole_process.py measures both executors). The step's LLM calls
+    already run concurrently inside it. AGENTS_PIPELINES_EXECUTOR=multiprocess restores
+    Dagster's default, for runs that select many independent workflows at once."""
+    choice = os.environ.get(EXECUTOR_ENV, "in_process").strip().lower()
+    if choice == "in_process":
+        return dg.in_process_executor
+    if choice == "multiprocess":
+        return dg.multiprocess_executor
+    raise AgentsPipelinesError(
+        f"{EXECUTOR_ENV}={choice!r} is not valid: use `in_process` (the default) or `multiprocess`."
     )
 
 

@@ -11,6 +11,7 @@ get one; the rest name the options (or, when there are many, just say what to ch
 from __future__ import annotations
 
 import difflib
+import functools
 from collections import defaultdict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -104,10 +105,16 @@ def _state(spec: WorkflowSpec) -> Iterator[Finding]:
 
 def _type_error(type_name: str, value: Any) -> str | None:
     try:
-        TypeAdapter(field_types.python_type(type_name)).validate_python(value, strict=True)
+        _adapter(type_name).validate_python(value, strict=True)
     except ValidationError as exc:
         return exc.errors(include_url=False)[0]["msg"]
     return None
+
+
+@functools.cache
+def _adapter(type_name: str) -> TypeAdapter[Any]:
+    """Building a TypeAdapter costs far more than using it; there are a dozen type names."""
+    return TypeAdapter(field_types.python_type(type_name))
 
 
 def _nodes(spec: WorkflowSpec) -> Iterator[Finding]:

@@ -10,6 +10,7 @@ from agents_pipelines.errors import ConfigIssue
 from agents_pipelines.spec.yaml_source import GOOGLE_KEY, PathKey, YamlDocument
 
 _KEY_NAMES = re.compile(r"^(google_|gemini_)?api[_-]?key$", re.IGNORECASE)
+_API = re.compile("api", re.IGNORECASE)  # in every match of _KEY_NAMES, with the same flags
 
 _FIX = (
     "delete it from the file (and rotate the key if the file was shared); "
@@ -21,6 +22,8 @@ _LITERAL = (
 
 
 def find_literal_keys(doc: YamlDocument) -> list[ConfigIssue]:
+    if not _may_hold_key(doc.text):
+        return []
     issues = []
     for path, key, value in _walk(doc.data, ()):
         if key is not None and _KEY_NAMES.match(key):
@@ -30,6 +33,13 @@ def find_literal_keys(doc: YamlDocument) -> list[ConfigIssue]:
         elif isinstance(value, str) and GOOGLE_KEY.search(value):
             issues.append(doc.issue(path, f"this value {_LITERAL}", _FIX))
     return issues
+
+
+def _may_hold_key(text: str) -> bool:
+    """Whether a key or value read from ``text`` could match either pattern: each match needs
+    `api` (any case) or `AIza` in the text itself. YAML only joins text across lines with a
+    separator, so just an escape (`\\x41`, a `\\` line end) can spell out what the text does not."""
+    return "\\" in text or "AIza" in text or _API.search(text) is not None
 
 
 def _named_key(doc: YamlDocument, path: PathKey, key: str) -> ConfigIssue:

@@ -2,7 +2,8 @@
 
 PyYAML's SafeLoader composes the node tree; we build the Python values ourselves so that
 we can record each key's line, refuse duplicate keys (PyYAML silently keeps the last),
-and stop alias expansion before a "billion laughs" document eats the machine.
+and stop alias expansion before a "billion laughs" document eats the machine. A file in
+plain YAML is first read by libyaml (``_libyaml``), to the same values and positions.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 
 from agents_pipelines.errors import ConfigIssue, WorkflowConfigError
+from agents_pipelines.spec import _libyaml
 
 MAX_FILE_BYTES = 1_000_000
 MAX_VALUES = 50_000  # values after alias expansion; real workflows hold a few hundred
@@ -103,6 +105,15 @@ def parse_yaml(raw: bytes, file: str) -> YamlDocument:
             "save the file as UTF-8",
             line,
         ) from None
+    # libyaml reads the plain YAML of nearly every workflow file some 15 times faster; the
+    # pure-Python reader takes the rest, and gives every message.
+    if (fast := _libyaml.compose(text, MAX_DEPTH, MAX_VALUES)) is not None:
+        return YamlDocument(file, text, *fast)
+    return _parse_reference(text, file)
+
+
+def _parse_reference(text: str, file: str) -> YamlDocument:
+    """The pure-Python reader: the reference for every value, position and message."""
     builder = _Builder(file, text)
     return YamlDocument(file, text, builder.build(), builder.positions)
 

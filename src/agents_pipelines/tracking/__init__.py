@@ -5,6 +5,7 @@ from agents_pipelines.tracking.session import (
     TrackingInfo,
     TrackingSession,
     drain_trace_export,
+    untraced,
     usage_metrics,
 )
 from agents_pipelines.tracking.settings import TrackingSettings, resolve_settings
@@ -16,5 +17,6 @@ __all__ = [
     "TrackingSettings",
     "drain_trace_export",
     "resolve_settings",
+    "untraced",
     "usage_metrics",
 ]

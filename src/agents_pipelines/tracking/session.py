@@ -1,28 +1,50 @@
 """One MLflow run per workflow run: params, tags, metrics, the trace and the artifacts.
 
-MLflow's fluent API keeps the active run per thread, so the run is started on the thread
-that invokes the graph; autolog then links the trace to it. The trace export stays
-asynchronous unless the workflow turns async_logging off; MLflow's atexit hook drains the
-queue when the process ends, so no trace is lost.
+The run is created and ended through ``MlflowClient`` with explicit ids, never through the
+fluent API's active run: that is kept per thread, and concurrent runs in one process (a
+threaded executor, a notebook) linked their traces to each other's runs (9 of 16,
+measured). The root span names the run and the experiment itself.
+
+LangChain's spans come from ``mlflow.langchain.autolog``, enabled once per process; they
+nest under the root span because it is the active span while the graph runs. The trace
+export stays asynchronous unless the workflow turns async_logging off; MLflow's atexit
+hook drains the queue when the process ends, so no trace is lost.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agents_pipelines.tracking import span_policy
 from agents_pipelines.tracking.settings import TrackingSettings
+from agents_pipelines.tracking.sqlite_store import tune_sqlite_store
 from agents_pipelines.usage import Pricer, UsageSummary, round_usd
 
 logger = logging.getLogger(__name__)
 _configure_lock = threading.Lock()
 _autolog_enabled = False
+# MLflow's exporter writes spans in batches of 5 by default, one store transaction per
+# batch, about 1 ms of CPU per span on SQLite: the larger share of tracing's cost per LLM
+# call (16 ms of CPU per call with tracing on, 4.8 ms with these batches, 2.7 ms with
+# tracing off; benchmarks/tracing.py). A batch also goes out every 0.5 s instead of every
+# 5 s, so a trace reaches the store soon after its run. Settings made in the environment win.
+_SPAN_EXPORT_DEFAULTS = {
+    "MLFLOW_ASYNC_TRACE_LOGGING_MAX_SPAN_BATCH_SIZE": "100",
+    "MLFLOW_ASYNC_TRACE_LOGGING_MAX_INTERVAL_MILLIS": "500",
+}
+# (tracking URI, experiment name) -> experiment id: one lookup per process, not per run.
+_experiment_ids: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -51,7 +73,7 @@ def usage_metrics(summary: UsageSummary, duration_s: float, node_count: int) -> 
 
 
 class TrackingSession:
-    """Start with ``TrackingSession.start``; end with ``finish`` or ``fail``."""
+    """Start with ``TrackingSession.start``; trace with ``traced``; finish with ``end``."""
 
     def __init__(self, settings: TrackingSettings, experiment_id: str, run_id: str):
         self.settings = settings
@@ -68,14 +90,22 @@ class TrackingSession:
         tags: Mapping[str, str],
         params: Mapping[str, Any],
     ) -> TrackingSession:
-        import mlflow
+        from mlflow.entities import Param
+        from mlflow.exceptions import MlflowException
 
-        _configure(settings.tracking_uri)
-        experiment_id = _experiment_id(settings.experiment_name)
+        client = _client(settings.tracking_uri)
+        experiment_id = _experiment_id(client, settings.tracking_uri, settings.experiment_name)
         logger.info("✓ Experiment: %s (ID: %s)", settings.experiment_name, experiment_id)
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags))
-        mlflow.log_params({k: str(v)[:6000] for k, v in params.items()})
-        return cls(settings, experiment_id, run.info.run_id)
+        try:
+            run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+        except MlflowException:
+            # The cached experiment may have been deleted since; look it up again once.
+            _experiment_ids.pop((settings.tracking_uri, settings.experiment_name), None)
+            experiment_id = _experiment_id(client, settings.tracking_uri, settings.experiment_name)
+            run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+        run_id = run.info.run_id
+        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        return cls(settings, experiment_id, run_id)
 
     @contextmanager
     def traced(
@@ -93,9 +123,15 @@ class TrackingSession:
         the async exporter delivers last.
         """
         import mlflow
+        from mlflow.entities.trace_location import MlflowExperimentLocation
 
         full = self.settings.config.artifact_level == "full"
-        with mlflow.start_span(name=name, span_type="CHAIN") as root:
+        with mlflow.start_span(
+            name=name,
+            span_type="CHAIN",
+            run_id=self.run_id,
+            trace_destination=MlflowExperimentLocation(self.experiment_id),
+        ) as root:
             self.trace_id = root.trace_id
             span_policy.apply_to(root.trace_id, span_policy.TracePolicy(pricer, full))
             root.set_inputs(dict(inputs) if full else {"inputs": sorted(inputs)})
@@ -116,22 +152,50 @@ class TrackingSession:
         )
 
     def end(self, metrics: Mapping[str, float], artifacts: Mapping[str, Any], status: str) -> None:
-        """Log metrics and artifacts, then end the run (FINISHED or FAILED)."""
-        import mlflow
+        """Log metrics and artifacts, then end the run (FINISHED or FAILED).
 
+        One call each: a metrics batch, one upload of every artifact, the status.
+        """
+        from mlflow.entities import Metric
+
+        client = _client(self.settings.tracking_uri)
         try:
-            mlflow.log_metrics(dict(metrics), run_id=self.run_id)
-            for path, content in artifacts.items():
-                if isinstance(content, str):
-                    mlflow.log_text(content, path, run_id=self.run_id)
-                else:
-                    mlflow.log_text(
-                        json.dumps(content, indent=2, default=str), path, run_id=self.run_id
-                    )
+            now = int(time.time() * 1000)
+            client.log_batch(
+                self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]
+            )
+            if artifacts:
+                with tempfile.TemporaryDirectory(prefix="agents-pipelines-") as folder:
+                    for path, content in artifacts.items():
+                        _write_artifact(Path(folder, path), content)
+                    client.log_artifacts(self.run_id, folder)
         finally:
-            mlflow.end_run(status=status)
+            client.set_terminated(self.run_id, status)
             if not self.settings.config.async_logging:
                 drain_trace_export()
+
+
+@contextmanager
+def untraced() -> Iterator[None]:
+    """Keep a run out of MLflow even where autolog is on in this process.
+
+    Autolog is process-wide: once any workflow has traced, a workflow with tracking
+    disabled would otherwise be traced too, its content unredacted, into MLflow's default
+    experiment. Without MLflow imported, nothing can trace, and nothing is imported here.
+    """
+    if "mlflow" not in sys.modules:
+        yield
+        return
+    import mlflow
+
+    with mlflow.tracing.context(enabled=False):
+        yield
+
+
+def _write_artifact(path: Path, content: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
+    path.write_text(text, encoding="utf-8")
 
 
 def drain_trace_export() -> None:
@@ -174,11 +238,18 @@ def _set_trace_cost(summary: UsageSummary) -> None:
     mlflow.update_current_trace(metadata={TraceMetadataKey.COST: json.dumps(cost)})
 
 
-def _configure(tracking_uri: str) -> None:
+def _client(tracking_uri: str) -> Any:
+    """The client for ``tracking_uri``, with MLflow's process-wide state pointed at it.
+
+    Traces are exported to the process-wide tracking URI, so it is set here as well.
+    """
     global _autolog_enabled
     import mlflow
 
     with _configure_lock:
+        tune_sqlite_store(tracking_uri)
+        for name, value in _SPAN_EXPORT_DEFAULTS.items():
+            os.environ.setdefault(name, value)
         # A no-op when unchanged; when changed it also re-points MLflow's trace exporter
         # (comparing with get_tracking_uri() would not do: it prefers the environment).
         mlflow.set_tracking_uri(tracking_uri)
@@ -186,19 +257,25 @@ def _configure(tracking_uri: str) -> None:
             mlflow.langchain.autolog(log_traces=True, silent=True)
             _autolog_enabled = True
     logger.info("✓ MLflow auto-instrumentation enabled (langchain.autolog)")
+    return mlflow.MlflowClient(tracking_uri)
 
 
-def _experiment_id(name: str) -> str:
-    from mlflow import MlflowClient
+def _experiment_id(client: Any, tracking_uri: str, name: str) -> str:
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient()
+    key = (tracking_uri, name)
+    if (known := _experiment_ids.get(key)) is not None:
+        return known
     if (experiment := client.get_experiment_by_name(name)) is not None:
+        if experiment.lifecycle_stage != "deleted":
+            _experiment_ids[key] = str(experiment.experiment_id)
         return str(experiment.experiment_id)
     try:
-        return str(client.create_experiment(name))
+        experiment_id = str(client.create_experiment(name))
     except MlflowException:  # another process created it first
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             raise
-        return str(experiment.experiment_id)
+        experiment_id = str(experiment.experiment_id)
+    _experiment_ids[key] = experiment_id
+    return experiment_id
