@@ -7,6 +7,7 @@ The timed region is exactly the call a user makes: ``graph.invoke``, ``dg.materi
 
 # No `from __future__ import annotations`: Dagster reads the asset functions' annotations.
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -157,13 +158,17 @@ def setup_batch(params: Mapping[str, Any]) -> Run:
     asset = build_workflow_asset(workflow)
     keys = asset.partitions_def.get_partition_keys() if asset.partitions_def else []
     threads = int(params["threads"])
-    instance = dg.DagsterInstance.ephemeral()
+    # One in-memory instance per thread, as each run worker has its own: Dagster's
+    # in-memory storage is not shared between threads ("database table is locked").
+    local = threading.local()
 
     def one(key: str) -> int:
+        if not hasattr(local, "instance"):
+            local.instance = dg.DagsterInstance.ephemeral()
         result = dg.materialize(
             [asset],
             resources={"workflow_runner": runner},
-            instance=instance,
+            instance=local.instance,
             partition_key=key,
         )
         (event,) = result.asset_materializations_for_node(workflow.name)

@@ -21,6 +21,7 @@ from conftest import EXAMPLES, REPO
 from test_tracking_servers import start_tracking_server
 
 RUNS = 16
+POOL_LIMIT = 8  # concurrency.pools.default_limit in deploy/team/dagster.yaml
 
 
 @pytest.fixture
@@ -51,9 +52,10 @@ def test_sixteen_concurrent_runs_on_postgres(
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance:  # migrates the schema
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-            # All sixteen runs in flight at once (the profile's default pool limit is 8;
-            # the pool bound itself is proven in test_dagster_dev_e2e).
-            instance.event_log_storage.set_concurrency_slots("gemini", RUNS)
+            # No slot override: the sixteen runs share the profile's default pool limit of 8,
+            # so the runs beyond eight wait for a "gemini" slot (the driver creates the pool
+            # first, as the run queue daemon would; see load_driver.py).
+            assert instance.global_op_concurrency_default_limit == POOL_LIMIT
         driver = subprocess.run(
             [
                 sys.executable,
@@ -78,6 +80,10 @@ def test_sixteen_concurrent_runs_on_postgres(
             records = instance.fetch_materializations(
                 dg.AssetKey("release_notes"), limit=100
             ).records
+            pool = instance.event_log_storage.get_concurrency_info("gemini")
+        # The pool came from the profile's default, and every run gave its slot back.
+        assert pool.limit == pool.slot_count == POOL_LIMIT and pool.using_default_limit
+        assert not pool.claimed_slots and not pool.pending_steps
         metadata = [
             {k: v.value for k, v in r.asset_materialization.metadata.items()} for r in records
         ]
