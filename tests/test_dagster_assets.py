@@ -55,6 +55,12 @@ def test_runs_execute_in_process_unless_the_environment_asks_for_subprocesses(
     assert defs.resolve_implicit_global_asset_job_def().executor_def.name == expected
 
 
+def test_a_code_location_can_choose_its_own_executor() -> None:
+    defs = build_definitions(EXAMPLES, executor=dg.multi_or_in_process_executor)
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert job.executor_def.name == "multi_or_in_process_executor"
+
+
 def test_an_unknown_executor_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTS_PIPELINES_EXECUTOR", "celery")
     with pytest.raises(AgentsPipelinesError, match="AGENTS_PIPELINES_EXECUTOR='celery'"):

@@ -46,8 +46,12 @@ def build_workflow_definitions(
     workflows: Iterable[Workflow],
     translator: WorkflowTranslator | None = None,
     runner: WorkflowRunner | None = None,
+    executor: dg.ExecutorDefinition | None = None,
 ) -> dg.Definitions:
-    """Assets, plus a job, schedule and sensor for each workflow that asks for them."""
+    """Assets, plus a job, schedule and sensor for each workflow that asks for them.
+
+    ``executor`` defaults to the in-process executor (see ``_executor``); pass another, such
+    as dagster-celery's, to run steps elsewhere."""
     assets, jobs, schedules, sensors = [], [], [], []
     for workflow in workflows:
         asset = build_workflow_asset(workflow, translator)
@@ -67,7 +71,7 @@ def build_workflow_definitions(
         schedules=schedules,
         sensors=sensors,
         resources={RUNNER_KEY: runner or WorkflowRunner()},
-        executor=_executor(),
+        executor=executor or _executor(),
     )
 
 
@@ -93,6 +97,7 @@ def build_definitions(
     on_invalid: OnInvalid = "fail",
     translator: WorkflowTranslator | None = None,
     runner: WorkflowRunner | None = None,
+    executor: dg.ExecutorDefinition | None = None,
 ) -> dg.Definitions:
     directory = Path(workflows_dir)
     if not directory.is_dir():
@@ -107,7 +112,7 @@ def build_definitions(
         logger.warning("Skipped invalid workflow: %s", issue)
     if issues:
         workflows = _without_broken_dependencies(workflows, issues)
-    return build_workflow_definitions(workflows, translator, runner)
+    return build_workflow_definitions(workflows, translator, runner, executor)
 
 
 def _without_broken_dependencies(workflows: list[Workflow], issues: list) -> list[Workflow]:
