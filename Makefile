@@ -1,18 +1,38 @@
 # `make dev` installs everything and starts dagster dev; `make test` installs and tests.
+# Everything is installed from uv.lock, the exact set CI tests. `make lock` re-resolves it to the
+# newest releases that fit pyproject.toml's ranges; upgrading is that, plus `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# uv itself comes from PyPI through pip, into a folder of its own, at a pinned version.
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+EXTRAS := --extra dev --extra postgres
+# Never download a Python: use the one that runs make.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install dev test lint format typecheck pytest bench clean
+.PHONY: install dev test lint format typecheck pytest bench lock upgrade clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
-	touch $(STAMP)
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'
 
-install: $(STAMP)
+# Runs every time (a no-op in about 50 ms when .venv already matches the lock).
+install: $(UV)
+	@$(UV) sync --quiet --locked $(EXTRAS) --python $(PYTHON) || { \
+		echo >&2; \
+		echo "make: could not install from uv.lock (see uv's message above)." >&2; \
+		echo "      If pyproject.toml changed, run 'make lock' and commit uv.lock." >&2; \
+		exit 1; }
+
+lock: $(UV)
+	$(UV) lock --python $(PYTHON)
+
+# Re-resolve every package to its newest release within pyproject.toml's ranges.
+upgrade: $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
 
 dev: install
 	./scripts/dev.sh
@@ -37,5 +57,5 @@ bench: install
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) storage history schedules logs .logs_queue .nux .telemetry mlflow.db mlruns \
+	rm -rf $(VENV) $(TOOLS) storage history schedules logs .logs_queue .nux .telemetry mlflow.db mlruns \
 		.pytest_cache .mypy_cache .ruff_cache

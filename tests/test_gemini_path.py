@@ -192,6 +192,19 @@ def test_hang_is_cut_at_timeout(
     assert time.monotonic() - started < 10  # far below the 30 s hang
 
 
+def test_a_hang_is_retried_and_then_succeeds(
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
+) -> None:
+    # The time-out surfaces as the SDK's own transport error (httpx or httpx2, by major):
+    # it must count as transient, so the node's RetryPolicy tries again.
+    text = LINEAR + "config:\n  llm: {timeout_s: 0.5, max_retries: 1}\n"
+    gemini.plan(Fault.hang(30))
+    result = run_workflow(load_workflow(write(tmp_path, text)))
+    assert result.state["summary"].startswith("Loopback reply")
+    assert len(gemini.requests) == 2
+    assert result.usage.llm_calls == 1
+
+
 def test_missing_key_fails_the_materialization_saying_what_to_set(
     mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ retried once per node by LangGraph's RetryPolicy, using ``is_transient`` and
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import time
 from typing import Any
@@ -91,11 +92,34 @@ def status_code(exc: BaseException) -> int | None:
     return None
 
 
+@functools.cache
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Time-outs and dropped connections, from every HTTP stack google-genai may use.
+
+    google-genai 2 speaks httpx; google-genai 3 speaks httpx2, a fork under its own import
+    name whose exceptions are not httpx's; async calls may go through aiohttp. A hung call
+    classified as permanent would never be retried, so each stack that is installed counts.
+    """
+    found: list[type[BaseException]] = []
+    for name in ("httpx", "httpx2"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        found.append(module.TransportError)  # time-outs, connect and read errors
+    try:
+        import aiohttp
+    except ImportError:
+        pass
+    else:
+        found.append(aiohttp.ClientConnectionError)  # incl. ServerTimeoutError, disconnects
+    return tuple(found)
+
+
 def is_transient(exc: BaseException) -> bool:
     """429, 5xx, time-outs and dropped connections: worth another attempt."""
-    import httpx
-
-    if any(isinstance(err, httpx.TimeoutException | httpx.TransportError) for err in _chain(exc)):
+    transport_errors = _transport_errors()
+    if any(isinstance(err, transport_errors) for err in _chain(exc)):
         return True
     return status_code(exc) in _TRANSIENT_STATUS
 
