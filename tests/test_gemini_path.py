@@ -202,7 +202,9 @@ def test_a_hang_is_retried_and_then_succeeds(
     result = run_workflow(load_workflow(write(tmp_path, text)))
     assert result.state["summary"].startswith("Loopback reply")
     assert len(gemini.requests) == 2
-    assert result.usage.llm_calls == 1
+    # The hung attempt is recorded (it may be billed), then the retry's answer.
+    assert [(c.status, c.usage.total) for c in result.usage.calls] == [("error", 0), ("ok", 205)]
+    assert "ReadTimeout" in str(result.usage.calls[0].error)
 
 
 def test_missing_key_fails_the_materialization_saying_what_to_set(
