@@ -4,7 +4,9 @@ The sensor starts one run per input found in new files. Its cursor holds the SHA
 every file it has read, so a restart or a rename never runs a file twice (run keys are
 derived from the same digest, so Dagster would drop a repeat anyway). A file that is not
 valid input is reported by name and skipped; it never stops the files after it. Files are
-never deleted or moved.
+never deleted or moved. Inbox files meet the limits of workflow files (``spec.files`` and the
+YAML reader): a poison file is reported once, by its digest; a file that cannot be read at all
+has no digest, and is reported on every tick until it is fixed, for the cost of a stat.
 """
 
 from __future__ import annotations
