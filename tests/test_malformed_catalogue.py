@@ -18,7 +18,11 @@ once the bug is fixed it passes, strict xfail fails the run, and the mark must g
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +31,9 @@ import pytest
 
 from agents_pipelines.cli import main
 from agents_pipelines.errors import WorkflowConfigError
+from agents_pipelines.orchestration import build_definitions
 from agents_pipelines.spec import load_workflow
+from agents_pipelines.spec.files import UnreadableFileError, read_limited
 from conftest import LINEAR
 
 MALFORMED = Path(__file__).resolve().parent / "malformed"
@@ -203,6 +209,19 @@ GENERATED: dict[str, tuple[Callable[[], bytes], Case]] = {
         lambda: "".join("  " * i + f"k{i}:\n" for i in range(600)).encode(),
         Case("", r"nests deeper than 40 levels"),
     ),
+    "g11_5000_digit_integer": (
+        lambda: LINEAR.replace("{topic: cats}", "{topic: " + "9" * 5_000 + "}").encode(),
+        Case(
+            "",
+            r"orchestration\.inputs\.topic: the value `9{20}…` reads as int in YAML, but is "
+            r"not a valid one \(Exceeds the limit \(4300 digits\) for integer string conversion",
+            line=15,
+        ),
+    ),
+    "g12_impossible_date": (
+        lambda: LINEAR.replace("{topic: cats}", "{topic: 2026-02-30}").encode(),
+        Case("", r"reads as timestamp in YAML, but is not a valid one \(day is out of", line=15),
+    ),
 }
 
 
@@ -268,6 +287,8 @@ CRASHING_PYYAML = (
     "g08_terminal_escape_in_prompt",
     "g09_nested_flow_sequences",
     "g10_nested_block_mappings",
+    "g11_5000_digit_integer",
+    "g12_impossible_date",
 )
 
 
@@ -282,3 +303,97 @@ def test_validate_cli_survives_files_that_crash_the_loader(
         raise LibraryTraceback(f"{type(exc).__name__} escaped from `validate`") from exc
     assert code == 1
     assert capsys.readouterr().out.startswith(f"{path}")
+
+
+# ---------------------------------------------------------------------------------------
+# Paths that are not small regular files: refused by a stat, before any read.
+
+
+def _load_error(path: Path) -> str:
+    with pytest.raises(WorkflowConfigError) as caught:
+        load_workflow(path)
+    (issue,) = caught.value.issues
+    return str(issue)
+
+
+@pytest.fixture
+def workflows(tmp_path: Path) -> Path:
+    """A workflows folder with one valid file, linear.yaml."""
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    (folder / "linear.yaml").write_text(LINEAR, encoding="utf-8")
+    return folder
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_fifo_named_like_a_workflow_does_not_hang_validate(workflows: Path) -> None:
+    os.mkfifo(workflows / "x.yaml")
+    # A subprocess: were the FIFO opened for reading, it would wait for a writer forever.
+    done = subprocess.run(
+        [sys.executable, "-m", "agents_pipelines.cli", "validate", str(workflows)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines() == [
+        f"{workflows / 'x.yaml'}: it is a named pipe (FIFO), not a regular file. "
+        "Fix: replace it with a regular file, or remove it",
+        "1 valid workflow(s), 1 invalid file(s), 1 problem(s)",
+    ]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_fifo_in_the_code_location_fails_it_or_is_skipped(workflows: Path) -> None:
+    os.mkfifo(workflows / "x.yaml")
+    with pytest.raises(WorkflowConfigError, match=r"x\.yaml: it is a named pipe \(FIFO\)"):
+        build_definitions(workflows)
+    defs = build_definitions(workflows, on_invalid="skip")
+    assert [key.to_user_string() for key in defs.resolve_all_asset_keys()] == ["linear"]
+
+
+def test_a_folder_named_like_a_workflow_is_refused(workflows: Path) -> None:
+    (workflows / "x.yaml").mkdir()
+    assert _load_error(workflows / "x.yaml").endswith(
+        "x.yaml: it is a folder, not a regular file. Fix: replace it with a regular file, "
+        "or remove it"
+    )
+
+
+def test_a_1_gb_file_is_refused_without_reading_it(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as file:
+        file.truncate(2**30)  # sparse: no disk used
+    tracemalloc.start()
+    try:
+        message = _load_error(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "the file is 1,073,741,824 bytes, over the 1,000,000-byte limit" in message
+    assert peak < 50_000_000  # reading it whole took 1 GB
+
+
+def test_a_file_longer_than_its_stat_is_cut_at_the_limit() -> None:
+    """/proc files stat as 0 bytes; the read stops at limit + 1 all the same."""
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("needs Linux /proc")
+    with pytest.raises(UnreadableFileError, match="over the 100-byte limit"):
+        read_limited(maps, limit=100)
+
+
+def test_a_symlink_loop_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").symlink_to(tmp_path / "b.yaml")
+    (tmp_path / "b.yaml").symlink_to(tmp_path / "a.yaml")
+    assert "a.yaml: cannot read the file (Too many levels of symbolic links)" in _load_error(
+        tmp_path / "a.yaml"
+    )
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_file_is_refused(workflows: Path) -> None:
+    (workflows / "linear.yaml").chmod(0)
+    assert "linear.yaml: cannot read the file (Permission denied)" in _load_error(
+        workflows / "linear.yaml"
+    )

@@ -4,6 +4,7 @@ partitions, lineage, retries, budgets and output checks."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,68 @@ def test_sensor_reports_bad_files_and_goes_on(tmp_path: Path) -> None:
         assert [r.run_config["ops"]["drop"]["config"] for r in later.run_requests] == [
             {"topic": "ok"}
         ]
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [*{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}, *{a}]\n"
+    for a, b in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+def test_poison_files_are_skipped_with_a_reason_and_the_good_one_runs(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    defs, inbox = inbox_defs(tmp_path)
+    poison = {
+        "brackets.json": (b"[" * 100_000 + b"]" * 100_000, "the file nests deeper than 40 levels"),
+        "digits.json": (
+            b'{"topic": ' + b"9" * 5_000 + b"}",
+            "the file cannot be read (Exceeds the limit (4300 digits) for integer string "
+            "conversion: value has 5000 digits)",
+        ),
+        "bomb.yaml": (
+            ALIAS_BOMB.encode(),
+            "line 1: the document expands to more than 50,000 values (YAML aliases can "
+            "multiply a small file)",
+        ),
+        "utf16.json": (
+            '{"topic": "otters"}'.encode("utf-16"),
+            "byte 0xff at offset 0 is not UTF-8",
+        ),
+    }
+    for name, (raw, _) in poison.items():
+        (inbox / name).write_bytes(raw)
+    assert len(ALIAS_BOMB) < 500 and (inbox / "brackets.json").stat().st_size == 200_000
+    # Files never read have no digest to remember: reported on every tick, for a stat.
+    os.mkfifo(inbox / "pipe.json")
+    (inbox / "big.json").write_bytes(b" " * 1_000_001)
+    unread = {
+        "pipe.json": "it is a named pipe (FIFO), not a regular file",
+        "big.json": "the file is 1,000,001 bytes, over the 1,000,000-byte limit",
+    }
+    reasons = {name: reason for name, (_, reason) in poison.items()} | unread
+    expected = [f"{inbox / name}: {reason}" for name, reason in sorted(reasons.items())]
+    unread_expected = [f"{inbox / name}: {reason}" for name, reason in sorted(unread.items())]
+    with dg.instance_for_test() as instance:
+        # Only poison: the skip reason names each file.
+        skipped = tick(defs, None, instance)
+        assert skipped.run_requests == []
+        assert (skipped.skip_message or "").split("; ") == expected
+        capfd.readouterr()
+        # With a good file beside them: it runs, and the tick log names each poison file.
+        (inbox / "good.json").write_text(json.dumps({"topic": "otters"}))
+        first = tick(defs, None, instance)
+        assert [r.run_config["ops"]["drop"]["config"] for r in first.run_requests] == [
+            {"topic": "otters"}
+        ]
+        logged = capfd.readouterr().err
+        for reason in expected:
+            assert f"Skipped input file {reason}" in logged
+        assert len(json.loads(first.cursor or "")) == 5  # the poison is not read again
+        # The next tick neither fails nor runs anything again.
+        again = tick(defs, first.cursor, instance)
+        assert again.run_requests == []
+        assert (again.skip_message or "").split("; ") == unread_expected
 
 
 def test_sensor_adds_dynamic_partitions(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ The sensor starts one run per input found in new files. Its cursor holds the SHA
 every file it has read, so a restart or a rename never runs a file twice (run keys are
 derived from the same digest, so Dagster would drop a repeat anyway). A file that is not
 valid input is reported by name and skipped; it never stops the files after it. Files are
-never deleted or moved.
+never deleted or moved. Inbox files meet the limits of workflow files (``spec.files`` and the
+YAML reader): a poison file is reported once, by its digest; a file that cannot be read at all
+has no digest, and is reported on every tick until it is fixed, for the cost of a stat.
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import yaml
 
-from agents_pipelines.errors import InvalidInputsError
+from agents_pipelines.errors import ConfigIssue, InvalidInputsError, WorkflowConfigError
 from agents_pipelines.spec import Workflow
+from agents_pipelines.spec.files import UnreadableFileError, read_limited
+from agents_pipelines.spec.yaml_source import MAX_DEPTH, parse_yaml
 
 _STATUS = {"running": dg.DefaultScheduleStatus.RUNNING, "stopped": dg.DefaultScheduleStatus.STOPPED}
 _SENSOR_STATUS = {
@@ -78,23 +81,14 @@ class InputFileError(ValueError):
     """A dropped file does not hold valid input for the workflow."""
 
 
-def read_inputs(path: Path, workflow: Workflow) -> list[dict[str, Any]]:
-    """The input objects in ``path`` (JSON or YAML: one object; JSONL: one per line)."""
+def read_inputs(path: Path, raw: bytes, workflow: Workflow) -> list[dict[str, Any]]:
+    """The input objects in ``raw``, the bytes of ``path`` (JSON or YAML: one object; JSONL:
+    one per line), held to the limits of workflow files: YAML goes through the workflow
+    reader (aliases, depth), and JSON is held to the same depth."""
     # The graph package pulls in LangGraph: import on a sensor tick, not at load.
     from agents_pipelines.graph.state import initial_state
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputFileError(f"cannot read it ({exc})") from None
-    if path.suffix.lower() == ".jsonl":
-        records = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                records.append(_parse(line, f"line {number}", json.loads))
-    else:
-        loader = json.loads if path.suffix.lower() == ".json" else yaml.safe_load
-        records = [_parse(text, "the file", loader)]
+    records = _records(path, raw)
     for index, record in enumerate(records):
         where = f"line {index + 1}: " if len(records) > 1 else ""
         if not isinstance(record, dict):
@@ -108,12 +102,58 @@ def read_inputs(path: Path, workflow: Workflow) -> list[dict[str, Any]]:
     return records
 
 
-def _parse(text: str, where: str, loader: Any) -> Any:
+def _records(path: Path, raw: bytes) -> list[Any]:
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".jsonl"):
+        try:
+            return [parse_yaml(raw, str(path)).data]
+        except WorkflowConfigError as exc:
+            raise InputFileError(_yaml_problem(exc.issues[0])) from None
     try:
-        return loader(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        reason = str(exc).splitlines()[0]
-        raise InputFileError(f"{where} is not valid JSON/YAML ({reason})") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputFileError(
+            f"byte 0x{raw[exc.start]:02x} at offset {exc.start} is not UTF-8"
+        ) from None
+    if suffix == ".json":
+        return [_parse_json(text, "the file")]
+    lines = enumerate(text.splitlines(), start=1)
+    return [_parse_json(line, f"line {number}") for number, line in lines if line.strip()]
+
+
+def _yaml_problem(issue: ConfigIssue) -> str:
+    """The problem the YAML reader found; its fix speaks of workflow files, so it is left out."""
+    return f"line {issue.line}: {issue.problem}" if issue.line else issue.problem
+
+
+def _parse_json(text: str, where: str) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputFileError(f"{where} is not valid JSON/YAML ({exc})") from None
+    except ValueError as exc:  # a 5,000-digit integer: Python's int-string conversion limit
+        raise InputFileError(f"{where} cannot be read ({str(exc).split(';')[0]})") from None
+    except RecursionError:  # json recurses once per bracket: 200 KB of `[` is enough
+        raise InputFileError(f"{where} nests deeper than {MAX_DEPTH} levels") from None
+    if _deeper_than(value, MAX_DEPTH):
+        raise InputFileError(f"{where} nests deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _deeper_than(value: Any, depth: int) -> bool:
+    """Whether a value lies more than ``depth`` levels down (the YAML reader's count)."""
+    level = [value]
+    for _ in range(depth + 1):
+        level = [child for item in level for child in _children(item)]
+        if not level:
+            return False
+    return True
+
+
+def _children(value: Any) -> Iterable[Any]:
+    if isinstance(value, dict):
+        return value.values()
+    return value if isinstance(value, list) else ()
 
 
 def build_inbox_sensor(
@@ -138,17 +178,23 @@ def build_inbox_sensor(
         problems: list[str] = []
         for name in sorted(glob.glob(config.path)):
             path = Path(name)
-            if not path.is_file():
+            if path.is_dir():
+                continue  # a subfolder, such as one for processed files
+            try:
+                raw = read_limited(path)
+            except UnreadableFileError as exc:
+                # No digest without the bytes: reported on every tick until it is fixed or
+                # removed, which costs a stat (and an open), never a read.
+                problems.append(_skip(context, path, exc.problem))
                 continue
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest = hashlib.sha256(raw).hexdigest()
             if digest in seen:
                 continue
             seen.add(digest)  # a bad file is reported once; fixing it changes its digest
             try:
-                records = read_inputs(path, workflow)
+                records = read_inputs(path, raw, workflow)
             except InputFileError as exc:
-                problems.append(f"{path}: {exc}")
-                context.log.warning(f"Skipped input file {path}: {exc}")
+                problems.append(_skip(context, path, str(exc)))
                 continue
             requests += _requests(asset, path, digest, records, dynamic is not None)
         cursor = json.dumps(sorted(seen))
@@ -164,6 +210,11 @@ def build_inbox_sensor(
         )
 
     return _inbox
+
+
+def _skip(context: dg.SensorEvaluationContext, path: Path, problem: str) -> str:
+    context.log.warning(f"Skipped input file {path}: {problem}")
+    return f"{path}: {problem}"
 
 
 def _requests(

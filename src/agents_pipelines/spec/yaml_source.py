@@ -17,8 +17,13 @@ import yaml
 
 from agents_pipelines.errors import ConfigIssue, WorkflowConfigError
 from agents_pipelines.spec import _libyaml
+from agents_pipelines.spec.files import (
+    MAX_FILE_BYTES,
+    UnreadableFileError,
+    read_limited,
+    too_large,
+)
 
-MAX_FILE_BYTES = 1_000_000
 MAX_VALUES = 50_000  # values after alias expansion; real workflows hold a few hundred
 MAX_DEPTH = 40  # nesting levels; also stops self-referencing aliases
 
@@ -82,19 +87,17 @@ def format_path(path: PathKey) -> str:
 def read_yaml(path: Path) -> YamlDocument:
     """Read ``path``; raise WorkflowConfigError for anything that is not sound YAML."""
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise _fail(str(path), f"cannot read the file ({exc.strerror})", "check the path") from None
+        raw = read_limited(path)
+    except UnreadableFileError as exc:
+        raise _fail(str(path), exc.problem, exc.fix) from None
     return parse_yaml(raw, str(path))
 
 
 def parse_yaml(raw: bytes, file: str) -> YamlDocument:
+    """Parse ``raw`` (the bytes of ``file``) within the size, depth and alias limits."""
     if len(raw) > MAX_FILE_BYTES:
-        raise _fail(
-            file,
-            f"the file is {len(raw):,} bytes, over the {MAX_FILE_BYTES:,}-byte limit",
-            "split it into several workflows",
-        )
+        exc = too_large(len(raw))
+        raise _fail(file, exc.problem, exc.fix)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -233,7 +236,22 @@ class _Builder:
             return [self._value(item, (*path, i)) for i, item in enumerate(node.value)]
         if node.tag in _TEXT_TAGS:
             return node.value
-        return self.loader.construct_object(node, deep=True)
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.Node, path: PathKey) -> Any:
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except ValueError as exc:  # a 5,000-digit integer (Python's int-string limit), 2026-02-30
+            shown = node.value if len(node.value) <= 20 else node.value[:20] + "…"
+            kind = node.tag.removeprefix(_TAG)
+            raise _fail(
+                self.file,
+                f"the value `{shown}` reads as {kind} in YAML, but is not a valid one "
+                f"({str(exc).split(';')[0]})",
+                "correct it, or quote it to keep it as text",
+                node.start_mark.line + 1,
+                format_path(path),
+            ) from None
 
     def _check_tag(self, node: yaml.Node) -> None:
         allowed = (
@@ -279,7 +297,7 @@ class _Builder:
                 line,
             )
         self._check_tag(node)
-        key = node.value if node.tag in _TEXT_TAGS else self.loader.construct_object(node)
+        key = node.value if node.tag in _TEXT_TAGS else self._scalar(node, (*path, node.value))
         if isinstance(key, str):
             return key
         raise _fail(
