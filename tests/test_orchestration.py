@@ -160,6 +160,12 @@ def test_last_day_nth_weekday_and_any_are_accepted_as_in_dagster(tmp_path: Path)
     assert condition.get_label() == "on_cron(30 8 ? * MON#2, UTC)"
 
 
+def test_lower_case_utc_is_a_time_zone_as_in_dagster(tmp_path: Path) -> None:
+    # zoneinfo has no `utc`, but Dagster's get_timezone takes it.
+    defs = defs_for(tmp_path, flow("daily", "  schedule: {cron: '0 9 * * *', timezone: utc}\n"))
+    assert defs.resolve_schedule_def("daily_schedule").execution_timezone == "utc"
+
+
 # The file-drop sensor ------------------------------------------------------------------
 
 
