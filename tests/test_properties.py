@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 import pytest
 import yaml
+from dagster._utils.schedules import is_valid_cron_string
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
@@ -666,8 +667,6 @@ def cron_expressions(draw: st.DrawFn) -> str:
 def dagster_accepts(expression: str) -> bool:
     """What ScheduleDefinition and AutomationCondition.on_cron check. Some strings make it
     raise (croniter's TypeError): the code location then fails to load, so that is a no."""
-    from dagster._utils.schedules import is_valid_cron_string
-
     try:
         return is_valid_cron_string(expression)
     except Exception:

@@ -24,9 +24,10 @@ ALIASES = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "
 
 def cron_problem(expression: str) -> str | None:
     """Why Dagster would refuse ``expression`` as a cron schedule, or None if it accepts it."""
+    # croniter raises ValueError and TypeError subclasses; Dagster fails to load on any error.
     try:
         fields = _expand(expression)
-    except Exception as exc:  # croniter raises ValueError and TypeError subclasses alike
+    except Exception as exc:
         return _explain(expression.split()) or str(exc)
     if len(fields) != len(_FIELDS):
         return _field_count(len(fields))
