@@ -77,7 +77,7 @@ def test_one_truth_for_usage_and_cost(mlflow_uri: str, gemini: GeminiLoopbackSer
         "latency_s": 0,
     }
     # The asset's value is the final state; the loop ended on approved == true.
-    state = result.output_for_node("article_writer")
+    state = result.asset_value("article_writer")
     assert state["approved"] is True and state["topic"] == "Dagster"
     assert isinstance(state["facts"], list) and isinstance(state["word_count"], int)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,8 @@ from dagster._utils.schedules import is_valid_cron_string
 from mlflow import MlflowClient
 
 from agents_pipelines.errors import WorkflowConfigError
-from agents_pipelines.orchestration import WorkflowRunner, build_definitions
-from agents_pipelines.spec import load_workflow_text
+from agents_pipelines.orchestration import WorkflowRunner, WorkflowTranslator, build_definitions
+from agents_pipelines.spec import Workflow, load_workflow_text
 from agents_pipelines.spec.cron import cron_problem
 from agents_pipelines.testing import Fault, GeminiLoopbackServer
 from conftest import LINEAR, write
@@ -33,12 +34,14 @@ def flow(name: str, orchestration: str, extra_state: str = "") -> str:
     )
 
 
-def defs_for(tmp_path: Path, *texts: str) -> dg.Definitions:
+def defs_for(
+    tmp_path: Path, *texts: str, translator: WorkflowTranslator | None = None
+) -> dg.Definitions:
     folder = tmp_path / "workflows"
     folder.mkdir(exist_ok=True)
     for i, text in enumerate(texts):
         write(folder, text, f"wf{i}.yaml")
-    return build_definitions(folder)
+    return build_definitions(folder, translator=translator)
 
 
 def materialize(defs: dg.Definitions, *keys: str, **kwargs: Any) -> dg.ExecuteInProcessResult:
@@ -112,10 +115,56 @@ def test_invalid_cron_or_time_zone_fails_validation(
         "a b c d e",
         "0 9-3 * * *",
         "@every5",
+        "0 0 30 2 *",
+        "0 0 31 feb *",
+        "0 0 29 2 *",
+        "0 0 L * *",
+        "0 9 ? * MON#2",
+        "0 9 * * L5",
+        "0 0 15W * *",
     ],
 )
 def test_cron_validation_agrees_with_dagster(cron: str) -> None:
     assert (cron_problem(cron) is None) == is_valid_cron_string(cron)
+
+
+@pytest.mark.parametrize(
+    ("orchestration", "at"),
+    [
+        ("  schedule: {cron: '0 0 30 2 *'}\n", r"16:\d+: orchestration\.schedule\.cron"),
+        ("  automation: {on_cron: '0 0 30 2 *'}\n", r"16:\d+: orchestration\.automation\.on_cron"),
+    ],
+)
+def test_a_cron_that_never_fires_is_refused_at_validate_as_dagster_would(
+    orchestration: str, at: str
+) -> None:
+    with pytest.raises(WorkflowConfigError) as refused:
+        load_workflow_text(flow("never", orchestration), "x.yaml")
+    assert re.search(
+        r"x\.yaml:" + at + r": invalid cron expression `0 0 30 2 \*`: "
+        r"February has no day 30: the schedule would never run",
+        str(refused.value),
+    ), str(refused.value)
+    # What the code location would otherwise have met, with no file or line.
+    with pytest.raises(dg.DagsterInvalidDefinitionError, match="invalid cron schedule"):
+        dg.ScheduleDefinition(name="never", cron_schedule="0 0 30 2 *", target="*")
+
+
+def test_last_day_nth_weekday_and_any_are_accepted_as_in_dagster(tmp_path: Path) -> None:
+    monthly = flow("monthly", "  schedule: {cron: '0 9 L * *', timezone: Europe/Paris}\n")
+    second_monday = flow("weekly", "  automation: {on_cron: '30 8 ? * MON#2'}\n")
+    defs = defs_for(tmp_path, monthly, second_monday)
+    assert defs.resolve_schedule_def("monthly_schedule").cron_schedule == "0 9 L * *"
+    condition = defs.resolve_assets_def("weekly").automation_conditions_by_key[
+        dg.AssetKey("weekly")
+    ]
+    assert condition.get_label() == "on_cron(30 8 ? * MON#2, UTC)"
+
+
+def test_lower_case_utc_is_a_time_zone_as_in_dagster(tmp_path: Path) -> None:
+    # zoneinfo has no `utc`, but Dagster's get_timezone takes it.
+    defs = defs_for(tmp_path, flow("daily", "  schedule: {cron: '0 9 * * *', timezone: utc}\n"))
+    assert defs.resolve_schedule_def("daily_schedule").execution_timezone == "utc"
 
 
 # The file-drop sensor ------------------------------------------------------------------
@@ -271,14 +320,13 @@ def test_static_partitions_have_their_own_inputs_runs_and_costs(
         meta = metadata(result, "batch")
         run = MlflowClient().get_run(meta["mlflow_run_id"])
         assert run.data.tags["dagster.partition"] == key
-        runs[key] = (result.output_for_node("batch")["topic"], meta["mlflow_run_id"])
+        runs[key] = (result.asset_value("batch")["topic"], meta["mlflow_run_id"])
     assert runs["fr"][0] == "fromage" and runs["de"][0] == "kase"
     assert runs["fr"][1] != runs["de"][1]
 
 
-def test_lineage_feeds_upstream_outputs_into_inputs(
-    tmp_path: Path, mlflow_uri: str, simulated: None
-) -> None:
+def digest_and_article() -> tuple[str, str]:
+    """`article` takes its `brief` from the `summary` of the `digest` workflow."""
     upstream = flow("digest", "")
     downstream = flow(
         "article",
@@ -288,14 +336,65 @@ def test_lineage_feeds_upstream_outputs_into_inputs(
     downstream = downstream.replace(
         'prompt: "Summarize {topic}."', 'prompt: "Expand {brief} about {topic}."'
     )
-    defs = defs_for(tmp_path, upstream, downstream)
+    return upstream, downstream
+
+
+def test_lineage_feeds_upstream_outputs_into_inputs(
+    tmp_path: Path, mlflow_uri: str, simulated: None
+) -> None:
+    defs = defs_for(tmp_path, *digest_and_article())
     asset = defs.resolve_assets_def("article")
     assert asset.asset_deps[dg.AssetKey("article")] == {dg.AssetKey("digest")}
     assert asset.automation_conditions_by_key[dg.AssetKey("article")] is not None
     result = materialize(defs, "digest", "article")
     assert result.success
-    digest_summary = result.output_for_node("digest")["summary"]
-    assert result.output_for_node("article")["brief"] == digest_summary
+    digest_summary = result.asset_value("digest")["summary"]
+    assert result.asset_value("article")["brief"] == digest_summary
+
+
+RAW_REVIEWS = dg.AssetKey("raw_reviews")
+OWNERS = ["team:insights", "ana@example.com"]
+
+
+class ReviewsTranslator(WorkflowTranslator):
+    """A team's translator: an external table upstream of every workflow, owners, a tag.
+    With ``replace``, it sets the deps outright, dropping the upstream workflow."""
+
+    def __init__(self, replace: bool = False):
+        self.replace = replace
+
+    def get_asset_spec(self, workflow: Workflow) -> dg.AssetSpec:
+        spec = super().get_asset_spec(workflow)
+        if self.replace:
+            spec = spec.replace_attributes(deps=[RAW_REVIEWS])
+        else:
+            spec = spec.merge_attributes(deps=[RAW_REVIEWS])
+        return spec.merge_attributes(owners=OWNERS, tags={"tier": "gold"})
+
+
+@pytest.mark.parametrize("replace", [False, True], ids=["added", "replaced"])
+def test_a_translators_deps_and_owners_reach_the_asset_and_it_still_runs(
+    tmp_path: Path, mlflow_uri: str, simulated: None, replace: bool
+) -> None:
+    defs = defs_for(tmp_path, *digest_and_article(), translator=ReviewsTranslator(replace))
+    article, digest = dg.AssetKey("article"), dg.AssetKey("digest")
+    asset = defs.resolve_assets_def("article")
+    spec = asset.specs_by_key[article]
+    # The translator's dep is a plain dep; the upstream workflow stays an input.
+    assert {dep.asset_key for dep in spec.deps} == {digest, RAW_REVIEWS}
+    assert asset.keys_by_input_name == {"digest": digest, "raw_reviews": RAW_REVIEWS}
+    assert asset.op.ins["raw_reviews"].dagster_type.is_nothing
+    assert not asset.op.ins["digest"].dagster_type.is_nothing
+    assert spec.owners == OWNERS and spec.tags["tier"] == "gold"
+    assert spec.kinds == {"langgraph", "gemini", "mlflow"}
+    node = defs.resolve_asset_graph().get(article)
+    assert node.parent_keys == {digest, RAW_REVIEWS}
+    assert node.owners == OWNERS
+    assert defs.resolve_asset_graph().get(RAW_REVIEWS).is_external
+    result = materialize(defs, "digest", "article")
+    assert result.success
+    assert result.asset_value("article")["brief"] == result.asset_value("digest")["summary"]
+    assert metadata(result, "article")["llm_backend"] == "simulated"
 
 
 def test_lineage_to_an_unknown_workflow_fails_validation(tmp_path: Path) -> None:
@@ -393,7 +492,7 @@ def test_blocking_budget_check_stops_downstream(
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert not checks["budget"].passed
     assert checks["budget"].metadata["total_tokens"].value == 615
-    assert result.output_for_node("costly")["c"]
+    assert result.asset_value("costly")["c"]
     assert not result.asset_materializations_for_node("after")
 
 

@@ -17,7 +17,8 @@ from typing import Any
 import dagster as dg
 import pytest
 import yaml
-from hypothesis import HealthCheck, event, given, settings
+from dagster._utils.schedules import is_valid_cron_string
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
@@ -26,6 +27,7 @@ from agents_pipelines.graph.state import initial_state
 from agents_pipelines.orchestration.asset_factory import build_workflow_asset
 from agents_pipelines.orchestration.resource import WorkflowRunner
 from agents_pipelines.spec import Workflow, _libyaml, load_workflow, load_workflow_text
+from agents_pipelines.spec.cron import cron_problem
 from agents_pipelines.spec.field_types import FIELD_TYPE_NAMES, element_name, python_type
 from agents_pipelines.spec.models import WorkflowSpec
 from agents_pipelines.spec.yaml_source import MAX_DEPTH, MAX_VALUES, _parse_reference
@@ -610,3 +612,90 @@ def test_launchpad_defaults_are_valid_inputs() -> None:
         assert (config is None) == bool(missing), (name, config)
         if config is not None:
             assert_fits_state_types(spec, initial_state(spec, config))
+
+
+# ---------------------------------------------------------------------------------------
+# Cron expressions: `validate` gives Dagster's verdict.
+
+# Per field: values Dagster takes, then values at and past its edges, names it does not
+# know, and special characters in the wrong place. L (last), # (nth weekday) and ? (any)
+# are taken; W is not (newer croniter releases take it: a reason to keep Dagster's).
+CRON_VALUES = (
+    (["0", "5", "30", "59", "007"], ["60", "61", "99", "-1", "L", "?"]),
+    (["0", "9", "12", "23"], ["24", "25", "mon"]),
+    (["1", "15", "28", "29", "30", "31", "L", "?"], ["0", "32", "15W", "LW", "L-2", "L5"]),
+    (["1", "2", "12", "jan", "FEB", "Dec"], ["0", "13", "foo", "L", "2#1"]),
+    (["0", "1", "5", "7", "mon", "FRI", "Sun", "L5", "MON#2", "1#5", "?"], ["8", "5L", "2#6"]),
+)
+CRON_ALIASES = ["@hourly", "@daily", "@WEEKLY", "@monthly", "@yearly", "@annually", "@midnight"]
+
+
+@st.composite
+def cron_items(draw: st.DrawFn, field: int) -> str:
+    """One item of a field: mostly a value it takes, alone, as a range or with a step."""
+    good, bad = CRON_VALUES[field]
+
+    def value() -> str:
+        return draw(st.sampled_from(good if draw(st.integers(0, 9)) else [*bad, "x", ""]))
+
+    shape = draw(st.sampled_from(["value", "value", "value", "range", "step", "range_step"]))
+    item = draw(st.sampled_from(["*", value()])) if shape == "step" else value()
+    if shape in ("range", "range_step"):
+        item = f"{item}-{value()}"
+    if shape in ("step", "range_step"):
+        item = f"{item}/{draw(st.sampled_from(['1', '2', '15', '0', '61', 'x']))}"
+    return item
+
+
+@st.composite
+def cron_expressions(draw: st.DrawFn) -> str:
+    """Five fields (sometimes 4, 6 or 7, the extra ones with another field's items), each
+    `*` or a list of items; or an alias, real or not."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.sampled_from([*CRON_ALIASES, "@reboot", "@every5", "@", "daily"]))
+    count = draw(st.sampled_from([5] * 8 + [4, 6, 7]))
+    fields = []
+    for i in range(count):
+        source = i if i < 5 else draw(st.integers(0, 4))
+        if draw(st.integers(0, 2)):
+            fields.append(",".join(draw(st.lists(cron_items(source), min_size=1, max_size=2))))
+        else:
+            fields.append("*")
+    return " ".join(fields)
+
+
+def dagster_accepts(expression: str) -> bool:
+    """What ScheduleDefinition and AutomationCondition.on_cron check. Some strings make it
+    raise (croniter's TypeError): the code location then fails to load, so that is a no."""
+    try:
+        return is_valid_cron_string(expression)
+    except Exception:
+        return False
+
+
+@example("0 0 30 2 *")
+@example("0 0 31 FEB *")
+@example("0 0 L * *")
+@example("0 9 ? * MON#2")
+@example("0 9 * * L5")
+@example("0 0 15W * *")
+@settings(PROPERTIES, max_examples=400)
+@given(cron_expressions())
+def test_cron_verdict_is_dagsters(expression: str) -> None:
+    problem = cron_problem(expression)
+    event("accepted" if problem is None else "refused")
+    assert (problem is None) == dagster_accepts(expression), (expression, problem)
+    assert problem is None or problem.strip(), expression
+
+
+def test_cron_expressions_reach_both_verdicts() -> None:
+    """The strategy is not all refusals (most random cron text is invalid)."""
+    verdicts: set[bool] = set()
+
+    @settings(PROPERTIES, max_examples=100)
+    @given(cron_expressions())
+    def collect(expression: str) -> None:
+        verdicts.add(dagster_accepts(expression))
+
+    collect()
+    assert verdicts == {True, False}

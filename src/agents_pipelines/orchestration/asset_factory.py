@@ -16,6 +16,8 @@ from agents_pipelines.spec import Workflow
 from agents_pipelines.spec.models import RetryConfig, WorkflowSpec
 
 RUNNER_KEY = "workflow_runner"
+DEFAULT_IO_MANAGER_KEY = "io_manager"  # what @asset used: Definitions supply one by default
+_IO_MANAGER_METADATA = "dagster/io_manager_key"  # where AssetSpec.with_io_manager_key puts it
 
 _SCALARS: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool}
 _BACKOFF = {"exponential": dg.Backoff.EXPONENTIAL, "linear": dg.Backoff.LINEAR}
@@ -25,37 +27,45 @@ _JITTER = {"full": dg.Jitter.FULL, "plus_minus": dg.Jitter.PLUS_MINUS, "none": N
 def build_workflow_asset(
     workflow: Workflow, translator: WorkflowTranslator | None = None
 ) -> dg.AssetsDefinition:
-    spec = (translator or WorkflowTranslator()).get_asset_spec(workflow)
+    spec = asset_spec(workflow, translator)
     orchestration = workflow.spec.orchestration
     # Upstream workflows are inputs (not plain deps): their final state feeds ours.
     ins = {dep.workflow: dg.AssetIn(key=dg.AssetKey(dep.workflow)) for dep in orchestration.deps}
 
     def _workflow_asset(
         context: dg.AssetExecutionContext, workflow_runner: WorkflowRunner, **upstream: Any
-    ) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         yield from workflow_runner.materialize(context, workflow, upstream)
 
     # Dagster reads the function's signature and type hints some 25 times per asset; they are
     # the same for every workflow, so hand it the signature worked out once (Dagster takes
     # the hints from an explicit __signature__ too).
     _workflow_asset.__signature__ = _shared_signature(_workflow_asset)  # type: ignore[attr-defined]
-    return dg.asset(
-        key=spec.key,
-        group_name=spec.group_name,
-        description=spec.description,
-        kinds=spec.kinds,
-        metadata=spec.metadata,
-        tags=spec.tags,
-        owners=spec.owners,
-        code_version=spec.code_version,
+    # The spec goes in whole, so every field a translator sets (deps, owners, tags, any field
+    # Dagster adds later) reaches the asset; only what belongs to the op is passed beside it.
+    return dg.multi_asset(
+        name=spec.key.to_python_identifier(),  # the op name, as run config addresses it
+        specs=[spec],
         ins=ins,
-        partitions_def=spec.partitions_def,
-        automation_condition=spec.automation_condition,
         config_schema=run_config_schema(workflow.spec),
         pool=orchestration.pool,
         retry_policy=retry_policy(orchestration.retry),
         check_specs=check_specs(workflow, spec.key),
     )(_workflow_asset)
+
+
+def asset_spec(workflow: Workflow, translator: WorkflowTranslator | None = None) -> dg.AssetSpec:
+    """The translator's spec, plus what the asset function needs of it: the upstream
+    workflows among its deps (Dagster wants every input to be a dep, and a translator may
+    have replaced the deps), and an IO manager, which stores the final state for them."""
+    spec = (translator or WorkflowTranslator()).get_asset_spec(workflow)
+    present = {dep.asset_key for dep in spec.deps}
+    upstream = [dg.AssetKey(dep.workflow) for dep in workflow.spec.orchestration.deps]
+    if missing := [key for key in upstream if key not in present]:
+        spec = spec.merge_attributes(deps=missing)
+    if _IO_MANAGER_METADATA not in spec.metadata:
+        spec = spec.with_io_manager_key(DEFAULT_IO_MANAGER_KEY)
+    return spec
 
 
 _SIGNATURES: dict[CodeType, inspect.Signature] = {}

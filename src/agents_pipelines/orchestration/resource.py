@@ -20,7 +20,7 @@ from agents_pipelines.spec import Workflow
 
 
 class WorkflowRunner(dg.ConfigurableResource):
-    """Runs a workflow and turns the result into a Dagster Output, metadata and checks."""
+    """Runs a workflow and turns the result into a Dagster materialization and checks."""
 
     llm_backend: str | None = None  # "gemini" or "simulated"; None: the environment decides
     mlflow_ui_url: str | None = None  # base URL of the MLflow UI for run links
@@ -28,7 +28,7 @@ class WorkflowRunner(dg.ConfigurableResource):
 
     def materialize(
         self, context: dg.AssetExecutionContext, workflow: Workflow, upstream: dict[str, Any]
-    ) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         from agents_pipelines.runner import run_workflow  # heavy: not at code-location load
 
         partition = context.partition_key if context.has_partition_key else None
@@ -60,7 +60,8 @@ class WorkflowRunner(dg.ConfigurableResource):
         )
         for warning in result.warnings:
             context.log.warning(warning)
-        yield dg.Output(result.state, metadata=run_metadata(result))
+        # The value goes to the IO manager, for downstream workflows and assets to load.
+        yield dg.MaterializeResult(value=result.state, metadata=run_metadata(result))
         if (check := budget_result(workflow, result.usage)) is not None:
             yield check
         yield from output_results(workflow, result.state)

@@ -355,7 +355,8 @@ def _orchestration(spec: WorkflowSpec) -> Iterator[Finding]:
             yield (
                 (*path, key),
                 f"invalid cron expression `{cron}`: {problem}",
-                ('use 5 fields, e.g. "0 9 * * *" for 09:00 every day, or @daily'),
+                'use 5 fields, e.g. "0 9 * * *" for 09:00 every day, "0 9 L * *" for the '
+                "last day of each month, or @daily",
             )
         if problem := timezone_problem(timezone):
             yield (*path, "timezone"), problem, "use a name such as UTC or Europe/Paris"

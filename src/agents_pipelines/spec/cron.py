@@ -1,60 +1,81 @@
 """Cron expressions and time zones, checked when a workflow loads.
 
-The grammar is the one Dagster schedules accept (5 fields, names, ranges, steps, lists and
-the @hourly-style aliases); a test keeps the two in agreement without the spec layer
-importing Dagster.
+The verdict is Dagster's own: ``dagster._utils.schedules.is_valid_cron_string`` (which
+ScheduleDefinition and AutomationCondition.on_cron apply) run on the croniter release that
+Dagster vendors, without importing Dagster. tests/test_properties.py compares the two over
+generated expressions.
 """
 
 from __future__ import annotations
 
-import re
 import zoneinfo
+from typing import Any
 
-ALIASES = frozenset(
-    {"@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight"}
+_FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day of month", "1-31, L for the last day"),
+    ("month", "1-12 or JAN-DEC"),
+    ("day of week", "0-7 or SUN-SAT, MON#2 for the 2nd Monday, L5 for the last Friday"),
 )
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-# (low, high, names) per field: minute, hour, day of month, month, day of week.
-_FIELDS = ((0, 59, ()), (0, 23, ()), (1, 31, ()), (1, 12, _MONTHS), (0, 7, _DAYS))
-_FIELD_NAMES = ("minute", "hour", "day of month", "month", "day of week")
+_FEBRUARY = 2
+ALIASES = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly", "@annually", "@midnight")
 
 
 def cron_problem(expression: str) -> str | None:
-    """Why ``expression`` is not a valid cron schedule, or None if it is."""
-    text = expression.strip()
-    if text.lower() in ALIASES:
-        return None
-    parts = text.split()
-    if len(parts) != 5:
-        return f"a cron expression has 5 fields (minute hour day month weekday), got {len(parts)}"
-    for part, (low, high, names), field in zip(parts, _FIELDS, _FIELD_NAMES, strict=True):
-        for item in part.lower().split(","):
-            if not _item_ok(item, low, high, names):
-                return f"`{item}` is not a valid {field} (allowed: {low}-{high}, *, ranges, steps)"
+    """Why Dagster would refuse ``expression`` as a cron schedule, or None if it accepts it."""
+    # croniter raises ValueError and TypeError subclasses; Dagster fails to load on any error.
+    try:
+        fields = _expand(expression)
+    except Exception as exc:
+        return _explain(expression.split()) or str(exc)
+    if len(fields) != len(_FIELDS):
+        return _field_count(len(fields))
+    day, month = fields[2], fields[3]
+    if month == [_FEBRUARY] and len(day) == 1 and day[0] in (30, 31):
+        return f"February has no day {day[0]}: the schedule would never run"
     return None
 
 
-def _item_ok(item: str, low: int, high: int, names: tuple[str, ...] | tuple[()]) -> bool:
-    base, _, step = item.partition("/")
-    if step and not (step.isdigit() and int(step) > 0):
+def _field_count(count: int) -> str:
+    return f"a cron expression has 5 fields (minute hour day month weekday), got {count}"
+
+
+def _explain(parts: list[str]) -> str | None:
+    """Say which part croniter refused: an alias, the field count, or the first bad item."""
+    if len(parts) == 1 and parts[0].startswith("@"):
+        return f"`{parts[0]}` is not a cron alias ({', '.join(ALIASES)})"
+    if len(parts) != len(_FIELDS):
+        return _field_count(len(parts))
+    for i, (part, (field, allowed)) in enumerate(zip(parts, _FIELDS, strict=True)):
+        for item in part.split(","):
+            alone = ["*"] * len(_FIELDS)
+            alone[i] = item
+            if not _accepted(" ".join(alone)):
+                return f"`{item}` is not a valid {field} (allowed: {allowed}; *, a-b, */n, lists)"
+    return None  # only the combination is refused: croniter's own message says why
+
+
+def _expand(expression: str) -> list[list[Any]]:
+    # Imported on first use: with pytz and dateutil, croniter adds about a sixth to the spec
+    # layer's import time (python -X importtime), and most workflow files have no cron.
+    from croniter import croniter
+
+    fields, *_ = croniter.expand(expression)
+    return list(fields)
+
+
+def _accepted(expression: str) -> bool:
+    try:
+        _expand(expression)
+    except Exception:
         return False
-    if base == "*":
-        return True
-    bounds = base.split("-")  # a reversed range such as 22-2 wraps around, as in Dagster
-    return len(bounds) <= 2 and all(_value(b, low, high, names) is not None for b in bounds)
-
-
-def _value(text: str, low: int, high: int, names: tuple[str, ...] | tuple[()]) -> int | None:
-    if re.fullmatch(r"\d{1,2}", text):
-        number = int(text)
-        return number if low <= number <= high else None
-    if text in names:
-        return names.index(text) + (1 if names is _MONTHS else 0)
-    return None
+    return True
 
 
 def timezone_problem(name: str) -> str | None:
+    if name in ("UTC", "utc"):  # Dagster's get_timezone takes both without a zone lookup
+        return None
     try:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
