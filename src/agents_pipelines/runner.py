@@ -199,13 +199,18 @@ def _start_tracking(
         return None
 
 
-def _tracking_failed(workflow: Workflow, exc: Exception, notes: list[str]) -> None:
+def _tracking_failed(
+    workflow: Workflow, exc: Exception, notes: list[str], usage: UsageSummary | None = None
+) -> None:
     config = workflow.spec.config.observability.mlflow
-    reason = f"MLflow tracking failed for workflow {workflow.name}: {type(exc).__name__}: {exc}"
+    # The first error comes first: later ones (noted on it) are usually its consequences.
+    detail = " ".join([str(exc), *getattr(exc, "__notes__", ())])
+    reason = f"MLflow tracking failed for workflow {workflow.name}: {type(exc).__name__}: {detail}"
     if config.required:
         raise WorkflowRunError(
             reason + ". Fix the tracking server, or set observability.mlflow.required: false "
-            "to let runs succeed without tracking."
+            "to let runs succeed without tracking.",
+            usage,
         ) from exc
     notes.append(reason)
     warnings.warn(reason, TrackingFailedWarning, stacklevel=3)
@@ -264,6 +269,6 @@ def _end_tracking(
         session.end(metrics, artifacts, "FAILED" if failure else "FINISHED")
     except Exception as exc:
         if failure is None:
-            _tracking_failed(workflow, exc, notes)
+            _tracking_failed(workflow, exc, notes, summary)
         else:
             logger.warning("Could not record the failed run in MLflow: %s", exc)

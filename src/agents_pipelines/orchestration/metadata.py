@@ -72,10 +72,11 @@ def run_metadata(result: Any) -> dict[str, Any]:
     if (tracking := result.tracking) is not None:
         metadata |= {
             "mlflow_run_id": dg.MetadataValue.text(tracking.run_id),
-            "mlflow_trace_id": dg.MetadataValue.text(tracking.trace_id or ""),
             "mlflow_experiment_id": dg.MetadataValue.text(tracking.experiment_id),
             "mlflow_run_url": dg.MetadataValue.url(tracking.run_url),
         }
+        if tracking.trace_id is not None:  # None: MLflow did not store the trace
+            metadata["mlflow_trace_id"] = dg.MetadataValue.text(tracking.trace_id)
     if result.warnings:
         metadata["tracking_warning"] = dg.MetadataValue.text(" | ".join(result.warnings))
     return metadata

@@ -171,6 +171,13 @@ class MlflowConfig(_Model):
     artifact_level: Literal["minimal", "standard", "full"] = "standard"
     run_name: str | None = None
     required: bool = Field(False, description="Fail the run when tracking fails.")
+    timeout_s: float = Field(
+        60,
+        gt=0,
+        le=3600,
+        description="Longest wait for MLflow in a run, its start and end together; "
+        "past it the run goes on untracked (or fails when required).",
+    )
 
 
 class ObservabilityConfig(_Model):

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents_pipelines.tracking import span_policy
+from agents_pipelines.tracking import span_policy, trace_outcome
+from agents_pipelines.tracking.deadline import call_within
 from agents_pipelines.tracking.settings import TrackingSettings
 from agents_pipelines.tracking.sqlite_store import tune_sqlite_store
 from agents_pipelines.usage import Pricer, UsageSummary, round_usd
@@ -73,13 +74,21 @@ def usage_metrics(summary: UsageSummary, duration_s: float, node_count: int) -> 
 
 
 class TrackingSession:
-    """Start with ``TrackingSession.start``; trace with ``traced``; finish with ``end``."""
+    """Start with ``TrackingSession.start``; trace with ``traced``; finish with ``end``.
 
-    def __init__(self, settings: TrackingSettings, experiment_id: str, run_id: str):
+    The MLflow calls the run waits on, at the start and at the end together, get at most
+    ``config.timeout_s`` (see deadline.py). With async_logging off, the trace id is reported
+    only once MLflow has stored the trace.
+    """
+
+    def __init__(
+        self, settings: TrackingSettings, experiment_id: str, run_id: str, deadline: float
+    ):
         self.settings = settings
         self.experiment_id = experiment_id
         self.run_id = run_id
         self.trace_id: str | None = None
+        self._deadline = deadline  # time.monotonic() by which the run stops waiting on MLflow
 
     @classmethod
     def start(
@@ -90,26 +99,20 @@ class TrackingSession:
         tags: Mapping[str, str],
         params: Mapping[str, Any],
     ) -> TrackingSession:
-        from mlflow.entities import Param
-        from mlflow.exceptions import MlflowException
+        import mlflow  # noqa: F401  (a first import takes seconds: not on the clock)
 
-        client = _client(settings.tracking_uri)
-        key = (settings.tracking_uri, settings.experiment_name)
-        cached = key in _experiment_ids
-        experiment_id = _experiment_id(client, *key)
-        logger.info("✓ Experiment: %s (ID: %s)", settings.experiment_name, experiment_id)
-        try:
-            run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
-        except MlflowException:
-            if not cached:
-                raise
-            # The experiment may have been deleted and made anew since: look it up again.
-            _experiment_ids.pop(key, None)
-            experiment_id = _experiment_id(client, *key)
-            run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
-        run_id = run.info.run_id
-        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-        return cls(settings, experiment_id, run_id)
+        deadline = time.monotonic() + settings.config.timeout_s
+        experiment_id, run_id = call_within(
+            settings.config.timeout_s,
+            settings.config.timeout_s,
+            f"creating the run at {settings.tracking_uri}",
+            lambda: _create_run(settings, run_name, dict(tags), params),
+            # A run created after the run stopped waiting would stay RUNNING forever.
+            if_late=lambda created: _client(settings.tracking_uri).set_terminated(
+                created[1], "KILLED"
+            ),
+        )
+        return cls(settings, experiment_id, run_id, deadline)
 
     @contextmanager
     def traced(
@@ -130,20 +133,26 @@ class TrackingSession:
         from mlflow.entities.trace_location import MlflowExperimentLocation
 
         full = self.settings.config.artifact_level == "full"
-        with mlflow.start_span(
-            name=name,
-            span_type="CHAIN",
-            run_id=self.run_id,
-            trace_destination=MlflowExperimentLocation(self.experiment_id),
-        ) as root:
-            self.trace_id = root.trace_id
-            span_policy.apply_to(root.trace_id, span_policy.TracePolicy(pricer, full))
-            root.set_inputs(dict(inputs) if full else {"inputs": sorted(inputs)})
-            try:
-                yield
-            finally:
-                span_policy.forget(root.trace_id)
-                _set_trace_cost(usage())
+        try:
+            with mlflow.start_span(
+                name=name,
+                span_type="CHAIN",
+                run_id=self.run_id,
+                trace_destination=MlflowExperimentLocation(self.experiment_id),
+            ) as root:
+                self.trace_id = root.trace_id
+                span_policy.apply_to(root.trace_id, span_policy.TracePolicy(pricer, full))
+                if not self.settings.config.async_logging:
+                    trace_outcome.watch(root.trace_id)
+                root.set_inputs(dict(inputs) if full else {"inputs": sorted(inputs)})
+                try:
+                    yield
+                finally:
+                    _set_trace_cost(usage())
+        finally:
+            # After the root span ends, so the policy applies to the root span too.
+            if self.trace_id is not None:
+                span_policy.forget(self.trace_id)
 
     def info(self) -> TrackingInfo:
         return TrackingInfo(
@@ -156,27 +165,118 @@ class TrackingSession:
         )
 
     def end(self, metrics: Mapping[str, float], artifacts: Mapping[str, Any], status: str) -> None:
-        """Log metrics and artifacts, then end the run (FINISHED or FAILED).
+        """Log metrics and artifacts, wait for the trace (async_logging off), end the run.
 
-        One call each: a metrics batch, one upload of every artifact, the status.
+        One call each: a metrics batch, one upload of every artifact, the status. Every step
+        is tried even when one fails; the first error is raised, later ones noted on it, as
+        the first is usually the cause (a server gone, the rest fall with it).
         """
+        trace_id = self.trace_id
+        if not self.settings.config.async_logging:
+            self.trace_id = None  # named again once MLflow has stored the trace
+        call_within(
+            self._deadline - time.monotonic(),
+            self.settings.config.timeout_s,
+            f"ending run {self.run_id} at {self.settings.tracking_uri}",
+            lambda: self._end(metrics, artifacts, status, trace_id),
+        )
+
+    def _end(
+        self,
+        metrics: Mapping[str, float],
+        artifacts: Mapping[str, Any],
+        status: str,
+        trace_id: str | None,
+    ) -> None:
+        client = _client(self.settings.tracking_uri)
+        errors = _attempt([], lambda: self._log_results(client, metrics, artifacts))
+        if not self.settings.config.async_logging and trace_id is not None:
+            errors = _attempt(errors, lambda: self._confirm_trace_stored(trace_id))
+        if errors and self.settings.config.required:
+            status = "FAILED"  # the run will fail over it
+        errors = _attempt(errors, lambda: client.set_terminated(self.run_id, status))
+        if errors:
+            first, *later = errors
+            for error in later:
+                first.add_note(f"Then: {type(error).__name__}: {error}")
+            raise first
+
+    def _log_results(
+        self, client: Any, metrics: Mapping[str, float], artifacts: Mapping[str, Any]
+    ) -> None:
         from mlflow.entities import Metric
 
-        client = _client(self.settings.tracking_uri)
-        try:
-            now = int(time.time() * 1000)
-            client.log_batch(
-                self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]
-            )
-            if artifacts:
-                with tempfile.TemporaryDirectory(prefix="agents-pipelines-") as folder:
-                    for path, content in artifacts.items():
-                        _write_artifact(Path(folder, path), content)
-                    client.log_artifacts(self.run_id, folder)
-        finally:
-            client.set_terminated(self.run_id, status)
-            if not self.settings.config.async_logging:
-                drain_trace_export()
+        now = int(time.time() * 1000)
+        client.log_batch(
+            self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        )
+        if artifacts:
+            with tempfile.TemporaryDirectory(prefix="agents-pipelines-") as folder:
+                for path, content in artifacts.items():
+                    _write_artifact(Path(folder, path), content)
+                client.log_artifacts(self.run_id, folder)
+
+    def _confirm_trace_stored(self, trace_id: str) -> None:
+        """Wait for the trace; name it again once MLflow has stored it."""
+        drain_trace_export()
+        result = trace_outcome.outcome(trace_id)
+        if result is None:  # MLflow's exporter could not be watched: ask the store
+            result = _look_up_trace(self.settings.tracking_uri, trace_id)
+        if result.stored:
+            self.trace_id = trace_id
+        if result.error is not None or not result.stored:
+            part = "only in part" if result.stored else "not at all"
+            cause = result.error or "it never reached the store"
+            raise TraceNotStoredError(f"MLflow stored trace {trace_id} {part}: {cause}")
+
+
+class TraceNotStoredError(Exception):
+    """MLflow's exporter failed to store a trace (it only logs such failures)."""
+
+
+def _attempt(errors: list[Exception], step: Callable[[], None]) -> list[Exception]:
+    try:
+        step()
+    except Exception as exc:
+        return [*errors, exc]
+    return errors
+
+
+def _look_up_trace(tracking_uri: str, trace_id: str) -> trace_outcome.TraceOutcome:
+    try:
+        _client(tracking_uri).get_trace(trace_id, display=False)
+    except Exception as exc:
+        return trace_outcome.TraceOutcome(stored=False, error=exc)
+    return trace_outcome.TraceOutcome(stored=True)
+
+
+def _create_run(
+    settings: TrackingSettings,
+    run_name: str | None,
+    tags: dict[str, str],
+    params: Mapping[str, Any],
+) -> tuple[str, str]:
+    """The experiment (made if missing) and a new run in it, with ``params`` logged."""
+    from mlflow.entities import Param
+    from mlflow.exceptions import MlflowException
+
+    client = _client(settings.tracking_uri)
+    key = (settings.tracking_uri, settings.experiment_name)
+    cached = key in _experiment_ids
+    experiment_id = _experiment_id(client, *key)
+    logger.info("✓ Experiment: %s (ID: %s)", settings.experiment_name, experiment_id)
+    try:
+        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    except MlflowException:
+        if not cached:
+            raise
+        # The experiment may have been deleted and made anew since: look it up again.
+        _experiment_ids.pop(key, None)
+        experiment_id = _experiment_id(client, *key)
+        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    run_id = run.info.run_id
+    client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    return experiment_id, run_id
 
 
 @contextmanager
@@ -199,7 +299,8 @@ def untraced() -> Iterator[None]:
 def _write_artifact(path: Path, content: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
-    path.write_text(text, encoding="utf-8")
+    # json.dumps escapes a lone surrogate; plain text keeps it as the escape text.
+    path.write_text(text, encoding="utf-8", errors="backslashreplace")
 
 
 def drain_trace_export() -> None:

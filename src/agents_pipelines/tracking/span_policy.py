@@ -6,11 +6,13 @@ the run's own Pricer first, so the trace sums the very numbers the ledger sums.
 
 Autolog records every span's inputs and outputs: prompts, replies, the state. Unless the
 workflow's artifact_level is "full", the same processor replaces them with a placeholder,
-so prompts and model outputs reach MLflow only when the workflow asks for it.
+so prompts and model outputs reach MLflow only when the workflow asks for it. When it
+does, text MLflow cannot encode (a lone surrogate) is escaped, or the trace would be lost.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 from agents_pipelines.usage import Pricer, TokenUsage
 
 REDACTED = "[not recorded: set observability.mlflow.artifact_level: full to record content]"
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,39 @@ def _process(span: Any) -> None:
     if policy is None:
         return  # not one of our workflow traces
     _set_cost(span, policy.pricer)
-    if not policy.keep_content and span.parent_id is not None:
+    if policy.keep_content:
+        _escape_lone_surrogates(span)
+    elif span.parent_id is not None:
         span.set_inputs(REDACTED)
         span.set_outputs(REDACTED)
+
+
+def _escape_lone_surrogates(span: Any) -> None:
+    """Store a lone surrogate as its escape text (the six characters \\ud800).
+
+    Python text may hold one ("\\ud800" in an input, or in a JSON reply); UTF-8 cannot,
+    and MLflow drops the whole trace when it fails to encode one. MLflow keeps attributes
+    as JSON text, so the check is one ``isascii`` per attribute, and the rewrite runs only
+    where an encode fails.
+    """
+    attributes = span._span.attributes  # the JSON text MLflow stores, not decoded values
+    for key, raw in list(attributes.items()):
+        if isinstance(raw, str) and not raw.isascii() and not _encodes(raw):
+            span._span.set_attribute(key, _LONE_SURROGATE.sub(_json_escape, raw))
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    # An escaped backslash, so the stored JSON decodes to the text "\\ud800" rather than
+    # back to the surrogate.
+    return f"\\\\u{ord(match.group()):04x}"
 
 
 def _set_cost(span: Any, pricer: Pricer) -> None:

@@ -1,0 +1,90 @@
+"""Whether MLflow stored a trace. Its exporter logs a failed write and moves on.
+
+MLflow's span exporter catches every error from the store (a server that refuses
+``/traces``, a trace it cannot encode) and only logs a warning, so a run would report a
+trace id that names no trace. For the traces a run waits for (async_logging: false), the
+exporter's store client is wrapped to record, per trace, whether the trace was written
+and the first error. Only watched traces are recorded: nothing is kept for the others.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class TraceOutcome:
+    stored: bool = False  # the store accepted the trace
+    error: Exception | None = None  # the first error writing it
+
+
+_lock = threading.Lock()
+_watched: dict[str, TraceOutcome] = {}
+
+
+def watch(trace_id: str) -> bool:
+    """Record what becomes of ``trace_id``; False if MLflow's exporter cannot be watched."""
+    if not _install():
+        return False
+    with _lock:
+        _watched[trace_id] = TraceOutcome()
+    return True
+
+
+def outcome(trace_id: str) -> TraceOutcome | None:
+    """What became of a watched trace (and stop watching it)."""
+    with _lock:
+        return _watched.pop(trace_id, None)
+
+
+def _install() -> bool:
+    """Wrap the current exporter's client. Checked on every run: MLflow makes a new
+    exporter whenever the tracking URI changes."""
+    from mlflow.tracing.provider import _get_trace_exporter
+
+    exporter = _get_trace_exporter()
+    client = getattr(exporter, "_client", None)
+    if client is None or not hasattr(client, "start_trace"):
+        return False
+    if not isinstance(client, _RecordingClient):
+        exporter._client = _RecordingClient(client)
+    return True
+
+
+def _record(trace_id: str, error: Exception | None) -> None:
+    with _lock:
+        if (entry := _watched.get(trace_id)) is None:
+            return
+        if error is None:
+            entry.stored = True
+        elif entry.error is None:
+            entry.error = error
+
+
+class _RecordingClient:
+    """MLflow's TracingClient, with the two calls that write a whole trace recorded."""
+
+    def __init__(self, inner: Any):
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def start_trace(self, trace_info: Any) -> Any:
+        try:
+            stored = self._inner.start_trace(trace_info)
+        except Exception as exc:
+            _record(trace_info.trace_id, exc)
+            raise
+        _record(trace_info.trace_id, None)
+        return stored
+
+    def _upload_trace_data(self, trace_info: Any, trace_data: Any) -> None:
+        # Spans go here, as an artifact, when the store cannot keep them itself.
+        try:
+            self._inner._upload_trace_data(trace_info, trace_data)
+        except Exception as exc:
+            _record(trace_info.trace_id, exc)
+            raise
