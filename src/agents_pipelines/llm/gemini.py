@@ -18,6 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
 from agents_pipelines.errors import MissingApiKeyError
+from agents_pipelines.redaction import redact
 from agents_pipelines.spec.models import LlmConfig
 
 API_KEY_ENV = "GOOGLE_API_KEY"
@@ -170,5 +171,7 @@ def describe_failure(exc: BaseException) -> str:
         429: "rate limited; lower the concurrency (the Dagster pool) or raise your quota",
     }
     text = hints.get(code or 0, "the call failed")
-    detail: Any = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    # Redacted before it is cut short: a key cut in half no longer looks like one.
+    message = redact(str(exc))
+    detail: Any = message.splitlines()[0][:300] if message else type(exc).__name__
     return f"Gemini {code or type(exc).__name__}: {text} ({detail})"

@@ -14,7 +14,6 @@ hook drains the queue when the process ends, so no trace is lost.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -26,12 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents_pipelines.redaction import redact, redact_value, redacting_logger
 from agents_pipelines.tracking import span_policy
 from agents_pipelines.tracking.settings import TrackingSettings
 from agents_pipelines.tracking.sqlite_store import tune_sqlite_store
 from agents_pipelines.usage import Pricer, UsageSummary, round_usd
 
-logger = logging.getLogger(__name__)
+logger = redacting_logger(__name__)
 _configure_lock = threading.Lock()
 _autolog_enabled = False
 # MLflow's exporter writes spans in batches of 5 by default, one store transaction per
@@ -94,19 +94,20 @@ class TrackingSession:
         from mlflow.exceptions import MlflowException
 
         client = _client(settings.tracking_uri)
+        tags, params = redact_value(dict(tags)), redact_value(dict(params))
         key = (settings.tracking_uri, settings.experiment_name)
         cached = key in _experiment_ids
         experiment_id = _experiment_id(client, *key)
         logger.info("✓ Experiment: %s (ID: %s)", settings.experiment_name, experiment_id)
         try:
-            run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+            run = client.create_run(experiment_id, run_name=run_name, tags=tags)
         except MlflowException:
             if not cached:
                 raise
             # The experiment may have been deleted and made anew since: look it up again.
             _experiment_ids.pop(key, None)
             experiment_id = _experiment_id(client, *key)
-            run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+            run = client.create_run(experiment_id, run_name=run_name, tags=tags)
         run_id = run.info.run_id
         client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         return cls(settings, experiment_id, run_id)
@@ -199,7 +200,7 @@ def untraced() -> Iterator[None]:
 def _write_artifact(path: Path, content: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
-    path.write_text(text, encoding="utf-8")
+    path.write_text(redact(text), encoding="utf-8")
 
 
 def drain_trace_export() -> None:

@@ -7,6 +7,10 @@ the run's own Pricer first, so the trace sums the very numbers the ledger sums.
 Autolog records every span's inputs and outputs: prompts, replies, the state. Unless the
 workflow's artifact_level is "full", the same processor replaces them with a placeholder,
 so prompts and model outputs reach MLflow only when the workflow asks for it.
+
+A failed call's span holds the provider's error three times: an exception event (message
+and stacktrace), the status description and, from autolog, the attributes. The error may
+repeat the API key, so the processor redacts API keys from every span it sees, ours or not.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from agents_pipelines.redaction import redact, redact_value
 from agents_pipelines.usage import Pricer, TokenUsage
 
 REDACTED = "[not recorded: set observability.mlflow.artifact_level: full to record content]"
@@ -56,6 +61,7 @@ def install() -> None:
 
 
 def _process(span: Any) -> None:
+    _redact_keys(span)
     with _lock:
         policy = _policies.get(span.trace_id)
     if policy is None:
@@ -64,6 +70,30 @@ def _process(span: Any) -> None:
     if not policy.keep_content and span.parent_id is not None:
         span.set_inputs(REDACTED)
         span.set_outputs(REDACTED)
+
+
+def _redact_keys(span: Any) -> None:
+    """Redact API keys from the span's attributes, events and status, in place.
+
+    Works on the OpenTelemetry span below MLflow's: its attributes are the JSON text MLflow
+    stores (redacting that text skips a parse of every attribute of every span), and an
+    exception event's attributes can only be replaced there.
+    """
+    from mlflow.entities import SpanStatus, SpanStatusCode
+
+    otel = span._span
+    for name, value in dict(otel.attributes or {}).items():
+        if isinstance(value, str) and (clean := redact(value)) != value:
+            otel.set_attribute(name, clean)
+    events = getattr(otel, "_events", None)
+    if events:
+        for event in events:
+            attributes = dict(event.attributes or {})
+            if (clean_attributes := redact_value(attributes)) != attributes:
+                event._attributes = clean_attributes  # an Event has no setter: a fresh mapping
+    description = otel.status.description
+    if description and (clean := redact(description)) != description:
+        span.set_status(SpanStatus(SpanStatusCode.ERROR, clean))
 
 
 def _set_cost(span: Any, pricer: Pricer) -> None:
