@@ -21,7 +21,7 @@ import pytest
 from mlflow import MlflowClient
 
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
-from agents_pipelines.redaction import REDACTED_KEY, redact
+from agents_pipelines.redaction import REDACTED_KEY, redact, redacting_logger
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer
 from agents_pipelines.tracking import drain_trace_export
@@ -171,3 +171,17 @@ def test_redact_finds_the_configured_key_whatever_its_shape(
 ) -> None:
     monkeypatch.setenv("GEMINI_API_KEY", "plain-configured-secret")
     assert redact("refused: plain-configured-secret") == f"refused: {REDACTED_KEY}"
+
+
+def test_our_loggers_redact_the_message_and_the_traceback(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GOOGLE_API_KEY", "plain-configured-secret")
+    logger = redacting_logger("agents_pipelines.runner")
+    try:
+        raise ValueError("refused: plain-configured-secret")
+    except ValueError:
+        logger.exception("call to %s failed", f"/v1/models/m?key={KEY}")
+    assert "plain-configured-secret" not in caplog.text and KEY not in caplog.text
+    assert f"?key={REDACTED_KEY} failed" in caplog.text
+    assert f"ValueError: refused: {REDACTED_KEY}" in caplog.text
