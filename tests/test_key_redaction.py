@@ -25,7 +25,7 @@ from agents_pipelines.redaction import REDACTED_KEY, redact, redacting_logger
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer
 from agents_pipelines.tracking import drain_trace_export
-from conftest import LINEAR, REPO, write
+from conftest import LINEAR, write
 
 # Shaped like a real Google API key (AIza + 35 characters), so both the configured-value
 # rule and the shape rule apply; the cases below also check each rule on its own.
@@ -103,7 +103,7 @@ def test_echoed_key_in_a_dagster_cli_materialization(
     done = subprocess.run(
         [str(dagster), *command],
         env=env,
-        cwd=REPO,
+        cwd=tmp_path,  # MLflow's artifacts land under ./mlruns: here, where they are scanned
         capture_output=True,
         text=True,
         timeout=300,
