@@ -61,15 +61,14 @@ def install() -> None:
 
 
 def _process(span: Any) -> None:
-    _redact_keys(span)
     with _lock:
         policy = _policies.get(span.trace_id)
-    if policy is None:
-        return  # not one of our workflow traces
-    _set_cost(span, policy.pricer)
-    if not policy.keep_content and span.parent_id is not None:
-        span.set_inputs(REDACTED)
-        span.set_outputs(REDACTED)
+    if policy is not None:  # one of our workflow traces
+        _set_cost(span, policy.pricer)
+        if not policy.keep_content and span.parent_id is not None:
+            span.set_inputs(REDACTED)
+            span.set_outputs(REDACTED)
+    _redact_keys(span)  # last: content dropped above need not be searched
 
 
 def _redact_keys(span: Any) -> None:
