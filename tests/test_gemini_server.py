@@ -16,6 +16,7 @@ from google.genai import errors as genai_errors
 from langchain_core.exceptions import ModelAPIError, ModelRateLimitError
 from langchain_google_genai import ChatGoogleGenerativeAI
 from langchain_google_genai.chat_models import (
+    ChatGoogleGenerativeAIError,
     GoogleAPIError,
     GoogleAuthenticationError,
     GoogleInvalidRequestError,
@@ -296,6 +297,28 @@ def test_permanent_client_errors(
     assert (cause.code, cause.status) == (code, name)
     if fault.message:
         assert cause.message == fault.message
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "echo"),
+    [
+        (Fault.permission_denied_echoing_key(), 403, f"API key {API_KEY} is not allowed"),
+        (Fault.not_found_echoing_key(), 404, f":generateContent?key={API_KEY}"),
+    ],
+    ids=["403", "404"],
+)
+def test_faults_that_echo_the_key_the_client_sent(
+    server: GeminiLoopbackServer, fault: Fault, code: int, echo: str
+) -> None:
+    server.plan(fault)
+
+    with pytest.raises(ChatGoogleGenerativeAIError) as excinfo:
+        make_llm(server).invoke("hi")
+
+    cause = excinfo.value.__cause__
+    assert isinstance(cause, genai_errors.ClientError) and cause.code == code
+    assert cause.message is not None and cause.message.endswith(echo)
+    assert "{api_key}" not in fault.error_json("k")["error"]["message"]
 
 
 def test_hang_times_out_and_stop_is_prompt() -> None:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agents_pipelines.errors import AgentsPipelinesError
+from agents_pipelines.redaction import RedactingFilter, redact
 from agents_pipelines.spec import Workflow, load_workflow, load_workflows, workflow_json_schema
 
 
@@ -19,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.command(args))
     except AgentsPipelinesError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 1
 
 
@@ -65,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.verbose:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(RedactingFilter())  # every agents_pipelines module logs through it
         package = logging.getLogger("agents_pipelines")
         package.addHandler(handler)
         package.setLevel(logging.INFO)

@@ -6,7 +6,6 @@ nothing of Dagster; orchestration context arrives as plain MLflow tags.
 
 from __future__ import annotations
 
-import logging
 import time
 import warnings
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from agents_pipelines.errors import (
 from agents_pipelines.graph import build_graph, initial_state
 from agents_pipelines.llm import Backend, chat_model_factory, resolve_backend
 from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s
+from agents_pipelines.redaction import redact, redact_exception, redacting_logger
 from agents_pipelines.spec import Workflow, draw_mermaid
 from agents_pipelines.tracking import (
     MlflowPriceTable,
@@ -34,7 +34,7 @@ from agents_pipelines.tracking import (
 )
 from agents_pipelines.usage import Budget, UsageLedger, UsageSummary, cost_summary
 
-logger = logging.getLogger(__name__)
+logger = redacting_logger(__name__)
 
 
 class TrackingFailedWarning(UserWarning):
@@ -88,6 +88,9 @@ def run_workflow(
         with _traced(session, spec.flow.name, state, pricer, ledger):
             final = _stream(graph, state, ledger, spec.config.execution.max_steps, node_runs)
     except BaseException as exc:
+        # A provider's error may repeat the API key: the chain that Dagster stores and
+        # tracebacks print carries the redacted text only.
+        redact_exception(exc)
         failure = _as_run_error(exc, workflow, ledger.summary())
         _end_tracking(
             session,
@@ -205,7 +208,9 @@ def _tracking_failed(
     config = workflow.spec.config.observability.mlflow
     # The first error comes first: later ones (noted on it) are usually its consequences.
     detail = " ".join([str(exc), *getattr(exc, "__notes__", ())])
-    reason = f"MLflow tracking failed for workflow {workflow.name}: {type(exc).__name__}: {detail}"
+    reason = redact(
+        f"MLflow tracking failed for workflow {workflow.name}: {type(exc).__name__}: {detail}"
+    )
     if config.required:
         raise WorkflowRunError(
             reason + ". Fix the tracking server, or set observability.mlflow.required: false "

@@ -18,6 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
 from agents_pipelines.errors import MissingApiKeyError
+from agents_pipelines.redaction import redact, redacting_logger
 from agents_pipelines.spec.models import LlmConfig
 
 API_KEY_ENV = "GOOGLE_API_KEY"
@@ -25,6 +26,15 @@ ALT_API_KEY_ENV = "GEMINI_API_KEY"
 BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER_S = 120.0
+# The client stack's loggers that may write a provider's error text (google-genai logs a
+# streamed error it cannot parse at DEBUG) or a request line: each gets our key filter.
+_CLIENT_LOGGERS = (
+    "google_genai._api_client",
+    "google_genai.models",
+    "langchain_google_genai.chat_models",
+    "httpx",
+    "httpx2",
+)
 
 
 def api_key_from_env() -> str | None:
@@ -69,6 +79,8 @@ def _chat_model(
     """
     from langchain_google_genai import ChatGoogleGenerativeAI  # heavy: imported on first use
 
+    for name in _CLIENT_LOGGERS:
+        redacting_logger(name)
     return ChatGoogleGenerativeAI(
         model=model,
         google_api_key=SecretStr(key),
@@ -170,5 +182,7 @@ def describe_failure(exc: BaseException) -> str:
         429: "rate limited; lower the concurrency (the Dagster pool) or raise your quota",
     }
     text = hints.get(code or 0, "the call failed")
-    detail: Any = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    # Redacted before it is cut short: a key cut in half no longer looks like one.
+    message = redact(str(exc))
+    detail: Any = message.splitlines()[0][:300] if message else type(exc).__name__
     return f"Gemini {code or type(exc).__name__}: {text} ({detail})"

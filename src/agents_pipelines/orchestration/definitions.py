@@ -8,7 +8,6 @@ AGENTS_PIPELINES_INVALID_WORKFLOWS=skip to load the valid files and log the rest
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,6 +24,7 @@ from agents_pipelines.orchestration.automation import (
 )
 from agents_pipelines.orchestration.resource import WorkflowRunner
 from agents_pipelines.orchestration.translator import WorkflowTranslator
+from agents_pipelines.redaction import redacting_logger
 from agents_pipelines.spec import Workflow, load_workflows
 
 WORKFLOWS_DIR_ENV = "AGENTS_PIPELINES_WORKFLOWS_DIR"
@@ -32,7 +32,7 @@ ON_INVALID_ENV = "AGENTS_PIPELINES_INVALID_WORKFLOWS"
 EXECUTOR_ENV = "AGENTS_PIPELINES_EXECUTOR"
 DEFAULT_WORKFLOWS_DIR = "workflows"
 
-logger = logging.getLogger(__name__)
+logger = redacting_logger(__name__)
 OnInvalid = Literal["fail", "skip"]
 
 

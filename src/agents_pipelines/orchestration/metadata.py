@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from agents_pipelines.redaction import redact
 from agents_pipelines.usage import UsageSummary
 
 PREVIEW_CHARS = 2_000
@@ -78,12 +79,13 @@ def run_metadata(result: Any) -> dict[str, Any]:
         if tracking.trace_id is not None:  # None: MLflow did not store the trace
             metadata["mlflow_trace_id"] = dg.MetadataValue.text(tracking.trace_id)
     if result.warnings:
-        metadata["tracking_warning"] = dg.MetadataValue.text(" | ".join(result.warnings))
+        metadata["tracking_warning"] = dg.MetadataValue.text(redact(" | ".join(result.warnings)))
     return metadata
 
 
 def _preview(state: dict[str, Any]) -> str:
-    text = json.dumps(state, indent=2, ensure_ascii=False, default=str)
+    # Redacted before it is cut short: a key cut in half no longer looks like one.
+    text = redact(json.dumps(state, indent=2, ensure_ascii=False, default=str))
     if len(text) > PREVIEW_CHARS:
         text = text[:PREVIEW_CHARS] + "\n… (truncated; the full state is the asset value)"
     return f"```json\n{text}\n```"

@@ -16,6 +16,7 @@ from agents_pipelines.errors import BudgetExceededError, InvalidInputsError, Wor
 from agents_pipelines.orchestration.checks import budget_result, output_results
 from agents_pipelines.orchestration.inputs import resolve_inputs
 from agents_pipelines.orchestration.metadata import run_metadata, usage_metadata
+from agents_pipelines.redaction import redact
 from agents_pipelines.spec import Workflow
 
 
@@ -44,7 +45,7 @@ class WorkflowRunner(dg.ConfigurableResource):
                 simulated_latency_s=self.simulated_latency_s,
             )
         except InvalidInputsError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+            raise dg.Failure(description=redact(str(exc)), allow_retries=False) from exc
         except WorkflowRunError as exc:
             _retry_after_rate_limit(context, workflow, exc)
             metadata = usage_metadata(exc.usage) if exc.usage is not None else {}
@@ -52,14 +53,14 @@ class WorkflowRunner(dg.ConfigurableResource):
             if overspent and (check := budget_result(workflow, exc.usage)) is not None:  # type: ignore[arg-type]
                 yield check
             raise dg.Failure(
-                description=str(exc), metadata=metadata, allow_retries=exc.transient
+                description=redact(str(exc)), metadata=metadata, allow_retries=exc.transient
             ) from exc
         context.log.info(
             f"{workflow.name}: {result.usage.describe_spend()} "
             f"(backend {result.backend.value}, {result.duration_s:.2f} s)"
         )
         for warning in result.warnings:
-            context.log.warning(warning)
+            context.log.warning(redact(warning))
         # The value goes to the IO manager, for downstream workflows and assets to load.
         yield dg.MaterializeResult(value=result.state, metadata=run_metadata(result))
         if (check := budget_result(workflow, result.usage)) is not None:
@@ -78,7 +79,8 @@ def _retry_after_rate_limit(
         return
     spent = exc.usage.describe_spend() if exc.usage is not None else "nothing"
     context.log.warning(
-        f"{exc} Retrying after the server's Retry-After ({wait:g} s); this attempt spent {spent}."
+        redact(str(exc)) + f" Retrying after the server's Retry-After ({wait:g} s); "
+        f"this attempt spent {spent}."
     )
     raise dg.RetryRequested(
         max_retries=policy.max_retries, seconds_to_wait=max(wait, policy.delay_s)

@@ -226,12 +226,17 @@ class Fault:
 
     ``retry_after_s`` adds a ``Retry-After`` header (whole seconds, rounded up, as HTTP
     requires) and a ``google.rpc.RetryInfo`` detail with the exact ``retryDelay``.
+
+    ``echo_key`` puts the API key the client sent into the message, in place of
+    ``{api_key}``: some real errors repeat the key, and what the caller does with it
+    (logs, traces, artifacts) must still not leak it.
     """
 
     status: int
     retry_after_s: float | None = None
     hang_s: float = 0.0
     message: str = ""
+    echo_key: bool = False
 
     def __post_init__(self) -> None:
         if self.status != 0 and not 400 <= self.status <= 599:
@@ -273,11 +278,29 @@ class Fault:
         """403 PERMISSION_DENIED."""
         return cls(403, message=message)
 
-    def error_json(self) -> dict[str, Any]:
-        """The error body in Google's shape."""
+    @classmethod
+    def permission_denied_echoing_key(cls) -> Fault:
+        """403 PERMISSION_DENIED whose message repeats the API key the client sent."""
+        return cls(
+            403, message="Permission denied: API key {api_key} is not allowed", echo_key=True
+        )
+
+    @classmethod
+    def not_found_echoing_key(cls) -> Fault:
+        """404 NOT_FOUND whose message holds a URL with the key as a ``?key=`` parameter."""
+        url = "https://generativelanguage.googleapis.com/v1beta/models/none:generateContent"
+        return cls(
+            404, message=f"Requested entity was not found: {url}?key={{api_key}}", echo_key=True
+        )
+
+    def error_json(self, api_key: str | None = None) -> dict[str, Any]:
+        """The error body in Google's shape; ``api_key`` is the key the request sent."""
+        message = self.message or _default_message(self.status)
+        if self.echo_key:
+            message = message.replace("{api_key}", api_key or "")
         error: dict[str, Any] = {
             "code": self.status,
-            "message": self.message or _default_message(self.status),
+            "message": message,
             "status": _status_name(self.status),
         }
         if self.retry_after_s is not None:
@@ -756,7 +779,8 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(follow, Fault) and not follow.status:  # never hang twice
                 follow = owner._default_for(request, builtin=True)
         if isinstance(follow, Fault):
-            self._send_json(follow.status, follow.error_json(), follow.headers())
+            body = follow.error_json(request.api_key)
+            self._send_json(follow.status, body, follow.headers())
             return None
         return follow
 

@@ -14,7 +14,6 @@ hook drains the queue when the process ends, so no trace is lost.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -26,13 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents_pipelines.redaction import redact, redact_value, redacting_logger
 from agents_pipelines.tracking import span_policy, trace_outcome
 from agents_pipelines.tracking.deadline import call_within
 from agents_pipelines.tracking.settings import TrackingSettings
 from agents_pipelines.tracking.sqlite_store import tune_sqlite_store
 from agents_pipelines.usage import Pricer, UsageSummary, round_usd
 
-logger = logging.getLogger(__name__)
+logger = redacting_logger(__name__)
 _configure_lock = threading.Lock()
 _autolog_enabled = False
 # MLflow's exporter writes spans in batches of 5 by default, one store transaction per
@@ -261,6 +261,7 @@ def _create_run(
     from mlflow.exceptions import MlflowException
 
     client = _client(settings.tracking_uri)
+    tags, params = redact_value(dict(tags)), redact_value(dict(params))
     key = (settings.tracking_uri, settings.experiment_name)
     cached = key in _experiment_ids
     experiment_id = _experiment_id(client, *key)
@@ -300,7 +301,7 @@ def _write_artifact(path: Path, content: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
     # json.dumps escapes a lone surrogate; plain text keeps it as the escape text.
-    path.write_text(text, encoding="utf-8", errors="backslashreplace")
+    path.write_text(redact(text), encoding="utf-8", errors="backslashreplace")
 
 
 def drain_trace_export() -> None:

@@ -8,6 +8,10 @@ Autolog records every span's inputs and outputs: prompts, replies, the state. Un
 workflow's artifact_level is "full", the same processor replaces them with a placeholder,
 so prompts and model outputs reach MLflow only when the workflow asks for it. When it
 does, text MLflow cannot encode (a lone surrogate) is escaped, or the trace would be lost.
+
+A failed call's span holds the provider's error three times: an exception event (message
+and stacktrace), the status description and, from autolog, the attributes. The error may
+repeat the API key, so the processor redacts API keys from every span it sees, ours or not.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from agents_pipelines.redaction import redact, redact_value
 from agents_pipelines.usage import Pricer, TokenUsage
 
 REDACTED = "[not recorded: set observability.mlflow.artifact_level: full to record content]"
@@ -61,14 +66,38 @@ def install() -> None:
 def _process(span: Any) -> None:
     with _lock:
         policy = _policies.get(span.trace_id)
-    if policy is None:
-        return  # not one of our workflow traces
-    _set_cost(span, policy.pricer)
-    if policy.keep_content:
-        _escape_lone_surrogates(span)
-    elif span.parent_id is not None:
-        span.set_inputs(REDACTED)
-        span.set_outputs(REDACTED)
+    if policy is not None:  # one of our workflow traces
+        _set_cost(span, policy.pricer)
+        if policy.keep_content:
+            _escape_lone_surrogates(span)
+        elif span.parent_id is not None:
+            span.set_inputs(REDACTED)
+            span.set_outputs(REDACTED)
+    _redact_keys(span)  # last: content dropped above need not be searched
+
+
+def _redact_keys(span: Any) -> None:
+    """Redact API keys from the span's attributes, events and status, in place.
+
+    Works on the OpenTelemetry span below MLflow's: its attributes are the JSON text MLflow
+    stores (redacting that text skips a parse of every attribute of every span), and an
+    exception event's attributes can only be replaced there.
+    """
+    from mlflow.entities import SpanStatus, SpanStatusCode
+
+    otel = span._span
+    for name, value in dict(otel.attributes or {}).items():
+        if isinstance(value, str) and (clean := redact(value)) != value:
+            otel.set_attribute(name, clean)
+    events = getattr(otel, "_events", None)
+    if events:
+        for event in events:
+            attributes = dict(event.attributes or {})
+            if (clean_attributes := redact_value(attributes)) != attributes:
+                event._attributes = clean_attributes  # an Event has no setter: a fresh mapping
+    description = otel.status.description
+    if description and (clean := redact(description)) != description:
+        span.set_status(SpanStatus(SpanStatusCode.ERROR, clean))
 
 
 def _escape_lone_surrogates(span: Any) -> None:

@@ -17,6 +17,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
+from agents_pipelines.redaction import redact
 from agents_pipelines.usage.records import CallRecord, Pricer, TokenUsage, UsageSummary
 
 
@@ -80,7 +81,8 @@ class UsageLedger(BaseCallbackHandler):
         self._finish(run_id, usage, "ok", None, reply)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._finish(run_id, TokenUsage(), "error", f"{type(error).__name__}: {error}", None)
+        message = redact(f"{type(error).__name__}: {error}")  # errors may repeat the API key
+        self._finish(run_id, TokenUsage(), "error", message, None)
 
     def _finish(
         self, run_id: UUID, usage: TokenUsage, status: str, error: str | None, reply: str | None

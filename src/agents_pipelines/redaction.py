@@ -1,0 +1,144 @@
+"""Keep API keys out of everything the runtime writes.
+
+A provider's error may repeat the key it was sent: a 403 that names it, a 404 whose message
+holds a URL with ``?key=``. Left alone, that text is copied into Dagster's event log and
+compute logs, the console, MLflow's artifacts and trace spans. Each place the runtime
+writes text passes it through ``redact`` (or ``redact_exception`` for an error chain) first.
+
+Redacted: the value of GOOGLE_API_KEY and GEMINI_API_KEY as set when the text is written,
+anything shaped like a Google API key, ``key=`` URL parameters and ``x-goog-api-key``
+header values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from typing import Any, TypeVar, cast
+
+__all__ = [
+    "REDACTED_KEY",
+    "RedactingFilter",
+    "redact",
+    "redact_exception",
+    "redact_value",
+    "redacting_logger",
+]
+
+REDACTED_KEY = "[redacted API key]"
+KEY_ENV_VARS = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
+# A configured value shorter than this is not searched for: replacing, say, "abc" in every
+# message would garble them and protect nothing (no real key is that short).
+_MIN_CONFIGURED_LENGTH = 8
+# A value stops at a URL or quoting delimiter, or at a backslash (so a key inside JSON text
+# is replaced without breaking an escape). It never starts with the marker, so text
+# redacted once comes out of a second pass unchanged.
+_VALUE = r"(?!" + re.escape(REDACTED_KEY) + r")[^&#\s'\"\\<>,;{}()]+"
+_QUOTE = r"\\?['\"]?"  # an optional quote, escaped or not
+_KEYS = re.compile(
+    r"AIza[0-9A-Za-z_\-]{35}"  # the shape of every Google API key
+    rf"|(?P<param>[?&]key=){_VALUE}"
+    rf"|(?P<header>(?i:x-goog-api-key){_QUOTE}\s*[:=]\s*{_QUOTE}){_VALUE}"
+)
+
+T = TypeVar("T")
+
+
+def redact(text: str) -> str:
+    """``text`` with every API key in it replaced by REDACTED_KEY."""
+    if _may_hold_pattern(text):
+        text = _KEYS.sub(_keep_prefix, text)
+    for value in _configured_keys():
+        text = text.replace(value, REDACTED_KEY)
+    return text
+
+
+def redact_value(value: T) -> T:
+    """``value`` with every string in it redacted, through dicts, lists and tuples."""
+    clean: Any = value
+    if isinstance(value, str):
+        clean = redact(value)
+    elif isinstance(value, dict):
+        clean = {redact_value(k): redact_value(v) for k, v in value.items()}
+    elif isinstance(value, list):
+        clean = [redact_value(item) for item in value]
+    elif isinstance(value, tuple) and type(value) is tuple:  # a named tuple takes fields
+        clean = tuple(redact_value(item) for item in value)
+    return cast(T, clean)
+
+
+def redact_exception(exc: BaseException) -> BaseException:
+    """Redact ``exc`` and every exception it was raised from or during, in place.
+
+    Dagster stores a failure's whole chain (each message and stack), and tracebacks print
+    it: a provider's error deep in the chain would carry the key there. Each error keeps
+    its type and traceback; its arguments and its text attributes are redacted.
+    """
+    for err in _chain(exc):
+        err.args = tuple(redact_value(arg) for arg in err.args)
+        for name, attribute in list(getattr(err, "__dict__", {}).items()):
+            if isinstance(attribute, str | dict | list | tuple):
+                # A read-only attribute stays: str() and tracebacks read args.
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(err, name, redact_value(attribute))
+    return exc
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts a log record's message, traceback and stack before any handler writes it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed call: logging reports it itself
+            return True
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+_FILTER = RedactingFilter()
+
+
+def redacting_logger(name: str) -> logging.Logger:
+    """``logging.getLogger(name)`` with a RedactingFilter: a logger's filters see only the
+    records logged to that very logger, so each module of ours takes its logger from here."""
+    logger = logging.getLogger(name)
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+    return logger
+
+
+def _may_hold_pattern(text: str) -> bool:
+    """Whether ``text`` holds what some pattern starts with. Every span attribute of every
+    trace comes through here, and substring tests are over ten times faster than the regex
+    on text without a match (56 KB of JSON: 0.6 ms, not 7.4 ms, on a loaded machine)."""
+    return "AIza" in text or "key=" in text or "api-key" in text.lower()
+
+
+def _keep_prefix(match: re.Match[str]) -> str:
+    return (match["param"] or match["header"] or "") + REDACTED_KEY
+
+
+def _configured_keys() -> list[str]:
+    values = (os.environ.get(name, "") for name in KEY_ENV_VARS)
+    return [value for value in values if len(value) >= _MIN_CONFIGURED_LENGTH]
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        err = pending.pop()
+        if err is None or any(err is known for known in seen):
+            continue
+        seen.append(err)
+        pending += [err.__cause__, err.__context__]
+    return seen
