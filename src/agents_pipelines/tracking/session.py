@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents_pipelines.tracking import span_policy
+from agents_pipelines.tracking import span_policy, stale_runs
 from agents_pipelines.tracking.settings import TrackingSettings
 from agents_pipelines.tracking.sqlite_store import tune_sqlite_store
 from agents_pipelines.usage import Pricer, UsageSummary, round_usd
@@ -98,6 +98,9 @@ class TrackingSession:
         cached = key in _experiment_ids
         experiment_id = _experiment_id(client, *key)
         logger.info("✓ Experiment: %s (ID: %s)", settings.experiment_name, experiment_id)
+        if workflow := tags.get(stale_runs.WORKFLOW_TAG):
+            stale_runs.close_dead_runs(client, settings.tracking_uri, experiment_id, workflow)
+        tags = {**tags, **stale_runs.owner_tags()}
         try:
             run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
         except MlflowException:
@@ -137,6 +140,7 @@ class TrackingSession:
             trace_destination=MlflowExperimentLocation(self.experiment_id),
         ) as root:
             self.trace_id = root.trace_id
+            stale_runs.link_trace(_client(self.settings.tracking_uri), self.run_id, root.trace_id)
             span_policy.apply_to(root.trace_id, span_policy.TracePolicy(pricer, full))
             root.set_inputs(dict(inputs) if full else {"inputs": sorted(inputs)})
             try:
