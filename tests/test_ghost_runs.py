@@ -4,7 +4,6 @@ its workflow; live runs, here or on other hosts, are left alone."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -38,6 +37,8 @@ edges:
   - {from: START, to: summarize}
   - {from: summarize, to: name}
   - {from: name, to: END}
+orchestration:
+  inputs: {topic: owls}
 config:
   llm: {model: gemini-2.5-flash, timeout_s: 120, max_retries: 0}
   observability:
@@ -189,31 +190,35 @@ def test_a_reused_pid_does_not_keep_a_dead_run_open() -> None:
     assert not reused.is_alive()  # the pid lives, but it is another process
 
 
-def test_eight_concurrent_runs_do_not_close_each_other(
-    tmp_path: Path, mlflow_uri: str, simulated: None, monkeypatch: pytest.MonkeyPatch
+def test_runs_of_eight_live_processes_are_kept_and_closed_once_they_die(
+    tmp_path: Path, mlflow_uri: str, simulated: None
 ) -> None:
-    """Eight runs, each in its own process (load_driver forks them), overlapping."""
-    import dagster as dg
+    """Eight runs owned by eight live processes on this host (tests/test_load.py runs eight
+    real materializations at once, and checks that all of them end FINISHED)."""
+    path = write(tmp_path, CHAIN)
+    first = run_workflow(load_workflow(path), {"topic": "owls"})
+    assert first.tracking is not None
+    client, experiment_id = MlflowClient(), first.tracking.experiment_id
+    sleepers = [subprocess.Popen(["sleep", "300"]) for _ in range(8)]
+    try:
+        runs = [
+            client.create_run(experiment_id, tags=_owned_by(sleeper.pid)).info.run_id
+            for sleeper in sleepers
+        ]
+        stale_runs._checked.clear()  # a new process, as far as the check is concerned
+        run_workflow(load_workflow(path), {"topic": "owls"})
+        assert {client.get_run(run).info.status for run in runs} == {"RUNNING"}
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
+    stale_runs._checked.clear()
+    run_workflow(load_workflow(path), {"topic": "owls"})
+    assert {client.get_run(run).info.status for run in runs} == {"KILLED"}
 
-    home = tmp_path / "home"
-    home.mkdir()
-    dg.DagsterInstance.from_config(str(home)).dispose()  # as test_load does
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("AGENTS_PIPELINES_SIMULATED_LATENCY_S", "3")
-    driver = Path(__file__).with_name("load_driver.py")
-    done = subprocess.run(
-        [sys.executable, str(driver), str(write(tmp_path, CHAIN)), "--processes", "8"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert len({json.loads(line)["pid"] for line in done.stdout.splitlines()}) == 8
-    runs = _only_run()
-    assert len(runs) == 8
-    assert {r.info.status for r in runs} == {"FINISHED"}
-    assert not [r for r in runs if stale_runs.CLOSED_TAG in r.data.tags]
-    # They overlapped: each but the first looked for dead runs while another was RUNNING.
-    spans = sorted((r.info.start_time, r.info.end_time) for r in runs)
-    assert all(any(s < start < e for s, e in spans[:i]) for i, (start, _) in enumerate(spans) if i)
+
+def _owned_by(pid: int) -> dict[str, str]:
+    here = stale_runs.ProcessOwner.current()
+    owner = stale_runs.ProcessOwner(here.host, here.pid_namespace, pid, None)
+    started = {stale_runs.PID_STARTED_TAG: f"{stale_runs._process_start(pid):.2f}"}
+    return {stale_runs.WORKFLOW_TAG: "chain", **owner.tags(), **started}
