@@ -107,12 +107,24 @@ def owner_tags() -> dict[str, str]:
     return ProcessOwner.current().tags()
 
 
+def link_trace(client: Any, run_id: str, trace_id: str) -> None:
+    """Tag the run with its trace: a trace is linked to its run only once it ends, and
+    the trace of a process that died must still be found. One more write per run
+    (31 ms against 69 ms for a ``get_run``, on SQLite on a loaded machine). Never raises."""
+    try:
+        client.set_tag(run_id, TRACE_TAG, trace_id)
+    except Exception as exc:
+        logger.warning("Could not tag MLflow run %s with its trace %s: %s", run_id, trace_id, exc)
+
+
 def close_dead_runs(client: Any, tracking_uri: str, experiment_id: str, workflow: str) -> None:
     """Close the RUNNING runs of ``workflow`` whose process is gone, once per process.
 
-    Once, because a ghost is only ever made by another process, and that process dies
-    before this one looks or after: a later run in a new process closes it. The search
-    costs about 4 ms on SQLite (an experiment of 1,000 finished runs, measured). Never
+    Once per process: a ghost is left by another process, and one that dies after this
+    look is closed by the next run of the workflow in a new process (in Dagster, every
+    run is one). The search
+    costs about one ``get_run`` on SQLite, measured on a loaded machine: 91 ms against
+    69 ms for ``get_run``, 76 ms in an empty experiment, 1,000 finished runs in it. Never
     raises: a run must not fail for want of closing another's.
     """
     key = (tracking_uri, experiment_id, workflow)
@@ -230,12 +242,3 @@ def _pid_namespace() -> str:
         return os.readlink("/proc/self/ns/pid")
     except OSError:
         return ""
-
-
-def link_trace(client: Any, run_id: str, trace_id: str) -> None:
-    """Tag the run with its trace: a trace is linked to its run only once it ends, and
-    the trace of a process that died must still be found. Never raises."""
-    try:
-        client.set_tag(run_id, TRACE_TAG, trace_id)
-    except Exception as exc:
-        logger.warning("Could not tag MLflow run %s with its trace %s: %s", run_id, trace_id, exc)
