@@ -15,6 +15,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from agents_pipelines.tracking import stale_runs
 from conftest import EXAMPLES, REPO
 
 PROCESSES = 8
@@ -74,6 +75,8 @@ def test_eight_concurrent_materializations_on_sqlite(
     runs = {r.info.run_id: r for r in client.search_runs([experiment.experiment_id])}
     assert len(runs) == PROCESSES
     assert all(r.info.status == "FINISHED" for r in runs.values())
+    # No run took another, live, for a dead one (see tracking/stale_runs.py).
+    assert not [r for r in runs.values() if stale_runs.CLOSED_TAG in r.data.tags]
     traces = mlflow.search_traces(locations=[experiment.experiment_id], return_type="list")
     by_run: dict[str, list[mlflow.entities.Trace]] = {}
     for trace in traces:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 from agents_pipelines.errors import AgentsPipelinesError
@@ -22,6 +26,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AgentsPipelinesError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:
+        stopped_by = signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT
+        print(f"error: stopped by {stopped_by.name}", file=sys.stderr)
+        return 128 + stopped_by
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, like Ctrl-C: a run's failure path then
+    records the MLflow run as FAILED with its spend, instead of leaving it RUNNING."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread can take signals
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,7 +102,8 @@ def _run(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.file)
     from agents_pipelines.runner import run_workflow  # heavy imports only for `run`
 
-    result = run_workflow(workflow, _parse_inputs(workflow, args.input), backend=args.backend)
+    with _sigterm_as_interrupt():
+        result = run_workflow(workflow, _parse_inputs(workflow, args.input), backend=args.backend)
     tokens = result.usage.tokens
     print(
         f"✓ {result.workflow} finished in {result.duration_s:.2f} s "

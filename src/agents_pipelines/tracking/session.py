@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from agents_pipelines.redaction import redact, redact_value, redacting_logger
-from agents_pipelines.tracking import span_policy, trace_outcome
-from agents_pipelines.tracking.deadline import call_within
+from agents_pipelines.tracking import span_policy, stale_runs, trace_outcome
+from agents_pipelines.tracking.deadline import TrackingTimeoutError, call_within
 from agents_pipelines.tracking.settings import TrackingSettings
 from agents_pipelines.tracking.sqlite_store import tune_sqlite_store
 from agents_pipelines.usage import Pricer, UsageSummary, round_usd
@@ -141,6 +141,7 @@ class TrackingSession:
                 trace_destination=MlflowExperimentLocation(self.experiment_id),
             ) as root:
                 self.trace_id = root.trace_id
+                self._link_trace(root.trace_id)
                 span_policy.apply_to(root.trace_id, span_policy.TracePolicy(pricer, full))
                 if not self.settings.config.async_logging:
                     trace_outcome.watch(root.trace_id)
@@ -153,6 +154,19 @@ class TrackingSession:
             # After the root span ends, so the policy applies to the root span too.
             if self.trace_id is not None:
                 span_policy.forget(self.trace_id)
+
+    def _link_trace(self, trace_id: str) -> None:
+        """Tag the run with its trace (stale_runs), within the run's tracking deadline."""
+        client = _client(self.settings.tracking_uri)
+        try:
+            call_within(
+                self._deadline - time.monotonic(),
+                self.settings.config.timeout_s,
+                f"tagging the run with its trace at {self.settings.tracking_uri}",
+                lambda: stale_runs.link_trace(client, self.run_id, trace_id),
+            )
+        except TrackingTimeoutError as exc:  # the end of the run meets the same deadline
+            logger.warning("%s", exc)
 
     def info(self) -> TrackingInfo:
         return TrackingInfo(
@@ -266,6 +280,9 @@ def _create_run(
     cached = key in _experiment_ids
     experiment_id = _experiment_id(client, *key)
     logger.info("✓ Experiment: %s (ID: %s)", settings.experiment_name, experiment_id)
+    if workflow := tags.get(stale_runs.WORKFLOW_TAG):
+        stale_runs.close_dead_runs(client, settings.tracking_uri, experiment_id, workflow)
+    tags = {**tags, **stale_runs.owner_tags()}
     try:
         run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     except MlflowException:
