@@ -157,7 +157,11 @@ class TrackingSession:
 
     def _link_trace(self, trace_id: str) -> None:
         """Tag the run with its trace (stale_runs), within the run's tracking deadline."""
-        client = _client(self.settings.tracking_uri)
+        import mlflow
+
+        # Not _client(): re-pointing MLflow's process-wide state mid-trace would replace
+        # the exporter that this trace's spans go to.
+        client = mlflow.MlflowClient(self.settings.tracking_uri)
         try:
             call_within(
                 self._deadline - time.monotonic(),
