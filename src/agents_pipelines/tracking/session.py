@@ -28,7 +28,7 @@ from typing import Any
 
 from agents_pipelines.tracking import span_policy
 from agents_pipelines.tracking.settings import TrackingSettings
-from agents_pipelines.tracking.sqlite_store import tune_sqlite_store
+from agents_pipelines.tracking.sqlite_store import prepare_sqlite_store
 from agents_pipelines.usage import Pricer, UsageSummary, round_usd
 
 logger = logging.getLogger(__name__)
@@ -251,7 +251,7 @@ def _client(tracking_uri: str) -> Any:
     import mlflow
 
     with _configure_lock:
-        tune_sqlite_store(tracking_uri)
+        prepare_sqlite_store(tracking_uri)
         for name, value in _SPAN_EXPORT_DEFAULTS.items():
             os.environ.setdefault(name, value)
         # A no-op when unchanged; when changed it also re-points MLflow's trace exporter
