@@ -46,7 +46,7 @@ def materialize_at_once(asset: str, processes: int, env: dict[str, str]) -> list
     outputs = [p.communicate(timeout=600)[0].decode() for p in started]
     for process, output in zip(started, outputs, strict=True):
         assert process.returncode == 0, output[-3000:]
-        assert "database is locked" not in output
+        assert "database is locked" not in output, output[-3000:]
     return outputs
 
 

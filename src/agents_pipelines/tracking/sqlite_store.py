@@ -25,12 +25,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from pathlib import Path
 from typing import Any
 
 from agents_pipelines.errors import AgentsPipelinesError
 
-# Creating and migrating a new store takes about 6 s of CPU; 21 to 40 s went by on this
-# project's 2-core machine at a load average of 20 (measured). Five minutes means stuck.
+# Creating and migrating a new store took 21 to 40 s on this project's 2-core machine at a
+# load average of 20 (measured); five minutes of waiting means the creator is stuck.
 CREATE_LOCK_TIMEOUT_S = 300.0
 _lock = threading.Lock()
 _store_files: set[str] = set()
@@ -80,7 +81,7 @@ def _listen_to_new_connections() -> None:
 def _is_created(path: str) -> bool:
     """Whether MLflow finished creating the store: its last step adds experiment 0."""
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=20)
+        connection = sqlite3.connect(Path(path).as_uri() + "?mode=ro", uri=True, timeout=20)
     except sqlite3.OperationalError:  # no such file yet
         return False
     try:
@@ -95,9 +96,9 @@ def _is_created(path: str) -> bool:
 def _create_under_file_lock(tracking_uri: str, path: str) -> None:
     """Let MLflow create the store while this process holds ``<store>.lock``.
 
-    The client is built under the lock because MLflow builds its store in the client's
-    constructor (creating tables, migrating, adding experiment 0) and caches it per URI,
-    so later clients reuse it. Processes that waited find the store made and only check it.
+    MLflow builds its store in the client's constructor (creating tables, migrating, adding
+    experiment 0) and caches it per URI, so later clients reuse it. Processes that waited
+    find the store made and let go of the lock at once.
     """
     import mlflow
     from filelock import FileLock, Timeout
@@ -105,7 +106,8 @@ def _create_under_file_lock(tracking_uri: str, path: str) -> None:
     lock_path = path + ".lock"
     try:
         with FileLock(lock_path, timeout=CREATE_LOCK_TIMEOUT_S):
-            mlflow.MlflowClient(tracking_uri)
+            if not _is_created(path):
+                mlflow.MlflowClient(tracking_uri)
     except Timeout as exc:
         raise AgentsPipelinesError(
             f"Waited {CREATE_LOCK_TIMEOUT_S:.0f} s for another process to create the MLflow "
