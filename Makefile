@@ -57,5 +57,5 @@ bench: install
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(TOOLS) storage history schedules logs .logs_queue .nux .telemetry mlflow.db mlruns \
+	rm -rf $(VENV) $(TOOLS) storage history schedules logs .logs_queue .nux .telemetry mlflow.db mlflow.db.lock mlruns \
 		.pytest_cache .mypy_cache .ruff_cache

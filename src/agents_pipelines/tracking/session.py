@@ -29,7 +29,7 @@ from agents_pipelines.redaction import redact, redact_value, redacting_logger
 from agents_pipelines.tracking import span_policy, stale_runs, trace_outcome
 from agents_pipelines.tracking.deadline import TrackingTimeoutError, call_within
 from agents_pipelines.tracking.settings import TrackingSettings
-from agents_pipelines.tracking.sqlite_store import tune_sqlite_store
+from agents_pipelines.tracking.sqlite_store import prepare_sqlite_store
 from agents_pipelines.usage import Pricer, UsageSummary, round_usd
 
 logger = redacting_logger(__name__)
@@ -374,7 +374,7 @@ def _client(tracking_uri: str) -> Any:
     import mlflow
 
     with _configure_lock:
-        tune_sqlite_store(tracking_uri)
+        prepare_sqlite_store(tracking_uri)
         for name, value in _SPAN_EXPORT_DEFAULTS.items():
             os.environ.setdefault(name, value)
         # A no-op when unchanged; when changed it also re-points MLflow's trace exporter
