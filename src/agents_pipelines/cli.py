@@ -5,12 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from agents_pipelines.errors import AgentsPipelinesError
+from agents_pipelines.llm.backend import BACKEND_ENV, Backend
 from agents_pipelines.spec import Workflow, load_workflow, load_workflows, workflow_json_schema
+
+# The same words as `make dev` (scripts/dev.sh) prints, for the same rule.
+NO_KEY_BANNER = f"""\
+==========================================================================================
+  NO GOOGLE_API_KEY SET: RUNNING THE *SIMULATED* LLM BACKEND.
+  No Gemini calls will be made; token counts and costs are ESTIMATES for the configured
+  models. Set GOOGLE_API_KEY (https://aistudio.google.com/apikey) for Gemini, or choose
+  a backend yourself: --backend simulated|gemini, or {BACKEND_ENV}=simulated|gemini.
+=========================================================================================="""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,7 +82,8 @@ def _run(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.file)
     from agents_pipelines.runner import run_workflow  # heavy imports only for `run`
 
-    result = run_workflow(workflow, _parse_inputs(workflow, args.input), backend=args.backend)
+    inputs = _parse_inputs(workflow, args.input)
+    result = run_workflow(workflow, inputs, backend=_backend(args.backend))
     tokens = result.usage.tokens
     print(
         f"✓ {result.workflow} finished in {result.duration_s:.2f} s "
@@ -94,6 +106,21 @@ def _run(args: argparse.Namespace) -> int:
     if args.verbose:
         print(json.dumps(result.state, indent=2, ensure_ascii=False, default=str))
     return 0
+
+
+def _backend(explicit: str | None) -> str | None:
+    """The no-key rule of what a person starts by hand (`make dev` too): when nothing chose a
+    backend and no Gemini key is set, run the simulated backend and say so loudly on stderr.
+    A backend chosen by flag or environment is kept: Gemini without a key then fails with
+    MissingApiKeyError, which names both ways out."""
+    if explicit or os.environ.get(BACKEND_ENV):
+        return explicit
+    from agents_pipelines.llm.gemini import api_key_from_env
+
+    if api_key_from_env():
+        return None
+    print(NO_KEY_BANNER, file=sys.stderr)
+    return Backend.SIMULATED.value
 
 
 def _parse_inputs(workflow: Workflow, pairs: list[str]) -> dict[str, Any]:

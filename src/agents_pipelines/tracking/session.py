@@ -260,7 +260,8 @@ def _client(tracking_uri: str) -> Any:
         if not _autolog_enabled:
             mlflow.langchain.autolog(log_traces=True, silent=True)
             _autolog_enabled = True
-    logger.info("✓ MLflow auto-instrumentation enabled (langchain.autolog)")
+            # Said once, when it happens: this function runs several times per run.
+            logger.info("✓ MLflow auto-instrumentation enabled (langchain.autolog)")
     return mlflow.MlflowClient(tracking_uri)
 
 
