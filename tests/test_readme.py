@@ -433,7 +433,9 @@ def keyed(clone: Clone) -> Iterator[Clone]:
         yield clone
 
 
+# A few seconds each on an idle machine; generous bounds for a loaded one.
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_readme_commands_without_a_key(clone: Clone) -> None:
     for step in all_steps():
         if step.runner and not step.runner.server:
@@ -441,6 +443,7 @@ def test_readme_commands_without_a_key(clone: Clone) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_readme_commands_with_a_key(keyed: Clone) -> None:
     for step in all_steps():
         if step.runner and step.runner.key_sensitive:
@@ -448,6 +451,7 @@ def test_readme_commands_with_a_key(keyed: Clone) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_readme_servers(clone: Clone) -> None:
     for step in all_steps():
         if step.runner and step.runner.server:

@@ -94,6 +94,8 @@ class TrackingSession:
         from mlflow.exceptions import MlflowException
 
         client = _client(settings.tracking_uri)
+        # Said here, once per run: _client() runs again when the run ends.
+        logger.info("✓ MLflow auto-instrumentation enabled (langchain.autolog)")
         key = (settings.tracking_uri, settings.experiment_name)
         cached = key in _experiment_ids
         experiment_id = _experiment_id(client, *key)
@@ -260,8 +262,6 @@ def _client(tracking_uri: str) -> Any:
         if not _autolog_enabled:
             mlflow.langchain.autolog(log_traces=True, silent=True)
             _autolog_enabled = True
-            # Said once, when it happens: this function runs several times per run.
-            logger.info("✓ MLflow auto-instrumentation enabled (langchain.autolog)")
     return mlflow.MlflowClient(tracking_uri)
 
 
