@@ -14,7 +14,7 @@ from agents_pipelines.errors import AgentsPipelinesError
 from agents_pipelines.llm.backend import BACKEND_ENV, Backend
 from agents_pipelines.spec import Workflow, load_workflow, load_workflows, workflow_json_schema
 
-# The same words as `make dev` (scripts/dev.sh) prints, for the same rule.
+# `make dev` (scripts/dev.sh) applies the same rule and prints the same banner.
 NO_KEY_BANNER = f"""\
 ==========================================================================================
   NO GOOGLE_API_KEY SET: RUNNING THE *SIMULATED* LLM BACKEND.
