@@ -6,11 +6,13 @@ cd "$(dirname "$0")/.."
 
 if [[ -z "${GOOGLE_API_KEY:-}${GEMINI_API_KEY:-}" && -z "${AGENTS_PIPELINES_LLM_BACKEND:-}" ]]; then
   export AGENTS_PIPELINES_LLM_BACKEND=simulated
-  cat <<'BANNER'
+  # The rule and the words of `agents-pipelines run` (agents_pipelines.cli.NO_KEY_BANNER).
+  cat >&2 <<'BANNER'
 ==========================================================================================
   NO GOOGLE_API_KEY SET: RUNNING THE *SIMULATED* LLM BACKEND.
   No Gemini calls will be made; token counts and costs are ESTIMATES for the configured
-  models. Set GOOGLE_API_KEY (https://aistudio.google.com/apikey) and restart for Gemini.
+  models. Set GOOGLE_API_KEY (https://aistudio.google.com/apikey) and restart for Gemini,
+  or choose a backend yourself: AGENTS_PIPELINES_LLM_BACKEND=simulated|gemini.
 ==========================================================================================
 BANNER
 fi

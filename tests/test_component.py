@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from agents_pipelines.orchestration import build_definitions
 from conftest import EXAMPLES
@@ -67,3 +70,38 @@ def test_component_group_overrides_every_asset(tmp_path: Path) -> None:
     defs = load(make_project(tmp_path, "  path: flows\n  group: llm\n"))
     graph = defs.resolve_asset_graph()
     assert {graph.get(k).group_name for k in graph.get_all_asset_keys()} == {"llm"}
+
+
+# The README's dg commands, run as written (tests/test_readme.py checks they still match).
+DG_COMMANDS = ("dg check yaml", "dg check defs")
+DEFINITIONS = """\
+from pathlib import Path
+
+import dagster as dg
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+"""
+
+
+@pytest.mark.slow
+def test_dg_check_finds_and_loads_the_component(tmp_path: Path) -> None:
+    """`dg` resolves `type: agents_pipelines.WorkflowsComponent` through the package's
+    `dagster_dg_cli.registry_modules` entry point, in the environment it runs in."""
+    root = make_project(tmp_path, "  path: flows\n  group: llm\n")
+    (root / "acme" / "definitions.py").write_text(DEFINITIONS)
+    venv_bin = str(Path(sys.executable).parent)  # the project's environment, as if activated
+    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("DAGSTER_HOME", None)
+    outputs = []
+    for command in DG_COMMANDS:
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=root, env=env, capture_output=True, text=True, timeout=240
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, f"{command} failed:\n{output}"
+        outputs.append(output)
+    assert "All component YAML validated successfully." in outputs[0]
+    assert "All definitions loaded successfully." in outputs[1]

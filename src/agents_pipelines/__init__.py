@@ -45,3 +45,9 @@ def __getattr__(name: str) -> Any:
 
         return WorkflowsComponent
     raise AttributeError(f"module 'agents_pipelines' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazy names too: `dg` finds components by scanning dir() of the module named in
+    # the `dagster_dg_cli.registry_modules` entry point (see pyproject.toml).
+    return sorted({*globals(), *__all__})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -14,8 +15,18 @@ from types import FrameType
 from typing import Any
 
 from agents_pipelines.errors import AgentsPipelinesError
+from agents_pipelines.llm.backend import BACKEND_ENV, Backend
 from agents_pipelines.redaction import RedactingFilter, redact
 from agents_pipelines.spec import Workflow, load_workflow, load_workflows, workflow_json_schema
+
+# `make dev` (scripts/dev.sh) applies the same rule and prints the same banner.
+NO_KEY_BANNER = f"""\
+==========================================================================================
+  NO GOOGLE_API_KEY SET: RUNNING THE *SIMULATED* LLM BACKEND.
+  No Gemini calls will be made; token counts and costs are ESTIMATES for the configured
+  models. Set GOOGLE_API_KEY (https://aistudio.google.com/apikey) for Gemini, or choose
+  a backend yourself: --backend simulated|gemini, or {BACKEND_ENV}=simulated|gemini.
+=========================================================================================="""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,8 +113,9 @@ def _run(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.file)
     from agents_pipelines.runner import run_workflow  # heavy imports only for `run`
 
+    inputs = _parse_inputs(workflow, args.input)
     with _sigterm_as_interrupt():
-        result = run_workflow(workflow, _parse_inputs(workflow, args.input), backend=args.backend)
+        result = run_workflow(workflow, inputs, backend=_backend(args.backend))
     tokens = result.usage.tokens
     print(
         f"✓ {result.workflow} finished in {result.duration_s:.2f} s "
@@ -126,6 +138,21 @@ def _run(args: argparse.Namespace) -> int:
     if args.verbose:
         print(json.dumps(result.state, indent=2, ensure_ascii=False, default=str))
     return 0
+
+
+def _backend(explicit: str | None) -> str | None:
+    """The no-key rule of what a person starts by hand (`make dev` too): when nothing chose a
+    backend and no Gemini key is set, run the simulated backend and say so loudly on stderr.
+    A backend chosen by flag or environment is kept: Gemini without a key then fails with
+    MissingApiKeyError, which names both ways out."""
+    if explicit or os.environ.get(BACKEND_ENV):
+        return explicit
+    from agents_pipelines.llm.gemini import api_key_from_env
+
+    if api_key_from_env():
+        return None
+    print(NO_KEY_BANNER, file=sys.stderr)
+    return Backend.SIMULATED.value
 
 
 def _parse_inputs(workflow: Workflow, pairs: list[str]) -> dict[str, Any]:

@@ -47,8 +47,9 @@ def gemini_chat_model(config: LlmConfig) -> BaseChatModel:
     if key is None:
         raise MissingApiKeyError(
             f"No Gemini API key: set {API_KEY_ENV} in the environment of the Dagster code "
-            "location (or of this shell), or set AGENTS_PIPELINES_LLM_BACKEND=simulated "
-            "for a dry run with estimated costs."
+            "location (or of this shell), or choose the simulated backend for a dry run with "
+            "estimated costs: AGENTS_PIPELINES_LLM_BACKEND=simulated (`--backend simulated` "
+            'for `agents-pipelines run`, backend="simulated" for run_workflow).'
         )
     base_url = config.base_url or os.environ.get(BASE_URL_ENV) or None
     return _chat_model(

@@ -279,6 +279,8 @@ def _create_run(
     from mlflow.exceptions import MlflowException
 
     client = _client(settings.tracking_uri)
+    # Said here, once per run: _client() runs again when the run ends.
+    logger.info("✓ MLflow auto-instrumentation enabled (langchain.autolog)")
     tags, params = redact_value(dict(tags)), redact_value(dict(params))
     key = (settings.tracking_uri, settings.experiment_name)
     cached = key in _experiment_ids
@@ -383,7 +385,6 @@ def _client(tracking_uri: str) -> Any:
         if not _autolog_enabled:
             mlflow.langchain.autolog(log_traces=True, silent=True)
             _autolog_enabled = True
-    logger.info("✓ MLflow auto-instrumentation enabled (langchain.autolog)")
     return mlflow.MlflowClient(tracking_uri)
 
 

@@ -1,0 +1,458 @@
+"""README.md runs as written: every fenced block is run here, or listed with the reason it is not.
+
+A new block, or a new command in a bash block, that this file does not know fails
+`test_every_block_is_run_or_listed`, so the README cannot drift from the product again.
+
+Commands run in a copy of the repository's files (workflows, schema, dagster.yaml, deploy/,
+with `.venv` linked to this checkout's), from a PATH that holds no virtual environment, as
+someone who just cloned the repository types them: once without a key, and the commands whose
+outcome depends on the key again with a fake key against the loopback Gemini server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from agents_pipelines import WorkflowsComponent, load_workflow
+from agents_pipelines.testing import GeminiLoopbackServer
+from conftest import FAKE_KEY, REPO
+from test_component import DG_COMMANDS
+
+README = REPO / "README.md"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.S | re.M)
+BANNER = "NO GOOGLE_API_KEY SET: RUNNING THE *SIMULATED* LLM BACKEND"
+MLFLOW_LINE = "MLflow auto-instrumentation enabled"
+
+# Shell commands the README shows and this test does not run, each with the reason.
+NOT_RUN = {
+    "make test": "the whole test suite, this test included: CI runs it",
+    "make format": "rewrites the sources; `make test` runs the same tools read-only",
+    "make bench": "the benchmarks take minutes and are never part of the test suite",
+    "make upgrade": "re-resolves against PyPI and rewrites uv.lock",
+    'git add uv.lock && git commit -m "Upgrade dependencies"': "commits to the repository",
+}
+# Run elsewhere, in the setting they need.
+DELEGATED = {
+    command: "tests/test_component.py::test_dg_check_finds_and_loads_the_component runs it "
+    "in a dg project"
+    for command in DG_COMMANDS
+}
+# Python blocks not run, found by a line they hold.
+NOT_RUN_PYTHON = {
+    "from dagster_celery import celery_executor": "needs dagster-celery and a message broker, "
+    "neither of them a dependency of this project",
+}
+# Fenced blocks that are not commands.
+NOT_COMMANDS = {
+    "text": "a diagram",
+    "console": "sample output; test_sample_output_shows_a_documented_command checks its command",
+    "yaml": "file contents: test_yaml_blocks checks the workflow example and the defs.yaml, "
+    "and lists the fragments",
+}
+# YAML fragments, by their first key: parts of files that other tests cover.
+YAML_FRAGMENTS = {
+    "orchestration": "a part of a workflow file; tests/test_orchestration.py covers each key",
+    "run_launcher": "a part of a team dagster.yaml for Docker or Kubernetes, not installed here",
+}
+
+
+@dataclass(frozen=True)
+class Block:
+    language: str
+    text: str
+    line: int
+
+
+def readme_blocks() -> list[Block]:
+    text = README.read_text()
+    return [
+        Block(match.group(1), match.group(2), text.count("\n", 0, match.start()) + 1)
+        for match in FENCE.finditer(text)
+    ]
+
+
+def shell_commands(block: Block) -> list[str]:
+    """One entry per command: continuation lines joined, comments dropped."""
+    lines = block.text.replace("\\\n", " ").splitlines()
+    stripped = (re.sub(r"(^|\s)#.*$", "", line).strip() for line in lines)
+    return [re.sub(r"\s+", " ", line) for line in stripped if line]
+
+
+@dataclass
+class Clone:
+    """A copy of the repository's files, as a fresh clone has them after `make install`."""
+
+    root: Path
+    env: dict[str, str]
+    gemini: GeminiLoopbackServer | None  # None: no key
+
+    def sh(self, command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", command],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def python(self, code: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.root / ".venv" / "bin" / "python"), "-c", code],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+
+Handler = Callable[[Clone, str], None]
+
+
+def _fail(what: str, done: subprocess.CompletedProcess[str]) -> str:
+    return f"{what} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+
+
+def validate(clone: Clone, command: str) -> None:
+    done = clone.sh(command)
+    assert done.returncode == 0, _fail(command, done)
+    assert "3 valid workflow(s), 0 invalid file(s), 0 problem(s)" in done.stdout
+
+
+def cli_run(clone: Clone, command: str) -> None:
+    done = clone.sh(command)
+    assert done.returncode == 0, _fail(command, done)
+    assert done.stdout.count(MLFLOW_LINE) == 1, done.stdout
+    if clone.gemini is None:
+        assert BANNER in done.stderr
+        assert "(backend: simulated," in done.stdout
+    else:
+        assert BANNER not in done.stderr
+        assert "(backend: gemini," in done.stdout
+        assert clone.gemini.requests, "no request reached the loopback Gemini server"
+
+
+def dagster_materialize(clone: Clone, command: str) -> None:
+    done = clone.sh(command)
+    if clone.gemini is None:  # a Dagster run never switches backend by itself
+        assert done.returncode != 0, _fail(command, done)
+        _assert_names_both_ways_out(done.stdout + done.stderr)
+        expected = dg.DagsterRunStatus.FAILURE
+    else:
+        assert done.returncode == 0, _fail(command, done)
+        assert clone.gemini.requests
+        expected = dg.DagsterRunStatus.SUCCESS
+    # DAGSTER_HOME=$PWD: the run is in this folder's storage, the one `make dev` serves.
+    with dg.DagsterInstance.from_config(str(clone.root)) as instance:
+        statuses = [record.dagster_run.status for record in instance.get_run_records()]
+    assert statuses[:1] == [expected]
+
+
+def python_api(clone: Clone, code: str) -> None:
+    done = clone.python(code)
+    if clone.gemini is None:
+        assert done.returncode != 0, _fail("the Python API example", done)
+        assert "MissingApiKeyError" in done.stderr
+        _assert_names_both_ways_out(done.stderr)
+    else:
+        assert done.returncode == 0, _fail("the Python API example", done)
+        assert "gemini" in done.stdout
+        assert clone.gemini.requests
+
+
+def mlflow_query(clone: Clone, code: str) -> None:
+    done = clone.python(code)  # reads the runs that the commands above it recorded
+    assert done.returncode == 0, _fail("the MLflow query example", done)
+    assert "article_writer" in done.stdout
+
+
+def _assert_names_both_ways_out(output: str) -> None:
+    assert "No Gemini API key" in output, output
+    assert "GOOGLE_API_KEY" in output
+    assert "AGENTS_PIPELINES_LLM_BACKEND=simulated" in output
+
+
+# Servers: started as written (a free port instead of a fixed one), checked for a healthy
+# answer, then stopped with everything they started.
+def make_dev(clone: Clone, command: str) -> None:
+    # In the repository itself: `make install` is a no-op there, while in a copy it would
+    # re-point the shared .venv at the copy. DAGSTER_HOME and the workflows are the copy's.
+    home = clone.root / "dagster_home"
+    home.mkdir()
+    shutil.copy(clone.root / "dagster.yaml", home)
+    port = _free_port()
+    env = {
+        **clone.env,
+        "DAGSTER_HOME": str(home),
+        "AGENTS_PIPELINES_WORKFLOWS_DIR": str(clone.root / "workflows"),
+        "DAGSTER_PORT": str(port),
+    }
+    log = _serve(command, REPO, env, f"http://127.0.0.1:{port}/server_info", home / "dev.log")
+    assert BANNER in log
+
+
+def mlflow_ui(clone: Clone, command: str) -> None:
+    port = _free_port()
+    served = command.replace("--port 5000", f"--port {port}")
+    assert served != command, "the README's mlflow ui command no longer says --port 5000"
+    _serve(served, clone.root, clone.env, f"http://127.0.0.1:{port}/health", clone.root / "ui")
+
+
+def mlflow_server(clone: Clone, command: str) -> None:
+    # A SQLite store stands in for the README's PostgreSQL URL (tests/test_team_deployment.py
+    # runs the server on PostgreSQL); mlflow is on no PATH here, so the script must find the
+    # one in the repository's .venv.
+    served = re.sub(r"postgresql://\S+", f"sqlite:///{clone.root / 'mlflow.db'}", command)
+    assert served != command
+    assert shutil.which("mlflow", path=clone.env["PATH"]) is None
+    port = _free_port()
+    env = {**clone.env, "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1"}
+    _serve(served, clone.root, env, f"http://127.0.0.1:{port}/health", clone.root / "server")
+
+
+def _serve(command: str, cwd: Path, env: dict[str, str], health_url: str, log: Path) -> str:
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            ["bash", "-c", command],
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while not _healthy(health_url):
+            assert process.poll() is None, f"{command} stopped:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"{command} never answered:\n{log.read_text()}"
+            time.sleep(1)
+    finally:
+        _stop_group(process)
+    return log.read_text()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    with pytest.raises(ProcessLookupError):  # nothing it started is left running
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            os.killpg(process.pid, 0)
+            time.sleep(0.5)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Runner:
+    handler: Handler
+    key_sensitive: bool = False  # run again with a key: the outcome depends on it
+    server: bool = False
+
+
+COMMANDS: dict[str, Runner] = {  # a regex matching the whole command -> how to run it
+    r"make dev": Runner(make_dev, server=True),
+    r"\.venv/bin/agents-pipelines validate workflows/": Runner(validate),
+    r"\.venv/bin/agents-pipelines run workflows/\S+\.yaml .*": Runner(cli_run, True),
+    r"DAGSTER_HOME=\$PWD \.venv/bin/dagster asset materialize .*": Runner(
+        dagster_materialize, True
+    ),
+    r"\.venv/bin/mlflow ui .*": Runner(mlflow_ui, server=True),
+    r"MLFLOW_BACKEND_STORE_URI=\S+ deploy/team/mlflow-server\.sh": Runner(
+        mlflow_server, server=True
+    ),
+}
+PYTHON: dict[str, Runner] = {  # a line the block holds -> how to run it
+    "result = run_workflow(workflow, {": Runner(python_api, True),
+    "traces = mlflow.search_traces(": Runner(mlflow_query),
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    block: Block
+    text: str
+    runner: Runner | None  # None: not run, for a listed reason
+
+
+def plan(block: Block) -> list[Step]:
+    """How each part of ``block`` is handled; an unknown one fails with where it is."""
+    where = f"README.md:{block.line}"
+    if block.language == "bash":
+        return [
+            Step(block, command, _command_runner(command, where))
+            for command in shell_commands(block)
+        ]
+    if block.language == "python":
+        if any(line in block.text for line in NOT_RUN_PYTHON):
+            return [Step(block, block.text, None)]
+        known = [runner for line, runner in PYTHON.items() if line in block.text]
+        assert len(known) == 1, (
+            f"{where}: a python block this test does not know how to run: add it to PYTHON "
+            f"or NOT_RUN_PYTHON in tests/test_readme.py"
+        )
+        return [Step(block, block.text, known[0])]
+    assert block.language in NOT_COMMANDS, (
+        f"{where}: a ```{block.language} block: label it, and teach tests/test_readme.py "
+        "to run or check it"
+    )
+    return [Step(block, block.text, None)]
+
+
+def _command_runner(command: str, where: str) -> Runner | None:
+    if command in NOT_RUN or command in DELEGATED:
+        return None
+    known = [runner for pattern, runner in COMMANDS.items() if re.fullmatch(pattern, command)]
+    assert len(known) == 1, (
+        f"{where}: `{command}` is a command this test does not know how to run: add it to "
+        "COMMANDS (or, with the reason, to NOT_RUN) in tests/test_readme.py"
+    )
+    return known[0]
+
+
+def all_steps() -> list[Step]:
+    return [step for block in readme_blocks() for step in plan(block)]
+
+
+def test_every_block_is_run_or_listed() -> None:
+    steps = all_steps()
+    run = {step.runner.handler for step in steps if step.runner}
+    # Every way of running is used: a command dropped from the README drops its runner too.
+    assert run == {r.handler for r in [*COMMANDS.values(), *PYTHON.values()]}
+    shown = {step.text for step in steps if step.block.language == "bash"}
+    assert set(NOT_RUN) <= shown, "NOT_RUN lists a command the README no longer shows"
+    dg_block = [shell_commands(s.block) for s in steps if s.text in DELEGATED]
+    assert dg_block[0] == list(DG_COMMANDS), "the README's dg commands are not the tested ones"
+
+
+def test_a_new_block_fails_until_it_is_taught() -> None:
+    with pytest.raises(AssertionError, match=r"README.md:7: `rm -rf /tmp/x` is a command"):
+        plan(Block("bash", "rm -rf /tmp/x\n", 7))
+    with pytest.raises(AssertionError, match="a python block this test does not know"):
+        plan(Block("python", "print('new')\n", 7))
+    with pytest.raises(AssertionError, match="a ``` block: label it"):
+        plan(Block("", "anything\n", 7))
+
+
+def test_sample_output_shows_a_documented_command() -> None:
+    commands = {step.text for step in all_steps() if step.block.language == "bash"}
+    for block in readme_blocks():
+        if block.language == "console":
+            typed = [line[2:] for line in block.text.splitlines() if line.startswith("$ ")]
+            assert typed and set(typed) <= commands, block
+
+
+def test_yaml_blocks(tmp_path: Path) -> None:
+    """The workflow example loads as is; the defs.yaml builds a WorkflowsComponent; any other
+    block is a listed fragment."""
+    for block in readme_blocks():
+        if block.language != "yaml":
+            continue
+        data = yaml.safe_load(block.text)
+        if "schema_version" in data:
+            (tmp_path / "schema").mkdir(exist_ok=True)
+            example = tmp_path / "workflows" / "example.yaml"
+            example.parent.mkdir(exist_ok=True)
+            example.write_text(block.text)
+            assert load_workflow(example).name == "article_writer"
+        elif data.get("type") == "agents_pipelines.WorkflowsComponent":
+            component = WorkflowsComponent(**data["attributes"])
+            assert component.path == "workflows"
+        else:
+            assert next(iter(data)) in YAML_FRAGMENTS, f"README.md:{block.line}: {block.text}"
+
+
+def _clean_path() -> str:
+    """PATH without any virtual environment: the README must say `.venv/bin/`."""
+    tools = ("agents-pipelines", "dagster", "mlflow")
+    return os.pathsep.join(
+        folder
+        for folder in os.environ["PATH"].split(os.pathsep)
+        if not any((Path(folder) / tool).exists() for tool in tools)
+    )
+
+
+@pytest.fixture
+def clone(tmp_path: Path, migrated_mlflow_db: Path) -> Clone:
+    root = tmp_path / "clone"
+    root.mkdir()
+    for folder in ("workflows", "schema", "deploy"):
+        shutil.copytree(REPO / folder, root / folder)
+    for file in ("dagster.yaml", "workspace.yaml"):
+        shutil.copy(REPO / file, root)
+    (root / ".venv").symlink_to(REPO / ".venv")
+    # MLflow would create and migrate this store on first use; the copy saves seconds.
+    shutil.copy(migrated_mlflow_db, root / "mlflow.db")
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("DAGSTER_HOME", "VIRTUAL_ENV", "MLFLOW_TRACKING_URI", "PYTEST_CURRENT_TEST")
+    }
+    env.update(PATH=_clean_path(), PWD=str(root))
+    return Clone(root, env, None)
+
+
+@pytest.fixture
+def keyed(clone: Clone) -> Iterator[Clone]:
+    with GeminiLoopbackServer() as server:
+        clone.env.update(GOOGLE_API_KEY=FAKE_KEY, GOOGLE_GEMINI_BASE_URL=server.base_url)
+        clone.gemini = server
+        yield clone
+
+
+# A few seconds each on an idle machine; generous bounds for a loaded one.
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_readme_commands_without_a_key(clone: Clone) -> None:
+    for step in all_steps():
+        if step.runner and not step.runner.server:
+            step.runner.handler(clone, step.text)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_readme_commands_with_a_key(keyed: Clone) -> None:
+    for step in all_steps():
+        if step.runner and step.runner.key_sensitive:
+            step.runner.handler(keyed, step.text)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_readme_servers(clone: Clone) -> None:
+    for step in all_steps():
+        if step.runner and step.runner.server:
+            step.runner.handler(clone, step.text)
