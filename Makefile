@@ -20,8 +20,10 @@ $(UV):
 	$(TOOLS)/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'
 
 # Runs every time (a no-op in about 50 ms when .venv already matches the lock).
+# --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set (as on CI), nothing would cache
+# the .pyc files, and every process would compile dagster and mlflow again (seconds each).
 install: $(UV)
-	@$(UV) sync --quiet --locked $(EXTRAS) --python $(PYTHON) || { \
+	@$(UV) sync --quiet --locked --compile-bytecode $(EXTRAS) --python $(PYTHON) || { \
 		echo >&2; \
 		echo "make: could not install from uv.lock (see uv's message above)." >&2; \
 		echo "      If pyproject.toml changed, run 'make lock' and commit uv.lock." >&2; \
