@@ -37,6 +37,10 @@ from agents_pipelines.usage import Budget, UsageLedger, UsageSummary, cost_summa
 logger = logging.getLogger(__name__)
 
 
+# The attribute that carries the spend on an interruption that run_workflow lets through.
+_SPEND_ATTRIBUTE = "agents_pipelines_spent"
+
+
 class TrackingFailedWarning(UserWarning):
     """MLflow tracking failed; the run went on (observability.mlflow.required is false)."""
 
@@ -102,6 +106,8 @@ def run_workflow(
             failure,
         )
         if failure is exc:
+            if not isinstance(exc, Exception):
+                setattr(exc, _SPEND_ATTRIBUTE, ledger.summary())
             raise
         raise failure from exc
     duration = time.perf_counter() - started
@@ -117,6 +123,14 @@ def run_workflow(
         session.info() if session else None,
         tuple(notes),
     )
+
+
+def spent_before(stop: BaseException) -> UsageSummary | None:
+    """What a run had spent when ``stop`` ended it: an interruption that ``run_workflow``
+    lets through as it came (KeyboardInterrupt, SystemExit, an orchestrator's stop), so
+    that whoever handles it can still report the spend. None for any other exception."""
+    spent = getattr(stop, _SPEND_ATTRIBUTE, None)
+    return spent if isinstance(spent, UsageSummary) else None
 
 
 def _stream(
@@ -199,13 +213,18 @@ def _start_tracking(
         return None
 
 
-def _tracking_failed(workflow: Workflow, exc: Exception, notes: list[str]) -> None:
+def _tracking_failed(
+    workflow: Workflow, exc: Exception, notes: list[str], usage: UsageSummary | None = None
+) -> None:
+    """Fail the run if tracking is required (with ``usage``, the spend so far, so that it
+    is reported although MLflow could not record it); else warn and go on."""
     config = workflow.spec.config.observability.mlflow
     reason = f"MLflow tracking failed for workflow {workflow.name}: {type(exc).__name__}: {exc}"
     if config.required:
         raise WorkflowRunError(
             reason + ". Fix the tracking server, or set observability.mlflow.required: false "
-            "to let runs succeed without tracking."
+            "to let runs succeed without tracking.",
+            usage,
         ) from exc
     notes.append(reason)
     warnings.warn(reason, TrackingFailedWarning, stacklevel=3)
@@ -264,6 +283,6 @@ def _end_tracking(
         session.end(metrics, artifacts, "FAILED" if failure else "FINISHED")
     except Exception as exc:
         if failure is None:
-            _tracking_failed(workflow, exc, notes)
+            _tracking_failed(workflow, exc, notes, summary)
         else:
             logger.warning("Could not record the failed run in MLflow: %s", exc)
