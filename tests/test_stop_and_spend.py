@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +24,6 @@ from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedReques
 from agents_pipelines.testing.gemini_server import default_reply
 from conftest import LINEAR, REPO, write
 from test_dagster_dev_e2e import final_status, graphql, launch_run, running_dagster_dev
-from test_tracking_servers import start_tracking_server
 
 # Two calls in a row: the first is answered, the second is where faults are planned.
 TWO_CALLS = """\
@@ -103,7 +101,10 @@ def test_a_signal_to_dagster_asset_materialize_stops_the_run_without_a_retry(
     home, workflows = tmp_path / "dagster_home", tmp_path / "workflows"
     home.mkdir()
     workflows.mkdir()
-    write(workflows, two_calls("stopped"), "stopped.yaml")
+    # Two independent workflows in one run: the one that starts first is stopped in its
+    # second call, and the other must not start.
+    for name in ("first", "second"):
+        write(workflows, two_calls(name), f"{name}.yaml")
     gemini.plan(Reply.text_reply("an outline"), Fault.hang(600))
     env = {
         **os.environ,
@@ -114,7 +115,7 @@ def test_a_signal_to_dagster_asset_materialize_stops_the_run_without_a_retry(
     command = [str(dagster), "asset", "materialize", "-m", "agents_pipelines.definitions"]
     with open(tmp_path / "materialize.log", "wb") as log:
         process = subprocess.Popen(
-            [*command, "--select", "stopped"], env=env, cwd=REPO, stdout=log, stderr=log
+            [*command, "--select", "first,second"], env=env, cwd=REPO, stdout=log, stderr=log
         )
     try:
         wait_for(lambda: len(gemini.requests) == 2, 240, "the second call to hang")
@@ -132,17 +133,20 @@ def test_a_signal_to_dagster_asset_materialize_stops_the_run_without_a_retry(
         (run,) = instance.get_runs()
         assert run.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE)
         events = step_events(instance, run.run_id)
-    assert [e.event_type_value for e in events] == ["STEP_FAILURE"], log_text[-3000:]
-    meta = failure_metadata(events[0])
+    assert [e.event_type_value for e in events] == ["STEP_FAILURE"] * 2, log_text[-3000:]
+    stopped, never_started = events
+    assert never_started.step_failure_data.user_failure_data is None  # stopped as it began
+    meta = failure_metadata(stopped)
     assert meta["total_tokens"] == CALL_TOKENS and meta["all_attempts_total_tokens"] == CALL_TOKENS
-    description = events[0].step_failure_data.user_failure_data.description
-    assert "stopped" in description and f"{CALL_TOKENS} tokens" in description
+    description = stopped.step_failure_data.user_failure_data.description
+    assert "was stopped" in description and f"{CALL_TOKENS} tokens" in description
 
-    mlflow_run = only_mlflow_run(mlflow_uri, "stopped")
+    mlflow_run = only_mlflow_run(mlflow_uri, stopped.step_key)
     assert mlflow_run.info.status == "FAILED"
     assert mlflow_run.data.metrics["total_tokens"] == CALL_TOKENS
     summary = cost_summary(mlflow_uri, mlflow_run.info.run_id)
     assert summary["status"] == "failed" and summary["totals"]["total_tokens"] == CALL_TOKENS
+    assert MlflowClient(mlflow_uri).get_experiment_by_name(never_started.step_key) is None
 
 
 TERMINATE = """
@@ -283,25 +287,17 @@ def test_success_after_a_retry_reports_every_attempt_too(
 
 
 def test_required_tracking_that_fails_after_the_calls_reports_their_spend(
-    tmp_path: Path,
-    migrated_mlflow_db: Path,
-    gemini: GeminiLoopbackServer,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
 ) -> None:
-    db = tmp_path / "server.db"
-    shutil.copy(migrated_mlflow_db, db)
-    server = start_tracking_server(f"sqlite:///{db}", tmp_path / "artifacts")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", next(server))
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    # A server shutting down may accept connections and never answer: keep waits short.
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    artifact_root = tmp_path / "mlruns"  # where the SQLite store keeps artifacts (cwd)
 
-    def stop_tracking_then_answer(request: RecordedRequest) -> Reply:
-        next(server, None)  # the tracking server goes away while the call is in flight
+    def break_the_artifact_store_then_answer(request: RecordedRequest) -> Reply:
+        # While the call is in flight the artifact store goes away: a file now stands where
+        # its folder would be, so the run's artifacts cannot be logged when it ends.
+        artifact_root.write_text("not a folder")
         return default_reply(request)
 
-    gemini.set_default(stop_tracking_then_answer)
+    gemini.set_default(break_the_artifact_store_then_answer)
     text = LINEAR + "config:\n  observability:\n    mlflow: {required: true}\n"
     result = materialize(tmp_path, text)
     assert not result.success and len(gemini.requests) == 1

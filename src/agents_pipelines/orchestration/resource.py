@@ -122,7 +122,25 @@ def _stopped(
         f"Workflow {workflow.name} was stopped ({type(stop).__name__}) during attempt "
         f"{attempt}; a stopped run is not retried. Spent before stopping: {spent}."
     )
-    return _failure(context, description, usage, Attempt.of(attempt, "stopped", usage))
+    failure = _failure(context, description, usage, Attempt.of(attempt, "stopped", usage))
+    _stop_the_rest_of_the_run()
+    return failure
+
+
+def _stop_the_rest_of_the_run() -> None:
+    """Raise the stop again when the run's next step starts.
+
+    Dagster delivers a stop to the running step once. Turned into a Failure (to carry the
+    spend) it would end this step only, and an in-process run would go on to its other
+    steps. Dagster keeps a stop that arrives between steps in a flag, and raises it as the
+    next step starts: set that flag. (A private detail of Dagster 1.13; if it moves, the
+    run's other steps run, as they would without this.)
+    """
+    from dagster._utils import interrupts
+
+    received = getattr(interrupts, "_received_interrupt", None)
+    if isinstance(received, dict):
+        received["received"] = True
 
 
 def _failure(
