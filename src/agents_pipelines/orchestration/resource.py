@@ -133,8 +133,9 @@ def _stop_the_rest_of_the_run() -> None:
     Dagster delivers a stop to the running step once. Turned into a Failure (to carry the
     spend) it would end this step only, and an in-process run would go on to its other
     steps. Dagster keeps a stop that arrives between steps in a flag, and raises it as the
-    next step starts: set that flag. (A private detail of Dagster 1.13; if it moves, the
-    run's other steps run, as they would without this.)
+    next step starts: set that flag. With no next step, Dagster raises it as it tears
+    down the run's resources, which ends the run as a stop does anyway. (A private detail
+    of Dagster 1.13; if it moves, the run's other steps run, as they would without this.)
     """
     from dagster._utils import interrupts
 
