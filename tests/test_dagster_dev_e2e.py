@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+def graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
     body = json.dumps({"query": query, "variables": variables}).encode()
     request = urllib.request.Request(f"{url}/graphql", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -97,26 +98,48 @@ def _wait(predicate: Any, seconds: float, what: str) -> Any:
 
 @pytest.fixture
 def dagster_dev(tmp_path: Path, migrated_mlflow_db: Path) -> Iterator[tuple[str, Path, Path]]:
-    home, workflows, inbox = tmp_path / "home", tmp_path / "workflows", tmp_path / "inbox"
-    for folder in (home, workflows, inbox):
-        folder.mkdir()
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    workflows = {
+        "release_notes.yaml": (EXAMPLES / "release_notes.yaml").read_text(),
+        "inbox_flow.yaml": SENSOR_FLOW.replace("INBOX", str(inbox)),
+        "batch_flow.yaml": BATCH_FLOW,
+    }
+    simulated = {"AGENTS_PIPELINES_LLM_BACKEND": "simulated"}
+    with running_dagster_dev(tmp_path, migrated_mlflow_db, workflows, simulated) as (url, home):
+        yield url, home, inbox
+
+
+@contextmanager
+def running_dagster_dev(
+    tmp_path: Path,
+    migrated_mlflow_db: Path,
+    workflows: Mapping[str, str],
+    env: Mapping[str, str],
+) -> Iterator[tuple[str, Path]]:
+    """`dagster dev` with the shipped dagster.yaml in a fresh DAGSTER_HOME, serving
+    ``workflows`` (file name -> YAML) and tracking to a copy of the migrated MLflow store;
+    ``env`` adds to the environment (the LLM backend, say). Yields the webserver's URL and
+    DAGSTER_HOME, and stops every process it started."""
+    home, folder = tmp_path / "home", tmp_path / "workflows"
+    for path in (home, folder):
+        path.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    shutil.copy(EXAMPLES / "release_notes.yaml", workflows)
-    (workflows / "inbox_flow.yaml").write_text(SENSOR_FLOW.replace("INBOX", str(inbox)))
-    (workflows / "batch_flow.yaml").write_text(BATCH_FLOW)
+    for name, text in workflows.items():
+        (folder / name).write_text(text)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         # The shipped default limit stays in force for other pools; `gemini` gets one slot
-        # here so that the backfill below shows the bound.
+        # here so that a backfill shows the bound.
         instance.event_log_storage.set_concurrency_slots("gemini", 1)
     shutil.copy(migrated_mlflow_db, tmp_path / "mlflow.db")
     port = _free_port()
-    env = {
+    full_env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
-        "AGENTS_PIPELINES_WORKFLOWS_DIR": str(workflows),
-        "AGENTS_PIPELINES_LLM_BACKEND": "simulated",
+        "AGENTS_PIPELINES_WORKFLOWS_DIR": str(folder),
         "AGENTS_PIPELINES_SIMULATED_LATENCY_S": "1",
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        **env,
     }
     dagster = Path(sys.executable).parent / "dagster"
     with open(tmp_path / "dagster_dev.log", "wb") as log:
@@ -132,7 +155,7 @@ def dagster_dev(tmp_path: Path, migrated_mlflow_db: Path) -> Iterator[tuple[str,
                 str(port),
             ],
             cwd=REPO,
-            env=env,
+            env=full_env,
             start_new_session=True,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -140,7 +163,7 @@ def dagster_dev(tmp_path: Path, migrated_mlflow_db: Path) -> Iterator[tuple[str,
     url = f"http://127.0.0.1:{port}"
     try:
         _wait(lambda: _responds(url), 120, "the Dagster webserver")
-        yield url, home, inbox
+        yield url, home
     finally:
         _stop_group(process)
 
@@ -163,6 +186,41 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, 0)
 
 
+def launch_run(url: str, asset: str) -> str:
+    """Launch a run of ``asset`` through GraphQL, as the UI's Materialize button does."""
+    params = {
+        "selector": {
+            "repositoryLocationName": "agents_pipelines",
+            "repositoryName": "__repository__",
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": [asset]}],
+        },
+        "runConfigData": {},
+    }
+    launched = _wait(
+        lambda: graphql(url, LAUNCH, {"params": params})["launchRun"],
+        120,
+        "the code location to load",
+    )
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return str(launched["run"]["runId"])
+
+
+def final_status(url: str, run_id: str) -> str:
+    """The status of the run once it has ended."""
+    return str(
+        _wait(
+            lambda: (
+                (s := graphql(url, RUN_STATUS, {"id": run_id})["runOrError"]["status"])
+                in ("SUCCESS", "FAILURE", "CANCELED")
+                and s
+            ),
+            240,
+            "the launched run to finish",
+        )
+    )
+
+
 def _responds(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/server_info", timeout=5):
@@ -176,32 +234,8 @@ def test_dagster_dev_runs_a_launched_materialization_and_the_sensor(
     dagster_dev: tuple[str, Path, Path],
 ) -> None:
     url, home, inbox = dagster_dev
-    params = {
-        "selector": {
-            "repositoryLocationName": "agents_pipelines",
-            "repositoryName": "__repository__",
-            "jobName": "__ASSET_JOB",
-            "assetSelection": [{"path": ["release_notes"]}],
-        },
-        "runConfigData": {},
-    }
-    launched = _wait(
-        lambda: _graphql(url, LAUNCH, {"params": params})["launchRun"],
-        120,
-        "the code location to load",
-    )
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-    status = _wait(
-        lambda: (
-            (s := _graphql(url, RUN_STATUS, {"id": run_id})["runOrError"]["status"])
-            in ("SUCCESS", "FAILURE", "CANCELED")
-            and s
-        ),
-        240,
-        "the launched run to finish",
-    )
-    assert status == "SUCCESS"
+    run_id = launch_run(url, "release_notes")
+    assert final_status(url, run_id) == "SUCCESS"
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey("release_notes"))
@@ -221,7 +255,7 @@ def test_dagster_dev_runs_a_launched_materialization_and_the_sensor(
         run = _wait(sensor_run, 240, "the daemon's sensor to start and finish a run")
         assert run.run_config == {"ops": {"inbox_flow": {"config": {"topic": "dropped file"}}}}
 
-        backfill = _graphql(
+        backfill = graphql(
             url,
             BACKFILL,
             {

@@ -37,6 +37,10 @@ from agents_pipelines.usage import Budget, UsageLedger, UsageSummary, cost_summa
 logger = redacting_logger(__name__)
 
 
+# The attribute that carries the spend on an interruption that run_workflow lets through.
+_SPEND_ATTRIBUTE = "agents_pipelines_spent"
+
+
 class TrackingFailedWarning(UserWarning):
     """MLflow tracking failed; the run went on (observability.mlflow.required is false)."""
 
@@ -105,6 +109,8 @@ def run_workflow(
             failure,
         )
         if failure is exc:
+            if not isinstance(exc, Exception):
+                setattr(exc, _SPEND_ATTRIBUTE, ledger.summary())
             raise
         raise failure from exc
     duration = time.perf_counter() - started
@@ -120,6 +126,14 @@ def run_workflow(
         session.info() if session else None,
         tuple(notes),
     )
+
+
+def spent_before(stop: BaseException) -> UsageSummary | None:
+    """What a run had spent when ``stop`` ended it: an interruption that ``run_workflow``
+    lets through as it came (KeyboardInterrupt, SystemExit, an orchestrator's stop), so
+    that whoever handles it can still report the spend. None for any other exception."""
+    spent = getattr(stop, _SPEND_ATTRIBUTE, None)
+    return spent if isinstance(spent, UsageSummary) else None
 
 
 def _stream(
@@ -205,6 +219,8 @@ def _start_tracking(
 def _tracking_failed(
     workflow: Workflow, exc: Exception, notes: list[str], usage: UsageSummary | None = None
 ) -> None:
+    """Fail the run if tracking is required (with ``usage``, the spend so far, so that it
+    is reported although MLflow could not record it); else warn and go on."""
     config = workflow.spec.config.observability.mlflow
     # The first error comes first: later ones (noted on it) are usually its consequences.
     detail = " ".join([str(exc), *getattr(exc, "__notes__", ())])

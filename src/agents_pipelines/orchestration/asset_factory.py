@@ -10,18 +10,16 @@ import dagster as dg
 
 from agents_pipelines.orchestration.checks import check_specs
 from agents_pipelines.orchestration.inputs import fed_fields
-from agents_pipelines.orchestration.resource import WorkflowRunner
+from agents_pipelines.orchestration.resource import StepEvent, WorkflowRunner
 from agents_pipelines.orchestration.translator import WorkflowTranslator
 from agents_pipelines.spec import Workflow
-from agents_pipelines.spec.models import RetryConfig, WorkflowSpec
+from agents_pipelines.spec.models import WorkflowSpec
 
 RUNNER_KEY = "workflow_runner"
 DEFAULT_IO_MANAGER_KEY = "io_manager"  # what @asset used: Definitions supply one by default
 _IO_MANAGER_METADATA = "dagster/io_manager_key"  # where AssetSpec.with_io_manager_key puts it
 
 _SCALARS: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool}
-_BACKOFF = {"exponential": dg.Backoff.EXPONENTIAL, "linear": dg.Backoff.LINEAR}
-_JITTER = {"full": dg.Jitter.FULL, "plus_minus": dg.Jitter.PLUS_MINUS, "none": None}
 
 
 def build_workflow_asset(
@@ -34,7 +32,7 @@ def build_workflow_asset(
 
     def _workflow_asset(
         context: dg.AssetExecutionContext, workflow_runner: WorkflowRunner, **upstream: Any
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    ) -> Iterator[StepEvent]:
         yield from workflow_runner.materialize(context, workflow, upstream)
 
     # Dagster reads the function's signature and type hints some 25 times per asset; they are
@@ -49,7 +47,8 @@ def build_workflow_asset(
         ins=ins,
         config_schema=run_config_schema(workflow.spec),
         pool=orchestration.pool,
-        retry_policy=retry_policy(orchestration.retry),
+        # No retry_policy: the step requests its own retries (see attempts.py), so that
+        # Dagster never turns a stopped run into a retry.
         check_specs=check_specs(workflow, spec.key),
     )(_workflow_asset)
 
@@ -77,18 +76,6 @@ def _shared_signature(fn: Callable[..., Any]) -> inspect.Signature:
     if (signature := _SIGNATURES.get(code)) is None:
         signature = _SIGNATURES[code] = inspect.signature(fn)
     return signature
-
-
-def retry_policy(config: RetryConfig) -> dg.RetryPolicy | None:
-    """Step retries of transient failures; permanent ones fail with allow_retries=False."""
-    if config.max_retries == 0:
-        return None
-    return dg.RetryPolicy(
-        max_retries=config.max_retries,
-        delay=config.delay_s,
-        backoff=_BACKOFF[config.backoff],
-        jitter=_JITTER[config.jitter],
-    )
 
 
 def run_config_schema(spec: WorkflowSpec) -> dict[str, dg.Field]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
 
+from agents_pipelines.orchestration.attempts import Attempt
 from agents_pipelines.redaction import redact
-from agents_pipelines.usage import UsageSummary
+from agents_pipelines.usage import UsageSummary, round_usd
 
 PREVIEW_CHARS = 2_000
 
@@ -43,6 +45,46 @@ def usage_metadata(summary: UsageSummary) -> dict[str, Any]:
     if summary.unpriced_models:
         metadata["unpriced_models"] = dg.MetadataValue.text(", ".join(summary.unpriced_models))
     return metadata
+
+
+_ATTEMPT_COLUMNS = [
+    dg.TableColumn("attempt", "int"),
+    dg.TableColumn("outcome", "string", description="succeeded, retried, failed or stopped"),
+    dg.TableColumn("llm_calls", "int"),
+    dg.TableColumn("total_tokens", "int"),
+    dg.TableColumn("cost_usd", "float"),
+    dg.TableColumn("error", "string"),
+]
+
+
+def attempts_metadata(attempts: Sequence[Attempt]) -> dict[str, Any]:
+    """Every attempt of the step in this run, and their sum: all of them were paid for.
+
+    The plain ``total_*`` figures stay those of the attempt that reports them, as in its
+    MLflow run."""
+    return {
+        "attempts": dg.MetadataValue.table(
+            [
+                dg.TableRecord(
+                    {
+                        "attempt": a.number,
+                        "outcome": a.outcome,
+                        "llm_calls": a.llm_calls,
+                        "total_tokens": a.total_tokens,
+                        "cost_usd": a.cost_usd,
+                        "error": a.error,
+                    }
+                )
+                for a in attempts
+            ],
+            dg.TableSchema(_ATTEMPT_COLUMNS),
+        ),
+        "all_attempts_llm_calls": dg.MetadataValue.int(sum(a.llm_calls for a in attempts)),
+        "all_attempts_total_tokens": dg.MetadataValue.int(sum(a.total_tokens for a in attempts)),
+        "all_attempts_cost_usd": dg.MetadataValue.float(
+            round_usd(sum(a.cost_usd for a in attempts))
+        ),
+    }
 
 
 def _call_record(call: Any) -> dg.TableRecord:

@@ -7,17 +7,31 @@ Gemini backend itself, so it never passes through Dagster config), the MLflow UI
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Generator, Iterator
+from typing import Any, NoReturn
 
 import dagster as dg
 
 from agents_pipelines.errors import BudgetExceededError, InvalidInputsError, WorkflowRunError
+from agents_pipelines.orchestration.attempts import (
+    Attempt,
+    attempt_number,
+    earlier_attempts,
+    may_retry,
+    observation,
+    retry_delay,
+)
 from agents_pipelines.orchestration.checks import budget_result, output_results
 from agents_pipelines.orchestration.inputs import resolve_inputs
-from agents_pipelines.orchestration.metadata import run_metadata, usage_metadata
+from agents_pipelines.orchestration.metadata import attempts_metadata, run_metadata, usage_metadata
 from agents_pipelines.redaction import redact
 from agents_pipelines.spec import Workflow
+from agents_pipelines.usage import UsageSummary, round_usd
+
+StepEvent = dg.MaterializeResult | dg.AssetCheckResult | dg.AssetObservation
+
+# How a run is stopped (Terminate in the UI, SIGTERM, Ctrl-C) as it reaches the step.
+_STOPS = (KeyboardInterrupt, dg.DagsterExecutionInterruptedError)
 
 
 class WorkflowRunner(dg.ConfigurableResource):
@@ -29,7 +43,7 @@ class WorkflowRunner(dg.ConfigurableResource):
 
     def materialize(
         self, context: dg.AssetExecutionContext, workflow: Workflow, upstream: dict[str, Any]
-    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    ) -> Iterator[StepEvent]:
         from agents_pipelines.runner import run_workflow  # heavy: not at code-location load
 
         partition = context.partition_key if context.has_partition_key else None
@@ -47,44 +61,109 @@ class WorkflowRunner(dg.ConfigurableResource):
         except InvalidInputsError as exc:
             raise dg.Failure(description=redact(str(exc)), allow_retries=False) from exc
         except WorkflowRunError as exc:
-            _retry_after_rate_limit(context, workflow, exc)
-            metadata = usage_metadata(exc.usage) if exc.usage is not None else {}
             overspent = isinstance(exc, BudgetExceededError) and exc.usage is not None
             if overspent and (check := budget_result(workflow, exc.usage)) is not None:  # type: ignore[arg-type]
                 yield check
-            raise dg.Failure(
-                description=redact(str(exc)), metadata=metadata, allow_retries=exc.transient
-            ) from exc
+            yield from _retry_or_fail(context, workflow, exc)
+        except _STOPS as stop:
+            raise _stopped(context, workflow, stop) from stop
         context.log.info(
             f"{workflow.name}: {result.usage.describe_spend()} "
             f"(backend {result.backend.value}, {result.duration_s:.2f} s)"
         )
         for warning in result.warnings:
             context.log.warning(redact(warning))
+        metadata = run_metadata(result)
+        if (attempt := attempt_number(context)) > 1:
+            this = Attempt.of(attempt, "succeeded", result.usage)
+            metadata |= attempts_metadata([*earlier_attempts(context), this])
         # The value goes to the IO manager, for downstream workflows and assets to load.
-        yield dg.MaterializeResult(value=result.state, metadata=run_metadata(result))
+        yield dg.MaterializeResult(value=result.state, metadata=metadata)
         if (check := budget_result(workflow, result.usage)) is not None:
             yield check
         yield from output_results(workflow, result.state)
 
 
-def _retry_after_rate_limit(
+def _retry_or_fail(
     context: dg.AssetExecutionContext, workflow: Workflow, exc: WorkflowRunError
-) -> None:
-    """A rate limit that outlasted the node retries: retry the step, but never sooner than
-    the server asked (Dagster's RetryPolicy would wait only its own delay)."""
-    wait = getattr(exc, "retry_after_s", None)
+) -> Generator[dg.AssetObservation, None, NoReturn]:
+    """Raise a retry of the step for a transient failure while retries are left (after
+    recording this attempt's spend), else a failure that reports every attempt's spend.
+
+    The last attempt fails with our own Failure, never Dagster's "Exceeded max_retries",
+    which would carry no metadata."""
     policy = workflow.spec.orchestration.retry
-    if not exc.transient or wait is None or policy.max_retries == 0:
-        return
-    spent = exc.usage.describe_spend() if exc.usage is not None else "nothing"
+    attempt = attempt_number(context)
+    retry = exc.transient and may_retry(policy, attempt)
+    reason = redact(str(exc))
+    this = Attempt.of(attempt, "retried" if retry else "failed", exc.usage, reason)
+    failure = _failure(context, reason, exc.usage, this)
+    if not retry:
+        raise failure from exc
+    yield observation(context, this)
+    delay = retry_delay(policy, attempt, getattr(exc, "retry_after_s", None))
     context.log.warning(
-        redact(str(exc)) + f" Retrying after the server's Retry-After ({wait:g} s); "
-        f"this attempt spent {spent}."
+        f"Attempt {attempt} of {policy.max_retries + 1} failed for a transient reason; "
+        f"retrying in {delay:.1f} s (orchestration.retry, and at least the server's "
+        f"Retry-After). {reason}"
     )
-    raise dg.RetryRequested(
-        max_retries=policy.max_retries, seconds_to_wait=max(wait, policy.delay_s)
-    ) from exc
+    failure.__cause__ = exc
+    # Should Dagster refuse the retry (retries disabled), it reports the cause's metadata.
+    raise dg.RetryRequested(max_retries=policy.max_retries, seconds_to_wait=delay) from failure
+
+
+def _stopped(
+    context: dg.AssetExecutionContext, workflow: Workflow, stop: BaseException
+) -> dg.Failure:
+    """The failure that ends a stopped step: never retried, with what it spent."""
+    from agents_pipelines.runner import spent_before
+
+    usage = spent_before(stop)
+    attempt = attempt_number(context)
+    spent = usage.describe_spend() if usage is not None else "nothing recorded"
+    description = (
+        f"Workflow {workflow.name} was stopped ({type(stop).__name__}) during attempt "
+        f"{attempt}; a stopped run is not retried. Spent before stopping: {spent}."
+    )
+    failure = _failure(context, description, usage, Attempt.of(attempt, "stopped", usage))
+    _stop_the_rest_of_the_run()
+    return failure
+
+
+def _stop_the_rest_of_the_run() -> None:
+    """Raise the stop again when the run's next step starts.
+
+    Dagster delivers a stop to the running step once. Turned into a Failure (to carry the
+    spend) it would end this step only, and an in-process run would go on to its other
+    steps. Dagster keeps a stop that arrives between steps in a flag, and raises it as the
+    next step starts: set that flag. With no next step, Dagster raises it as it tears
+    down the run's resources, which ends the run as a stop does anyway. (A private detail
+    of Dagster 1.13; if it moves, the run's other steps run, as they would without this.)
+    """
+    from dagster._utils import interrupts
+
+    received = getattr(interrupts, "_received_interrupt", None)
+    if isinstance(received, dict):
+        received["received"] = True
+
+
+def _failure(
+    context: dg.AssetExecutionContext,
+    description: str,
+    usage: UsageSummary | None,
+    this: Attempt,
+) -> dg.Failure:
+    """A failure that is not retried, carrying this attempt's spend and every attempt's."""
+    attempts = [*earlier_attempts(context), this]
+    if len(attempts) > 1:
+        description += (
+            f" All {len(attempts)} attempts of this run together spent "
+            f"${round_usd(sum(a.cost_usd for a in attempts)):.6f} over "
+            f"{sum(a.llm_calls for a in attempts)} LLM call(s), "
+            f"{sum(a.total_tokens for a in attempts)} tokens."
+        )
+    metadata = usage_metadata(usage or UsageSummary()) | attempts_metadata(attempts)
+    return dg.Failure(description=description, metadata=metadata, allow_retries=False)
 
 
 def _mlflow_tags(context: dg.AssetExecutionContext) -> dict[str, str]:

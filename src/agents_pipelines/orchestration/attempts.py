@@ -1,0 +1,115 @@
+"""Step attempts: when to retry one, how long to wait, and what each attempt spent.
+
+The asset asks Dagster for a retry itself (``RetryRequested``) rather than through a
+``RetryPolicy`` on the op: Dagster 1.13 turns an interrupted step into a retry when the op
+has a policy, so stopping a run would start it again and pay Gemini again.
+
+Every attempt pays for its calls, and Dagster's STEP_UP_FOR_RETRY event carries no
+metadata. So an attempt that is retried leaves an AssetObservation of its spend in the
+run's event log; a later attempt reads them back, and the run's final failure (or its
+success after a retry) reports every attempt and their total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from agents_pipelines.spec.models import RetryConfig
+from agents_pipelines.usage import UsageSummary
+
+ATTEMPT_TAG = "agents_pipelines/attempt"
+ERROR_CHARS = 300  # an error's text in the attempts table; the full text is in the log
+
+_BACKOFF = {"exponential": dg.Backoff.EXPONENTIAL, "linear": dg.Backoff.LINEAR}
+_JITTER = {"full": dg.Jitter.FULL, "plus_minus": dg.Jitter.PLUS_MINUS, "none": None}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a step: how it ended and what it spent."""
+
+    number: int  # 1 for the first attempt
+    outcome: str  # "succeeded", "retried", "failed" or "stopped"
+    llm_calls: int
+    total_tokens: int
+    cost_usd: float
+    error: str = ""
+
+    @classmethod
+    def of(cls, number: int, outcome: str, usage: UsageSummary | None, error: str = "") -> Attempt:
+        usage = usage or UsageSummary()
+        return cls(
+            number,
+            outcome,
+            usage.llm_calls,
+            usage.tokens.total,
+            usage.total_cost_usd,
+            error[:ERROR_CHARS],
+        )
+
+
+def attempt_number(context: dg.AssetExecutionContext) -> int:
+    return context.retry_number + 1
+
+
+def may_retry(config: RetryConfig, attempt: int) -> bool:
+    """Whether attempt ``attempt`` (1-based) may be followed by another."""
+    return attempt <= config.max_retries
+
+
+def retry_delay(config: RetryConfig, attempt: int, retry_after_s: float | None) -> float:
+    """Seconds to wait after attempt ``attempt``: Dagster's backoff and jitter for
+    ``orchestration.retry``, and never less than the server's Retry-After."""
+    policy = dg.RetryPolicy(
+        delay=config.delay_s, backoff=_BACKOFF[config.backoff], jitter=_JITTER[config.jitter]
+    )
+    return max(float(policy.calculate_delay(attempt)), retry_after_s or 0.0, 0.0)
+
+
+def observation(context: dg.AssetExecutionContext, attempt: Attempt) -> dg.AssetObservation:
+    """The event that keeps a retried attempt's spend in the run's event log."""
+    return dg.AssetObservation(
+        asset_key=context.asset_key,
+        partition=context.partition_key if context.has_partition_key else None,
+        description=f"Attempt {attempt.number} {attempt.outcome}: {attempt.error}",
+        metadata={
+            "attempt": attempt.number,
+            "outcome": attempt.outcome,
+            "llm_calls": attempt.llm_calls,
+            "total_tokens": attempt.total_tokens,
+            "total_cost_usd": dg.MetadataValue.float(attempt.cost_usd),
+            "error": attempt.error,
+        },
+        tags={ATTEMPT_TAG: str(attempt.number)},
+    )
+
+
+def earlier_attempts(context: dg.AssetExecutionContext) -> list[Attempt]:
+    """The attempts of this step before the current one, read from the run's event log
+    (so they are found when each attempt runs in its own process, too)."""
+    if context.retry_number == 0:
+        return []  # the common case costs no query
+    partition = context.partition_key if context.has_partition_key else None
+    records = context.instance.all_logs(
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION
+    )
+    found: dict[int, Attempt] = {}
+    for record in records:
+        seen = record.asset_observation
+        if seen is None or ATTEMPT_TAG not in (seen.tags or {}):
+            continue
+        if seen.asset_key != context.asset_key or seen.partition != partition:
+            continue
+        meta = {key: value.value for key, value in seen.metadata.items()}
+        number = int(meta["attempt"])
+        found[number] = Attempt(
+            number,
+            str(meta["outcome"]),
+            int(meta["llm_calls"]),
+            int(meta["total_tokens"]),
+            float(meta["total_cost_usd"]),
+            str(meta.get("error") or ""),
+        )
+    return [found[number] for number in sorted(found) if number < attempt_number(context)]
