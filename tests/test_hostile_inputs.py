@@ -46,7 +46,7 @@ def test_hostile_text_stays_literal_and_agrees_everywhere(
     # Gemini got the text as it was: no placeholder inside an input was filled in.
     (request,) = gemini.requests
     assert request.prompt_text == f"Summarize {topic}."
-    state = result.output_for_node("linear")
+    state = result.asset_value("linear")
     assert state == {"topic": topic, "summary": HOSTILE}
     # Dagster metadata, MLflow metrics and cost_summary.json tell one story.
     meta = metadata_of(result, "linear")
