@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,14 @@ edges:
 orchestration:
   inputs: {topic: cats}
 """
+
+
+def wait_until(predicate: Callable[[], Any], seconds: float, what: str, every: float = 0.2) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned), or fail after
+    ``seconds`` naming ``what`` was awaited."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")

@@ -4,6 +4,7 @@ the sensor that the daemon turns into a run. Every process started here is stopp
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -22,7 +23,10 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from conftest import EXAMPLES, REPO
+from conftest import EXAMPLES, REPO, wait_until
+
+# The webserver answers GraphQL polls from the same two cores as the run: poll gently.
+_wait = functools.partial(wait_until, every=1.0)
 
 LAUNCH = """
 mutation Launch($params: ExecutionParams!) {
@@ -85,15 +89,6 @@ def graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
     request = urllib.request.Request(f"{url}/graphql", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return dict(json.load(response)["data"])
-
-
-def _wait(predicate: Any, seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, Reply, Usage
 from agents_pipelines.tracking import stale_runs
-from conftest import write
+from conftest import wait_until, write
 
 CHAIN = """\
 schema_version: "1"
@@ -59,15 +59,6 @@ def _start_cli(path: Path, tmp_path: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _poll(predicate: Any, what: str, seconds: float = 240) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-
-
 def _only_run(status: str | None = None) -> Any:
     experiment = MlflowClient().get_experiment_by_name("chain")
     runs = MlflowClient().search_runs([experiment.experiment_id]) if experiment else []
@@ -91,7 +82,9 @@ def _hang_on_the_second_call(
     path = write(tmp_path, CHAIN)
     gemini.plan(Reply.text_reply("Owls are birds.", usage=FIRST_CALL), Fault.hang(300))
     process = _start_cli(path, tmp_path)
-    _poll(lambda: len(gemini.requests) >= 2 or process.poll() is not None, "the second call")
+    wait_until(
+        lambda: len(gemini.requests) >= 2 or process.poll() is not None, 240, "the second call"
+    )
     assert process.poll() is None, process.communicate()[0].decode()
     return process, path
 
@@ -122,7 +115,9 @@ def test_a_killed_run_is_closed_by_the_next_run_with_the_spend_its_trace_shows(
     process, path = _hang_on_the_second_call(tmp_path, gemini)
     # Spans reach the store in batches every 0.5 s as they end: wait until the first
     # call's span is stored, so the killed run has a spend on record to be closed with.
-    ghost = _poll(lambda: [r for r in _only_run() if _stored_llm_spans(r)], "the stored span")[0]
+    ghost = wait_until(
+        lambda: [r for r in _only_run() if _stored_llm_spans(r)], 240, "the stored span"
+    )[0]
     assert not stale_runs.is_dead(ghost.data.tags, ghost.info.start_time)  # alive: kept
     process.kill()
     process.wait(timeout=30)

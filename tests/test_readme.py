@@ -163,6 +163,12 @@ def dagster_materialize(clone: Clone, command: str) -> None:
     assert statuses[:1] == [expected]
 
 
+def instance_migrate(clone: Clone, command: str) -> None:
+    done = clone.sh(command)
+    assert done.returncode == 0, _fail(command, done)
+    assert (clone.root / "history" / "runs.db").is_file()  # the instance, in $PWD
+
+
 def python_api(clone: Clone, code: str) -> None:
     done = clone.python(code)
     if clone.gemini is None:
@@ -179,6 +185,19 @@ def mlflow_query(clone: Clone, code: str) -> None:
     done = clone.python(code)  # reads the runs that the commands above it recorded
     assert done.returncode == 0, _fail("the MLflow query example", done)
     assert "article_writer" in done.stdout
+
+
+def translator_example(clone: Clone, code: str) -> None:
+    # The example ends with `defs`: print what the translator put on each asset.
+    check = (
+        "\nfor asset in defs.resolve_asset_graph().asset_nodes:\n"
+        "    if asset.key.path[0] in {'article_writer', 'release_notes'}:\n"
+        "        print(asset.key.to_user_string(), sorted(k.to_user_string() for k in "
+        "asset.parent_keys), sorted(asset.owners))\n"
+    )
+    done = clone.python(code + check)
+    assert done.returncode == 0, _fail("the translator example", done)
+    assert "release_notes ['raw_reviews'] ['team:insights']" in done.stdout, done.stdout
 
 
 def _assert_names_both_ways_out(output: str) -> None:
@@ -290,6 +309,7 @@ COMMANDS: dict[str, Runner] = {  # a regex matching the whole command -> how to 
     r"DAGSTER_HOME=\$PWD \.venv/bin/dagster asset materialize .*": Runner(
         dagster_materialize, True
     ),
+    r"DAGSTER_HOME=\$PWD \.venv/bin/dagster instance migrate": Runner(instance_migrate),
     r"\.venv/bin/mlflow ui .*": Runner(mlflow_ui, server=True),
     r"MLFLOW_BACKEND_STORE_URI=\S+ deploy/team/mlflow-server\.sh": Runner(
         mlflow_server, server=True
@@ -298,6 +318,7 @@ COMMANDS: dict[str, Runner] = {  # a regex matching the whole command -> how to 
 PYTHON: dict[str, Runner] = {  # a line the block holds -> how to run it
     "result = run_workflow(workflow, {": Runner(python_api, True),
     "traces = mlflow.search_traces(": Runner(mlflow_query),
+    "class TeamTranslator(WorkflowTranslator):": Runner(translator_example),
 }
 
 

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply
 from agents_pipelines.testing.gemini_server import default_reply
-from conftest import LINEAR, REPO, write
+from conftest import LINEAR, REPO, wait_until, write
 from test_dagster_dev_e2e import final_status, graphql, launch_run, running_dagster_dev
 
 # Two calls in a row: the first is answered, the second is where faults are planned.
@@ -54,15 +53,6 @@ STEP_EVENTS = {"STEP_UP_FOR_RETRY", "STEP_RESTARTED", "STEP_FAILURE", "STEP_SUCC
 
 def two_calls(name: str) -> str:
     return TWO_CALLS.replace("NAME", name)
-
-
-def wait_for(predicate: Any, seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
 
 
 def step_events(instance: dg.DagsterInstance, run_id: str) -> list[Any]:
@@ -118,7 +108,7 @@ def test_a_signal_to_dagster_asset_materialize_stops_the_run_without_a_retry(
             [*command, "--select", "first,second"], env=env, cwd=REPO, stdout=log, stderr=log
         )
     try:
-        wait_for(lambda: len(gemini.requests) == 2, 240, "the second call to hang")
+        wait_until(lambda: len(gemini.requests) == 2, 240, "the second call to hang")
         process.send_signal(stop)
         process.wait(timeout=120)
     finally:
@@ -165,7 +155,7 @@ def test_terminate_in_the_ui_cancels_the_run_without_a_retry(
     env = {"AGENTS_PIPELINES_LLM_BACKEND": "gemini"}
     with running_dagster_dev(tmp_path, migrated_mlflow_db, workflows, env) as (url, home):
         run_id = launch_run(url, "terminated")
-        wait_for(lambda: len(gemini.requests) == 2, 240, "the second call to hang")
+        wait_until(lambda: len(gemini.requests) == 2, 240, "the second call to hang")
         terminated = graphql(url, TERMINATE, {"runId": run_id})["terminateRun"]
         assert terminated["__typename"] == "TerminateRunSuccess", terminated
         assert final_status(url, run_id) == "CANCELED"

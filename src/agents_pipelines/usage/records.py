@@ -16,7 +16,8 @@ USD_DIGITS = 9
 
 
 def round_usd(value: float) -> float:
-    return round(value, USD_DIGITS)
+    # float(): a sum over nothing is the int 0, which Dagster's float metadata refuses.
+    return round(float(value), USD_DIGITS)
 
 
 @dataclass(frozen=True)
