@@ -4,6 +4,7 @@ its workflow; live runs, here or on other hosts, are left alone."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -176,13 +177,25 @@ def test_runs_of_other_hosts_are_closed_only_past_the_age_limit(
 def test_a_reused_pid_does_not_keep_a_dead_run_open() -> None:
     here = stale_runs.ProcessOwner.current()
     assert here.is_alive() and here.is_local()
-    parent = stale_runs.ProcessOwner.from_tags(
-        {**here.tags(), stale_runs.PID_TAG: str(os.getppid())}
+    # Another live process of ours, which reports its own owner tags, then waits.
+    code = (
+        "import json, sys, time\n"
+        "from agents_pipelines.tracking import stale_runs\n"
+        "print(json.dumps(stale_runs.owner_tags()), flush=True)\n"
+        "time.sleep(120)\n"
     )
-    assert parent is not None and parent.is_alive()  # same start time as a process of ours
-    assert parent.started is not None
-    reused = stale_runs.ProcessOwner(here.host, here.pid_namespace, os.getppid(), 1.0)
-    assert not reused.is_alive()  # the pid lives, but it is another process
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        owner = stale_runs.ProcessOwner.from_tags(json.loads(child.stdout.readline()))
+        assert owner is not None and owner.pid == child.pid and owner.started is not None
+        assert owner.is_local() and owner.is_alive()
+        reused = stale_runs.ProcessOwner(owner.host, owner.pid_namespace, owner.pid, 1.0)
+        assert not reused.is_alive()  # the pid lives, but it is another process
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    assert not owner.is_alive()  # gone
 
 
 def test_runs_of_eight_live_processes_are_kept_and_closed_once_they_die(
