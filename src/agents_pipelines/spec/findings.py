@@ -53,6 +53,7 @@ def article(type_name: str) -> str:
 
 
 def type_error(type_name: str, value: Any) -> str | None:
+    """Why ``value`` does not fit the field type ``type_name`` (strictly); None if it fits."""
     try:
         _adapter(type_name).validate_python(value, strict=True)
     except ValidationError as exc:
