@@ -13,7 +13,7 @@ import pytest
 from agents_pipelines.cli import main
 from agents_pipelines.errors import WorkflowConfigError
 from agents_pipelines.spec import _libyaml, load_workflow, load_workflow_text, workflow_json_schema
-from agents_pipelines.spec.checks import MAX_HINTS
+from agents_pipelines.spec.findings import MAX_HINTS
 from agents_pipelines.spec.yaml_source import MAX_DEPTH, MAX_VALUES, _parse_reference
 from conftest import EXAMPLES, LINEAR, REPO, write
 

@@ -10,6 +10,10 @@
         ├── BudgetExceededError            orchestration.budget was spent; no more calls made
         └── LlmCallError                   Gemini refused or failed a call (after retries)
 
+    AgentsPipelinesWarning (UserWarning)
+    ├── TrackingFailedWarning              MLflow tracking failed; the run went on
+    └── FileStoreDeprecationWarning (FutureWarning)   tracking to a file:// store
+
 Every message names the workflow file or node it is about and says how to fix it.
 """
 
@@ -24,13 +28,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AgentsPipelinesError",
+    "AgentsPipelinesWarning",
     "BudgetExceededError",
     "ConfigIssue",
+    "FileStoreDeprecationWarning",
     "InvalidInputsError",
     "LlmCallError",
     "MissingApiKeyError",
     "OutputValidationError",
     "StepLimitError",
+    "TrackingFailedWarning",
     "WorkflowConfigError",
     "WorkflowRunError",
 ]
@@ -130,3 +137,15 @@ class LlmCallError(WorkflowRunError):
         super().__init__(message, usage)
         self.transient = transient
         self.retry_after_s = retry_after_s  # the server's Retry-After, when it sent one
+
+
+class AgentsPipelinesWarning(UserWarning):
+    """Root of every warning agents_pipelines issues: something went wrong, the run went on."""
+
+
+class TrackingFailedWarning(AgentsPipelinesWarning):
+    """MLflow tracking failed; the run went on (observability.mlflow.required is false)."""
+
+
+class FileStoreDeprecationWarning(AgentsPipelinesWarning, FutureWarning):
+    """The workflow tracks to a file:// store, which MLflow keeps only in maintenance mode."""

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 from agents_pipelines.errors import (
     AgentsPipelinesError,
+    BudgetExceededError,
     LlmCallError,
     StepLimitError,
+    TrackingFailedWarning,
     WorkflowRunError,
 )
 from agents_pipelines.graph import build_graph, initial_state
@@ -39,10 +41,6 @@ logger = redacting_logger(__name__)
 
 # The attribute that carries the spend on an interruption that run_workflow lets through.
 _SPEND_ATTRIBUTE = "agents_pipelines_spent"
-
-
-class TrackingFailedWarning(UserWarning):
-    """MLflow tracking failed; the run went on (observability.mlflow.required is false)."""
 
 
 @dataclass(frozen=True)
@@ -78,11 +76,10 @@ def run_workflow(
     graph = build_graph(spec, chat_model_factory(chosen, simulated_latency_s))
     mlflow_config = spec.config.observability.mlflow
     pricer = MlflowPriceTable(spec.config.pricing)
-    budget = _budget(workflow)
     ledger = UsageLedger(
         pricer,
         keep_text=mlflow_config.artifact_level == "full",
-        before_call=budget.guard if budget else None,
+        before_call=_budget_guard(workflow),
     )
     notes: list[str] = []
     session = _start_tracking(workflow, chosen, tags or {}, mlflow_ui_url, notes)
@@ -149,11 +146,18 @@ def _stream(
     return dict(final)
 
 
-def _budget(workflow: Workflow) -> Budget | None:
+def _budget_guard(workflow: Workflow) -> Callable[[UsageSummary], None] | None:
+    """Stops the run before its next LLM call once ``orchestration.budget`` is spent."""
     config = workflow.spec.orchestration.budget
     if config is None:
         return None
-    return Budget(workflow.name, config.max_cost_usd, config.max_total_tokens)
+    budget = Budget(workflow.name, config.max_cost_usd, config.max_total_tokens)
+
+    def guard(usage: UsageSummary) -> None:
+        if (over := budget.overrun(usage)) is not None:
+            raise BudgetExceededError(budget.stop_message(over), usage)
+
+    return guard
 
 
 def _as_run_error(exc: BaseException, workflow: Workflow, usage: UsageSummary) -> BaseException:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from operator import itemgetter
 from typing import Any
 
@@ -21,6 +22,8 @@ from langchain_core.output_parsers import PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from pydantic import BaseModel
+
+from agents_pipelines.schema_sample import SchemaSampler
 
 _WORDS = (
     *("agents", "pipelines", "simulate", "this", "answer", "deterministically", "so", "dry"),
@@ -60,7 +63,8 @@ class SimulatedChatModel(BaseChatModel):
             time.sleep(self.latency_s)
         prompt = "\n".join(message.text for message in messages)
         if response_json_schema is not None:
-            text = json.dumps(sample_for_schema(response_json_schema, response_json_schema))
+            sampler = _SimulatedSampler(response_json_schema)
+            text = json.dumps(sampler.sample(response_json_schema, "value", 0, ""))
         else:
             text = self._text_reply(prompt)
         usage = UsageMetadata(
@@ -93,33 +97,14 @@ class SimulatedChatModel(BaseChatModel):
         return RunnableMap(raw=bound) | with_fallback
 
 
-def sample_for_schema(schema: dict[str, Any], root: dict[str, Any], name: str = "value") -> Any:
-    """A deterministic value that validates against a JSON schema (the pydantic subset)."""
-    if "$ref" in schema:
-        return sample_for_schema(_resolve(schema["$ref"], root), root, name)
-    for key in ("anyOf", "oneOf", "allOf"):
-        if key in schema:
-            options = [s for s in schema[key] if s.get("type") != "null"] or schema[key]
-            return sample_for_schema(options[0], root, name)
-    if "enum" in schema:
-        return schema["enum"][0]
-    kind = schema.get("type", "string")
-    if kind == "object":
-        props = schema.get("properties", {})
-        if props:
-            return {k: sample_for_schema(v, root, k) for k, v in props.items()}
-        extra = schema.get("additionalProperties")
-        return {"key": sample_for_schema(extra, root, name)} if isinstance(extra, dict) else {}
-    if kind == "array":
-        return [sample_for_schema(schema.get("items", {}), root, name) for _ in range(3)]
-    samples = {"integer": 150, "number": 0.5, "boolean": True, "null": None}
-    if kind in samples:
-        return samples[kind]
-    return f"Simulated {name.replace('_', ' ')}: " + " ".join(_WORDS[:12])
+class _SimulatedSampler(SchemaSampler):
+    """Three items per array, 0.5 for a number, and strings that read as simulated."""
 
+    array_length = 3
+    number_default = 0.5
 
-def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
-    node: Any = root
-    for part in ref.removeprefix("#/").split("/"):
-        node = node[part]
-    return dict(node)
+    def string(self, name: str, ordinal: str, node: Mapping[str, Any]) -> str:
+        return f"Simulated {name.replace('_', ' ')}: " + " ".join(_WORDS[:12])
+
+    def map_entry(self, name: str, ordinal: str) -> tuple[str, str]:
+        return "key", name

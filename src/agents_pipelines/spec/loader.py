@@ -10,9 +10,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from agents_pipelines.errors import ConfigIssue, WorkflowConfigError
-from agents_pipelines.spec.checks import run_checks
 from agents_pipelines.spec.models import WorkflowSpec
 from agents_pipelines.spec.pydantic_errors import issues_from_validation_error
+from agents_pipelines.spec.rules import run_checks
 from agents_pipelines.spec.secrets import find_literal_keys
 from agents_pipelines.spec.yaml_source import PathKey, YamlDocument, parse_yaml, read_yaml
 

@@ -6,15 +6,12 @@ import os
 import warnings
 from dataclasses import dataclass
 
+from agents_pipelines.errors import FileStoreDeprecationWarning
 from agents_pipelines.spec.models import MlflowConfig
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 UI_URL_ENV = "AGENTS_PIPELINES_MLFLOW_UI_URL"
 DEFAULT_UI_URL = "http://127.0.0.1:5000"
-
-
-class FileStoreDeprecationWarning(FutureWarning):
-    """The workflow tracks to a file:// store, which MLflow keeps only in maintenance mode."""
 
 
 @dataclass(frozen=True)

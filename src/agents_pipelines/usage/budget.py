@@ -1,10 +1,13 @@
-"""A spending limit, checked before every LLM call and against every finished run."""
+"""A spending limit, checked before every LLM call and against every finished run.
+
+The budget only judges; whoever runs the calls decides what stopping means (the runner
+raises ``BudgetExceededError``), so ``usage`` imports nothing from ``errors``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agents_pipelines.errors import BudgetExceededError
 from agents_pipelines.usage.records import UsageSummary
 
 
@@ -24,12 +27,10 @@ class Budget:
             over.append(f"{tokens} of max_total_tokens {self.max_total_tokens}")
         return "; ".join(over) or None
 
-    def guard(self, usage: UsageSummary) -> None:
-        """Raise before a call once the budget is spent (the ledger calls this)."""
-        if (over := self.overrun(usage)) is not None:
-            raise BudgetExceededError(
-                f"Workflow {self.workflow} stopped before its next LLM call: budget spent "
-                f"({over}). Raise orchestration.budget, or make the workflow cheaper "
-                "(fewer loop iterations, a smaller model).",
-                usage,
-            )
+    def stop_message(self, over: str) -> str:
+        """Why a run stops before its next call, given what ``overrun`` found."""
+        return (
+            f"Workflow {self.workflow} stopped before its next LLM call: budget spent "
+            f"({over}). Raise orchestration.budget, or make the workflow cheaper "
+            "(fewer loop iterations, a smaller model)."
+        )

@@ -1,0 +1,31 @@
+"""Rules that span sections of a workflow: they run after the models validate.
+
+All rules run, so a file with five problems reports five. Each finding's fix is a text,
+or a Hint whose did-you-mean search only the first MAX_HINTS findings get.
+"""
+
+from __future__ import annotations
+
+from agents_pipelines.spec import graph_rules, orchestration_rules, state_rules
+from agents_pipelines.spec.findings import MAX_HINTS, Path
+from agents_pipelines.spec.models import WorkflowSpec
+
+
+def run_checks(spec: WorkflowSpec) -> list[tuple[Path, str, str]]:
+    checks = (
+        state_rules.state_fields,
+        graph_rules.node_ids_and_outputs,
+        state_rules.prompt_placeholders,
+        graph_rules.edges_and_routes,
+        state_rules.input_values,
+        orchestration_rules.orchestration_settings,
+        orchestration_rules.tracking_uri,
+    )
+    findings = [finding for check in checks for finding in check(spec)]
+    if not any(path[0] == "edges" for path, _, _ in findings):
+        # Reachability only means something once every edge names a real node.
+        findings += graph_rules.reachability(spec)
+    return [
+        (path, problem, fix if isinstance(fix, str) else fix.text(search=i < MAX_HINTS))
+        for i, (path, problem, fix) in enumerate(findings)
+    ]

@@ -1,0 +1,324 @@
+"""The HTTP side: ``GeminiLoopbackServer``, its request handler and its answer queue."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import re
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from agents_pipelines.testing.gemini_server.faults import Fault, error_body
+from agents_pipelines.testing.gemini_server.replies import (
+    RecordedRequest,
+    Reply,
+    default_reply,
+    response_json,
+    stream_chunks,
+)
+
+# /{api_version}/models/{model}:{method}; the SDK lets callers pick the api version.
+_ROUTE = re.compile(
+    r"^/(?P<version>v1beta|v1alpha|v1)/models/(?P<model>[^/:]+)"
+    r":(?P<method>generateContent|streamGenerateContent)$"
+)
+
+
+PlanItem = Fault | Reply
+DefaultFn = Callable[[RecordedRequest], PlanItem]
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer that never joins handler threads (a hang must not block stop)."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, owner: GeminiLoopbackServer) -> None:
+        self.owner = owner
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes one request to the owning GeminiLoopbackServer."""
+
+    server: _HTTPServer
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real endpoint; needs Content-Length
+    server_version = "GeminiLoopback/1.0"
+    timeout = 60  # idle keep-alive connections eventually close on their own
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.owner._track(self.connection, add=False)
+
+    def log_message(self, *args: Any) -> None:
+        """Silence access logs: tests stay quiet and the API key is never written out."""
+
+    def do_GET(self) -> None:
+        self._send_json(404, error_body(404, f"Method not found: GET {self.path}"))
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        route = _ROUTE.match(url.path)
+        if route is None:
+            self._send_json(404, error_body(404, f"Method not found: POST {url.path}"))
+            return
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            self._send_json(400, error_body(400, "Invalid JSON payload received."))
+            return
+        if not isinstance(body, dict):
+            self._send_json(400, error_body(400, "Request body must be a JSON object."))
+            return
+        request = RecordedRequest(
+            model=route["model"],
+            path=self.path,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+            stream=route["method"] == "streamGenerateContent",
+        )
+        sse = parse_qs(url.query).get("alt") == ["sse"]
+        self._answer(request, sse=sse)
+
+    def _answer(self, request: RecordedRequest, *, sse: bool) -> None:
+        owner = self.server.owner
+        item, response_id = owner._take(request)
+        reply = self._serve_fault(item, request) if isinstance(item, Fault) else item
+        if reply is None:
+            return
+        if not owner._sleep(reply.delay_s):
+            self.close_connection = True  # stopped mid-delay: drop without answering
+            return
+        if request.stream:
+            self._send_stream(reply, request.model, response_id, sse=sse)
+            return
+        payload = response_json(
+            reply.parts(),
+            model=request.model,
+            response_id=response_id,
+            usage=reply.usage,
+            finished=True,
+        )
+        self._send_json(200, payload)
+
+    def _serve_fault(self, fault: Fault, request: RecordedRequest) -> Reply | None:
+        """Hang, then send the error; a status-0 fault instead returns the Reply to send."""
+        owner = self.server.owner
+        if not owner._sleep(fault.hang_s):
+            self.close_connection = True  # stopped mid-hang: drop without answering
+            return None
+        follow: PlanItem = fault
+        if not fault.status:
+            follow = owner._default_for(request)
+            if isinstance(follow, Fault) and not follow.status:  # never hang twice
+                follow = owner._default_for(request, builtin=True)
+        if isinstance(follow, Fault):
+            body = follow.error_json(request.api_key)
+            self._send_json(follow.status, body, follow.headers())
+            return None
+        return follow
+
+    def _send_stream(self, reply: Reply, model: str, response_id: str, *, sse: bool) -> None:
+        chunks = stream_chunks(reply, model=model, response_id=response_id)
+        if sse:
+            data = "".join(f"data: {json.dumps(c)}\r\n\r\n" for c in chunks).encode()
+            self._send_bytes(200, data, "text/event-stream")
+        else:  # without alt=sse the API streams one JSON array
+            self._send_bytes(200, json.dumps(chunks).encode(), "application/json")
+
+    def _send_json(
+        self, status: int, payload: Any, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self._send_bytes(status, json.dumps(payload).encode(), "application/json", headers)
+
+    def _send_bytes(
+        self,
+        status: int,
+        data: bytes,
+        content_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", f"{content_type}; charset=UTF-8")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            # The client gave up (timeout) and closed the socket; nothing left to do.
+            self.close_connection = True
+
+
+class GeminiLoopbackServer:
+    """A Gemini-compatible HTTP server on 127.0.0.1 with a scripted answer queue.
+
+    Thread-safe. Use as a context manager or call ``start()``/``stop()``; a stopped
+    server cannot be restarted (make a new one).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._plan: collections.deque[PlanItem] = collections.deque()
+        self._requests: list[RecordedRequest] = []
+        self._default: DefaultFn | None = None
+        self._fault_count = 0
+        self._reply_count = 0
+        self._stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> GeminiLoopbackServer:
+        """Bind an ephemeral loopback port and serve from a daemon thread."""
+        if self._httpd is not None or self._stopping.is_set():
+            raise RuntimeError("GeminiLoopbackServer can only be started once")
+        self._httpd = _HTTPServer(self)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},  # shutdown() waits at most one poll
+            name="gemini-loopback",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; returns promptly even while requests are hanging."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()  # wakes every hang/delay, which then drop their request
+        if self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            # Unblocks handler threads parked on idle keep-alive reads.
+            with contextlib.suppress(OSError):  # already closed by its handler
+                conn.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def __enter__(self) -> GeminiLoopbackServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT``: pass as ``base_url`` / ``GOOGLE_GEMINI_BASE_URL``."""
+        if self._httpd is None:
+            raise RuntimeError("server not started")
+        return f"http://127.0.0.1:{self._httpd.server_port}"
+
+    # -- scripting ----------------------------------------------------------------------
+
+    def plan(self, *items: Fault | Reply) -> None:
+        """Queue answers (FIFO): each incoming request consumes the next item."""
+        for item in items:
+            if not isinstance(item, Fault | Reply):
+                raise TypeError(f"plan() takes Fault or Reply, got {type(item).__name__}")
+        with self._lock:
+            self._plan.extend(items)
+
+    def set_default(self, fn: Callable[[RecordedRequest], Reply | Fault] | None) -> None:
+        """Answer with ``fn(request)`` when the plan is empty (``None`` restores built-in).
+
+        If ``fn`` raises, the request gets a 500 INTERNAL naming the exception.
+        """
+        with self._lock:
+            self._default = fn
+
+    def reset(self) -> None:
+        """Forget the plan, the recorded requests, the counters and any custom default."""
+        with self._lock:
+            self._plan.clear()
+            self._requests.clear()
+            self._default = None
+            self._fault_count = self._reply_count = 0
+
+    # -- observation --------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Snapshot of the requests received so far, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def pending(self) -> int:
+        """Planned items not consumed yet."""
+        with self._lock:
+            return len(self._plan)
+
+    @property
+    def fault_count(self) -> int:
+        """Requests answered with a Fault, planned or from the default (hangs included)."""
+        with self._lock:
+            return self._fault_count
+
+    @property
+    def reply_count(self) -> int:
+        """Requests answered with a Reply (planned or default)."""
+        with self._lock:
+            return self._reply_count
+
+    # -- used by the handler --------------------------------------------------------------
+
+    def _take(self, request: RecordedRequest) -> tuple[PlanItem, str]:
+        """Record ``request`` and choose its answer atomically, so order matches the plan."""
+        with self._lock:
+            self._requests.append(request)
+            response_id = f"loopback-{len(self._requests)}"
+            planned = self._plan.popleft() if self._plan else None
+        item = planned if planned is not None else self._default_for(request)
+        with self._lock:
+            if isinstance(item, Fault):
+                self._fault_count += 1
+            else:
+                self._reply_count += 1
+        return item, response_id
+
+    def _default_for(self, request: RecordedRequest, *, builtin: bool = False) -> PlanItem:
+        """The custom default's answer (or the built-in one); failures become a 500."""
+        with self._lock:
+            fn = default_reply if builtin or self._default is None else self._default
+        try:
+            item = fn(request)
+        except Exception as exc:  # report to the client instead of killing the handler
+            return Fault(500, message=f"loopback default failed: {type(exc).__name__}: {exc}")
+        if not isinstance(item, Fault | Reply):
+            return Fault(500, message=f"loopback default returned {type(item).__name__}")
+        return item
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait ``seconds`` unless stopping; False means "stopped, abandon the request"."""
+        if seconds <= 0:
+            return not self._stopping.is_set()
+        return not self._stopping.wait(seconds)
+
+    def _track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
