@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -15,8 +14,9 @@ from types import FrameType
 from typing import Any
 
 from agents_pipelines.errors import AgentsPipelinesError
-from agents_pipelines.llm.backend import BACKEND_ENV, Backend
+from agents_pipelines.llm.backend import Backend
 from agents_pipelines.redaction import RedactingFilter, redact
+from agents_pipelines.settings import BACKEND_ENV, settings
 from agents_pipelines.spec import Workflow, load_workflow, load_workflows, workflow_json_schema
 
 # `make dev` (scripts/dev.sh) applies the same rule and prints the same banner.
@@ -145,11 +145,10 @@ def _backend(explicit: str | None) -> str | None:
     backend and no Gemini key is set, run the simulated backend and say so loudly on stderr.
     A backend chosen by flag or environment is kept: Gemini without a key then fails with
     MissingApiKeyError, which names both ways out."""
-    if explicit or os.environ.get(BACKEND_ENV):
+    environment = settings()
+    if explicit or environment.llm_backend:
         return explicit
-    from agents_pipelines.llm.gemini import api_key_from_env
-
-    if api_key_from_env():
+    if environment.api_key is not None:
         return None
     print(NO_KEY_BANNER, file=sys.stderr)
     return Backend.SIMULATED.value

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -12,10 +11,17 @@ if TYPE_CHECKING:  # langchain-core is heavy; the code location only needs the e
     from langchain_core.language_models import BaseChatModel
 
 from agents_pipelines.errors import AgentsPipelinesError
+from agents_pipelines.settings import BACKEND_ENV, LATENCY_ENV, settings
 from agents_pipelines.spec.models import LlmConfig
 
-BACKEND_ENV = "AGENTS_PIPELINES_LLM_BACKEND"
-LATENCY_ENV = "AGENTS_PIPELINES_SIMULATED_LATENCY_S"
+__all__ = [
+    "BACKEND_ENV",
+    "LATENCY_ENV",
+    "Backend",
+    "ChatModelFactory",
+    "chat_model_factory",
+    "resolve_backend",
+]
 
 ChatModelFactory = Callable[[LlmConfig], "BaseChatModel"]
 
@@ -27,13 +33,15 @@ class Backend(StrEnum):
 
 def resolve_backend(explicit: str | None = None) -> Backend:
     """``explicit``, else AGENTS_PIPELINES_LLM_BACKEND, else Gemini."""
-    value = (explicit or os.environ.get(BACKEND_ENV) or Backend.GEMINI.value).strip().lower()
+    if not explicit:  # settings() has checked the variable's value
+        return Backend(settings().llm_backend or Backend.GEMINI.value)
+    value = explicit.strip().lower()
     try:
         return Backend(value)
     except ValueError:
         raise AgentsPipelinesError(
-            f"Unknown LLM backend `{value}` (from {BACKEND_ENV} or the runner's llm_backend): "
-            "use `gemini` or `simulated`."
+            f"Unknown LLM backend `{value}` (from run_workflow's backend or WorkflowRunner's "
+            "llm_backend): use `gemini` or `simulated`."
         ) from None
 
 
@@ -43,7 +51,7 @@ def chat_model_factory(
     if backend is Backend.SIMULATED:
         latency = simulated_latency_s
         if latency is None:
-            latency = float(os.environ.get(LATENCY_ENV, "0") or 0)
+            latency = settings().simulated_latency_s
 
         def simulated(config: LlmConfig) -> BaseChatModel:
             return _simulated_model(config.model, config.temperature, latency)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
 import time
 from typing import Any
 
@@ -19,11 +18,9 @@ from pydantic import SecretStr
 
 from agents_pipelines.errors import MissingApiKeyError
 from agents_pipelines.redaction import redact, redacting_logger
+from agents_pipelines.settings import API_KEY_ENV, settings
 from agents_pipelines.spec.models import LlmConfig
 
-API_KEY_ENV = "GOOGLE_API_KEY"
-ALT_API_KEY_ENV = "GEMINI_API_KEY"
-BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER_S = 120.0
 # The client stack's loggers that may write a provider's error text (google-genai logs a
@@ -37,28 +34,23 @@ _CLIENT_LOGGERS = (
 )
 
 
-def api_key_from_env() -> str | None:
-    return os.environ.get(API_KEY_ENV) or os.environ.get(ALT_API_KEY_ENV) or None
-
-
 def gemini_chat_model(config: LlmConfig) -> BaseChatModel:
     """A ChatGoogleGenerativeAI for ``config``; the key comes from the environment only."""
-    key = api_key_from_env()
-    if key is None:
+    environment = settings()
+    if environment.api_key is None:
         raise MissingApiKeyError(
             f"No Gemini API key: set {API_KEY_ENV} in the environment of the Dagster code "
             "location (or of this shell), or choose the simulated backend for a dry run with "
             "estimated costs: AGENTS_PIPELINES_LLM_BACKEND=simulated (`--backend simulated` "
             'for `agents-pipelines run`, backend="simulated" for run_workflow).'
         )
-    base_url = config.base_url or os.environ.get(BASE_URL_ENV) or None
     return _chat_model(
         config.model,
         config.temperature,
         config.max_output_tokens,
         config.timeout_s,
-        base_url,
-        key,
+        config.base_url or environment.gemini_base_url,
+        environment.api_key.get_secret_value(),
     )
 
 

@@ -8,7 +8,6 @@ AGENTS_PIPELINES_INVALID_WORKFLOWS=skip to load the valid files and log the rest
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -25,12 +24,8 @@ from agents_pipelines.orchestration.automation import (
 from agents_pipelines.orchestration.resource import WorkflowRunner
 from agents_pipelines.orchestration.translator import WorkflowTranslator
 from agents_pipelines.redaction import redacting_logger
+from agents_pipelines.settings import WORKFLOWS_DIR_ENV, settings
 from agents_pipelines.spec import Workflow, load_workflows
-
-WORKFLOWS_DIR_ENV = "AGENTS_PIPELINES_WORKFLOWS_DIR"
-ON_INVALID_ENV = "AGENTS_PIPELINES_INVALID_WORKFLOWS"
-EXECUTOR_ENV = "AGENTS_PIPELINES_EXECUTOR"
-DEFAULT_WORKFLOWS_DIR = "workflows"
 
 logger = redacting_logger(__name__)
 OnInvalid = Literal["fail", "skip"]
@@ -81,14 +76,9 @@ def _executor() -> dg.ExecutorDefinition:
     per run (benchmarks/whole_process.py measures both executors). The step's LLM calls
     already run concurrently inside it. AGENTS_PIPELINES_EXECUTOR=multiprocess restores
     Dagster's default, for runs that select many independent workflows at once."""
-    choice = os.environ.get(EXECUTOR_ENV, "in_process").strip().lower()
-    if choice == "in_process":
-        return dg.in_process_executor
-    if choice == "multiprocess":
+    if settings().executor == "multiprocess":
         return dg.multiprocess_executor
-    raise AgentsPipelinesError(
-        f"{EXECUTOR_ENV}={choice!r} is not valid: use `in_process` (the default) or `multiprocess`."
-    )
+    return dg.in_process_executor
 
 
 def build_definitions(
@@ -129,14 +119,9 @@ def _without_broken_dependencies(workflows: list[Workflow], issues: list) -> lis
 
 def definitions_from_env() -> dg.Definitions:
     """The code location: AGENTS_PIPELINES_WORKFLOWS_DIR (default ./workflows)."""
-    on_invalid = os.environ.get(ON_INVALID_ENV, "fail").strip().lower()
-    if on_invalid not in ("fail", "skip"):
-        raise AgentsPipelinesError(
-            f"{ON_INVALID_ENV}={on_invalid!r} is not valid: use `fail` or `skip`."
-        )
+    environment = settings()
     _announce_backend()
-    directory = os.environ.get(WORKFLOWS_DIR_ENV, DEFAULT_WORKFLOWS_DIR)
-    return build_definitions(directory, on_invalid=on_invalid)  # type: ignore[arg-type]
+    return build_definitions(environment.workflows_dir, on_invalid=environment.invalid_workflows)
 
 
 def _announce_backend() -> None:

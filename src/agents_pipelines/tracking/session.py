@@ -14,7 +14,6 @@ hook drains the queue when the process ends, so no trace is lost.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -28,6 +27,7 @@ from typing import Any
 from agents_pipelines.redaction import redact, redact_value, redacting_logger
 from agents_pipelines.tracking import span_policy, stale_runs, trace_outcome
 from agents_pipelines.tracking.deadline import TrackingTimeoutError, call_within
+from agents_pipelines.tracking.mlflow_env import set_mlflow_env_defaults
 from agents_pipelines.tracking.settings import TrackingSettings
 from agents_pipelines.tracking.sqlite_store import prepare_sqlite_store
 from agents_pipelines.usage import Pricer, UsageSummary, round_usd
@@ -35,15 +35,6 @@ from agents_pipelines.usage import Pricer, UsageSummary, round_usd
 logger = redacting_logger(__name__)
 _configure_lock = threading.Lock()
 _autolog_enabled = False
-# MLflow's exporter writes spans in batches of 5 by default, one store transaction per
-# batch: the larger share of tracing's cost per LLM call. CPU time per call, from chains of
-# 1 and 11 calls on SQLite: 16 ms with batches of 5, 4.8 ms with batches of 100. A batch
-# also goes out every 0.5 s instead of every 5 s, so a trace reaches the store soon after
-# its run. Settings made in the environment win.
-_SPAN_EXPORT_DEFAULTS = {
-    "MLFLOW_ASYNC_TRACE_LOGGING_MAX_SPAN_BATCH_SIZE": "100",
-    "MLFLOW_ASYNC_TRACE_LOGGING_MAX_INTERVAL_MILLIS": "500",
-}
 # (tracking URI, experiment name) -> experiment id: one lookup per process, not per run.
 _experiment_ids: dict[tuple[str, str], str] = {}
 
@@ -377,8 +368,7 @@ def _client(tracking_uri: str) -> Any:
 
     with _configure_lock:
         prepare_sqlite_store(tracking_uri)
-        for name, value in _SPAN_EXPORT_DEFAULTS.items():
-            os.environ.setdefault(name, value)
+        set_mlflow_env_defaults(tracking_uri)
         # A no-op when unchanged; when changed it also re-points MLflow's trace exporter
         # (comparing with get_tracking_uri() would not do: it prefers the environment).
         mlflow.set_tracking_uri(tracking_uri)

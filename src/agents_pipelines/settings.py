@@ -1,0 +1,115 @@
+"""Deployment settings: every environment variable agents_pipelines reads, in one typed class.
+
+Workflow files never read the environment (spec/ is pure pydantic); keys, the tracking
+server and the backend come from here. ``settings()`` parses the environment once and
+returns the same object until one of these variables changes: a test's monkeypatched
+variable, or a key rotated in ``os.environ`` by a notebook, takes effect on the next call
+without anyone having to remember to clear a cache. ``settings.cache_clear()`` forgets the
+parsed values outright.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import typing
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agents_pipelines.errors import AgentsPipelinesError
+
+BACKEND_ENV = "AGENTS_PIPELINES_LLM_BACKEND"
+LATENCY_ENV = "AGENTS_PIPELINES_SIMULATED_LATENCY_S"
+WORKFLOWS_DIR_ENV = "AGENTS_PIPELINES_WORKFLOWS_DIR"
+ON_INVALID_ENV = "AGENTS_PIPELINES_INVALID_WORKFLOWS"
+EXECUTOR_ENV = "AGENTS_PIPELINES_EXECUTOR"
+UI_URL_ENV = "AGENTS_PIPELINES_MLFLOW_UI_URL"
+API_KEY_ENV = "GOOGLE_API_KEY"
+ALT_API_KEY_ENV = "GEMINI_API_KEY"
+BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+
+_CHOICES = ("llm_backend", "invalid_workflows", "executor")
+
+
+class Settings(BaseSettings):
+    """One field per variable; an empty variable counts as unset, as it always has."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, frozen=True, env_ignore_empty=True)
+
+    llm_backend: Literal["gemini", "simulated"] | None = Field(None, alias=BACKEND_ENV)
+    simulated_latency_s: float = Field(0.0, ge=0, alias=LATENCY_ENV)
+    workflows_dir: str = Field("workflows", alias=WORKFLOWS_DIR_ENV)
+    invalid_workflows: Literal["fail", "skip"] = Field("fail", alias=ON_INVALID_ENV)
+    executor: Literal["in_process", "multiprocess"] = Field("in_process", alias=EXECUTOR_ENV)
+    mlflow_ui_url: str | None = Field(None, alias=UI_URL_ENV)
+    mlflow_tracking_uri: str | None = Field(None, alias=TRACKING_URI_ENV)
+    gemini_base_url: str | None = Field(None, alias=BASE_URL_ENV)
+    # GOOGLE_API_KEY wins over GEMINI_API_KEY, as the Gemini SDK orders them.
+    api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices(API_KEY_ENV, ALT_API_KEY_ENV)
+    )
+
+    @field_validator(*_CHOICES, mode="before")
+    @classmethod
+    def _normalize_choice(cls, value: Any) -> Any:
+        """`Simulated ` means simulated: people type these by hand."""
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+def _env_names() -> tuple[str, ...]:
+    names: list[str] = []
+    for field in Settings.model_fields.values():
+        if isinstance(field.validation_alias, AliasChoices):
+            names += [str(choice) for choice in field.validation_alias.choices]
+        elif field.alias:
+            names.append(field.alias)
+    return tuple(names)
+
+
+_ENV_NAMES = _env_names()
+
+
+def settings() -> Settings:
+    """The settings of the current environment, parsed once per distinct set of values.
+
+    Raises AgentsPipelinesError that names each bad variable, what it holds and what it allows.
+    """
+    return _parse(tuple(os.environ.get(name) for name in _ENV_NAMES))
+
+
+@functools.lru_cache(maxsize=8)
+def _parse(values: tuple[str | None, ...]) -> Settings:
+    """``values`` is only the cache key: BaseSettings reads the environment itself."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise AgentsPipelinesError(
+            "Invalid environment: " + "; ".join(_describe(e) for e in exc.errors())
+        ) from None
+
+
+settings.cache_clear = _parse.cache_clear  # type: ignore[attr-defined]
+
+
+def _describe(error: Any) -> str:
+    """``AGENTS_PIPELINES_EXECUTOR='celery' is not valid: it must be one of in_process, ...``"""
+    name = str(error["loc"][0]) if error["loc"] else "?"
+    shown = "<hidden>" if name in (API_KEY_ENV, ALT_API_KEY_ENV) else repr(error["input"])
+    field = next((f for f in Settings.model_fields.values() if f.alias == name), None)
+    allowed = _allowed(field.annotation) if field is not None else ()
+    if allowed:
+        fix = f"it must be one of {', '.join(allowed)}, or unset for the default"
+    else:
+        fix = error["msg"][0].lower() + error["msg"][1:]
+    return f"{name}={shown} is not valid: {fix}"
+
+
+def _allowed(annotation: Any) -> tuple[str, ...]:
+    """The values a Literal (or Literal | None) field accepts."""
+    for arg in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(arg) is Literal:
+            return tuple(str(choice) for choice in typing.get_args(arg))
+    return ()
