@@ -73,14 +73,14 @@ class RunRecorder:
             return cls(workflow, backend, None, notes)
         settings = resolve_settings(config, workflow.name, ui_url)
         params = _params(workflow, backend)
-        all_tags = {
+        tags = {
             "agents_pipelines.workflow": workflow.name,
             "agents_pipelines.llm_backend": backend,
             **tags,
         }
         try:
             session = TrackingSession.start(
-                settings, run_name=config.run_name, tags=all_tags, params=params
+                settings, run_name=config.run_name, tags=tags, params=params
             )
         except Exception as exc:
             _tracking_failed(workflow, exc, notes)
