@@ -7,9 +7,7 @@ nothing of Dagster; orchestration context arrives as plain MLflow tags.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,19 +22,17 @@ from agents_pipelines.errors import (
 from agents_pipelines.graph import build_graph, initial_state
 from agents_pipelines.llm import Backend, chat_model_factory, resolve_backend
 from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s
-from agents_pipelines.redaction import redact, redact_exception, redacting_logger
-from agents_pipelines.spec import Workflow, draw_mermaid
+from agents_pipelines.redaction import redact_exception
+from agents_pipelines.spec import Workflow
 from agents_pipelines.tracking import (
     MlflowPriceTable,
+    RunOutcome,
+    RunRecorder,
     TrackingInfo,
-    TrackingSession,
-    resolve_settings,
-    untraced,
-    usage_metrics,
 )
-from agents_pipelines.usage import Budget, UsageLedger, UsageSummary, cost_summary
+from agents_pipelines.usage import Budget, UsageLedger, UsageSummary
 
-logger = redacting_logger(__name__)
+__all__ = ["RunResult", "TrackingFailedWarning", "run_workflow", "spent_before"]
 
 
 # The attribute that carries the spend on an interruption that run_workflow lets through.
@@ -74,54 +70,42 @@ def run_workflow(
     state = initial_state(spec, inputs or {})
     chosen = resolve_backend(backend.value if isinstance(backend, Backend) else backend)
     graph = build_graph(spec, chat_model_factory(chosen, simulated_latency_s))
-    mlflow_config = spec.config.observability.mlflow
     pricer = MlflowPriceTable(spec.config.pricing)
     ledger = UsageLedger(
         pricer,
-        keep_text=mlflow_config.artifact_level == "full",
+        keep_text=spec.config.observability.mlflow.artifact_level == "full",
         before_call=_budget_guard(workflow),
     )
-    notes: list[str] = []
-    session = _start_tracking(workflow, chosen, tags or {}, mlflow_ui_url, notes)
+    recorder = RunRecorder.start(workflow, chosen.value, tags or {}, mlflow_ui_url)
     started = time.perf_counter()
     node_runs: list[str] = []
     try:
-        with _traced(session, spec.flow.name, state, pricer, ledger):
+        with recorder.traced(state, pricer, ledger.summary):
             final = _stream(graph, state, ledger, spec.config.execution.max_steps, node_runs)
     except BaseException as exc:
         # A provider's error may repeat the API key: the chain that Dagster stores and
         # tracebacks print carries the redacted text only.
         redact_exception(exc)
         failure = _as_run_error(exc, workflow, ledger.summary())
-        _end_tracking(
-            session,
-            workflow,
-            state,
-            None,
-            ledger.summary(),
-            chosen,
-            node_runs,
-            time.perf_counter() - started,
-            notes,
-            failure,
-        )
-        if failure is exc:
-            if not isinstance(exc, Exception):
-                setattr(exc, _SPEND_ATTRIBUTE, ledger.summary())
-            raise
-        raise failure from exc
+        elapsed = time.perf_counter() - started
+        recorder.finish(RunOutcome(state, None, ledger.summary(), len(node_runs), elapsed, failure))
+        if failure is not exc:
+            raise failure from exc
+        if not isinstance(exc, Exception):
+            setattr(exc, _SPEND_ATTRIBUTE, ledger.summary())
+        raise
     duration = time.perf_counter() - started
-    summary = ledger.summary()
-    _end_tracking(session, workflow, state, final, summary, chosen, node_runs, duration, notes)
+    outcome = RunOutcome(state, final, ledger.summary(), len(node_runs), duration)
+    recorder.finish(outcome)
     return RunResult(
         spec.flow.name,
         final,
-        summary,
+        outcome.usage,
         tuple(node_runs),
         duration,
         chosen,
-        session.info() if session else None,
-        tuple(notes),
+        recorder.info(),
+        recorder.notes,
     )
 
 
@@ -181,119 +165,3 @@ def _as_run_error(exc: BaseException, workflow: Workflow, usage: UsageSummary) -
         transient=is_transient(exc),
         retry_after_s=retry_after_s(exc),
     )
-
-
-def _start_tracking(
-    workflow: Workflow,
-    backend: Backend,
-    tags: Mapping[str, str],
-    ui_url: str | None,
-    notes: list[str],
-) -> TrackingSession | None:
-    config = workflow.spec.config.observability.mlflow
-    if not config.enabled:
-        return None
-    settings = resolve_settings(config, workflow.name, ui_url)
-    spec = workflow.spec
-    params = {
-        "workflow": workflow.name,
-        "workflow_sha256": workflow.sha256,
-        "models": ",".join(spec.models_used()),
-        "temperature": spec.config.llm.temperature,
-        "node_temperatures": ",".join(
-            f"{n.id}={spec.config.llm.merged(n.llm).temperature}" for n in spec.nodes
-        ),
-        "max_steps": spec.config.execution.max_steps,
-        "llm_backend": backend.value,
-    }
-    all_tags = {
-        "agents_pipelines.workflow": workflow.name,
-        "agents_pipelines.llm_backend": backend.value,
-        **tags,
-    }
-    try:
-        return TrackingSession.start(
-            settings, run_name=config.run_name, tags=all_tags, params=params
-        )
-    except Exception as exc:
-        _tracking_failed(workflow, exc, notes)
-        return None
-
-
-def _tracking_failed(
-    workflow: Workflow, exc: Exception, notes: list[str], usage: UsageSummary | None = None
-) -> None:
-    """Fail the run if tracking is required (with ``usage``, the spend so far, so that it
-    is reported although MLflow could not record it); else warn and go on."""
-    config = workflow.spec.config.observability.mlflow
-    # The first error comes first: later ones (noted on it) are usually its consequences.
-    detail = " ".join([str(exc), *getattr(exc, "__notes__", ())])
-    reason = redact(
-        f"MLflow tracking failed for workflow {workflow.name}: {type(exc).__name__}: {detail}"
-    )
-    if config.required:
-        raise WorkflowRunError(
-            reason + ". Fix the tracking server, or set observability.mlflow.required: false "
-            "to let runs succeed without tracking.",
-            usage,
-        ) from exc
-    notes.append(reason)
-    warnings.warn(reason, TrackingFailedWarning, stacklevel=3)
-    return None
-
-
-def _traced(
-    session: TrackingSession | None,
-    name: str,
-    state: dict[str, Any],
-    pricer: MlflowPriceTable,
-    ledger: UsageLedger,
-) -> AbstractContextManager[None]:
-    if session is None:
-        return untraced()
-    return session.traced(name, state, pricer, ledger.summary)
-
-
-def _end_tracking(
-    session: TrackingSession | None,
-    workflow: Workflow,
-    inputs: dict[str, Any],
-    outputs: dict[str, Any] | None,
-    summary: UsageSummary,
-    backend: Backend,
-    node_runs: list[str],
-    duration_s: float,
-    notes: list[str],
-    failure: BaseException | None = None,
-) -> None:
-    if session is None:
-        return
-    config = workflow.spec.config.observability.mlflow
-    status = "failed" if failure else "succeeded"
-    artifacts: dict[str, Any] = {}
-    if config.log_artifacts:
-        artifacts["cost_summary.json"] = cost_summary(
-            summary,
-            workflow=workflow.name,
-            backend=backend.value,
-            status=status,
-            error=str(failure) if failure else None,
-        )
-        if config.artifact_level in ("standard", "full"):
-            artifacts[f"workflow/{workflow.path.name}"] = workflow.text
-            artifacts["graph.mmd"] = draw_mermaid(workflow.spec)
-        if config.artifact_level == "full":
-            artifacts["inputs.json"] = inputs
-            artifacts["outputs.json"] = outputs
-            artifacts["prompts.json"] = [
-                {"node": c.node, "model": c.model, "prompt": c.prompt, "reply": c.reply}
-                for c in summary.calls
-            ]
-    metrics = usage_metrics(summary, duration_s, len(node_runs))
-    try:
-        session.end(metrics, artifacts, "FAILED" if failure else "FINISHED")
-    except Exception as exc:
-        if failure is None:
-            _tracking_failed(workflow, exc, notes, summary)
-        else:
-            logger.warning("Could not record the failed run in MLflow: %s", exc)

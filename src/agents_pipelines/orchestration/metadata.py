@@ -29,15 +29,13 @@ _CALL_COLUMNS = [
 
 def usage_metadata(summary: UsageSummary) -> dict[str, Any]:
     """Token and cost figures; also attached to failures, so spend is never lost."""
-    tokens = summary.tokens
     metadata: dict[str, Any] = {
-        "total_tokens": dg.MetadataValue.int(tokens.total),
-        "prompt_tokens": dg.MetadataValue.int(tokens.prompt),
-        "completion_tokens": dg.MetadataValue.int(tokens.completion),
-        "reasoning_tokens": dg.MetadataValue.int(tokens.reasoning),
-        "cached_tokens": dg.MetadataValue.int(tokens.cached),
-        "total_cost_usd": dg.MetadataValue.float(summary.total_cost_usd),
-        "llm_calls": dg.MetadataValue.int(summary.llm_calls),
+        name: dg.MetadataValue.float(value)
+        if isinstance(value, float)
+        else dg.MetadataValue.int(value)
+        for name, value in summary.totals().items()
+    }
+    metadata |= {
         "node_calls": dg.MetadataValue.table(
             [_call_record(call) for call in summary.calls], dg.TableSchema(_CALL_COLUMNS)
         ),

@@ -5,18 +5,14 @@ fluent API's active run: that is kept per thread, and concurrent runs in one pro
 threaded executor, a notebook) linked their traces to each other's runs (9 of 16,
 measured). The root span names the run and the experiment itself.
 
-LangChain's spans come from ``mlflow.langchain.autolog``, enabled once per process; they
-nest under the root span because it is the active span while the graph runs. The trace
-export stays asynchronous unless the workflow turns async_logging off; MLflow's atexit
-hook drains the queue when the process ends, so no trace is lost.
+Process set-up is in client.py, the experiment cache in experiments.py, waiting for the
+trace export in export.py; recorder.py turns a workflow run into one of these sessions.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,18 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from agents_pipelines.redaction import redact, redact_value, redacting_logger
-from agents_pipelines.tracking import span_policy, stale_runs, trace_outcome
+from agents_pipelines.tracking import experiments, span_policy, stale_runs, trace_outcome
+from agents_pipelines.tracking.client import configured_client
 from agents_pipelines.tracking.deadline import TrackingTimeoutError, call_within
-from agents_pipelines.tracking.mlflow_env import set_mlflow_env_defaults
+from agents_pipelines.tracking.export import wait_for_trace
 from agents_pipelines.tracking.settings import TrackingSettings
-from agents_pipelines.tracking.sqlite_store import prepare_sqlite_store
 from agents_pipelines.usage import Pricer, UsageSummary, round_usd
 
 logger = redacting_logger(__name__)
-_configure_lock = threading.Lock()
-_autolog_enabled = False
-# (tracking URI, experiment name) -> experiment id: one lookup per process, not per run.
-_experiment_ids: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -47,21 +39,6 @@ class TrackingInfo:
     trace_id: str | None
     run_url: str
     tracking_uri: str
-
-
-def usage_metrics(summary: UsageSummary, duration_s: float, node_count: int) -> dict[str, float]:
-    tokens = summary.tokens
-    return {
-        "total_tokens": tokens.total,
-        "prompt_tokens": tokens.prompt,
-        "completion_tokens": tokens.completion,
-        "reasoning_tokens": tokens.reasoning,
-        "cached_tokens": tokens.cached,
-        "total_cost_usd": summary.total_cost_usd,
-        "llm_calls": summary.llm_calls,
-        "node_count": node_count,
-        "duration_s": round(duration_s, 3),
-    }
 
 
 class TrackingSession:
@@ -99,7 +76,7 @@ class TrackingSession:
             f"creating the run at {settings.tracking_uri}",
             lambda: _create_run(settings, run_name, dict(tags), params),
             # A run created after the run stopped waiting would stay RUNNING forever.
-            if_late=lambda created: _client(settings.tracking_uri).set_terminated(
+            if_late=lambda created: configured_client(settings.tracking_uri).set_terminated(
                 created[1], "KILLED"
             ),
         )
@@ -150,8 +127,8 @@ class TrackingSession:
         """Tag the run with its trace (stale_runs), within the run's tracking deadline."""
         import mlflow
 
-        # Not _client(): re-pointing MLflow's process-wide state mid-trace would replace
-        # the exporter that this trace's spans go to.
+        # Not configured_client(): re-pointing MLflow's process-wide state mid-trace would
+        # replace the exporter that this trace's spans go to.
         client = mlflow.MlflowClient(self.settings.tracking_uri)
         try:
             call_within(
@@ -197,7 +174,7 @@ class TrackingSession:
         status: str,
         trace_id: str | None,
     ) -> None:
-        client = _client(self.settings.tracking_uri)
+        client = configured_client(self.settings.tracking_uri)
         errors = _attempt([], lambda: self._log_results(client, metrics, artifacts))
         if not self.settings.config.async_logging and trace_id is not None:
             errors = _attempt(errors, lambda: self._confirm_trace_stored(trace_id))
@@ -227,10 +204,7 @@ class TrackingSession:
 
     def _confirm_trace_stored(self, trace_id: str) -> None:
         """Wait for the trace; name it again once MLflow has stored it."""
-        drain_trace_export()
-        result = trace_outcome.outcome(trace_id)
-        if result is None:  # MLflow's exporter could not be watched: ask the store
-            result = _look_up_trace(self.settings.tracking_uri, trace_id)
+        result = wait_for_trace(self.settings.tracking_uri, trace_id)
         if result.stored:
             self.trace_id = trace_id
         if result.error is not None or not result.stored:
@@ -251,14 +225,6 @@ def _attempt(errors: list[Exception], step: Callable[[], None]) -> list[Exceptio
     return errors
 
 
-def _look_up_trace(tracking_uri: str, trace_id: str) -> trace_outcome.TraceOutcome:
-    try:
-        _client(tracking_uri).get_trace(trace_id, display=False)
-    except Exception as exc:
-        return trace_outcome.TraceOutcome(stored=False, error=exc)
-    return trace_outcome.TraceOutcome(stored=True)
-
-
 def _create_run(
     settings: TrackingSettings,
     run_name: str | None,
@@ -269,13 +235,13 @@ def _create_run(
     from mlflow.entities import Param
     from mlflow.exceptions import MlflowException
 
-    client = _client(settings.tracking_uri)
-    # Said here, once per run: _client() runs again when the run ends.
+    client = configured_client(settings.tracking_uri)
+    # Said here, once per run: configured_client() runs again when the run ends.
     logger.info("✓ MLflow auto-instrumentation enabled (langchain.autolog)")
     tags, params = redact_value(dict(tags)), redact_value(dict(params))
     key = (settings.tracking_uri, settings.experiment_name)
-    cached = key in _experiment_ids
-    experiment_id = _experiment_id(client, *key)
+    cached = experiments.is_cached(*key)
+    experiment_id = experiments.experiment_id(client, *key)
     logger.info("✓ Experiment: %s (ID: %s)", settings.experiment_name, experiment_id)
     if workflow := tags.get(stale_runs.WORKFLOW_TAG):
         stale_runs.close_dead_runs(client, settings.tracking_uri, experiment_id, workflow)
@@ -286,29 +252,12 @@ def _create_run(
         if not cached:
             raise
         # The experiment may have been deleted and made anew since: look it up again.
-        _experiment_ids.pop(key, None)
-        experiment_id = _experiment_id(client, *key)
+        experiments.forget(*key)
+        experiment_id = experiments.experiment_id(client, *key)
         run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
     client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return experiment_id, run_id
-
-
-@contextmanager
-def untraced() -> Iterator[None]:
-    """Keep a run out of MLflow even where autolog is on in this process.
-
-    Autolog is process-wide: once any workflow has traced, a workflow with tracking
-    disabled would otherwise be traced too, its content unredacted, into MLflow's default
-    experiment. Without MLflow imported, nothing can trace, and nothing is imported here.
-    """
-    if "mlflow" not in sys.modules:
-        yield
-        return
-    import mlflow
-
-    with mlflow.tracing.context(enabled=False):
-        yield
 
 
 def _write_artifact(path: Path, content: Any) -> None:
@@ -316,31 +265,6 @@ def _write_artifact(path: Path, content: Any) -> None:
     text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
     # json.dumps escapes a lone surrogate; plain text keeps it as the escape text.
     path.write_text(redact(text), encoding="utf-8", errors="backslashreplace")
-
-
-def drain_trace_export() -> None:
-    """Block until every trace handed to MLflow is stored.
-
-    ``mlflow.flush_trace_async_logging()`` stops and restarts the export thread, which
-    wakes from a one-second queue poll: about 1 s per call, measured. Flushing the span
-    batchers and joining the export queue returns once the last write is done (about the
-    time of the write itself). Falls back to MLflow's public flush if its internals move.
-    """
-    import mlflow
-
-    try:
-        from mlflow.tracing.processor.base_mlflow import flush_all_batch_processors
-        from mlflow.tracing.provider import _get_trace_exporter
-
-        flush_all_batch_processors()
-        queue = getattr(_get_trace_exporter(), "_async_queue", None)
-        tasks = getattr(queue, "_queue", None)
-        if tasks is not None:
-            tasks.join()
-            return
-    except (ImportError, AttributeError):
-        pass
-    mlflow.flush_trace_async_logging()
 
 
 def _set_trace_cost(summary: UsageSummary) -> None:
@@ -356,44 +280,3 @@ def _set_trace_cost(summary: UsageSummary) -> None:
         "total_cost": summary.total_cost_usd,
     }
     mlflow.update_current_trace(metadata={TraceMetadataKey.COST: json.dumps(cost)})
-
-
-def _client(tracking_uri: str) -> Any:
-    """The client for ``tracking_uri``, with MLflow's process-wide state pointed at it.
-
-    Traces are exported to the process-wide tracking URI, so it is set here as well.
-    """
-    global _autolog_enabled
-    import mlflow
-
-    with _configure_lock:
-        prepare_sqlite_store(tracking_uri)
-        set_mlflow_env_defaults(tracking_uri)
-        # A no-op when unchanged; when changed it also re-points MLflow's trace exporter
-        # (comparing with get_tracking_uri() would not do: it prefers the environment).
-        mlflow.set_tracking_uri(tracking_uri)
-        if not _autolog_enabled:
-            mlflow.langchain.autolog(log_traces=True, silent=True)
-            _autolog_enabled = True
-    return mlflow.MlflowClient(tracking_uri)
-
-
-def _experiment_id(client: Any, tracking_uri: str, name: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    key = (tracking_uri, name)
-    if (known := _experiment_ids.get(key)) is not None:
-        return known
-    if (experiment := client.get_experiment_by_name(name)) is not None:
-        if experiment.lifecycle_stage != "deleted":
-            _experiment_ids[key] = str(experiment.experiment_id)
-        return str(experiment.experiment_id)
-    try:
-        experiment_id = str(client.create_experiment(name))
-    except MlflowException:  # another process created it first
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        experiment_id = str(experiment.experiment_id)
-    _experiment_ids[key] = experiment_id
-    return experiment_id

@@ -114,6 +114,20 @@ class UsageSummary:
     def unpriced_models(self) -> list[str]:
         return sorted({c.model for c in self.calls if c.price is None and c.usage.total})
 
+    def totals(self) -> dict[str, int | float]:
+        """The run's token counts, cost and call count: the figures of every report (MLflow
+        metrics, asset metadata, cost_summary.json). The cost is a float, the rest ints."""
+        tokens = self.tokens
+        return {
+            "total_tokens": tokens.total,
+            "prompt_tokens": tokens.prompt,
+            "completion_tokens": tokens.completion,
+            "reasoning_tokens": tokens.reasoning,
+            "cached_tokens": tokens.cached,
+            "total_cost_usd": self.total_cost_usd,
+            "llm_calls": self.llm_calls,
+        }
+
     def by_model(self) -> dict[str, dict[str, Any]]:
         groups: dict[str, list[CallRecord]] = defaultdict(list)
         for call in self.calls:

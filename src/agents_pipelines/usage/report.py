@@ -10,7 +10,6 @@ from agents_pipelines.usage.records import UsageSummary, round_usd
 def cost_summary(
     summary: UsageSummary, *, workflow: str, backend: str, status: str, error: str | None = None
 ) -> dict[str, Any]:
-    tokens = summary.tokens
     return {
         "schema_version": 1,
         "workflow": workflow,
@@ -18,16 +17,7 @@ def cost_summary(
         "status": status,
         "error": error,
         "currency": "USD",
-        "totals": {
-            "llm_calls": summary.llm_calls,
-            "prompt_tokens": tokens.prompt,
-            "completion_tokens": tokens.completion,
-            "reasoning_tokens": tokens.reasoning,
-            "cached_tokens": tokens.cached,
-            "total_tokens": tokens.total,
-            "total_cost_usd": summary.total_cost_usd,
-            "unpriced_models": summary.unpriced_models,
-        },
+        "totals": {**summary.totals(), "unpriced_models": summary.unpriced_models},
         "by_model": summary.by_model(),
         "calls": [
             {
