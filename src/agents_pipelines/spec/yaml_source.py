@@ -343,6 +343,7 @@ class _LibyamlBuilder(_Builder):
     flow = False  # inside [...] or {...}
 
     def _open(self) -> Any:
+        # PyYAML built without libyaml has no CSafeLoader: the reference reads every file.
         return yaml.CSafeLoader(self.text)
 
     def _value(self, node: yaml.Node, path: PathKey) -> Any:
