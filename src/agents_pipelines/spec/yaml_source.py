@@ -33,8 +33,9 @@ _COLLECTION_TAGS = frozenset({_TAG + "map", _TAG + "seq"})
 # Tags PyYAML's implicit resolver gives plain scalars; an explicit `!!python/...` or
 # `!!binary` tag is refused, so a file never asks the loader for more than plain data.
 _SCALAR_TAGS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp"))
-# `=` and `<<` as plain values resolve to these tags, which SafeLoader cannot construct.
-_TEXT_TAGS = frozenset({_TAG + "value", _TAG + "merge"})
+# Scalars kept as their text: strings (what SafeLoader constructs, without its cost per
+# call), and `=` and `<<` as plain values, whose tags SafeLoader cannot construct.
+_TEXT_TAGS = frozenset({_TAG + "str", _TAG + "value", _TAG + "merge"})
 # Google API keys are "AIza" plus 35 URL-safe characters; no message may repeat one.
 # Where libyaml and PyYAML read text apart: control characters (the reference refuses
 # them), tabs, BOMs and Unicode line breaks (the two count lines or skip blanks apart).
