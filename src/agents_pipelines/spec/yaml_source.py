@@ -116,8 +116,9 @@ def parse_yaml(raw: bytes, file: str) -> YamlDocument:
             "save the file as UTF-8",
             line,
         ) from None
-    # libyaml composes a workflow file some 15 times faster than PyYAML's pure-Python
-    # reader; the pure-Python reader takes the rest, and gives every message.
+    # libyaml composes a workflow file some 10 times faster than PyYAML's pure-Python
+    # reader (0.5 ms against 5.5 ms per example workflow, values built by the same
+    # _Builder); the pure-Python reader takes the rest, and gives every message.
     return _parse_libyaml(text, file) or _parse_reference(text, file)
 
 
