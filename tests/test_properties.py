@@ -26,11 +26,11 @@ from agents_pipelines.errors import InvalidInputsError, WorkflowConfigError
 from agents_pipelines.graph.state import initial_state
 from agents_pipelines.orchestration.asset_factory import build_workflow_asset
 from agents_pipelines.orchestration.resource import WorkflowRunner
-from agents_pipelines.spec import Workflow, _libyaml, load_workflow, load_workflow_text
+from agents_pipelines.spec import Workflow, load_workflow, load_workflow_text
 from agents_pipelines.spec.cron import cron_problem
 from agents_pipelines.spec.field_types import FIELD_TYPE_NAMES, element_name, python_type
 from agents_pipelines.spec.models import WorkflowSpec
-from agents_pipelines.spec.yaml_source import MAX_DEPTH, MAX_VALUES, _parse_reference
+from agents_pipelines.spec.yaml_source import _parse_libyaml, _parse_reference
 from conftest import EXAMPLES
 
 PROPERTIES = settings(
@@ -448,15 +448,15 @@ def test_damaged_yaml_gives_workflow_config_errors(text: str) -> None:
 
 
 def reads_alike(text: str) -> None:
-    """libyaml's fast path gives the reference reader's values and positions, or stands aside."""
-    fast = _libyaml.compose(text, MAX_DEPTH, MAX_VALUES)
+    """The libyaml-composed reader gives the reference's values and positions, or stands aside."""
+    fast = _parse_libyaml(text, FILE)
     if fast is None:
         event("read by the reference reader")
         return
     event("read by libyaml")
     reference = _parse_reference(text, FILE)  # raises if only libyaml takes the text
-    assert repr(fast[0]) == repr(reference.data)  # repr: key order counts, and NaN == NaN
-    assert fast[1] == reference.positions
+    assert repr(fast.data) == repr(reference.data)  # repr: key order counts, and NaN == NaN
+    assert fast.positions == reference.positions
 
 
 @PROPERTIES

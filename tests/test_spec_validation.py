@@ -12,9 +12,12 @@ import pytest
 
 from agents_pipelines.cli import main
 from agents_pipelines.errors import WorkflowConfigError
-from agents_pipelines.spec import _libyaml, load_workflow, load_workflow_text, workflow_json_schema
+from agents_pipelines.spec import load_workflow, load_workflow_text, workflow_json_schema
 from agents_pipelines.spec.findings import MAX_HINTS
-from agents_pipelines.spec.yaml_source import MAX_DEPTH, MAX_VALUES, _parse_reference
+from agents_pipelines.spec.yaml_source import (
+    _parse_libyaml,
+    _parse_reference,
+)
 from conftest import EXAMPLES, LINEAR, REPO, write
 
 BASE = """\
@@ -237,6 +240,18 @@ def test_billion_laughs_is_stopped(tmp_path: Path) -> None:
 def test_self_referencing_alias_is_stopped() -> None:
     errors = errors_of("a: &x\n  b: *x\n")
     assert "nests deeper than 40 levels" in errors[0]
+
+
+def test_a_200_kb_file_of_brackets_gives_a_located_error(tmp_path: Path) -> None:
+    """libyaml refuses the nesting (past 1,000 levels) and the reference reader explains."""
+    path = tmp_path / "brackets.yaml"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(WorkflowConfigError) as info:
+        load_workflow(path)
+    [issue] = info.value.issues
+    assert re.match(
+        rf"{re.escape(str(path))}:1: the document nests deeper than 40 levels", str(issue)
+    )
 
 
 def test_non_utf8_and_huge_files(tmp_path: Path) -> None:
@@ -475,10 +490,10 @@ def test_plain_workflow_files_are_read_by_libyaml() -> None:
     """The fast path must not quietly stand aside for the files it is there for."""
     texts = [path.read_text(encoding="utf-8") for path in sorted(EXAMPLES.glob("*.yaml"))]
     for text in [*texts, LINEAR, LINEAR.replace("\n", "\r\n")]:
-        fast = _libyaml.compose(text, MAX_DEPTH, MAX_VALUES)
+        fast = _parse_libyaml(text, "wf.yaml")
         assert fast is not None
         reference = _parse_reference(text, "wf.yaml")
-        assert fast == (reference.data, reference.positions)
+        assert (fast.data, fast.positions) == (reference.data, reference.positions)
 
 
 @pytest.mark.parametrize(
@@ -490,12 +505,23 @@ def test_plain_workflow_files_are_read_by_libyaml() -> None:
         ("flow:\n\t- x\n", r"wf\.yaml:2:1: YAML syntax error: .*'\\t'"),
         # The two readers place an empty value at the end of a file differently.
         ("# nothing\n---", r"wf\.yaml:2:4: the file must hold a mapping, got NoneType"),
+        # libyaml refuses more than 1,000 levels (a ScannerError, not a crash).
         ("[" * 100_000, r"wf\.yaml:1: the document nests deeper than 40 levels"),
-        ("a: &x [1]\nb: *x\n", r"wf\.yaml:1:1: .*schema_version"),
     ],
 )
 def test_where_the_readers_differ_the_reference_reads(text: str, expected: str) -> None:
-    assert _libyaml.compose(text, MAX_DEPTH, MAX_VALUES) is None
+    assert _parse_libyaml(text, "wf.yaml") is None
     with pytest.raises(WorkflowConfigError) as info:
         load_workflow_text(text, "wf.yaml")
     assert re.search(expected, str(info.value.issues[0])), str(info.value.issues[0])
+
+
+def test_libyaml_reads_anchors_and_aliases_as_the_reference_does() -> None:
+    text = "a: &x [1]\nb: *x\n"
+    fast = _parse_libyaml(text, "wf.yaml")
+    reference = _parse_reference(text, "wf.yaml")
+    assert fast is not None
+    assert (fast.data, fast.positions) == (reference.data, reference.positions)
+    with pytest.raises(WorkflowConfigError) as info:
+        load_workflow_text(text, "wf.yaml")
+    assert re.search(r"wf\.yaml:1:1: .*schema_version", str(info.value.issues[0]))
