@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,7 @@ import mlflow
 from mlflow import MlflowClient
 
 from agents_pipelines.tracking import stale_runs
-from conftest import REPO
-
-DAGSTER = Path(sys.executable).parent / "dagster"
+from conftest import REPO, materialize_command, metadata_values
 
 
 def cli_env(home: Path, workflows: Path, tracking_uri: str) -> dict[str, str]:
@@ -33,10 +30,9 @@ def cli_env(home: Path, workflows: Path, tracking_uri: str) -> dict[str, str]:
 
 def materialize_at_once(asset: str, processes: int, env: dict[str, str]) -> list[str]:
     """Each process's output, once all have succeeded without "database is locked"."""
-    command = [str(DAGSTER), "asset", "materialize", "-m", "agents_pipelines.definitions"]
     started = [
         subprocess.Popen(
-            [*command, "--select", asset],
+            materialize_command(asset),
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,
@@ -54,7 +50,7 @@ def materialize_at_once(asset: str, processes: int, env: dict[str, str]) -> list
 def materialization_metadata(home: Path, asset: str) -> list[dict[str, Any]]:
     with dg.DagsterInstance.from_config(str(home)) as instance:
         records = instance.fetch_materializations(dg.AssetKey(asset), limit=100).records
-    return [{k: v.value for k, v in r.asset_materialization.metadata.items()} for r in records]
+    return [metadata_values(r.asset_materialization.metadata) for r in records]
 
 
 def assert_each_run_tracked_once(

@@ -6,19 +6,25 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from agents_pipelines.testing import GeminiLoopbackServer
 from agents_pipelines.tracking import drain_trace_export
 
+if TYPE_CHECKING:
+    import dagster as dg
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "workflows"
 FAKE_KEY = "fake-gemini-key-7f3a9c1e5b"  # recognizable, so leaks can be searched for
+DAGSTER = Path(sys.executable).parent / "dagster"  # the project environment's CLI
 
 # MLflow must not try to download its model catalog during tests (there is no network).
 os.environ["MLFLOW_MODEL_CATALOG_URI"] = ""
@@ -162,3 +168,57 @@ def wait_until(predicate: Callable[[], Any], seconds: float, what: str, every: f
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+def materialize_command(select: str) -> list[str]:
+    """`dagster asset materialize` of the code location, for the assets in ``select``
+    (comma-separated), as a user runs it."""
+    module = "agents_pipelines.definitions"
+    return [str(DAGSTER), "asset", "materialize", "-m", module, "--select", select]
+
+
+def metadata_values(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Dagster metadata as plain values: ``{"llm_calls": 2}``, not ``IntMetadataValue(2)``."""
+    return {key: value.value for key, value in metadata.items()}
+
+
+def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    """The metadata values of ``asset``'s one materialization in ``result``."""
+    (event,) = result.asset_materializations_for_node(asset)
+    return metadata_values(event.metadata)
+
+
+def workflow_yaml(
+    name: str,
+    *nodes: tuple[str, str, str],
+    orchestration: str = "inputs: {topic: cats}",
+    config: str = "",
+) -> str:
+    """A boilerplate workflow: a required ``topic`` input, then ``nodes`` called one after
+    another from START to END, each an ``(id, prompt, output field)`` writing one str field.
+
+    ``orchestration`` and ``config`` are the YAML under those keys, written unindented.
+    Where the YAML itself is what a test is about, the test spells it out instead."""
+    fields = [f"    {output}: {{type: str}}" for _, _, output in nodes]
+    steps = [
+        f'  - {{id: {id_}, prompt: "{prompt}", outputs: [{out}]}}' for id_, prompt, out in nodes
+    ]
+    ids = ["START", *(id_ for id_, _, _ in nodes), "END"]
+    edges = [f"  - {{from: {a}, to: {b}}}" for a, b in pairwise(ids)]
+    lines = [
+        'schema_version: "1"',
+        f"flow: {{name: {name}}}",
+        "state:\n  fields:\n    topic: {type: str, required: true}",
+        *fields,
+        "nodes:",
+        *steps,
+        "edges:",
+        *edges,
+        *_block("orchestration", orchestration),
+        *_block("config", config),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _block(key: str, body: str) -> list[str]:
+    return [f"{key}:", *(f"  {line}" for line in body.splitlines())] if body else []

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pydantic
 import pytest
 
 from agents_pipelines.orchestration import build_definitions
@@ -105,3 +106,14 @@ def test_dg_check_finds_and_loads_the_component(tmp_path: Path) -> None:
         outputs.append(output)
     assert "All component YAML validated successfully." in outputs[0]
     assert "All definitions loaded successfully." in outputs[1]
+
+
+def test_a_typo_in_on_invalid_is_refused_as_the_component_loads(tmp_path: Path) -> None:
+    """`on_invalid` is a Literal: `skp` is an error naming the allowed values, not a
+    quiet "fail"."""
+    with pytest.raises(Exception, match=r"defs\.yaml \(WorkflowsComponent\) \(error\)") as refused:
+        load(make_project(tmp_path, "  path: flows\n  on_invalid: skp\n"))
+    cause = refused.value.__cause__
+    assert isinstance(cause, pydantic.ValidationError)
+    assert "on_invalid\n  Input should be 'fail' or 'skip'" in str(cause)
+    assert "input_value='skp'" in str(cause)

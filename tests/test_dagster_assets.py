@@ -9,12 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pydantic
 import pytest
 
 from agents_pipelines.errors import AgentsPipelinesError, WorkflowConfigError
+from agents_pipelines.llm import Backend
 from agents_pipelines.orchestration import WorkflowRunner, build_definitions, build_workflow_asset
 from agents_pipelines.spec import load_workflow
-from conftest import EXAMPLES, LINEAR, REPO, write
+from conftest import (
+    EXAMPLES,
+    LINEAR,
+    REPO,
+    materialize_command,
+    metadata_of,
+    metadata_values,
+    write,
+)
 
 RUNNER = {"workflow_runner": WorkflowRunner()}
 
@@ -92,8 +102,7 @@ def test_materialize_with_launchpad_inputs_and_downstream_load(
     )
     assert result.success
     assert result.output_for_node("headline") == "Rust: 3 facts"
-    (event,) = result.asset_materializations_for_node("article_writer")
-    meta = {k: v.value for k, v in event.metadata.items()}
+    meta = metadata_of(result, "article_writer")
     assert meta["llm_backend"] == "simulated"
     assert meta["llm_calls"] == 4 and meta["node_count"] == 4
     assert meta["total_cost_usd"] > 0
@@ -165,17 +174,8 @@ def test_dagster_asset_materialize_cli(tmp_path: Path, mlflow_uri: str) -> None:
         "AGENTS_PIPELINES_LLM_BACKEND": "simulated",
         "AGENTS_PIPELINES_WORKFLOWS_DIR": str(EXAMPLES),
     }
-    dagster = Path(sys.executable).parent / "dagster"
     done = subprocess.run(
-        [
-            str(dagster),
-            "asset",
-            "materialize",
-            "-m",
-            "agents_pipelines.definitions",
-            "--select",
-            "release_notes",
-        ],
+        materialize_command("release_notes"),
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -187,10 +187,18 @@ def test_dagster_asset_materialize_cli(tmp_path: Path, mlflow_uri: str) -> None:
     with dg.DagsterInstance.from_config(str(home)) as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey("release_notes"))
         assert event is not None and event.asset_materialization is not None
-        meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        meta = metadata_values(event.asset_materialization.metadata)
     assert meta["llm_backend"] == "simulated" and meta["llm_calls"] == 2
     from mlflow import MlflowClient
 
     run = MlflowClient(mlflow_uri).get_run(meta["mlflow_run_id"])
     assert run.data.metrics["total_cost_usd"] == meta["total_cost_usd"]
     assert run.data.tags["dagster.asset_key"] == "release_notes"
+
+
+def test_a_typo_in_llm_backend_is_refused_as_the_runner_is_built() -> None:
+    assert WorkflowRunner(llm_backend="simulated").llm_backend is Backend.SIMULATED  # type: ignore[arg-type]
+    with pytest.raises(
+        pydantic.ValidationError, match=r"llm_backend\n  Input should be 'gemini' or 'simulated'"
+    ):
+        WorkflowRunner(llm_backend="gemni")  # type: ignore[arg-type]

@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -23,7 +22,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from conftest import EXAMPLES, REPO, wait_until
+from conftest import DAGSTER, EXAMPLES, REPO, metadata_values, wait_until, workflow_yaml
 
 # The webserver answers GraphQL polls from the same two cores as the run: poll gently.
 _wait = functools.partial(wait_until, every=1.0)
@@ -46,36 +45,19 @@ mutation Backfill($params: LaunchBackfillParams!) {
   }
 }
 """
-BATCH_FLOW = """\
-schema_version: "1"
-flow: {name: batch_flow}
-state:
-  fields:
-    topic: {type: str, required: true}
-    summary: {type: str}
-nodes:
-  - {id: summarize, prompt: "Summarize {topic}.", outputs: [summary]}
-edges:
-  - {from: START, to: summarize}
-orchestration:
-  partitions: {static: {a: {topic: A}, b: {topic: B}, c: {topic: C}}}
-"""
+SUMMARIZE = ("summarize", "Summarize {topic}.", "summary")
+BATCH_FLOW = workflow_yaml(
+    "batch_flow",
+    SUMMARIZE,
+    orchestration="partitions: {static: {a: {topic: A}, b: {topic: B}, c: {topic: C}}}",
+)
 RUN_STATUS = "query Status($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
 
-SENSOR_FLOW = """\
-schema_version: "1"
-flow: {name: inbox_flow}
-state:
-  fields:
-    topic: {type: str, required: true}
-    summary: {type: str}
-nodes:
-  - {id: summarize, prompt: "Summarize {topic}.", outputs: [summary]}
-edges:
-  - {from: START, to: summarize}
-orchestration:
-  sensor: {path: "INBOX/*.json", minimum_interval_seconds: 1}
-"""
+SENSOR_FLOW = workflow_yaml(
+    "inbox_flow",
+    SUMMARIZE,
+    orchestration='sensor: {path: "INBOX/*.json", minimum_interval_seconds: 1}',
+)
 
 
 def _free_port() -> int:
@@ -136,11 +118,10 @@ def running_dagster_dev(
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         **env,
     }
-    dagster = Path(sys.executable).parent / "dagster"
     with open(tmp_path / "dagster_dev.log", "wb") as log:
         process = subprocess.Popen(
             [
-                str(dagster),
+                str(DAGSTER),
                 "dev",
                 "-w",
                 str(REPO / "workspace.yaml"),
@@ -235,7 +216,7 @@ def test_dagster_dev_runs_a_launched_materialization_and_the_sensor(
     with dg.DagsterInstance.from_config(str(home)) as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey("release_notes"))
         assert event is not None and event.run_id == run_id
-        meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        meta = metadata_values(event.asset_materialization.metadata)
         assert meta["llm_backend"] == "simulated" and meta["llm_calls"] == 2
         assert meta["total_tokens"] > 0 and meta["total_cost_usd"] > 0
         assert meta["mlflow_run_id"]

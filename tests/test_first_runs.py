@@ -14,13 +14,12 @@ from pathlib import Path
 import pytest
 
 from concurrent_cli import (
-    DAGSTER,
     assert_each_run_tracked_once,
     cli_env,
     materialization_metadata,
     materialize_at_once,
 )
-from conftest import EXAMPLES, REPO
+from conftest import DAGSTER, EXAMPLES, REPO
 
 PROCESSES = 8
 CREATED_BY_MLFLOW = "Creating initial MLflow database tables"

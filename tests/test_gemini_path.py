@@ -19,7 +19,7 @@ from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, Reply
 from agents_pipelines.tracking import drain_trace_export
-from conftest import EXAMPLES, FAKE_KEY, LINEAR, write
+from conftest import EXAMPLES, FAKE_KEY, LINEAR, metadata_of, write
 
 # Bundled MLflow prices (USD per million tokens), written out so the test is not circular.
 FLASH = {"input": 0.30, "output": 2.50, "cached": 0.03}
@@ -41,11 +41,6 @@ def materialize(asset: str, run_config: dict[str, Any] | None = None) -> dg.Exec
         run_config=run_config,
         raise_on_error=False,
     )
-
-
-def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    (event,) = result.asset_materializations_for_node(asset)
-    return {key: value.value for key, value in event.metadata.items()}
 
 
 def test_one_truth_for_usage_and_cost(mlflow_uri: str, gemini: GeminiLoopbackServer) -> None:

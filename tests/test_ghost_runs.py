@@ -21,30 +21,16 @@ from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, Reply, Usage
 from agents_pipelines.tracking import stale_runs
-from conftest import wait_until, write
+from conftest import wait_until, workflow_yaml, write
 
-CHAIN = """\
-schema_version: "1"
-flow: {name: chain}
-state:
-  fields:
-    topic: {type: str, required: true}
-    summary: {type: str}
-    title: {type: str}
-nodes:
-  - {id: summarize, prompt: "Summarize {topic}.", outputs: [summary]}
-  - {id: name, prompt: "Name {summary}.", outputs: [title]}
-edges:
-  - {from: START, to: summarize}
-  - {from: summarize, to: name}
-  - {from: name, to: END}
-orchestration:
-  inputs: {topic: owls}
-config:
-  llm: {model: gemini-2.5-flash, timeout_s: 120, max_retries: 0}
-  observability:
-    mlflow: {async_logging: false}
-"""
+CHAIN = workflow_yaml(
+    "chain",
+    ("summarize", "Summarize {topic}.", "summary"),
+    ("name", "Name {summary}.", "title"),
+    orchestration="inputs: {topic: owls}",
+    config="llm: {model: gemini-2.5-flash, timeout_s: 120, max_retries: 0}\n"
+    "observability:\n  mlflow: {async_logging: false}",
+)
 FIRST_CALL = Usage(prompt=300, candidates=100, thoughts=50, cached=0)
 CLI = Path(sys.executable).parent / "agents-pipelines"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pytest
@@ -17,17 +16,12 @@ from agents_pipelines.errors import WorkflowConfigError
 from agents_pipelines.orchestration import WorkflowRunner, build_definitions, build_workflow_asset
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import GeminiLoopbackServer, Reply
-from conftest import LINEAR, write
+from conftest import LINEAR, metadata_of, write
 
 # NUL, an emoji (outside the BMP), Hebrew and Arabic with an RTL override, and text that a
 # str.format, a Jinja template or an attribute lookup would each change if applied to inputs.
 HOSTILE = "nul\x00 emoji 🦦👩‍💻 rtl \u202eשלום عالم\u202c {other} {{ 7*7 }} {__class__} {topic} {0}"
 FIVE_MB = 5_000_000
-
-
-def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    (event,) = result.asset_materializations_for_node(asset)
-    return {key: value.value for key, value in event.metadata.items()}
 
 
 def test_hostile_text_stays_literal_and_agrees_everywhere(

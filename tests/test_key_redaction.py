@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -25,7 +24,7 @@ from agents_pipelines.redaction import REDACTED_KEY, redact, redacting_logger
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer
 from agents_pipelines.tracking import drain_trace_export
-from conftest import LINEAR, write
+from conftest import LINEAR, materialize_command, write
 
 # Shaped like a real Google API key (AIza + 35 characters), so both the configured-value
 # rule and the shape rule apply; the cases below also check each rule on its own.
@@ -98,10 +97,8 @@ def test_echoed_key_in_a_dagster_cli_materialization(
         "DAGSTER_HOME": str(home),
         "AGENTS_PIPELINES_WORKFLOWS_DIR": str(tmp_path / "workflows"),
     }
-    dagster = Path(sys.executable).parent / "dagster"
-    command = ["asset", "materialize", "-m", "agents_pipelines.definitions", "--select", "linear"]
     done = subprocess.run(
-        [str(dagster), *command],
+        materialize_command("linear"),
         env=env,
         cwd=tmp_path,  # MLflow's artifacts land under ./mlruns: here, where they are scanned
         capture_output=True,

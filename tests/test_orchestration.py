@@ -20,7 +20,7 @@ from agents_pipelines.orchestration import WorkflowRunner, WorkflowTranslator, b
 from agents_pipelines.spec import Workflow, load_workflow_text
 from agents_pipelines.spec.cron import cron_problem
 from agents_pipelines.testing import Fault, GeminiLoopbackServer
-from conftest import LINEAR, write
+from conftest import LINEAR, metadata_of, workflow_yaml, write
 
 RUNNER = {"workflow_runner": WorkflowRunner()}
 
@@ -49,11 +49,6 @@ def materialize(defs: dg.Definitions, *keys: str, **kwargs: Any) -> dg.ExecuteIn
     return job.execute_in_process(
         asset_selection=[dg.AssetKey(k) for k in keys], raise_on_error=False, **kwargs
     )
-
-
-def metadata(result: dg.ExecuteInProcessResult, key: str) -> dict[str, Any]:
-    events = result.asset_materializations_for_node(key)
-    return {k: v.value for k, v in events[-1].metadata.items()}
 
 
 # Schedules ----------------------------------------------------------------------------
@@ -317,7 +312,7 @@ def test_static_partitions_have_their_own_inputs_runs_and_costs(
     for key in ("fr", "de"):
         result = materialize(defs, "batch", partition_key=key)
         assert result.success
-        meta = metadata(result, "batch")
+        meta = metadata_of(result, "batch")
         run = MlflowClient().get_run(meta["mlflow_run_id"])
         assert run.data.tags["dagster.partition"] == key
         runs[key] = (result.asset_value("batch")["topic"], meta["mlflow_run_id"])
@@ -394,7 +389,7 @@ def test_a_translators_deps_and_owners_reach_the_asset_and_it_still_runs(
     result = materialize(defs, "digest", "article")
     assert result.success
     assert result.asset_value("article")["brief"] == result.asset_value("digest")["summary"]
-    assert metadata(result, "article")["llm_backend"] == "simulated"
+    assert metadata_of(result, "article")["llm_backend"] == "simulated"
 
 
 def test_lineage_to_an_unknown_workflow_fails_validation(tmp_path: Path) -> None:
@@ -440,32 +435,21 @@ def test_permanent_failure_is_not_retried(
     assert len(gemini.requests) == 1
 
 
-THREE_CALLS = """\
-schema_version: "1"
-flow: {name: costly}
-state:
-  fields:
-    topic: {type: str, required: true}
-    a: {type: str}
-    b: {type: str}
-    c: {type: str}
-nodes:
-  - {id: one, prompt: "One {topic}", outputs: [a]}
-  - {id: two, prompt: "Two {a}", outputs: [b]}
-  - {id: three, prompt: "Three {b}", outputs: [c]}
-edges:
-  - {from: START, to: one}
-  - {from: one, to: two}
-  - {from: two, to: three}
-orchestration:
-  inputs: {topic: t}
-"""
+def three_calls(budget: str) -> str:
+    """Three calls in a row, of 205 tokens each (the loopback server's default usage)."""
+    return workflow_yaml(
+        "costly",
+        ("one", "One {topic}", "a"),
+        ("two", "Two {a}", "b"),
+        ("three", "Three {b}", "c"),
+        orchestration=f"inputs: {{topic: t}}\nbudget: {budget}",
+    )
 
 
 def test_budget_stops_calls_and_keeps_the_spend(
     tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
 ) -> None:
-    text = THREE_CALLS + "  budget: {max_total_tokens: 300}\n"
+    text = three_calls("{max_total_tokens: 300}")
     result = materialize(defs_for(tmp_path, text), "costly")
     assert not result.success
     assert len(gemini.requests) == 2  # the third call was never made
@@ -486,7 +470,7 @@ def test_blocking_budget_check_stops_downstream(
 ) -> None:
     # Three calls of 205 tokens: the last call crosses 500, so the run finishes but the
     # check fails, and a blocking check keeps the downstream workflow from running.
-    upstream = THREE_CALLS + "  budget: {max_total_tokens: 500, blocking: true}\n"
+    upstream = three_calls("{max_total_tokens: 500, blocking: true}")
     downstream = flow("after", "  deps: [{workflow: costly, map: {topic: c}}]\n")
     result = materialize(defs_for(tmp_path, upstream, downstream), "costly", "after")
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}

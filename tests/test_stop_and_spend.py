@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +20,17 @@ from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply
 from agents_pipelines.testing.gemini_server import default_reply
-from conftest import LINEAR, REPO, wait_until, write
+from conftest import (
+    LINEAR,
+    REPO,
+    materialize_command,
+    metadata_values,
+    wait_until,
+    workflow_yaml,
+    write,
+)
 from test_dagster_dev_e2e import final_status, graphql, launch_run, running_dagster_dev
 
-# Two calls in a row: the first is answered, the second is where faults are planned.
-TWO_CALLS = """\
-schema_version: "1"
-flow: {name: NAME}
-state:
-  fields:
-    topic: {type: str, required: true}
-    outline: {type: str}
-    summary: {type: str}
-nodes:
-  - {id: outline, prompt: "Outline {topic}.", outputs: [outline]}
-  - {id: summarize, prompt: "Summarize {outline}.", outputs: [summary]}
-edges:
-  - {from: START, to: outline}
-  - {from: outline, to: summarize}
-orchestration:
-  inputs: {topic: cats}
-  retry: {max_retries: 2, delay_s: 0}
-config:
-  llm: {timeout_s: 600, max_retries: 0}
-"""
 # The loopback server's default usage per answered call: 120 prompt + 60 candidates + 25
 # thoughts.
 CALL_TOKENS = 205
@@ -52,7 +38,14 @@ STEP_EVENTS = {"STEP_UP_FOR_RETRY", "STEP_RESTARTED", "STEP_FAILURE", "STEP_SUCC
 
 
 def two_calls(name: str) -> str:
-    return TWO_CALLS.replace("NAME", name)
+    """Two calls in a row: the first is answered, the second is where faults are planned."""
+    return workflow_yaml(
+        name,
+        ("outline", "Outline {topic}.", "outline"),
+        ("summarize", "Summarize {outline}.", "summary"),
+        orchestration="inputs: {topic: cats}\nretry: {max_retries: 2, delay_s: 0}",
+        config="llm: {timeout_s: 600, max_retries: 0}",
+    )
 
 
 def step_events(instance: dg.DagsterInstance, run_id: str) -> list[Any]:
@@ -66,7 +59,7 @@ def step_events(instance: dg.DagsterInstance, run_id: str) -> list[Any]:
 def failure_metadata(event: Any) -> dict[str, Any]:
     data = event.step_failure_data.user_failure_data
     assert data is not None, event.step_failure_data.error
-    return {key: value.value for key, value in data.metadata.items()}
+    return metadata_values(data.metadata)
 
 
 def only_mlflow_run(tracking_uri: str, experiment: str) -> Any:
@@ -101,11 +94,9 @@ def test_a_signal_to_dagster_asset_materialize_stops_the_run_without_a_retry(
         "DAGSTER_HOME": str(home),
         "AGENTS_PIPELINES_WORKFLOWS_DIR": str(workflows),
     }
-    dagster = Path(sys.executable).parent / "dagster"
-    command = [str(dagster), "asset", "materialize", "-m", "agents_pipelines.definitions"]
     with open(tmp_path / "materialize.log", "wb") as log:
         process = subprocess.Popen(
-            [*command, "--select", "first,second"], env=env, cwd=REPO, stdout=log, stderr=log
+            materialize_command("first,second"), env=env, cwd=REPO, stdout=log, stderr=log
         )
     try:
         wait_until(lambda: len(gemini.requests) == 2, 240, "the second call to hang")
@@ -215,7 +206,7 @@ def test_rate_limits_on_every_attempt_fail_with_the_spend_of_all_three(
     description = failure.user_failure_data.description or ""
     assert "Exceeded max_retries" not in description and "Gemini 429" in description
     assert "All 3 attempts of this run together spent $" in description
-    meta = {k: v.value for k, v in failure.user_failure_data.metadata.items()}
+    meta = metadata_values(failure.user_failure_data.metadata)
     assert attempts_of(meta) == [
         (1, "retried", 2, CALL_TOKENS),
         (2, "retried", 2, CALL_TOKENS),
@@ -249,7 +240,7 @@ def test_server_errors_then_a_permanent_error_fail_with_the_spend_of_every_attem
     failure = result.failure_data_for_node("flaky")
     assert failure is not None and failure.user_failure_data is not None
     assert "Gemini 400" in (failure.user_failure_data.description or "")
-    meta = {k: v.value for k, v in failure.user_failure_data.metadata.items()}
+    meta = metadata_values(failure.user_failure_data.metadata)
     assert attempts_of(meta) == [
         (1, "retried", 2, CALL_TOKENS),
         (2, "retried", 2, CALL_TOKENS),
@@ -267,7 +258,7 @@ def test_success_after_a_retry_reports_every_attempt_too(
     result = materialize(tmp_path, two_calls("recovered"))
     assert result.success
     (event,) = result.asset_materializations_for_node("recovered")
-    meta = {k: v.value for k, v in event.metadata.items()}
+    meta = metadata_values(event.metadata)
     assert attempts_of(meta) == [
         (1, "retried", 2, CALL_TOKENS),
         (2, "succeeded", 2, 2 * CALL_TOKENS),
@@ -296,6 +287,6 @@ def test_required_tracking_that_fails_after_the_calls_reports_their_spend(
     description = failure.user_failure_data.description or ""
     assert description.startswith("MLflow tracking failed for workflow linear:")
     assert "Spent before failing: $" in description and f"{CALL_TOKENS} tokens" in description
-    meta = {k: v.value for k, v in failure.user_failure_data.metadata.items()}
+    meta = metadata_values(failure.user_failure_data.metadata)
     assert meta["llm_calls"] == 1 and meta["total_tokens"] == CALL_TOKENS
     assert meta["total_cost_usd"] > 0

@@ -17,7 +17,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from conftest import EXAMPLES, REPO
+from conftest import EXAMPLES, REPO, metadata_values
 from test_tracking_servers import start_tracking_server
 
 RUNS = 16
@@ -84,9 +84,7 @@ def test_sixteen_concurrent_runs_on_postgres(
         # The pool came from the profile's default, and every run gave its slot back.
         assert pool.limit == pool.slot_count == POOL_LIMIT and pool.using_default_limit
         assert not pool.claimed_slots and not pool.pending_steps
-        metadata = [
-            {k: v.value for k, v in r.asset_materialization.metadata.items()} for r in records
-        ]
+        metadata = [metadata_values(r.asset_materialization.metadata) for r in records]
     finally:
         os.environ.pop("DAGSTER_POSTGRES_URL", None)
     assert len(metadata) == RUNS

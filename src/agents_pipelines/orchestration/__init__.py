@@ -1,6 +1,7 @@
 """The one home of Dagster: assets, the runner resource and Definitions."""
 
 from agents_pipelines.orchestration.asset_factory import build_workflow_asset, run_config_schema
+from agents_pipelines.orchestration.component import WorkflowsComponent
 from agents_pipelines.orchestration.definitions import (
     build_definitions,
     build_workflow_assets,
@@ -13,6 +14,7 @@ from agents_pipelines.orchestration.translator import WorkflowTranslator
 __all__ = [
     "WorkflowRunner",
     "WorkflowTranslator",
+    "WorkflowsComponent",
     "build_definitions",
     "build_workflow_asset",
     "build_workflow_assets",

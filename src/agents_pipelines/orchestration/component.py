@@ -5,6 +5,7 @@
     attributes:
       path: .            # the folder holding the workflow files, relative to defs.yaml
       group: content     # optional: one group for every asset
+      on_invalid: fail   # or skip: leave invalid files out, each logged as a warning
 
 It builds exactly what the code location builds, through the same function.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from agents_pipelines.orchestration.definitions import build_definitions
+from agents_pipelines.orchestration.definitions import OnInvalid, build_definitions
 from agents_pipelines.orchestration.translator import WorkflowTranslator
 from agents_pipelines.spec import Workflow
 
@@ -32,12 +33,14 @@ class WorkflowsComponent(dg.Component, dg.Model, dg.Resolvable):
 
     path: str = "."
     group: str | None = None
-    on_invalid: str = "fail"
+    # A Literal, so that a typo (`skp`) is refused as the component loads, with the allowed
+    # values, rather than quietly meaning "fail".
+    on_invalid: OnInvalid = "fail"
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         translator = _GroupTranslator(self.group) if self.group else None
         return build_definitions(
             context.path / self.path,
-            on_invalid="skip" if self.on_invalid == "skip" else "fail",
+            on_invalid=self.on_invalid,
             translator=translator,
         )

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import dagster as dg
 
 from agents_pipelines.errors import BudgetExceededError, InvalidInputsError, WorkflowRunError
+from agents_pipelines.llm import Backend
 from agents_pipelines.orchestration.attempts import (
     Attempt,
     attempt_number,
@@ -37,7 +38,10 @@ _STOPS = (KeyboardInterrupt, dg.DagsterExecutionInterruptedError)
 class WorkflowRunner(dg.ConfigurableResource):
     """Runs a workflow and turns the result into a Dagster materialization and checks."""
 
-    llm_backend: str | None = None  # "gemini" or "simulated"; None: the environment decides
+    # An enum rather than a Literal: Dagster config cannot express an optional Literal.
+    # "gemini" or "simulated" (a typo is refused as the resource is built); None: the
+    # environment decides.
+    llm_backend: Backend | None = None
     mlflow_ui_url: str | None = None  # base URL of the MLflow UI for run links
     simulated_latency_s: float | None = None
 

@@ -37,3 +37,7 @@ def __getattr__(name: str) -> Any:
 
         return UsageLedger
     raise AttributeError(f"module 'agents_pipelines.usage' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})  # the lazy UsageLedger too
