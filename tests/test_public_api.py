@@ -61,13 +61,15 @@ PUBLIC_API = {
     ],
     "agents_pipelines.tracking": [
         "MlflowPriceTable",
+        "RunOutcome",
+        "RunRecorder",
+        "TrackingFailedWarning",
         "TrackingInfo",
         "TrackingSession",
         "TrackingSettings",
         "drain_trace_export",
         "resolve_settings",
         "untraced",
-        "usage_metrics",
     ],
     "agents_pipelines.usage": [
         "Budget",
