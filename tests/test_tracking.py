@@ -18,7 +18,7 @@ from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.tracking import drain_trace_export
 from agents_pipelines.tracking.settings import FileStoreDeprecationWarning
-from conftest import LINEAR, write
+from conftest import LINEAR, metadata_of, write
 
 
 def linear(tmp_path: Path, mlflow_block: str = "", extra: str = "") -> Path:
@@ -202,8 +202,7 @@ def test_disabled_tracking_still_shows_tokens_and_cost_in_dagster(
 
     asset = build_workflow_asset(load_workflow(linear(tmp_path, "enabled: false")))
     result = dg.materialize([asset], resources={"workflow_runner": WorkflowRunner()})
-    (event,) = result.asset_materializations_for_node("linear")
-    meta = {k: v.value for k, v in event.metadata.items()}
+    meta = metadata_of(result, "linear")
     assert meta["total_tokens"] > 0 and meta["total_cost_usd"] > 0 and meta["llm_calls"] == 1
     assert "mlflow_run_id" not in meta
 

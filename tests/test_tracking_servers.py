@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from agents_pipelines.runner import TrackingFailedWarning, run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.tracking import drain_trace_export
-from conftest import LINEAR, write
+from conftest import LINEAR, metadata_of, write
 
 
 def _assert_run_recorded(uri: str, run_id: str, trace_id: str | None) -> None:
@@ -133,8 +133,7 @@ def test_unreachable_tracking_server_warns_but_the_run_succeeds(
         result = dg.materialize(
             [build_workflow_asset(workflow)], resources={"workflow_runner": WorkflowRunner()}
         )
-    (event,) = result.asset_materializations_for_node("linear")
-    meta = {k: v.value for k, v in event.metadata.items()}
+    meta = metadata_of(result, "linear")
     assert meta["llm_calls"] == 1 and meta["total_tokens"] > 0
     assert "mlflow_run_id" not in meta
     assert meta["tracking_warning"].startswith("MLflow tracking failed for workflow linear:")
