@@ -34,7 +34,10 @@ def build_graph(spec: WorkflowSpec, model_factory: ChatModelFactory) -> Compiled
     Reused while the spec object and the models are the same (the factories share models
     between runs); a changed file is a new spec, a rotated key a new model.
     """
-    models = tuple(model_factory(spec.config.llm.merged(node.llm)) for node in spec.nodes)
+    models = tuple(
+        model_factory(spec.config.llm.merged(node.llm)) if node.calls_llm else None
+        for node in spec.nodes
+    )
     key = (id(spec), *map(id, models))
     with _compiled_lock:
         if (entry := _compiled.get(key)) is not None:

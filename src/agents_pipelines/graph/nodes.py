@@ -17,8 +17,17 @@ from agents_pipelines.spec.placeholders import parse_template
 NodeFunction = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def make_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFunction:
+def make_node(spec: WorkflowSpec, node: Node, model: BaseChatModel | None) -> NodeFunction:
+    """The action of one node: state in, the node's outputs out."""
+    if node.function is not None:
+        raise NotImplementedError("Python steps")  # graph/python_step.py (issue 12)
+    assert model is not None  # an LLM node always has its model (graph.builder)
+    return _prompt_node(spec, node, model)
+
+
+def _prompt_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFunction:
     """A single ``str`` output is a plain text call; anything else is one structured call."""
+    assert node.prompt is not None
     prompt = parse_template(node.prompt)
     system = parse_template(node.system) if node.system else None
 

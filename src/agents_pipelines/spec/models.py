@@ -48,6 +48,12 @@ class FlowSpec(_Model):
 
 class StateField(_Model):
     type: FieldTypeName = Field(description="The value type of this state field.")
+    choices: list[str | int] | None = Field(
+        None,
+        min_length=1,
+        description="The only values the field (or each element of a list) may take: "
+        "a label set. Sent to Gemini as an enum.",
+    )
     required: bool = Field(False, description="A run must supply this field as an input.")
     default: Any = Field(None, description="The value before any node writes the field.")
     description: str = ""
@@ -147,13 +153,83 @@ class Edge(_Model):
         return [self.source] if isinstance(self.source, str) else list(self.source)
 
 
+PythonRef = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
+        description="module:callable, importable from the code location's directory.",
+    ),
+]
+
+
+class MapSpec(_Model):
+    """Run the node once per element of a list field (LangGraph ``Send`` fan-out)."""
+
+    over: Identifier = Field(description="A list[...] state field: one call per element.")
+    as_: Identifier = Field(
+        alias="as", description="The item's placeholder name; it must not be a state field."
+    )
+    max_concurrency: int = Field(8, ge=1, le=64, description="Item calls in flight at once.")
+    max_items: int = Field(
+        1000, ge=1, le=100_000, description="A longer list fails before any call."
+    )
+    on_item_error: Literal["fail", "skip"] = Field(
+        "fail",
+        description="`fail` fails the node once an item has used its retries; `skip` writes "
+        "the element type's empty value for that item and lists it in `failed_items`.",
+    )
+
+
 class Node(_Model):
     id: Identifier
-    prompt: str = Field(min_length=1, description="The user message; {field} placeholders only.")
+    prompt: str | None = Field(
+        None, min_length=1, description="The user message; {field} placeholders only."
+    )
     system: str | None = Field(None, description="An optional system message; same placeholders.")
+    function: PythonRef | None = Field(
+        None, description="A Python step instead of a prompt: `module:callable`."
+    )
+    tools: list[PythonRef] = Field(
+        default_factory=list,
+        description="Python functions (typed, with a docstring) or LangChain tools the model "
+        "may call: `module:name`.",
+    )
+    max_tool_calls: int = Field(
+        6, ge=1, le=100, description="Tool calls before the node fails; only with `tools`."
+    )
+    map: MapSpec | None = None
     outputs: list[Identifier] = Field(min_length=1, description="State fields this node writes.")
     llm: LlmOverride | None = None
     description: str = ""
+
+    @model_validator(mode="after")
+    def _prompt_or_function(self) -> Node:
+        if (self.prompt is None) == (self.function is None):
+            raise rule_broken(
+                "a node needs exactly one of `prompt` (an LLM call) or `function` (a Python step)",
+                "keep `prompt: ...` for an LLM call, or `function: module:callable` for a "
+                "Python step",
+            )
+        if self.function is not None:
+            extra = [
+                key
+                for key, value in (
+                    ("system", self.system),
+                    ("tools", self.tools),
+                    ("llm", self.llm),
+                )
+                if value
+            ]
+            if extra:
+                raise rule_broken(
+                    f"a Python step (`function`) takes no {', '.join(f'`{k}`' for k in extra)}",
+                    "drop them, or make the node an LLM call with `prompt:`",
+                )
+        return self
+
+    @property
+    def calls_llm(self) -> bool:
+        return self.function is None
 
 
 class ExecutionConfig(_Model):
@@ -216,20 +292,49 @@ class SensorConfig(_Model):
     default_status: Literal["running", "stopped"] = "running"
 
 
+class TimePartitions(_Model):
+    """Dagster time partitions; the partition key is written to the input field ``field``."""
+
+    start: str = Field(description='The first partition, e.g. "2026-11-01".')
+    end: str | None = Field(None, description="Exclusive end; left out, partitions go on.")
+    timezone: str = Field("UTC", description="IANA time zone, e.g. Europe/Paris.")
+    field: Identifier = Field(description="A `str` input field that receives the partition key.")
+
+
 class PartitionsConfig(_Model):
-    """Static partitions (each key with its inputs) or dynamic ones (added by the sensor)."""
+    """Static partitions (each key with its inputs), dynamic ones (added by the sensor), or
+    time partitions (hourly, daily, weekly or monthly)."""
 
     static: dict[str, dict[str, Any]] | None = Field(None, min_length=1)
     dynamic: bool = False
+    hourly: TimePartitions | None = None
+    daily: TimePartitions | None = None
+    weekly: TimePartitions | None = None
+    monthly: TimePartitions | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> PartitionsConfig:
-        if (self.static is not None) == self.dynamic:
+        kinds = [name for name in ("static", *TIME_PARTITION_KINDS) if getattr(self, name)]
+        kinds += ["dynamic"] if self.dynamic else []
+        if len(kinds) != 1:
             raise rule_broken(
-                "partitions need exactly one of `static: {...}` or `dynamic: true`",
-                "use `static: {KEY: {input: value}}` for fixed partitions, or `dynamic: true`",
+                "partitions need exactly one of `static: {...}`, `dynamic: true`, `hourly`, "
+                "`daily`, `weekly` or `monthly`" + (f" (got {', '.join(kinds)})" if kinds else ""),
+                "use `static: {KEY: {input: value}}` for fixed partitions, `dynamic: true` for "
+                'the sensor\'s, or `daily: {start: "2026-11-01", field: day}` for dates',
             )
         return self
+
+    @property
+    def time(self) -> tuple[str, TimePartitions] | None:
+        """(kind, settings) of a time-partitioned workflow, else None."""
+        for kind in TIME_PARTITION_KINDS:
+            if (value := getattr(self, kind)) is not None:
+                return kind, value
+        return None
+
+
+TIME_PARTITION_KINDS = ("hourly", "daily", "weekly", "monthly")
 
 
 class Dependency(_Model):
@@ -341,4 +446,6 @@ class WorkflowSpec(_Model):
         return [name for name in self.state.fields if name not in written]
 
     def models_used(self) -> list[str]:
-        return sorted({self.config.llm.merged(node.llm).model for node in self.nodes})
+        return sorted(
+            {self.config.llm.merged(node.llm).model for node in self.nodes if node.calls_llm}
+        )
