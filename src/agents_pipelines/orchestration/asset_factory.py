@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 
 from agents_pipelines.orchestration.checks import check_specs
-from agents_pipelines.orchestration.inputs import fed_fields
+from agents_pipelines.orchestration.inputs import fed_fields, time_key_field
 from agents_pipelines.orchestration.resource import StepEvent, WorkflowRunner
 from agents_pipelines.orchestration.translator import WorkflowTranslator
 from agents_pipelines.spec import Workflow
@@ -80,10 +80,14 @@ def _shared_signature(fn: Callable[..., Any]) -> inspect.Signature:
 
 def run_config_schema(spec: WorkflowSpec) -> dict[str, dg.Field]:
     """One typed field per input; ``orchestration.inputs`` become the defaults, except for
-    fields a partition or an upstream workflow may fill (they stay unset until given)."""
+    fields a partition or an upstream workflow may fill (they stay unset until given). The
+    field a time partition's key fills is left out: the run's partition gives it."""
     schema = {}
     fed = fed_fields(spec)
+    key_field = time_key_field(spec)
     for name in spec.input_fields:
+        if name == key_field:
+            continue
         field = spec.state.fields[name]
         config_type = _config_type(field.type)
         description = field.description or None

@@ -47,11 +47,15 @@ def run_config(asset: dg.AssetsDefinition, inputs: dict[str, Any]) -> dict[str, 
 def build_schedule(
     workflow: Workflow, asset: dg.AssetsDefinition, job: dg.UnresolvedAssetJobDefinition
 ) -> dg.ScheduleDefinition | None:
+    """A schedule on ``orchestration.schedule.cron``: one run per tick, one per static
+    partition, or, for time partitions, one run of the latest complete partition."""
     config = workflow.spec.orchestration.schedule
     if config is None:
         return None
-    partitions = workflow.spec.orchestration.partitions
-    keys = list(partitions.static) if partitions is not None and partitions.static else [None]
+    partitions = asset.partitions_def
+    timed = partitions if isinstance(partitions, dg.TimeWindowPartitionsDefinition) else None
+    statics = partitions if isinstance(partitions, dg.StaticPartitionsDefinition) else None
+    keys = list(statics.get_partition_keys()) if statics is not None else [None]
 
     @dg.schedule(
         name=f"{workflow.name}_schedule",
@@ -59,9 +63,15 @@ def build_schedule(
         execution_timezone=config.timezone,
         job=job,
         default_status=_STATUS[config.default_status],
-        description=f"Materializes {workflow.name} on `{config.cron}` ({config.timezone}).",
+        description=f"Materializes {workflow.name} on `{config.cron}` ({config.timezone})"
+        + (", the latest complete partition." if timed is not None else "."),
     )
-    def _schedule(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest]:
+    def _schedule(
+        context: dg.ScheduleEvaluationContext,
+    ) -> Iterator[dg.RunRequest | dg.SkipReason]:
+        if timed is not None:
+            yield _latest_partition(context, timed, asset, config.inputs)
+            return
         tick = (
             context.scheduled_execution_time.isoformat()
             if context.scheduled_execution_time
@@ -75,6 +85,23 @@ def build_schedule(
             )
 
     return _schedule
+
+
+def _latest_partition(
+    context: dg.ScheduleEvaluationContext,
+    partitions: dg.TimeWindowPartitionsDefinition,
+    asset: dg.AssetsDefinition,
+    inputs: dict[str, Any],
+) -> dg.RunRequest | dg.SkipReason:
+    """The run of the last partition that ended by the tick, as Dagster's own partitioned
+    schedules (``build_schedule_from_partitioned_job``) pick it, but with the schedule's
+    inputs. The key is the run key too: a cron that ticks more often than the partitions
+    (hourly ticks on daily partitions) runs each partition once."""
+    with dg.partition_loading_context(effective_dt=context.scheduled_execution_time):
+        key = partitions.get_last_partition_key()
+    if key is None:
+        return dg.SkipReason("no partition has ended yet (the first starts in the future)")
+    return dg.RunRequest(run_key=key, run_config=run_config(asset, dict(inputs)), partition_key=key)
 
 
 class InputFileError(ValueError):

@@ -1,6 +1,8 @@
 """Where a materialization's inputs come from, lowest precedence first:
-``orchestration.inputs`` (applied by the runner), the partition's inputs, the fields mapped
-from upstream workflows, and finally the run config the user or a sensor gave."""
+``orchestration.inputs`` (applied by the runner), the static partition's inputs, the fields
+mapped from upstream workflows, the run config the user or a sensor gave, and finally a
+time partition's key, which no other value may contradict (the field is left out of the
+run config, and load refuses a default for it)."""
 
 from __future__ import annotations
 
@@ -26,13 +28,25 @@ def resolve_inputs(
             inputs |= {
                 target: state[source] for target, source in dep.map.items() if source in state
             }
-    return inputs | dict(config)
+    inputs |= config
+    if partition_key is not None and (field := time_key_field(spec)) is not None:
+        inputs[field] = partition_key
+    return inputs
+
+
+def time_key_field(spec: WorkflowSpec) -> str | None:
+    """The input a time partition's key is written to, if the workflow has time partitions."""
+    partitions = spec.orchestration.partitions
+    time = partitions.time if partitions is not None else None
+    return time[1].field if time is not None else None
 
 
 def fed_fields(spec: WorkflowSpec) -> set[str]:
-    """Inputs whose value may come from a partition or an upstream workflow: their run
-    config has no default, so that an unset field does not hide those values."""
+    """Inputs whose value may come from a static or dynamic partition or an upstream
+    workflow: their run config has no default, so that an unset field does not hide those
+    values. (A time partition fills one field only, which the run config leaves out.)"""
     fed = {target for dep in spec.orchestration.deps for target in dep.map}
-    if spec.orchestration.partitions is not None:
+    partitions = spec.orchestration.partitions
+    if partitions is not None and partitions.time is None:
         fed |= set(spec.input_fields)
     return fed

@@ -6,6 +6,7 @@ import warnings
 
 import dagster as dg
 
+from agents_pipelines.orchestration.partitions import partitions_def
 from agents_pipelines.spec import Workflow, draw_mermaid
 
 KINDS = frozenset({"langgraph", "gemini", "mlflow"})
@@ -24,7 +25,7 @@ class WorkflowTranslator:
             # The file's digest: Dagster shows the asset as changed when the YAML changes.
             code_version=workflow.sha256[:16],
             deps=[dg.AssetDep(dg.AssetKey(dep.workflow)) for dep in spec.orchestration.deps],
-            partitions_def=_partitions(workflow),
+            partitions_def=partitions_def(workflow),
             automation_condition=_automation(workflow),
             metadata={
                 "dagster/code_references": _code_reference(workflow),
@@ -43,15 +44,6 @@ class WorkflowTranslator:
                 "workflow_file": dg.MetadataValue.path(str(workflow.path)),
             },
         )
-
-
-def _partitions(workflow: Workflow) -> dg.PartitionsDefinition | None:
-    config = workflow.spec.orchestration.partitions
-    if config is None:
-        return None
-    if config.static:
-        return dg.StaticPartitionsDefinition(list(config.static))
-    return dg.DynamicPartitionsDefinition(name=f"{workflow.name}_inputs")
 
 
 def _automation(workflow: Workflow) -> dg.AutomationCondition | None:

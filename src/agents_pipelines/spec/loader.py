@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from agents_pipelines.errors import ConfigIssue, WorkflowConfigError
+from agents_pipelines.spec.dependency_rules import dependency_issues
 from agents_pipelines.spec.models import WorkflowSpec
 from agents_pipelines.spec.pydantic_errors import issues_from_validation_error
 from agents_pipelines.spec.rules import run_checks
@@ -113,65 +114,3 @@ def load_workflows(paths: Iterable[str | Path]) -> tuple[list[Workflow], list[Co
             )
     issues += dependency_issues(workflows)
     return workflows, issues
-
-
-def dependency_issues(workflows: list[Workflow]) -> list[ConfigIssue]:
-    """``orchestration.deps`` across files: upstreams exist, mapped fields exist, no cycles."""
-    by_name = {workflow.name: workflow for workflow in workflows}
-    issues = []
-    for workflow in workflows:
-        for i, dep in enumerate(workflow.spec.orchestration.deps):
-            path = ("orchestration", "deps", i)
-            upstream = by_name.get(dep.workflow)
-            if upstream is None:
-                issues.append(
-                    workflow.issue(
-                        (*path, "workflow"),
-                        f"no workflow named `{dep.workflow}` is loaded",
-                        "check the name against the upstream file's flow.name (both files must be "
-                        "in the same workflows folder)",
-                    )
-                )
-                continue
-            for target, source in dep.map.items():
-                if source not in upstream.spec.state.fields:
-                    issues.append(
-                        workflow.issue(
-                            (*path, "map", target),
-                            f"`{source}` is not a state field of workflow `{dep.workflow}`",
-                            "map to one of: " + ", ".join(upstream.spec.state.fields),
-                        )
-                    )
-    if cycle := _dependency_cycle(by_name):
-        first = by_name[cycle[0]]
-        issues.append(
-            first.issue(
-                ("orchestration", "deps"),
-                "workflow dependencies form a cycle: " + " → ".join(cycle),
-                "remove one of the deps so that lineage flows one way",
-            )
-        )
-    return issues
-
-
-def _dependency_cycle(by_name: dict[str, Workflow]) -> list[str] | None:
-    visiting: list[str] = []
-    done: set[str] = set()
-
-    def visit(name: str) -> list[str] | None:
-        if name in visiting:
-            return [*visiting[visiting.index(name) :], name]
-        if name in done or name not in by_name:
-            return None
-        visiting.append(name)
-        for dep in by_name[name].spec.orchestration.deps:
-            if found := visit(dep.workflow):
-                return found
-        visiting.pop()
-        done.add(name)
-        return None
-
-    for name in by_name:
-        if found := visit(name):
-            return found
-    return None

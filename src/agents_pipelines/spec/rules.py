@@ -6,7 +6,7 @@ or a Hint whose did-you-mean search only the first MAX_HINTS findings get.
 
 from __future__ import annotations
 
-from agents_pipelines.spec import graph_rules, orchestration_rules, state_rules
+from agents_pipelines.spec import graph_rules, orchestration_rules, partition_rules, state_rules
 from agents_pipelines.spec.findings import MAX_HINTS, Path
 from agents_pipelines.spec.models import WorkflowSpec
 
@@ -19,6 +19,7 @@ def run_checks(spec: WorkflowSpec) -> list[tuple[Path, str, str]]:
         graph_rules.edges_and_routes,
         state_rules.input_values,
         orchestration_rules.orchestration_settings,
+        partition_rules.time_partitions,
         orchestration_rules.tracking_uri,
     )
     findings = [finding for check in checks for finding in check(spec)]
