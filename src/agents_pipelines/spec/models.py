@@ -295,8 +295,12 @@ class SensorConfig(_Model):
 class TimePartitions(_Model):
     """Dagster time partitions; the partition key is written to the input field ``field``."""
 
-    start: str = Field(description='The first partition, e.g. "2026-11-01".')
-    end: str | None = Field(None, description="Exclusive end; left out, partitions go on.")
+    start: str = Field(
+        description='The first partition: "2026-11-01" (hourly also "2026-11-01-06:00").'
+    )
+    end: str | None = Field(
+        None, description="Exclusive end, in the same form; left out, partitions go on."
+    )
     timezone: str = Field("UTC", description="IANA time zone, e.g. Europe/Paris.")
     field: Identifier = Field(description="A `str` input field that receives the partition key.")
 
