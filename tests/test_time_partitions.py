@@ -82,7 +82,7 @@ def keys_by_2030(definition: dg.PartitionsDefinition) -> list[str]:
         return list(definition.get_partition_keys())
 
 
-def test_the_key_field_is_left_out_of_the_run_config(tmp_path: Path) -> None:
+def test_the_key_field_is_left_out_of_the_run_config() -> None:
     spec = load_workflow_text(digest()).spec
     schema = run_config_schema(spec)
     assert list(schema) == ["topic"]  # `day` comes from the partition, never from config
