@@ -18,6 +18,7 @@ the repository, for `make dev`. The definitions are loaded from there, as Dagste
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from agents_pipelines.spec import Workflow, load_workflow
 from conftest import EXAMPLES, REPO, metadata_of
 
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
+README = (REPO / "README.md").read_text()
 STOPPED = (dg.DefaultScheduleStatus.STOPPED, dg.DefaultSensorStatus.STOPPED)
 
 
@@ -130,8 +132,10 @@ def test_the_examples_show_what_a_newcomer_looks_for() -> None:
     statuses = {d.name: d.default_status for d in automations}
     assert {"release_notes_schedule", "support_triage_inbox"} <= set(statuses)
     assert set(statuses.values()) <= set(STOPPED), statuses
-    partitioned = defs.resolve_assets_def("product_blurb").partitions_def
-    assert partitioned is not None and partitioned.get_partition_keys() == ["en", "fr", "de"]
+    blurb = defs.resolve_assets_def("product_blurb")
+    assert blurb.partitions_def is not None
+    assert blurb.partitions_def.get_partition_keys() == ["en", "fr", "de"]
+    assert {key.name for key in blurb.check_keys} == {"blurb_not_empty_true", "budget"}
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey("release_announcement")).parent_keys == {
         dg.AssetKey("release_notes")
@@ -193,3 +197,9 @@ def test_each_sample_inbox_file_starts_a_valid_run() -> None:
             for request, (_, record) in zip(requests, records, strict=True):
                 state = state_of_request(defs, workflow, request)
                 assert {name: state[name] for name in record} == record
+
+
+def test_the_readme_says_what_each_example_shows() -> None:
+    table = README.split("### The shipped examples\n", 1)[1].split("\n#", 1)[0]
+    listed = re.findall(r"^\| `([\w.]+\.yaml)` \|", table, re.M)
+    assert sorted(listed) == [path.name for path in EXAMPLE_FILES]  # each file, once
