@@ -25,10 +25,16 @@ from pydantic import TypeAdapter, ValidationError
 from agents_pipelines.errors import InvalidInputsError, WorkflowConfigError
 from agents_pipelines.graph.state import initial_state
 from agents_pipelines.orchestration.asset_factory import build_workflow_asset
+from agents_pipelines.orchestration.inputs import fed_fields
 from agents_pipelines.orchestration.resource import WorkflowRunner
 from agents_pipelines.spec import Workflow, load_workflow, load_workflow_text
 from agents_pipelines.spec.cron import cron_problem
-from agents_pipelines.spec.field_types import FIELD_TYPE_NAMES, element_name, python_type
+from agents_pipelines.spec.field_types import (
+    FIELD_TYPE_NAMES,
+    element_name,
+    python_type,
+    zero_value,
+)
 from agents_pipelines.spec.models import WorkflowSpec
 from agents_pipelines.spec.yaml_source import _parse_libyaml, _parse_reference
 from conftest import EXAMPLES
@@ -549,6 +555,17 @@ def assert_fits_state_types(spec: WorkflowSpec, state: dict[str, Any]) -> None:
             raise AssertionError(f"{name}: {state[name]!r} is not {field.type}") from exc
 
 
+def fed_stand_ins(spec: WorkflowSpec) -> dict[str, Any]:
+    """What a partition or an upstream workflow gives the inputs it feeds, as the asset
+    merges it under the run config (orchestration/inputs.py): the Launchpad leaves those
+    fields unset on purpose, so a value of each field's type stands in for theirs."""
+    return {
+        name: zero_value(spec.state.fields[name].type)
+        for name in sorted(fed_fields(spec))
+        if name not in spec.orchestration.inputs
+    }
+
+
 _JOBS: dict[str, tuple[Any, str]] = {}
 
 
@@ -561,7 +578,13 @@ def launchpad_config(name: str, inputs: dict[str, Any]) -> dict[str, Any] | None
     """
     if name not in _JOBS:
         asset = build_workflow_asset(WORKFLOWS[name])
-        defs = dg.Definitions(assets=[asset], resources={"workflow_runner": WorkflowRunner()})
+        upstream = [
+            build_workflow_asset(WORKFLOWS[dep.workflow])
+            for dep in WORKFLOWS[name].spec.orchestration.deps
+        ]
+        defs = dg.Definitions(
+            assets=[asset, *upstream], resources={"workflow_runner": WorkflowRunner()}
+        )
         _JOBS[name] = (defs.resolve_implicit_global_asset_job_def(), asset.op.name)
     job, op = _JOBS[name]
     try:
@@ -577,13 +600,14 @@ def test_run_inputs_are_accepted_or_refused_alike(name: str) -> None:
     the Launchpad's config validation accepts exactly the inputs initial_state accepts, and
     what it hands the asset (defaults filled in) is a valid state too."""
     spec = WORKFLOWS[name].spec
+    fed = fed_stand_ins(spec)
     outcomes: set[tuple[bool, bool]] = set()
 
     @PROPERTIES
     @given(run_inputs(spec))
     def check(inputs: dict[str, Any]) -> None:
         try:
-            state = initial_state(spec, inputs)
+            state = initial_state(spec, {**fed, **inputs})
         except InvalidInputsError as exc:
             assert str(exc).startswith(f"Invalid inputs for workflow {spec.flow.name}: ")
             state = None
@@ -595,7 +619,7 @@ def test_run_inputs_are_accepted_or_refused_alike(name: str) -> None:
         outcomes.add((state is not None, config is not None))
         assert (state is not None) == (config is not None), (inputs, config)
         if config is not None:
-            assert_fits_state_types(spec, initial_state(spec, config))
+            assert_fits_state_types(spec, initial_state(spec, {**fed, **config}))
 
     check()
     # The strategy reaches both outcomes.
@@ -603,15 +627,17 @@ def test_run_inputs_are_accepted_or_refused_alike(name: str) -> None:
 
 
 def test_launchpad_defaults_are_valid_inputs() -> None:
-    """With no config at all, each workflow with no required input runs on its defaults."""
+    """With no config at all, each workflow whose required inputs all have a default, or
+    come from a partition or an upstream workflow, runs on its defaults."""
     for name, workflow in WORKFLOWS.items():
         spec = workflow.spec
+        fed = fed_stand_ins(spec)
         config = launchpad_config(name, {})
         required = [n for n in spec.input_fields if spec.state.fields[n].required]
-        missing = [n for n in required if n not in spec.orchestration.inputs]
+        missing = [n for n in required if n not in {**spec.orchestration.inputs, **fed}]
         assert (config is None) == bool(missing), (name, config)
         if config is not None:
-            assert_fits_state_types(spec, initial_state(spec, config))
+            assert_fits_state_types(spec, initial_state(spec, {**fed, **config}))
 
 
 # ---------------------------------------------------------------------------------------

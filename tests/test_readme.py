@@ -131,7 +131,8 @@ def _fail(what: str, done: subprocess.CompletedProcess[str]) -> str:
 def validate(clone: Clone, command: str) -> None:
     done = clone.sh(command)
     assert done.returncode == 0, _fail(command, done)
-    assert "3 valid workflow(s), 0 invalid file(s), 0 problem(s)" in done.stdout
+    shipped = len(list((clone.root / "workflows").glob("*.yaml")))
+    assert f"{shipped} valid workflow(s), 0 invalid file(s), 0 problem(s)" in done.stdout
 
 
 def cli_run(clone: Clone, command: str) -> None:
