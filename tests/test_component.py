@@ -58,7 +58,17 @@ def keys(defs: dg.Definitions) -> set[str]:
 def test_component_builds_what_the_code_location_builds(tmp_path: Path) -> None:
     defs = load(make_project(tmp_path, "  path: flows\n"))
     reference = build_definitions(EXAMPLES)
-    assert keys(defs) == keys(reference) == {"article_writer", "release_notes", "support_triage"}
+    assert (
+        keys(defs)
+        == keys(reference)
+        == {
+            "article_writer",
+            "release_notes",
+            "review_digest",
+            "support_reply",
+            "support_triage",
+        }
+    )
     ours = defs.resolve_assets_def("article_writer")
     theirs = reference.resolve_assets_def("article_writer")
     key = dg.AssetKey("article_writer")

@@ -35,6 +35,8 @@ def test_each_file_becomes_one_asset_with_spec_and_definition_metadata() -> None
     assert {key.to_user_string() for key in graph.get_all_asset_keys()} == {
         "article_writer",
         "release_notes",
+        "review_digest",
+        "support_reply",
         "support_triage",
     }
     spec = defs.resolve_assets_def("article_writer").specs_by_key[dg.AssetKey("article_writer")]

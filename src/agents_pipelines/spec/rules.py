@@ -6,7 +6,7 @@ or a Hint whose did-you-mean search only the first MAX_HINTS findings get.
 
 from __future__ import annotations
 
-from agents_pipelines.spec import graph_rules, orchestration_rules, state_rules
+from agents_pipelines.spec import graph_rules, orchestration_rules, python_rules, state_rules
 from agents_pipelines.spec.findings import MAX_HINTS, Path
 from agents_pipelines.spec.models import WorkflowSpec
 
@@ -20,6 +20,7 @@ def run_checks(spec: WorkflowSpec) -> list[tuple[Path, str, str]]:
         state_rules.input_values,
         orchestration_rules.orchestration_settings,
         orchestration_rules.tracking_uri,
+        python_rules.python_refs,
     )
     findings = [finding for check in checks for finding in check(spec)]
     if not any(path[0] == "edges" for path, _, _ in findings):

@@ -74,8 +74,13 @@ class Pricer(Protocol):
         ...
 
 
+PYTHON = "python"  # the ``kind`` and ``model`` of a Python step's record
+
+
 @dataclass(frozen=True)
 class CallRecord:
+    """One LLM call attempt, or one run of a Python step (``kind`` "python", no tokens)."""
+
     node: str
     model: str
     usage: TokenUsage
@@ -85,6 +90,12 @@ class CallRecord:
     error: str | None = None
     prompt: str | None = None  # kept only for artifact_level "full"
     reply: str | None = None
+    tools: tuple[str, ...] = ()  # the tools the model called in its reply
+    kind: str = "llm"  # "llm" or "python"
+
+    @property
+    def is_llm(self) -> bool:
+        return self.kind == "llm"
 
     @property
     def cost_usd(self) -> float | None:
@@ -99,7 +110,8 @@ class UsageSummary:
 
     @property
     def llm_calls(self) -> int:
-        return len(self.calls)
+        """LLM call attempts; a Python step is listed in ``calls`` but is not one."""
+        return sum(call.is_llm for call in self.calls)
 
     @property
     def tokens(self) -> TokenUsage:
@@ -131,7 +143,8 @@ class UsageSummary:
     def by_model(self) -> dict[str, dict[str, Any]]:
         groups: dict[str, list[CallRecord]] = defaultdict(list)
         for call in self.calls:
-            groups[call.model].append(call)
+            if call.is_llm:
+                groups[call.model].append(call)
         return {
             model: {
                 "llm_calls": len(calls),
