@@ -15,7 +15,11 @@ import pytest
 
 from agents_pipelines.errors import PythonStepError, WorkflowConfigError
 from agents_pipelines.graph.nodes import make_node
-from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
+from agents_pipelines.orchestration import (
+    WorkflowRunner,
+    build_definitions,
+    build_workflow_asset,
+)
 from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow, load_workflow_text
 from agents_pipelines.testing import GeminiLoopbackServer
@@ -227,3 +231,28 @@ def test_the_example_loads_reviews_then_summarizes_under_the_simulated_backend(
         ("summarize", "gemini-2.5-flash"),
     ]
     assert meta["llm_calls"] == 1
+
+
+def test_an_unimportable_step_fails_the_code_location_or_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)
+    module = module_in(tmp_path, "import no_such_dependency_xyz\n")
+    text = STEP_THEN_SUMMARY.format(name="broken", function=f"{module}:fetch", level="minimal")
+    write(folder, text, "broken.yaml")
+    ok = module_in(tmp_path, SYNC)
+    (folder / "ok.yaml").write_text(
+        STEP_THEN_SUMMARY.format(name="fine", function=f"{ok}:fetch", level="minimal")
+    )
+    with pytest.raises(WorkflowConfigError) as caught:
+        build_definitions(folder)
+    (issue,) = caught.value.issues
+    assert str(issue).startswith(f"{folder / 'broken.yaml'}:11:5: nodes[0].function: ")
+    assert (
+        f"module `{module}` does not import: ModuleNotFoundError: "
+        "No module named 'no_such_dependency_xyz'" in issue.problem
+    )
+    defs = build_definitions(folder, on_invalid="skip")
+    assert {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()} == {"fine"}

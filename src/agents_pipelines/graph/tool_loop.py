@@ -75,7 +75,8 @@ def tool_node(
             conversation += [_run_tool(tools, call) for call in reply.tool_calls]
         if structured is None:
             return {node.outputs[0]: reply.text}
-        return structured([*messages(state), AIMessage(reply.text), HumanMessage(AS_JSON)])
+        answer = [AIMessage(reply.text)] if reply.text else []  # Gemini refuses empty parts
+        return structured([*messages(state), *answer, HumanMessage(AS_JSON)])
 
     return action
 

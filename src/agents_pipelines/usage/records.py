@@ -1,7 +1,8 @@
 """Token usage and cost of LLM calls, as plain values.
 
-One ``CallRecord`` per LLM call attempt. Every figure agents_pipelines reports (asset
-metadata, MLflow metrics, cost_summary.json, span costs) is computed from these records.
+One ``CallRecord`` per LLM call attempt, and one per run of a Python step (no tokens, no
+cost, not an LLM call). Every figure agents_pipelines reports (asset metadata, MLflow
+metrics, cost_summary.json, span costs) is computed from these records.
 """
 
 from __future__ import annotations
