@@ -40,7 +40,7 @@ def python_step(spec: WorkflowSpec, node: Node) -> NodeFunction:
     ref = node.function
     target: Callable[..., Any] = import_ref(ref)  # type: ignore[assignment]  # checked at load
     readable = {*spec.state.fields, *([node.map.as_] if node.map is not None else [])}
-    parameters = [name for name in inspect.signature(target).parameters if name in readable]
+    parameters = [name for name in _parameter_names(target) if name in readable]
     check = _OutputCheck(spec, node)
 
     def call(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +112,13 @@ def _type_of(spec: WorkflowSpec, node: Node, field: str) -> str:
     if node.map is not None:  # one element of the list per item
         return field_types.element_name(type_name) or type_name
     return type_name
+
+
+def _parameter_names(target: Callable[..., Any]) -> list[str]:
+    try:
+        return list(inspect.signature(target).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature is called without arguments
+        return []
 
 
 @functools.cache
