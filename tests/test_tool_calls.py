@@ -4,6 +4,7 @@ tracked in a real MLflow store."""
 
 from __future__ import annotations
 
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
+from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import GeminiLoopbackServer, RecordedRequest, Reply
 from conftest import EXAMPLES, assert_usage_agrees, metadata_of, metadata_values, write
@@ -21,6 +23,12 @@ from conftest import EXAMPLES, assert_usage_agrees, metadata_of, metadata_values
 # 120 prompt tokens (20 cached), 60 candidates + 25 thoughts.
 CALL_COST = ((120 - 20) * 0.30 + 20 * 0.03 + 85 * 2.50) / 1e6
 CALL_TOKENS = 205
+
+
+@pytest.fixture(autouse=True)
+def restore_sys_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loader puts the working directory (each test's own) on sys.path: undo it."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
 
 
 def materialize(path: Path) -> dg.ExecuteInProcessResult:
@@ -203,3 +211,23 @@ def test_the_example_runs_its_tools_under_the_simulated_backend(
         "",
     ]
     assert result.asset_value("support_reply")["reply"].startswith("[simulated")
+
+
+def test_a_langchain_tool_is_bound_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    module = f"lc_tools_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(
+        "from langchain_core.tools import tool\n\n"
+        "@tool\n"
+        "def stock_level(sku: str) -> int:\n"
+        '    """Units of `sku` in stock."""\n'
+        "    return 7\n"
+    )
+    text = looping("lc_tool", f"{module}:stock_level").replace(
+        "{artifact_level: full}", "{enabled: false}"
+    )
+    result = run_workflow(load_workflow(write(tmp_path, text)), backend="simulated")
+    assert [call.tools for call in result.usage.calls] == [("stock_level",), ()]
+    assert result.usage.llm_calls == 2
