@@ -40,12 +40,12 @@ dev: install
 	./scripts/dev.sh
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests shop
+	$(BIN)/ruff format --check src tests shop
 
 format: install
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests shop
+	$(BIN)/ruff check --fix src tests shop
 
 typecheck: install
 	$(BIN)/mypy

@@ -3,6 +3,7 @@ and environment switches. Tests run real parts: no client object is mocked."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "workflows"
+# The examples' Python (shop/) is importable where the code location runs, the repo root
+# (workspace.yaml's working_directory); tests run in temporary directories instead.
+sys.path.append(str(REPO))
 FAKE_KEY = "fake-gemini-key-7f3a9c1e5b"  # recognizable, so leaks can be searched for
 DAGSTER = Path(sys.executable).parent / "dagster"  # the project environment's CLI
 
@@ -222,3 +226,42 @@ def workflow_yaml(
 
 def _block(key: str, body: str) -> list[str]:
     return [f"{key}:", *(f"  {line}" for line in body.splitlines())] if body else []
+
+
+AGREED_FIGURES = (
+    "total_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_cost_usd",
+    "llm_calls",
+)
+
+
+def assert_usage_agrees(meta: Mapping[str, Any], run_id: str) -> Any:
+    """Tokens, cost and LLM calls are the same in the Dagster metadata ``meta``, the MLflow
+    run's metrics, its cost_summary.json and its trace (whose LLM spans are counted and
+    their costs summed). Returns the trace."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.tracing.constant import TraceMetadataKey
+
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    figures = {key: meta[key] for key in AGREED_FIGURES}
+    assert {key: run.data.metrics[key] for key in AGREED_FIGURES} == figures
+    summary = json.loads(
+        Path(client.download_artifacts(run_id, "cost_summary.json")).read_text(encoding="utf-8")
+    )
+    assert {key: summary["totals"][key] for key in AGREED_FIGURES} == figures
+    assert len(summary["calls"]) == len(meta["node_calls"].records)
+    drain_trace_export()
+    trace = mlflow.get_trace(run.data.tags["agents_pipelines.trace_id"])
+    llm_spans = [span for span in trace.data.spans if span.span_type == "CHAT_MODEL"]
+    assert len(llm_spans) == meta["llm_calls"]
+    assert (trace.info.token_usage or {}).get("total_tokens", 0) == meta["total_tokens"]
+    span_cost = sum(s.attributes["mlflow.llm.cost"]["total_cost"] for s in llm_spans)
+    assert round(span_cost, 9) == meta["total_cost_usd"]
+    if meta["total_cost_usd"]:
+        cost = json.loads(trace.info.trace_metadata[TraceMetadataKey.COST])
+        assert cost["total_cost"] == meta["total_cost_usd"]
+    return trace

@@ -38,6 +38,8 @@ def make_project(root: Path, attributes: str) -> Path:
         f"type: agents_pipelines.WorkflowsComponent\nattributes:\n{attributes}"
     )
     shutil.copytree(EXAMPLES, folder / "flows")
+    # The examples' Python steps and tools, in the directory `dg` runs in (importable there).
+    shutil.copytree(EXAMPLES.parent / "shop", root / "shop")
     return root
 
 

@@ -63,6 +63,7 @@ def test_one_truth_for_usage_and_cost(mlflow_uri: str, gemini: GeminiLoopbackSer
     assert rows["write"] | {"latency_s": 0} == {
         "node": "write",
         "model": "gemini-2.5-pro",
+        "tools_called": "",
         "status": "ok",
         "prompt_tokens": 120,
         "completion_tokens": 85,

@@ -67,6 +67,8 @@ NOT_COMMANDS = {
 YAML_FRAGMENTS = {
     "orchestration": "a part of a workflow file; tests/test_orchestration.py covers each key",
     "run_launcher": "a part of a team dagster.yaml for Docker or Kubernetes, not installed here",
+    "nodes": "a part of a workflow file; the shipped examples review_digest and support_reply "
+    "hold these nodes, and tests/test_python_steps.py and tests/test_tool_calls.py run them",
 }
 
 
@@ -431,7 +433,7 @@ def _clean_path() -> str:
 def clone(tmp_path: Path, migrated_mlflow_db: Path) -> Clone:
     root = tmp_path / "clone"
     root.mkdir()
-    for folder in ("workflows", "schema", "deploy"):
+    for folder in ("workflows", "schema", "deploy", "shop"):
         shutil.copytree(REPO / folder, root / folder)
     for file in ("dagster.yaml", "workspace.yaml"):
         shutil.copy(REPO / file, root)

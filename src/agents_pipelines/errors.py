@@ -8,6 +8,8 @@
         ├── StepLimitError                 the graph did not reach END within max_steps
         ├── OutputValidationError          a structured reply did not fit the state types
         ├── BudgetExceededError            orchestration.budget was spent; no more calls made
+        ├── PythonStepError                a `function` step raised, or returned the wrong outputs
+        ├── ToolCallLimitError             a node's model asked for more than max_tool_calls
         └── LlmCallError                   Gemini refused or failed a call (after retries)
 
     AgentsPipelinesWarning (UserWarning)
@@ -36,7 +38,9 @@ __all__ = [
     "LlmCallError",
     "MissingApiKeyError",
     "OutputValidationError",
+    "PythonStepError",
     "StepLimitError",
+    "ToolCallLimitError",
     "TrackingFailedWarning",
     "WorkflowConfigError",
     "WorkflowRunError",
@@ -122,6 +126,14 @@ class OutputValidationError(WorkflowRunError):
 
 class BudgetExceededError(WorkflowRunError):
     """The run's spend reached ``orchestration.budget``; it made no further LLM calls."""
+
+
+class PythonStepError(WorkflowRunError):
+    """A Python step (``function``) raised, or returned other keys or types than its outputs."""
+
+
+class ToolCallLimitError(WorkflowRunError):
+    """A node's model kept calling tools past ``max_tool_calls``."""
 
 
 class LlmCallError(WorkflowRunError):

@@ -1,4 +1,8 @@
-"""One LangGraph node per workflow node: render the prompt, call the model, write outputs."""
+"""One LangGraph node per workflow node: render the prompt, call the model, write outputs.
+
+A node with ``tools`` loops through tool calls first (tool_loop.py); a node with
+``function`` is a Python step (python_step.py).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import ValidationError
 
 from agents_pipelines.errors import OutputValidationError
+from agents_pipelines.graph.python_step import python_step
 from agents_pipelines.graph.state import output_model
+from agents_pipelines.graph.tool_loop import tool_node
 from agents_pipelines.spec.models import Node, WorkflowSpec
 from agents_pipelines.spec.placeholders import parse_template
 
@@ -20,7 +26,7 @@ NodeFunction = Callable[[dict[str, Any]], dict[str, Any]]
 def make_node(spec: WorkflowSpec, node: Node, model: BaseChatModel | None) -> NodeFunction:
     """The action of one node: state in, the node's outputs out."""
     if node.function is not None:
-        raise NotImplementedError("Python steps")  # graph/python_step.py (issue 12)
+        return python_step(spec, node)
     assert model is not None  # an LLM node always has its model (graph.builder)
     return _prompt_node(spec, node, model)
 
@@ -37,6 +43,8 @@ def _prompt_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFu
 
     (first,) = node.outputs[:1]
     if len(node.outputs) == 1 and spec.state.fields[first].type == "str":
+        if node.tools:
+            return tool_node(spec, node, model, messages, None)
 
         def text_node(state: dict[str, Any]) -> dict[str, Any]:
             return {first: model.invoke(messages(state)).text}
@@ -55,8 +63,8 @@ def _prompt_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFu
         },
     }
 
-    def structured_node(state: dict[str, Any]) -> dict[str, Any]:
-        reply = model.invoke(messages(state), **json_mode).text
+    def structured_call(conversation: list[BaseMessage]) -> dict[str, Any]:
+        reply = model.invoke(conversation, **json_mode).text
         try:
             parsed = schema.model_validate_json(_strip_fence(reply))
         except ValidationError as exc:
@@ -68,7 +76,9 @@ def _prompt_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFu
             ) from None
         return {out: getattr(parsed, out) for out in node.outputs}
 
-    return structured_node
+    if node.tools:
+        return tool_node(spec, node, model, messages, structured_call)
+    return lambda state: structured_call(messages(state))
 
 
 def _strip_fence(text: str) -> str:

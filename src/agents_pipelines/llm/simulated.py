@@ -3,27 +3,30 @@
 It is a real LangChain chat model: callbacks, MLflow autolog spans and usage metadata work
 as with Gemini, and usage is reported under the configured model name, so a dry run shows
 what the workflow would roughly cost. Structured output follows the requested schema.
+Bound to tools, it calls each tool once, with arguments sampled from its schema, and then
+answers, so a dry run of a tool-calling node runs its tools.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.output_parsers import PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
-from agents_pipelines.schema_sample import SchemaSampler
+from agents_pipelines.schema_sample import SchemaSampler, schema_example
 
 _WORDS = (
     *("agents", "pipelines", "simulate", "this", "answer", "deterministically", "so", "dry"),
@@ -57,11 +60,14 @@ class SimulatedChatModel(BaseChatModel):
         response_json_schema: dict[str, Any] | None = None,
         response_mime_type: str | None = None,
         ls_structured_output_format: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
         **kwargs: Any,
     ) -> ChatResult:
         if self.latency_s:
             time.sleep(self.latency_s)
         prompt = "\n".join(message.text for message in messages)
+        if tools and (call := _next_tool_call(messages, tools)) is not None:
+            return self._tool_call_result(prompt, call)
         if response_json_schema is not None:
             sampler = _SimulatedSampler(response_json_schema)
             text = json.dumps(sampler.sample(response_json_schema, "value", 0, ""))
@@ -76,6 +82,28 @@ class SimulatedChatModel(BaseChatModel):
             content=text, usage_metadata=usage, response_metadata={"model_name": self.model}
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _tool_call_result(self, prompt: str, call: dict[str, Any]) -> ChatResult:
+        prompt_tokens = max(1, len(prompt) // 4)
+        output_tokens = max(1, len(json.dumps(call["args"])) // 4)
+        usage = UsageMetadata(
+            input_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+            total_tokens=prompt_tokens + output_tokens,
+        )
+        message = AIMessage(
+            content="",
+            tool_calls=[call],
+            usage_metadata=usage,
+            response_metadata={"model_name": self.model},
+        )
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def bind_tools(
+        self, tools: Sequence[Any], **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """The tools as function schemas, as Gemini is sent them."""
+        return self.bind(tools=[convert_to_openai_tool(tool) for tool in tools], **kwargs)
 
     def _text_reply(self, prompt: str) -> str:
         head = " ".join(prompt.split())[:80]
@@ -108,3 +136,16 @@ class _SimulatedSampler(SchemaSampler):
 
     def map_entry(self, name: str, ordinal: str) -> tuple[str, str]:
         return "key", name
+
+
+def _next_tool_call(
+    messages: list[BaseMessage], tools: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """A call of the first bound tool that has no result in the conversation yet."""
+    answered = {message.name for message in messages if isinstance(message, ToolMessage)}
+    for i, tool in enumerate(tools):
+        function = tool["function"]
+        if function["name"] not in answered:
+            args = schema_example(function.get("parameters") or {"type": "object"})
+            return {"name": function["name"], "args": args, "id": f"simulated-call-{i}"}
+    return None

@@ -16,7 +16,8 @@ PREVIEW_CHARS = 2_000
 
 _CALL_COLUMNS = [
     dg.TableColumn("node", "string"),
-    dg.TableColumn("model", "string"),
+    dg.TableColumn("model", "string", description="`python` for a Python step."),
+    dg.TableColumn("tools_called", "string", description="The tools the model called."),
     dg.TableColumn("status", "string"),
     dg.TableColumn("prompt_tokens", "int"),
     dg.TableColumn("completion_tokens", "int"),
@@ -90,6 +91,7 @@ def _call_record(call: Any) -> dg.TableRecord:
         {
             "node": call.node,
             "model": call.model,
+            "tools_called": ", ".join(call.tools),
             "status": call.status,
             "prompt_tokens": call.usage.prompt,
             "completion_tokens": call.usage.completion,

@@ -37,6 +37,8 @@ class WorkflowTranslator:
                             "outputs": list(n.outputs),
                             "model": spec.config.llm.merged(n.llm).model,
                         }
+                        if n.calls_llm
+                        else {"id": n.id, "outputs": list(n.outputs), "function": n.function}
                         for n in spec.nodes
                     ]
                 ),

@@ -6,7 +6,13 @@ or a Hint whose did-you-mean search only the first MAX_HINTS findings get.
 
 from __future__ import annotations
 
-from agents_pipelines.spec import graph_rules, orchestration_rules, partition_rules, state_rules
+from agents_pipelines.spec import (
+    graph_rules,
+    orchestration_rules,
+    partition_rules,
+    python_rules,
+    state_rules,
+)
 from agents_pipelines.spec.findings import MAX_HINTS, Path
 from agents_pipelines.spec.models import WorkflowSpec
 
@@ -21,6 +27,7 @@ def run_checks(spec: WorkflowSpec) -> list[tuple[Path, str, str]]:
         orchestration_rules.orchestration_settings,
         partition_rules.time_partitions,
         orchestration_rules.tracking_uri,
+        python_rules.python_refs,
     )
     findings = [finding for check in checks for finding in check(spec)]
     if not any(path[0] == "edges" for path, _, _ in findings):

@@ -134,6 +134,7 @@ class RunRecorder:
             artifacts["prompts.json"] = [
                 {"node": c.node, "model": c.model, "prompt": c.prompt, "reply": c.reply}
                 for c in outcome.usage.calls
+                if c.is_llm
             ]
         return artifacts
 

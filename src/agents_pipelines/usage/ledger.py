@@ -1,8 +1,10 @@
 """Record every LLM call of a run through LangChain's callbacks.
 
 LangGraph runs parallel branches on worker threads, so the ledger is locked. It sees each
-call's node (``langgraph_node`` in the callback metadata), model, usage and latency; a
-failed attempt (a 429 that is retried, say) is recorded with the usage it reported.
+call's node (``langgraph_node`` in the callback metadata), model, usage, latency and the
+tools the model called; a failed attempt (a 429 that is retried, say) is recorded with the
+usage it reported. A Python step reports itself with a custom event (PYTHON_STEP_EVENT):
+it is listed with the calls, at no cost, but is not an LLM call.
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from agents_pipelines.redaction import redact
-from agents_pipelines.usage.records import CallRecord, Pricer, TokenUsage, UsageSummary
+from agents_pipelines.usage.records import (
+    PYTHON,
+    CallRecord,
+    Price,
+    Pricer,
+    TokenUsage,
+    UsageSummary,
+)
+
+PYTHON_STEP_EVENT = "agents_pipelines.python_step"
 
 
 class _Pending:
@@ -78,14 +89,46 @@ class UsageLedger(BaseCallbackHandler):
         message = getattr(generation, "message", None)
         usage = TokenUsage.from_langchain(getattr(message, "usage_metadata", None))
         reply = message.text if self._keep_text and message is not None else None
-        self._finish(run_id, usage, "ok", None, reply)
+        tools = tuple(call["name"] for call in getattr(message, "tool_calls", None) or ())
+        self._finish(run_id, usage, "ok", None, reply, tools)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         message = redact(f"{type(error).__name__}: {error}")  # errors may repeat the API key
         self._finish(run_id, TokenUsage(), "error", message, None)
 
+    def on_custom_event(
+        self,
+        name: str,
+        data: Any,
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if name != PYTHON_STEP_EVENT:
+            return
+        error = data.get("error")
+        record = CallRecord(
+            node=str((metadata or {}).get("langgraph_node", "")),
+            model=PYTHON,
+            usage=TokenUsage(),
+            price=Price(0.0, 0.0, "a Python step: no tokens"),
+            latency_s=float(data.get("latency_s", 0.0)),
+            status="ok" if error is None else "error",
+            error=None if error is None else redact(str(error)),
+            kind=PYTHON,
+        )
+        with self._lock:
+            self._calls.append(record)
+
     def _finish(
-        self, run_id: UUID, usage: TokenUsage, status: str, error: str | None, reply: str | None
+        self,
+        run_id: UUID,
+        usage: TokenUsage,
+        status: str,
+        error: str | None,
+        reply: str | None,
+        tools: tuple[str, ...] = (),
     ) -> None:
         with self._lock:
             pending = self._pending.pop(run_id, None)
@@ -102,6 +145,7 @@ class UsageLedger(BaseCallbackHandler):
             error=error,
             prompt=pending.prompt,
             reply=reply,
+            tools=tools,
         )
         with self._lock:
             self._calls.append(record)

@@ -1,7 +1,8 @@
 """Token usage and cost of LLM calls, as plain values.
 
-One ``CallRecord`` per LLM call attempt. Every figure agents_pipelines reports (asset
-metadata, MLflow metrics, cost_summary.json, span costs) is computed from these records.
+One ``CallRecord`` per LLM call attempt, and one per run of a Python step (no tokens, no
+cost, not an LLM call). Every figure agents_pipelines reports (asset metadata, MLflow
+metrics, cost_summary.json, span costs) is computed from these records.
 """
 
 from __future__ import annotations
@@ -74,8 +75,13 @@ class Pricer(Protocol):
         ...
 
 
+PYTHON = "python"  # the ``kind`` and ``model`` of a Python step's record
+
+
 @dataclass(frozen=True)
 class CallRecord:
+    """One LLM call attempt, or one run of a Python step (``kind`` "python", no tokens)."""
+
     node: str
     model: str
     usage: TokenUsage
@@ -85,6 +91,12 @@ class CallRecord:
     error: str | None = None
     prompt: str | None = None  # kept only for artifact_level "full"
     reply: str | None = None
+    tools: tuple[str, ...] = ()  # the tools the model called in its reply
+    kind: str = "llm"  # "llm" or "python"
+
+    @property
+    def is_llm(self) -> bool:
+        return self.kind == "llm"
 
     @property
     def cost_usd(self) -> float | None:
@@ -99,7 +111,8 @@ class UsageSummary:
 
     @property
     def llm_calls(self) -> int:
-        return len(self.calls)
+        """LLM call attempts; a Python step is listed in ``calls`` but is not one."""
+        return sum(call.is_llm for call in self.calls)
 
     @property
     def tokens(self) -> TokenUsage:
@@ -131,7 +144,8 @@ class UsageSummary:
     def by_model(self) -> dict[str, dict[str, Any]]:
         groups: dict[str, list[CallRecord]] = defaultdict(list)
         for call in self.calls:
-            groups[call.model].append(call)
+            if call.is_llm:
+                groups[call.model].append(call)
         return {
             model: {
                 "llm_calls": len(calls),

@@ -22,7 +22,9 @@ def cost_summary(
         "calls": [
             {
                 "node": call.node,
+                "kind": call.kind,
                 "model": call.model,
+                "tools_called": list(call.tools),
                 "status": call.status,
                 "error": call.error,
                 "prompt_tokens": call.usage.prompt,

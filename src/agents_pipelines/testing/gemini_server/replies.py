@@ -154,6 +154,26 @@ class RecordedRequest:
         return "\n".join(texts)
 
     @property
+    def function_responses(self) -> list[dict[str, Any]]:
+        """The ``functionResponse`` parts of ``contents`` (``{"name", "response"}``), in
+        order: the tool results the client sent back."""
+        return [
+            part["functionResponse"]
+            for content in self.body.get("contents") or []
+            for part in content.get("parts") or []
+            if isinstance(part.get("functionResponse"), dict)
+        ]
+
+    @property
+    def declared_tools(self) -> list[str]:
+        """The names of the functions the request offers the model (``tools``)."""
+        return [
+            declaration.get("name", "")
+            for tool in self.body.get("tools") or []
+            for declaration in tool.get("functionDeclarations") or []
+        ]
+
+    @property
     def wants_json(self) -> bool:
         """Whether the client asked for JSON mode."""
         return self.generation_config.get("responseMimeType") == "application/json"

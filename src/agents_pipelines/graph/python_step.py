@@ -1,0 +1,143 @@
+"""A Python step: a node that calls the user's function instead of a model.
+
+The function gets the state fields its parameters name, as keyword arguments, and returns
+a dict holding exactly the node's outputs, each checked against its field's type. It runs
+as a LangChain ``RunnableLambda`` named after it, so autolog traces it as a span of its own
+under the node's; and it reports itself to the usage ledger with a custom callback event,
+so ``node_calls`` shows it (at no cost) without counting it as an LLM call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import time
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from langchain_core.callbacks import dispatch_custom_event
+from langchain_core.runnables import RunnableLambda
+from pydantic import TypeAdapter, ValidationError
+
+from agents_pipelines.errors import PythonStepError
+from agents_pipelines.spec import field_types
+from agents_pipelines.spec.models import Node, WorkflowSpec
+from agents_pipelines.spec.python_refs import import_ref, split_ref
+from agents_pipelines.usage.ledger import PYTHON_STEP_EVENT
+
+NodeFunction = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def python_step(spec: WorkflowSpec, node: Node) -> NodeFunction:
+    """The node's action: state in, the function's checked outputs out.
+
+    In a ``map`` node the state also holds the item under the map's ``as`` name, and each
+    output is one element of its list field: it is checked against the element type.
+    """
+    assert node.function is not None  # make_node sends only Python steps here
+    ref = node.function
+    target: Callable[..., Any] = import_ref(ref)  # type: ignore[assignment]  # checked at load
+    readable = {*spec.state.fields, *([node.map.as_] if node.map is not None else [])}
+    parameters = [name for name in _parameter_names(target) if name in readable]
+    check = _OutputCheck(spec, node)
+
+    def call(arguments: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            result = target(**arguments)
+            if inspect.iscoroutine(result):
+                result = _run_to_completion(result)
+            outputs = check(result)
+        except PythonStepError as exc:  # wrong outputs
+            _report(ref, started, str(exc))
+            raise
+        except Exception as exc:  # from the user's code: kept as the cause (retries see it)
+            failure = check.raised(exc)
+            _report(ref, started, str(failure))
+            raise failure from exc
+        _report(ref, started, None)
+        return outputs
+
+    runnable = RunnableLambda(call, name=split_ref(ref)[1])
+
+    def action(state: dict[str, Any]) -> dict[str, Any]:
+        # Called inside the LangGraph node: the node's config (callbacks, metadata) reaches
+        # the lambda through LangChain's context, as it reaches a model's invoke.
+        return runnable.invoke({name: state[name] for name in parameters if name in state})
+
+    return action
+
+
+class _OutputCheck:
+    """The returned dict against the node's outputs: exactly those keys, of their types."""
+
+    def __init__(self, spec: WorkflowSpec, node: Node):
+        self._where = f"Python step `{node.id}` of workflow {spec.flow.name} ({node.function})"
+        self._outputs = list(node.outputs)
+        self._types = {out: _type_of(spec, node, out) for out in node.outputs}
+
+    def __call__(self, result: Any) -> dict[str, Any]:
+        if not isinstance(result, dict):
+            self._fail(f"returned {type(result).__name__}, not a dict")
+        if missing := [out for out in self._outputs if out not in result]:
+            self._fail(f"returned no `{'`, `'.join(missing)}`")
+        if extra := [str(key) for key in result if key not in self._types]:
+            self._fail(f"returned `{'`, `'.join(extra)}`, which is not one of its outputs")
+        return {out: self._value(out, result[out]) for out in self._outputs}
+
+    def _value(self, field: str, value: Any) -> Any:
+        type_name = self._types[field]
+        try:
+            return _adapter(type_name).validate_python(value, strict=True)
+        except ValidationError:
+            self._fail(
+                f"returned {type(value).__name__} for `{field}`, which is {type_name} "
+                f"(got {value!r:.60})"
+            )
+
+    def _fail(self, what: str) -> Any:
+        raise PythonStepError(
+            f"{self._where} {what}. Fix: return a dict with exactly the node's outputs "
+            f"({', '.join(f'{out}: {self._types[out]}' for out in self._outputs)})."
+        )
+
+    def raised(self, exc: Exception) -> PythonStepError:
+        return PythonStepError(f"{self._where} raised {type(exc).__name__}: {exc}")
+
+
+def _type_of(spec: WorkflowSpec, node: Node, field: str) -> str:
+    type_name = spec.state.fields[field].type
+    if node.map is not None:  # one element of the list per item
+        return field_types.element_name(type_name) or type_name
+    return type_name
+
+
+def _parameter_names(target: Callable[..., Any]) -> list[str]:
+    try:
+        return list(inspect.signature(target).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature is called without arguments
+        return []
+
+
+@functools.cache
+def _adapter(type_name: str) -> TypeAdapter[Any]:
+    return TypeAdapter(field_types.python_type(type_name))
+
+
+def _report(ref: str, started: float, error: str | None) -> None:
+    """Tell the usage ledger (a callback) that the step ran, and how long it took."""
+    data = {"function": ref, "latency_s": time.perf_counter() - started, "error": error}
+    dispatch_custom_event(PYTHON_STEP_EVENT, data)
+
+
+def _run_to_completion(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """An async function's result. The graph runs synchronously; where this thread already
+    runs an event loop (a notebook), the coroutine gets a loop on a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(1, thread_name_prefix="python-step") as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -1,0 +1,105 @@
+"""A node whose model may call tools: Gemini function calling, in a loop.
+
+The model is bound to the node's tools (``bind_tools``). While its reply holds tool calls,
+each tool runs and its result goes back as a ToolMessage (a function response), and the
+model is called again; once it answers in text, that answer fills the outputs. A tool that
+raises returns its error to the model as its result, so the model can recover; autolog
+marks the tool's span as failed. Past ``max_tool_calls`` the node fails, its spend kept.
+
+Gemini 2.5 does not take function calling and JSON mode in one request. A node with
+structured outputs therefore loops with tools in text, then makes one last JSON-mode call,
+without tools, that turns the model's answer into the output fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCall, ToolMessage
+from langchain_core.tools import BaseTool, StructuredTool
+
+from agents_pipelines.errors import ToolCallLimitError
+from agents_pipelines.spec.models import Node, WorkflowSpec
+from agents_pipelines.spec.python_refs import import_ref
+
+NodeFunction = Callable[[dict[str, Any]], dict[str, Any]]
+Messages = Callable[[dict[str, Any]], list[BaseMessage]]
+StructuredCall = Callable[[list[BaseMessage]], dict[str, Any]]
+
+AS_JSON = "Give that answer as JSON that fits the response schema."
+
+
+def load_tools(refs: list[str]) -> list[BaseTool]:
+    """The tools ``refs`` name, as LangChain tools (functions are converted; load-time rules
+    have checked they are typed and documented)."""
+    tools = []
+    for ref in refs:
+        target = import_ref(ref)
+        if isinstance(target, BaseTool):
+            tools.append(target)
+        elif callable(target):
+            tools.append(StructuredTool.from_function(target))
+    return tools
+
+
+def tool_node(
+    spec: WorkflowSpec,
+    node: Node,
+    model: BaseChatModel,
+    messages: Messages,
+    structured: StructuredCall | None,
+) -> NodeFunction:
+    """The node's action. ``structured`` makes the final JSON-mode call; None when the node
+    has a single ``str`` output, which the model's text answer fills."""
+    tools = {tool.name: tool for tool in load_tools(node.tools)}
+    bound = model.bind_tools(list(tools.values()))
+    where = f"Node `{node.id}` of workflow {spec.flow.name}"
+
+    def action(state: dict[str, Any]) -> dict[str, Any]:
+        conversation = messages(state)
+        called = 0
+        while True:
+            reply = bound.invoke(conversation)
+            conversation.append(reply)
+            if not isinstance(reply, AIMessage) or not reply.tool_calls:
+                break
+            called += len(reply.tool_calls)
+            if called > node.max_tool_calls:
+                raise ToolCallLimitError(
+                    f"{where}: the model asked for {called} tool calls, over max_tool_calls "
+                    f"{node.max_tool_calls}. Fix: say in the prompt when to stop calling tools, "
+                    "or raise max_tool_calls."
+                )
+            conversation += [_run_tool(tools, call) for call in reply.tool_calls]
+        if structured is None:
+            return {node.outputs[0]: reply.text}
+        answer = [AIMessage(reply.text)] if reply.text else []  # Gemini refuses empty parts
+        return structured([*messages(state), *answer, HumanMessage(AS_JSON)])
+
+    return action
+
+
+def _run_tool(tools: dict[str, BaseTool], call: ToolCall) -> ToolMessage:
+    """The tool's result, or its error, as the function response for ``call``."""
+    name, call_id = call["name"], call.get("id") or ""
+    tool = tools.get(name)
+    if tool is None:
+        known = ", ".join(tools)
+        return ToolMessage(
+            f"Error: there is no tool `{name}`; the tools are: {known}.",
+            tool_call_id=call_id,
+            name=name,
+            status="error",
+        )
+    try:
+        # A ToolCall in, a ToolMessage out; autolog makes the run a TOOL span.
+        result = tool.invoke({**call, "type": "tool_call"})
+    except Exception as exc:  # the model hears of it and may try otherwise
+        return ToolMessage(
+            f"Error: {type(exc).__name__}: {exc}", tool_call_id=call_id, name=name, status="error"
+        )
+    if isinstance(result, ToolMessage):
+        return result
+    return ToolMessage(str(result), tool_call_id=call_id, name=name)
