@@ -6,7 +6,7 @@ or a Hint whose did-you-mean search only the first MAX_HINTS findings get.
 
 from __future__ import annotations
 
-from agents_pipelines.spec import graph_rules, orchestration_rules, state_rules
+from agents_pipelines.spec import graph_rules, map_rules, orchestration_rules, state_rules
 from agents_pipelines.spec.findings import MAX_HINTS, Path
 from agents_pipelines.spec.models import WorkflowSpec
 
@@ -16,6 +16,7 @@ def run_checks(spec: WorkflowSpec) -> list[tuple[Path, str, str]]:
         state_rules.state_fields,
         graph_rules.node_ids_and_outputs,
         state_rules.prompt_placeholders,
+        map_rules.map_nodes,
         graph_rules.edges_and_routes,
         state_rules.input_values,
         orchestration_rules.orchestration_settings,

@@ -3,6 +3,10 @@
 LangGraph runs parallel branches on worker threads, so the ledger is locked. It sees each
 call's node (``langgraph_node`` in the callback metadata), model, usage and latency; a
 failed attempt (a 429 that is retried, say) is recorded with the usage it reported.
+
+A map node's item calls run in a LangGraph task of their own: they name their node and
+item index in the metadata (NODE_KEY, ITEM_KEY), and an item skipped for good is reported
+as the custom event ITEM_FAILED.
 """
 
 from __future__ import annotations
@@ -18,14 +22,23 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from agents_pipelines.redaction import redact
-from agents_pipelines.usage.records import CallRecord, Pricer, TokenUsage, UsageSummary
+from agents_pipelines.usage.records import (
+    ITEM_FAILED,
+    ITEM_KEY,
+    NODE_KEY,
+    CallRecord,
+    ItemFailure,
+    Pricer,
+    TokenUsage,
+    UsageSummary,
+)
 
 
 class _Pending:
-    __slots__ = ("model", "node", "prompt", "started")
+    __slots__ = ("item", "model", "node", "prompt", "started")
 
-    def __init__(self, node: str, model: str, prompt: str | None):
-        self.node, self.model, self.prompt = node, model, prompt
+    def __init__(self, node: str, model: str, prompt: str | None, item: int | None):
+        self.node, self.model, self.prompt, self.item = node, model, prompt, item
         self.started = time.perf_counter()
 
 
@@ -47,10 +60,11 @@ class UsageLedger(BaseCallbackHandler):
         self._lock = threading.Lock()
         self._pending: dict[UUID, _Pending] = {}
         self._calls: list[CallRecord] = []
+        self._failed_items: list[ItemFailure] = []
 
     def summary(self) -> UsageSummary:
         with self._lock:
-            return UsageSummary(tuple(self._calls))
+            return UsageSummary(tuple(self._calls), tuple(self._failed_items))
 
     def on_chat_model_start(
         self,
@@ -67,8 +81,13 @@ class UsageLedger(BaseCallbackHandler):
         prompt = None
         if self._keep_text:
             prompt = "\n\n".join(f"[{m.type}] {m.text}" for batch in messages for m in batch)
+        node = metadata.get(NODE_KEY) or metadata.get("langgraph_node", "")
+        item = metadata.get(ITEM_KEY)
         pending = _Pending(
-            str(metadata.get("langgraph_node", "")), str(metadata.get("ls_model_name", "")), prompt
+            str(node),
+            str(metadata.get("ls_model_name", "")),
+            prompt,
+            item if isinstance(item, int) else None,
         )
         with self._lock:
             self._pending[run_id] = pending
@@ -83,6 +102,11 @@ class UsageLedger(BaseCallbackHandler):
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         message = redact(f"{type(error).__name__}: {error}")  # errors may repeat the API key
         self._finish(run_id, TokenUsage(), "error", message, None)
+
+    def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        if name == ITEM_FAILED and isinstance(data, ItemFailure):
+            with self._lock:
+                self._failed_items.append(data)
 
     def _finish(
         self, run_id: UUID, usage: TokenUsage, status: str, error: str | None, reply: str | None
@@ -102,6 +126,7 @@ class UsageLedger(BaseCallbackHandler):
             error=error,
             prompt=pending.prompt,
             reply=reply,
+            item=pending.item,
         )
         with self._lock:
             self._calls.append(record)
