@@ -21,7 +21,7 @@ from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply
 from agents_pipelines.tracking import drain_trace_export
-from conftest import metadata_of, metadata_values, write
+from conftest import REPO, metadata_of, metadata_values, write
 
 ITEM_INDEX = "agents_pipelines.item_index"
 
@@ -228,3 +228,15 @@ def test_a_list_over_max_items_fails_before_any_call(
     ):
         run_workflow(load_workflow(write(tmp_path, text)))
     assert gemini.requests == []
+
+
+def test_the_readme_map_example_loads(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    (fragment,) = re.findall(r"```yaml\n(state:\n.*?)```", readme, re.S)
+    text = f"""schema_version: "1"\nflow: {{name: readme_map}}\n{fragment}edges:
+  - {{from: START, to: classify}}
+  - {{from: classify, to: END}}
+"""
+    node = load_workflow(write(tmp_path, text)).spec.node("classify")
+    assert node.map is not None and (node.map.over, node.map.as_) == ("reviews", "review")
+    assert node.map.on_item_error == "skip"
