@@ -46,7 +46,7 @@ state:
 nodes:
   - id: classify
     map: {{over: reviews, as: review, max_concurrency: 3{map_extra}}}
-    system: "You label reviews."
+    system: "You label reviews, here {{review}}."
     prompt: "Classify the sentiment of this review: {{review}}"
     outputs: {outputs}
 edges:
@@ -207,6 +207,8 @@ def test_each_item_is_one_json_call_typed_by_the_element_types(
         "scores": "number",
     }
     assert result.node_runs == ("classify",)
+    system = gemini.requests[0].body["systemInstruction"]["parts"][0]["text"]
+    assert system == f"You label reviews, here review {item_of(gemini.requests[0])}."
 
 
 def test_empty_list_makes_no_call(tmp_path: Path, gemini: GeminiLoopbackServer) -> None:
@@ -240,3 +242,33 @@ def test_the_readme_map_example_loads(tmp_path: Path) -> None:
     node = load_workflow(write(tmp_path, text)).spec.node("classify")
     assert node.map is not None and (node.map.over, node.map.as_) == ("reviews", "review")
     assert node.map.on_item_error == "skip"
+
+
+def test_a_route_back_runs_the_map_again_from_scratch(
+    tmp_path: Path, gemini: GeminiLoopbackServer
+) -> None:
+    checks = iter([False, True])
+
+    def answer(request: RecordedRequest) -> Reply:
+        if request.wants_json:  # the check node
+            return Reply.json_reply({"done": next(checks)})
+        return Reply.text_reply(f"label {item_of(request)}")
+
+    gemini.set_default(answer)
+    text = map_workflow(reviews(3), tracked=False)
+    text = text.replace("    scores:", "    done: {type: bool, default: false}\n    scores:")
+    text = text.replace(
+        "  - {from: classify, to: END}",
+        """  - {from: classify, to: check}
+  - from: check
+    routes:
+      - {when: {field: done, equals: true}, to: END}
+      - {to: classify}""",
+    )
+    text = text.replace(
+        "edges:", '  - {id: check, prompt: "Done with {labels}?", outputs: [done]}\nedges:'
+    )
+    result = run_workflow(load_workflow(write(tmp_path, text)))
+    assert result.state["labels"] == ["label 0", "label 1", "label 2"]  # not six
+    assert result.node_runs == ("classify", "check", "classify", "check")
+    assert result.usage.llm_calls == 8

@@ -182,8 +182,8 @@ class _ItemNode:
     """One item's task: the node's action on the state plus the item, named in the calls'
     callback metadata (node and index) so the ledger and the trace can tell items apart."""
 
-    def __init__(self, node: Node, spec: MapSpec, action: NodeAction, retry: RetryPolicy):
-        self._node, self._map, self._action, self._retry = node, spec, action, retry
+    def __init__(self, node: Node, map_spec: MapSpec, action: NodeAction, retry: RetryPolicy):
+        self._node, self._map, self._action, self._retry = node, map_spec, action, retry
 
     def __call__(self, task: Any, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         item: _Item = task
@@ -205,9 +205,9 @@ class _ItemNode:
         return {_results(self._node): [(item.index, outputs)]}
 
     def _retried(self, exc: Exception, runtime: Runtime) -> bool:
-        # The node's RetryPolicy retries what is transient (its retry_on,
-        # llm.gemini.wait_for_retry_after, also sleeps for Retry-After, so it is not
-        # called here) until max_attempts.
+        # Whether LangGraph will run this item again: the node's RetryPolicy retries
+        # transient errors until max_attempts. (Its retry_on, wait_for_retry_after, also
+        # sleeps for the server's Retry-After, so the same test is made here without it.)
         attempt = runtime.execution_info.node_attempt if runtime.execution_info else 1
         return attempt < self._retry.max_attempts and is_transient(exc)
 
