@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from agents_pipelines.errors import WorkflowRunError
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.runner import run_workflow
-from agents_pipelines.spec import load_workflow
+from agents_pipelines.spec import draw_mermaid, load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply
 from agents_pipelines.tracking import drain_trace_export
 from conftest import REPO, metadata_of, metadata_values, write
@@ -239,9 +239,12 @@ def test_the_readme_map_example_loads(tmp_path: Path) -> None:
   - {{from: START, to: classify}}
   - {{from: classify, to: END}}
 """
-    node = load_workflow(write(tmp_path, text)).spec.node("classify")
+    spec = load_workflow(write(tmp_path, text)).spec
+    node = spec.node("classify")
     assert node.map is not None and (node.map.over, node.map.as_) == ("reviews", "review")
     assert node.map.on_item_error == "skip"
+    # graph.mmd, the run's drawing, shows the node runs once per item.
+    assert '  classify[["classify: each review of reviews"]]\n' in draw_mermaid(spec)
 
 
 def test_a_route_back_runs_the_map_again_from_scratch(
