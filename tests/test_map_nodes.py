@@ -89,7 +89,7 @@ def test_twelve_items_bounded_ordered_and_agreeing(
 ) -> None:
     # Later items answer sooner, so calls finish out of list order.
     gemini.set_default(
-        lambda r: Reply.text_reply(f"label {item_of(r)}", delay_s=0.04 * (12 - item_of(r)))
+        lambda r: Reply.text_reply(f"label {item_of(r)}", delay_s=0.1 + 0.04 * (11 - item_of(r)))
     )
     result = materialize(write(tmp_path, map_workflow(reviews(12))))
     assert result.success
@@ -275,3 +275,29 @@ def test_a_route_back_runs_the_map_again_from_scratch(
     assert result.state["labels"] == ["label 0", "label 1", "label 2"]  # not six
     assert result.node_runs == ("classify", "check", "classify", "check")
     assert result.usage.llm_calls == 8
+
+
+def test_a_failed_item_stops_the_items_still_waiting(
+    tmp_path: Path, gemini: GeminiLoopbackServer
+) -> None:
+    gemini.set_default(lambda request: Fault.bad_request("Invalid argument"))
+    text = map_workflow(reviews(6), tracked=False).replace(
+        "max_concurrency: 3", "max_concurrency: 1"
+    )
+    with pytest.raises(WorkflowRunError, match="Gemini 400") as failed:
+        run_workflow(load_workflow(write(tmp_path, text)))
+    assert len(gemini.requests) == 1  # the five items waiting for the slot made no call
+    assert failed.value.usage is not None and failed.value.usage.llm_calls == 1
+
+
+def test_skip_fails_the_node_when_every_item_failed(
+    tmp_path: Path, gemini: GeminiLoopbackServer
+) -> None:
+    gemini.set_default(lambda request: Fault.unauthenticated("API key not valid"))
+    text = map_workflow(reviews(2), map_extra=", on_item_error: skip", tracked=False)
+    with pytest.raises(
+        WorkflowRunError, match=r"Node `classify` of workflow reviews: all 2 items failed"
+    ) as failed:
+        run_workflow(load_workflow(write(tmp_path, text)))
+    assert failed.value.usage is not None
+    assert [f.item for f in sorted(failed.value.usage.failed_items, key=lambda f: f.item)] == [0, 1]
