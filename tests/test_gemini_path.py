@@ -62,6 +62,7 @@ def test_one_truth_for_usage_and_cost(mlflow_uri: str, gemini: GeminiLoopbackSer
     rows = {row.data["node"]: row.data for row in meta["node_calls"].records}
     assert rows["write"] | {"latency_s": 0} == {
         "node": "write",
+        "item": None,  # only a map node's calls have an item index
         "model": "gemini-2.5-pro",
         "tools_called": "",
         "status": "ok",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import reduce
 from operator import add
@@ -413,3 +414,15 @@ def test_schema_example_google_style_schema() -> None:
     }
 
     assert schema_example(schema) == {"tags": ["example tags 1"], "count": 200, "level": "LOW"}
+
+
+def test_max_in_flight_counts_requests_answered_at_once(server: GeminiLoopbackServer) -> None:
+    server.set_default(lambda request: Reply.text_reply("slow", delay_s=1.0))
+    llm = make_llm(server)
+    with ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(lambda _: llm.invoke("hi").text, range(4)))
+    assert replies == ["slow"] * 4
+    assert server.max_in_flight == 4
+    server.reset()
+    llm.invoke("again")
+    assert server.max_in_flight == 1  # reset starts the count again

@@ -74,6 +74,7 @@ PUBLIC_API = {
     "agents_pipelines.usage": [
         "Budget",
         "CallRecord",
+        "ItemFailure",
         "Price",
         "Pricer",
         "TokenUsage",

@@ -65,6 +65,7 @@ NOT_COMMANDS = {
 }
 # YAML fragments, by their first key: parts of files that other tests cover.
 YAML_FRAGMENTS = {
+    "state": "a part of a workflow file: tests/test_map_nodes.py loads the map example",
     "orchestration": "a part of a workflow file; tests/test_orchestration.py covers each key",
     "run_launcher": "a part of a team dagster.yaml for Docker or Kubernetes, not installed here",
     "nodes": "a part of a workflow file; the shipped examples review_digest and support_reply "

@@ -97,6 +97,7 @@ def run_workflow(
     duration = time.perf_counter() - started
     outcome = RunOutcome(state, final, ledger.summary(), len(node_runs), duration)
     recorder.finish(outcome)
+    skipped = outcome.usage.skipped_items_warning()
     return RunResult(
         spec.flow.name,
         final,
@@ -105,7 +106,7 @@ def run_workflow(
         duration,
         chosen,
         recorder.info(),
-        recorder.notes,
+        (*recorder.notes, *([skipped] if skipped else [])),
     )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
+from collections.abc import Hashable
 from typing import Any
 
 from langgraph.graph import END as LG_END
@@ -12,8 +14,9 @@ from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import RetryPolicy
 
+from agents_pipelines.graph import map_node
 from agents_pipelines.graph.nodes import make_node
-from agents_pipelines.graph.routes import router
+from agents_pipelines.graph.routes import router, target
 from agents_pipelines.graph.state import state_schema
 from agents_pipelines.llm.backend import ChatModelFactory
 from agents_pipelines.llm.gemini import wait_for_retry_after
@@ -52,26 +55,37 @@ def build_graph(spec: WorkflowSpec, model_factory: ChatModelFactory) -> Compiled
 
 
 def _compile(spec: WorkflowSpec, models: tuple[Any, ...]) -> CompiledStateGraph:
-    graph: StateGraph[Any] = StateGraph(state_schema(spec))
+    public = state_schema(spec)
+    state = map_node.state_with_results(spec, public)
+    graph: StateGraph[Any] = StateGraph(state, input_schema=public, output_schema=public)
     for node, model in zip(spec.nodes, models, strict=True):
-        llm = spec.config.llm.merged(node.llm)
-        action: Any = make_node(spec, node, model)
-        graph.add_node(
-            node.id,
-            action,
-            retry_policy=retry_policy(llm),
-        )
+        policy = retry_policy(spec.config.llm.merged(node.llm))
+        if node.map is not None:
+            per_item = functools.partial(make_node, node=node, model=model)
+            map_node.add_map_node(graph, spec, node, per_item, policy)
+        else:
+            action: Any = make_node(spec, node, model)
+            graph.add_node(node.id, action, retry_policy=policy)
+    # Edges leave a map node from its own id (where its outputs are written) and enter it
+    # at its fan-out (map_node.entry).
+    entries = {node.id: map_node.entry(node) for node in spec.nodes}
     for edge in spec.edges:
         if edge.routes is not None:
-            targets = {_name(route.to) for route in edge.routes}
-            graph.add_conditional_edges(
-                _name(edge.sources[0]), router(edge.routes), {t: t for t in targets}
-            )
-        elif isinstance(edge.source, list):
-            graph.add_edge(edge.source, _name(edge.to or END))
+            # The router answers a route's `to`; the path map turns it into the node to run.
+            paths: dict[Hashable, str] = {
+                target(r.to): _name(entries.get(r.to, r.to)) for r in edge.routes
+            }
+            graph.add_conditional_edges(_name(edge.sources[0]), router(edge.routes), paths)
         else:
-            graph.add_edge(_name(edge.source), _name(edge.to or END))
-    return graph.compile(name=spec.flow.name)
+            to = _name(entries.get(edge.to or END, edge.to or END))
+            graph.add_edge(edge.source if isinstance(edge.source, list) else _name(edge.source), to)
+    compiled = graph.compile(name=spec.flow.name)
+    if state is public:
+        return compiled
+    # Stream the workflow's state only, not the map nodes' results channels; and give the
+    # run enough threads for every map node's max_concurrency.
+    compiled = compiled.copy({"stream_channels": list(public.__annotations__)})
+    return compiled.with_config(max_concurrency=map_node.threads_needed(spec))
 
 
 def retry_policy(llm: LlmConfig) -> RetryPolicy:

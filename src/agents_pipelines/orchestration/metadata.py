@@ -16,6 +16,7 @@ PREVIEW_CHARS = 2_000
 
 _CALL_COLUMNS = [
     dg.TableColumn("node", "string"),
+    dg.TableColumn("item", "int", description="The list index of a map node's item call."),
     dg.TableColumn("model", "string", description="`python` for a Python step."),
     dg.TableColumn("tools_called", "string", description="The tools the model called."),
     dg.TableColumn("status", "string"),
@@ -25,6 +26,12 @@ _CALL_COLUMNS = [
     dg.TableColumn("cached_tokens", "int"),
     dg.TableColumn("cost_usd", "float", description="Empty when the model has no price."),
     dg.TableColumn("latency_s", "float"),
+]
+
+_FAILED_ITEM_COLUMNS = [
+    dg.TableColumn("node", "string"),
+    dg.TableColumn("item", "int", description="The list index, written as the empty value."),
+    dg.TableColumn("error", "string"),
 ]
 
 
@@ -41,6 +48,14 @@ def usage_metadata(summary: UsageSummary) -> dict[str, Any]:
             [_call_record(call) for call in summary.calls], dg.TableSchema(_CALL_COLUMNS)
         ),
     }
+    if summary.failed_items:
+        metadata["failed_items"] = dg.MetadataValue.table(
+            [
+                dg.TableRecord({"node": f.node, "item": f.item, "error": f.error})
+                for f in summary.failed_items
+            ],
+            dg.TableSchema(_FAILED_ITEM_COLUMNS),
+        )
     if summary.unpriced_models:
         metadata["unpriced_models"] = dg.MetadataValue.text(", ".join(summary.unpriced_models))
     return metadata
@@ -90,6 +105,7 @@ def _call_record(call: Any) -> dg.TableRecord:
     return dg.TableRecord(
         {
             "node": call.node,
+            "item": call.item,
             "model": call.model,
             "tools_called": ", ".join(call.tools),
             "status": call.status,
@@ -120,8 +136,10 @@ def run_metadata(result: Any) -> dict[str, Any]:
         }
         if tracking.trace_id is not None:  # None: MLflow did not store the trace
             metadata["mlflow_trace_id"] = dg.MetadataValue.text(tracking.trace_id)
-    if result.warnings:
-        metadata["tracking_warning"] = dg.MetadataValue.text(redact(" | ".join(result.warnings)))
+    # The skipped items' warning is shown as `failed_items`; the rest are tracking's.
+    skipped = result.usage.skipped_items_warning()
+    if tracking_notes := [w for w in result.warnings if w != skipped]:
+        metadata["tracking_warning"] = dg.MetadataValue.text(redact(" | ".join(tracking_notes)))
     return metadata
 
 

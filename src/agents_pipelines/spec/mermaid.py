@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from agents_pipelines.spec.models import END, START, Condition, WorkflowSpec
+from agents_pipelines.spec.models import END, START, Condition, Node, WorkflowSpec
 
 
 def draw_mermaid(spec: WorkflowSpec) -> str:
     lines = ["flowchart TD", f"  {START}([START])", f"  {END}([END])"]
-    lines += [f"  {node.id}[{node.id}]" for node in spec.nodes]
+    lines += [f"  {_box(node)}" for node in spec.nodes]
     for edge in spec.edges:
         for source in edge.sources:
             if edge.routes is None:
@@ -17,6 +17,13 @@ def draw_mermaid(spec: WorkflowSpec) -> str:
                 label = _label(route.when) if route.when else "otherwise"
                 lines.append(f'  {source} -.->|"{label}"| {route.to}')
     return "\n".join(lines) + "\n"
+
+
+def _box(node: Node) -> str:
+    if node.map is None:
+        return f"{node.id}[{node.id}]"
+    # A subroutine box: the node runs once per item.
+    return f'{node.id}[["{node.id}: each {node.map.as_} of {node.map.over}"]]'
 
 
 def _label(condition: Condition) -> str:

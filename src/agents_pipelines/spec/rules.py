@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from agents_pipelines.spec import (
     graph_rules,
+    map_rules,
     orchestration_rules,
     partition_rules,
     python_rules,
@@ -22,6 +23,7 @@ def run_checks(spec: WorkflowSpec) -> list[tuple[Path, str, str]]:
         state_rules.state_fields,
         graph_rules.node_ids_and_outputs,
         state_rules.prompt_placeholders,
+        map_rules.map_nodes,
         graph_rules.edges_and_routes,
         state_rules.input_values,
         orchestration_rules.orchestration_settings,

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from agents_pipelines.spec.findings import Finding, Hint, article, type_error
+from agents_pipelines.spec.map_rules import item_placeholders
 from agents_pipelines.spec.models import WorkflowSpec
 from agents_pipelines.spec.placeholders import PlaceholderError, parse_template
 
@@ -37,6 +38,9 @@ def state_fields(spec: WorkflowSpec) -> Iterator[Finding]:
 
 def prompt_placeholders(spec: WorkflowSpec) -> Iterator[Finding]:
     fields = list(spec.state.fields)
+    # A map node's item ({review} for `as: review`) is no state field; map_rules checks
+    # where it is used.
+    items = item_placeholders(spec)
     for i, node in enumerate(spec.nodes):
         for key in ("prompt", "system"):
             text = getattr(node, key)
@@ -48,7 +52,7 @@ def prompt_placeholders(spec: WorkflowSpec) -> Iterator[Finding]:
                 yield ("nodes", i, key), exc.problem, exc.fix
                 continue
             for name in template.fields:
-                if name not in spec.state.fields:
+                if name not in spec.state.fields and name not in items:
                     yield (
                         ("nodes", i, key),
                         f"placeholder {{{name}}} names no state field",

@@ -132,7 +132,13 @@ class RunRecorder:
             artifacts["inputs.json"] = outcome.inputs
             artifacts["outputs.json"] = outcome.outputs
             artifacts["prompts.json"] = [
-                {"node": c.node, "model": c.model, "prompt": c.prompt, "reply": c.reply}
+                {
+                    "node": c.node,
+                    "item": c.item,
+                    "model": c.model,
+                    "prompt": c.prompt,
+                    "reply": c.reply,
+                }
                 for c in outcome.usage.calls
                 if c.is_llm
             ]

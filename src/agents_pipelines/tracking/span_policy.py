@@ -9,6 +9,10 @@ workflow's artifact_level is "full", the same processor replaces them with a pla
 so prompts and model outputs reach MLflow only when the workflow asks for it. When it
 does, text MLflow cannot encode (a lone surrogate) is escaped, or the trace would be lost.
 
+A map node's item calls name their node and list index in LangChain's callback metadata,
+which autolog keeps nested in the span's ``metadata`` attribute; the processor lifts them
+to the span's own attributes (ITEM_INDEX, NODE) so a trace can be searched by item.
+
 A failed call's span holds the provider's error three times: an exception event (message
 and stacktrace), the status description and, from autolog, the attributes. The error may
 repeat the API key, so the processor redacts API keys from every span it sees, ours or not.
@@ -23,8 +27,11 @@ from typing import Any
 
 from agents_pipelines.redaction import redact, redact_value
 from agents_pipelines.usage import Pricer, TokenUsage
+from agents_pipelines.usage.records import ITEM_KEY, NODE_KEY
 
 REDACTED = "[not recorded: set observability.mlflow.artifact_level: full to record content]"
+ITEM_INDEX = "agents_pipelines.item_index"  # span attribute: a map item's list index
+NODE = "agents_pipelines.node"  # span attribute: the workflow node of a map item's call
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -68,6 +75,7 @@ def _process(span: Any) -> None:
         policy = _policies.get(span.trace_id)
     if policy is not None:  # one of our workflow traces
         _set_cost(span, policy.pricer)
+        _lift_item(span)
         if policy.keep_content:
             _escape_lone_surrogates(span)
         elif span.parent_id is not None:
@@ -126,6 +134,13 @@ def _json_escape(match: re.Match[str]) -> str:
     # An escaped backslash, so the stored JSON decodes to the text "\\ud800" rather than
     # back to the surrogate.
     return f"\\\\u{ord(match.group()):04x}"
+
+
+def _lift_item(span: Any) -> None:
+    metadata = span.get_attribute("metadata")
+    if isinstance(metadata, dict) and ITEM_KEY in metadata:
+        span.set_attribute(ITEM_INDEX, metadata[ITEM_KEY])
+        span.set_attribute(NODE, metadata.get(NODE_KEY))
 
 
 def _set_cost(span: Any, pricer: Pricer) -> None:

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 from agents_pipelines.usage.budget import Budget
 from agents_pipelines.usage.records import (
     CallRecord,
+    ItemFailure,
     Price,
     Pricer,
     TokenUsage,
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Budget",
     "CallRecord",
+    "ItemFailure",
     "Price",
     "Pricer",
     "TokenUsage",

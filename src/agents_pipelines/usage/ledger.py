@@ -5,6 +5,10 @@ call's node (``langgraph_node`` in the callback metadata), model, usage, latency
 tools the model called; a failed attempt (a 429 that is retried, say) is recorded with the
 usage it reported. A Python step reports itself with a custom event (PYTHON_STEP_EVENT):
 it is listed with the calls, at no cost, but is not an LLM call.
+
+A map node's item calls run in a LangGraph task of their own: they name their node and
+item index in the metadata (NODE_KEY, ITEM_KEY), and an item skipped for good is reported
+as the custom event ITEM_FAILED.
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ from langchain_core.outputs import LLMResult
 
 from agents_pipelines.redaction import redact
 from agents_pipelines.usage.records import (
+    ITEM_FAILED,
+    ITEM_KEY,
+    NODE_KEY,
     PYTHON,
     CallRecord,
+    ItemFailure,
     Price,
     Pricer,
     TokenUsage,
@@ -33,10 +41,10 @@ PYTHON_STEP_EVENT = "agents_pipelines.python_step"
 
 
 class _Pending:
-    __slots__ = ("model", "node", "prompt", "started")
+    __slots__ = ("item", "model", "node", "prompt", "started")
 
-    def __init__(self, node: str, model: str, prompt: str | None):
-        self.node, self.model, self.prompt = node, model, prompt
+    def __init__(self, node: str, model: str, prompt: str | None, item: int | None):
+        self.node, self.model, self.prompt, self.item = node, model, prompt, item
         self.started = time.perf_counter()
 
 
@@ -58,10 +66,11 @@ class UsageLedger(BaseCallbackHandler):
         self._lock = threading.Lock()
         self._pending: dict[UUID, _Pending] = {}
         self._calls: list[CallRecord] = []
+        self._failed_items: list[ItemFailure] = []
 
     def summary(self) -> UsageSummary:
         with self._lock:
-            return UsageSummary(tuple(self._calls))
+            return UsageSummary(tuple(self._calls), tuple(self._failed_items))
 
     def on_chat_model_start(
         self,
@@ -78,9 +87,8 @@ class UsageLedger(BaseCallbackHandler):
         prompt = None
         if self._keep_text:
             prompt = "\n\n".join(f"[{m.type}] {m.text}" for batch in messages for m in batch)
-        pending = _Pending(
-            str(metadata.get("langgraph_node", "")), str(metadata.get("ls_model_name", "")), prompt
-        )
+        node, item = _node_and_item(metadata)
+        pending = _Pending(node, str(metadata.get("ls_model_name", "")), prompt, item)
         with self._lock:
             self._pending[run_id] = pending
 
@@ -105,17 +113,23 @@ class UsageLedger(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        if name == ITEM_FAILED and isinstance(data, ItemFailure):
+            with self._lock:
+                self._failed_items.append(data)
+            return
         if name != PYTHON_STEP_EVENT:
             return
+        node, item = _node_and_item(metadata or {})
         error = data.get("error")
         record = CallRecord(
-            node=str((metadata or {}).get("langgraph_node", "")),
+            node=node,
             model=PYTHON,
             usage=TokenUsage(),
             price=Price(0.0, 0.0, "a Python step: no tokens"),
             latency_s=float(data.get("latency_s", 0.0)),
             status="ok" if error is None else "error",
             error=None if error is None else redact(str(error)),
+            item=item,
             kind=PYTHON,
         )
         with self._lock:
@@ -146,6 +160,15 @@ class UsageLedger(BaseCallbackHandler):
             prompt=pending.prompt,
             reply=reply,
             tools=tools,
+            item=pending.item,
         )
         with self._lock:
             self._calls.append(record)
+
+
+def _node_and_item(metadata: dict[str, Any]) -> tuple[str, int | None]:
+    """The workflow node of a call, and its item index when a map node made it (a map's
+    item task runs under its own LangGraph node name, so it names the node itself)."""
+    node = metadata.get(NODE_KEY) or metadata.get("langgraph_node", "")
+    item = metadata.get(ITEM_KEY)
+    return str(node), item if isinstance(item, int) else None

@@ -12,6 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+# How a map node's item calls identify themselves to the ledger (usage.ledger) and the
+# trace (tracking.span_policy): LangChain callback metadata keys, and a custom event.
+NODE_KEY = "agents_pipelines.node"  # the workflow node of a call
+ITEM_KEY = "agents_pipelines.item"  # a map item's list index
+ITEM_FAILED = "agents_pipelines.item_failed"  # an item skipped for good; data: ItemFailure
+
 # USD figures are rounded to a nano-dollar so that sums agree exactly wherever they are made.
 USD_DIGITS = 9
 
@@ -91,6 +97,7 @@ class CallRecord:
     error: str | None = None
     prompt: str | None = None  # kept only for artifact_level "full"
     reply: str | None = None
+    item: int | None = None  # the list index, for a call of a map node's item
     tools: tuple[str, ...] = ()  # the tools the model called in its reply
     kind: str = "llm"  # "llm" or "python"
 
@@ -104,10 +111,22 @@ class CallRecord:
 
 
 @dataclass(frozen=True)
+class ItemFailure:
+    """An item of a map node (``on_item_error: skip``) that failed for good and was
+    written as its element type's empty value. ``error`` is redacted."""
+
+    node: str
+    item: int
+    error: str
+
+
+@dataclass(frozen=True)
 class UsageSummary:
-    """All calls of one run, with the totals every report shows."""
+    """All calls of one run, with the totals every report shows, and the map items it
+    skipped."""
 
     calls: Sequence[CallRecord] = field(default_factory=tuple)
+    failed_items: Sequence[ItemFailure] = field(default_factory=tuple)
 
     @property
     def llm_calls(self) -> int:
@@ -157,6 +176,24 @@ class UsageSummary:
             }
             for model, calls in sorted(groups.items())
         }
+
+    def skipped_items_warning(self) -> str | None:
+        """What a run that skipped failed map items warns; None when it skipped none."""
+        if not self.failed_items:
+            return None
+        by_node: dict[str, list[int]] = defaultdict(list)
+        for failure in self.failed_items:
+            by_node[failure.node].append(failure.item)
+        listed = "; ".join(
+            f"node `{node}`: {len(items)} item(s), index {', '.join(map(str, sorted(items)))}"
+            for node, items in sorted(by_node.items())
+        )
+        first = self.failed_items[0]
+        return (
+            f"Map items failed and were skipped (on_item_error: skip), each written as its "
+            f"element type's empty value: {listed}. First error (item {first.item}): "
+            f"{first.error}. See `failed_items` in the metadata and cost_summary.json."
+        )
 
     def describe_spend(self) -> str:
         tokens = self.tokens

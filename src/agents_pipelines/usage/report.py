@@ -37,7 +37,11 @@ def cost_summary(
                 "cost_usd": call.cost_usd,
                 "price_source": "unpriced" if call.price is None else call.price.source,
                 "latency_s": round_usd(call.latency_s),
+                "item": call.item,
             }
             for call in summary.calls
+        ],
+        "failed_items": [
+            {"node": f.node, "item": f.item, "error": f.error} for f in summary.failed_items
         ],
     }

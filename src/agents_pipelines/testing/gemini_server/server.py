@@ -95,6 +95,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, request: RecordedRequest, *, sse: bool) -> None:
         owner = self.server.owner
+        owner._enter()
+        try:
+            self._answer_in_flight(request, sse=sse)
+        finally:
+            owner._leave()
+
+    def _answer_in_flight(self, request: RecordedRequest, *, sse: bool) -> None:
+        owner = self.server.owner
         item, response_id = owner._take(request)
         reply = self._serve_fault(item, request) if isinstance(item, Fault) else item
         if reply is None:
@@ -178,6 +186,8 @@ class GeminiLoopbackServer:
         self._default: DefaultFn | None = None
         self._fault_count = 0
         self._reply_count = 0
+        self._in_flight = 0
+        self._max_in_flight = 0
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._httpd: _HTTPServer | None = None
@@ -255,6 +265,7 @@ class GeminiLoopbackServer:
             self._requests.clear()
             self._default = None
             self._fault_count = self._reply_count = 0
+            self._max_in_flight = self._in_flight
 
     # -- observation --------------------------------------------------------------------
 
@@ -282,7 +293,23 @@ class GeminiLoopbackServer:
         with self._lock:
             return self._reply_count
 
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests the server has been answering at once (delays and hangs
+        included): a client's concurrency, as the server sees it."""
+        with self._lock:
+            return self._max_in_flight
+
     # -- used by the handler --------------------------------------------------------------
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def _take(self, request: RecordedRequest) -> tuple[PlanItem, str]:
         """Record ``request`` and choose its answer atomically, so order matches the plan."""

@@ -1,0 +1,257 @@
+"""A map node: the node's own action once per list item, as LangGraph ``Send`` tasks.
+
+For ``{id: classify, map: {over: reviews, as: review}, outputs: [labels]}`` the graph has
+three LangGraph nodes:
+
+    edges in ─▶ __classify__map ─┬─ Send × n ─▶ __classify__item ─▶ classify ─▶ edges out
+                                 └─ empty list ───────────────────▶ classify
+
+- ``__classify__map`` fails a list longer than ``max_items`` before any call, and clears
+  the results of an earlier pass (a route may loop back); its conditional edge sends one
+  task per item, with the pass's limit of calls in flight.
+- ``__classify__item`` calls the node's action (``make_node``, built against an item view
+  of the spec: outputs typed by their element types, ``review`` a field of its element
+  type) on the state plus ``{review: item}``, under the node's RetryPolicy, and appends
+  ``(index, outputs)`` to the private channel ``__classify__results``.
+- ``classify`` puts the results in list order and writes the output lists: the node's
+  update, under its own id, like any node's.
+
+Names that start with ``__`` cannot clash with node ids (which start with a letter), and
+the runner leaves them out of ``node_runs``.
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.callbacks import dispatch_custom_event
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import merge_configs, set_config_context
+from langgraph.graph import StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Overwrite, RetryPolicy, Send
+
+from agents_pipelines.errors import BudgetExceededError, WorkflowRunError
+from agents_pipelines.llm.gemini import describe_failure, is_transient, status_code
+from agents_pipelines.redaction import redact
+from agents_pipelines.spec import field_types
+from agents_pipelines.spec.models import MapSpec, Node, StateField, WorkflowSpec
+from agents_pipelines.usage.records import ITEM_FAILED, ITEM_KEY, NODE_KEY, ItemFailure
+
+NodeAction = Callable[[dict[str, Any]], dict[str, Any]]
+ActionFactory = Callable[[WorkflowSpec], NodeAction]
+
+
+def entry(node: Node) -> str:
+    """The LangGraph node that edges into ``node`` lead to."""
+    return f"__{node.id}__map" if node.map is not None else node.id
+
+
+def add_map_node(
+    graph: StateGraph[Any],
+    spec: WorkflowSpec,
+    node: Node,
+    action: ActionFactory,
+    retry: RetryPolicy,
+) -> None:
+    """Add ``node``'s three LangGraph nodes; ``action(item_spec)`` builds its per-item action
+    (``make_node`` for an LLM call or a Python step)."""
+    assert node.map is not None
+    # Any: LangGraph's overloads type node functions by their state class, not a dict.
+    start: Any = _Start(node, node.map, spec.flow.name)
+    item: Any = _ItemNode(node, node.map, action(item_spec(spec, node)), retry)
+    gather: Any = _Gather(node, spec)
+    graph.add_node(entry(node), start)
+    graph.add_node(_item_name(node), item, retry_policy=retry)
+    graph.add_node(node.id, gather)
+    graph.add_conditional_edges(
+        entry(node), _FanOut(node, node.map, spec), [_item_name(node), node.id]
+    )
+    graph.add_edge(_item_name(node), node.id)
+
+
+def state_with_results(spec: WorkflowSpec, public: type) -> type:
+    """``public`` plus one private results channel per map node (items append to it)."""
+    results = {
+        _results(node): Annotated[list[tuple[int, Any]], operator.add]
+        for node in spec.nodes
+        if node.map is not None
+    }
+    if not results:
+        return public
+    return TypedDict(  # type: ignore[operator]
+        f"{spec.flow.name}_run_state", {**public.__annotations__, **results}
+    )
+
+
+def threads_needed(spec: WorkflowSpec) -> int:
+    """Worker threads a run needs so that ``max_concurrency`` is what bounds its item calls
+    (LangGraph's pool defaults to min(32, CPUs + 4): 6 on a 2-core machine)."""
+    return sum(n.map.max_concurrency for n in spec.nodes if n.map is not None) + len(spec.nodes)
+
+
+def item_spec(spec: WorkflowSpec, node: Node) -> WorkflowSpec:
+    """The spec as one item sees it: each output typed by its element type (so one ``str``
+    element is a text call, anything else a JSON-mode call typed per item), and the item
+    a field of the ``over`` list's element type."""
+    assert node.map is not None
+    fields = dict(spec.state.fields)
+    for name in node.outputs:
+        fields[name] = fields[name].model_copy(update={"type": _element(fields[name].type)})
+    fields[node.map.as_] = StateField(type=_element(fields[node.map.over].type))  # type: ignore[arg-type]
+    state = spec.state.model_copy(update={"fields": fields})
+    return spec.model_copy(update={"state": state})
+
+
+def _element(type_name: str) -> str:
+    element = field_types.element_name(type_name)
+    assert element is not None  # map_rules: `over` and every output are list fields
+    return element
+
+
+def _item_name(node: Node) -> str:
+    return f"__{node.id}__item"
+
+
+def _results(node: Node) -> str:
+    return f"__{node.id}__results"
+
+
+class _Pass:
+    """One pass of a map node over its list: a slot per call in flight, and a stop once an
+    item has failed the node (the items still waiting for a slot then make no call)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.slots = threading.BoundedSemaphore(limit)
+        self.stopped = threading.Event()
+
+    def __repr__(self) -> str:  # how a trace at artifact_level full shows it
+        return f"<at most {self.limit} item calls in flight>"
+
+
+@dataclass(frozen=True)
+class _Item:
+    """What a ``Send`` hands one item task."""
+
+    index: int
+    value: Any
+    state: Mapping[str, Any] = field(repr=False)
+    run: _Pass = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _Start:
+    node: Node
+    map: MapSpec
+    workflow: str
+
+    def __call__(self, state: dict[str, Any]) -> dict[str, Any]:
+        count = len(state[self.map.over])
+        if count > self.map.max_items:
+            raise WorkflowRunError(
+                f"Node `{self.node.id}` of workflow {self.workflow} maps over "
+                f"`{self.map.over}`, which holds {count} items: more than map.max_items "
+                f"({self.map.max_items}). No item was called. Fix: raise map.max_items "
+                "(up to 100000), or give a shorter list."
+            )
+        return {_results(self.node): Overwrite([])}
+
+
+@dataclass(frozen=True)
+class _FanOut:
+    node: Node
+    map: MapSpec
+    spec: WorkflowSpec
+
+    def __call__(self, state: dict[str, Any]) -> list[Send] | str:
+        items = state[self.map.over]
+        if not items:
+            return self.node.id  # no call: the gather writes empty lists
+        run = _Pass(self.map.max_concurrency)
+        public = {k: v for k, v in state.items() if k in self.spec.state.fields}
+        name = _item_name(self.node)
+        return [Send(name, _Item(i, value, public, run)) for i, value in enumerate(items)]
+
+
+class _ItemNode:
+    """One item's task: the node's action on the state plus the item, named in the calls'
+    callback metadata (node and index) so the ledger and the trace can tell items apart."""
+
+    def __init__(self, node: Node, map_spec: MapSpec, action: NodeAction, retry: RetryPolicy):
+        self._node, self._map, self._action, self._retry = node, map_spec, action, retry
+
+    def __call__(self, task: Any, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
+        item: _Item = task
+        config = merge_configs(
+            config, {"metadata": {NODE_KEY: self._node.id, ITEM_KEY: item.index}}
+        )
+        with item.run.slots:
+            if item.run.stopped.is_set():
+                return {}  # an item failed the node: the run is failing, make no more calls
+            try:
+                with set_config_context(config) as context:
+                    outputs: Any = context.run(
+                        self._action, {**item.state, self._map.as_: item.value}
+                    )
+            except Exception as exc:
+                if self._retried(exc, runtime):
+                    raise
+                outputs = self._failed_for_good(item, exc, config)
+        return {_results(self._node): [(item.index, outputs)]}
+
+    def _retried(self, exc: Exception, runtime: Runtime) -> bool:
+        # Whether LangGraph will run this item again: the node's RetryPolicy retries
+        # transient errors until max_attempts. (Its retry_on, wait_for_retry_after, also
+        # sleeps for the server's Retry-After, so the same test is made here without it.)
+        attempt = runtime.execution_info.node_attempt if runtime.execution_info else 1
+        return attempt < self._retry.max_attempts and is_transient(exc)
+
+    def _failed_for_good(self, item: _Item, exc: Exception, config: RunnableConfig) -> str:
+        """``skip``: report the failure, and return its text in place of the outputs.
+        ``fail``: stop the pass and raise. A spent budget always stops the run."""
+        if self._map.on_item_error == "fail" or isinstance(exc, BudgetExceededError):
+            item.run.stopped.set()
+            exc.add_note(f"In item {item.index} of map node `{self._node.id}`.")
+            raise exc
+        error = _describe(exc)
+        failure = ItemFailure(self._node.id, item.index, error)
+        dispatch_custom_event(ITEM_FAILED, failure, config=config)
+        return error
+
+
+def _describe(exc: BaseException) -> str:
+    if status_code(exc) is not None:
+        return describe_failure(exc)
+    text = redact(f"{type(exc).__name__}: {exc}")  # an error may repeat the API key
+    return text[:500]
+
+
+@dataclass(frozen=True)
+class _Gather:
+    """Writes each output list in item order; a skipped item gets the element type's
+    empty value. Every item failing is no item to skip: the node fails."""
+
+    node: Node
+    spec: WorkflowSpec
+
+    def __call__(self, state: dict[str, Any]) -> dict[str, Any]:
+        results = dict(state[_results(self.node)])
+        ordered = [results[i] for i in range(len(results))]
+        failed = [r for r in ordered if isinstance(r, str)]
+        if ordered and len(failed) == len(ordered):
+            raise WorkflowRunError(
+                f"Node `{self.node.id}` of workflow {self.spec.flow.name}: all "
+                f"{len(ordered)} items failed (first: {failed[0]}). on_item_error: skip "
+                "skips single items, not a failure common to every item. Fix the cause "
+                "(the key, the model, the prompt) and run again."
+            )
+        return {name: self._column(name, ordered) for name in self.node.outputs}
+
+    def _column(self, name: str, ordered: list[Any]) -> list[Any]:
+        empty = field_types.zero_value(_element(self.spec.state.fields[name].type))
+        return [empty if isinstance(r, str) else r[name] for r in ordered]
