@@ -113,6 +113,7 @@ def test_a_python_step_feeds_the_llm_and_costs_nothing(
     step, call = (row.data for row in meta["node_calls"].records)
     assert step | {"latency_s": 0} == {
         "node": "load",
+        "item": None,
         "model": "python",
         "tools_called": "",
         "status": "ok",
@@ -256,3 +257,43 @@ def test_an_unimportable_step_fails_the_code_location_or_is_skipped(
     )
     defs = build_definitions(folder, on_invalid="skip")
     assert {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()} == {"fine"}
+
+
+def test_a_map_runs_an_async_step_per_item_in_order_at_no_cost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_uri: str
+) -> None:
+    source = (
+        "import asyncio\n"
+        "async def label(review: str) -> dict:\n"
+        "    # later items finish first: the order must come from the index, not the clock\n"
+        "    await asyncio.sleep(0.05 / (1 + len(review)))\n"
+        "    return {'labels': review.upper(), 'sizes': len(review)}\n"
+    )
+    module = module_in(tmp_path, source)
+    text = f"""\
+schema_version: "1"
+flow: {{name: mapped_steps}}
+state:
+  fields:
+    reviews: {{type: "list[str]", required: true}}
+    labels: {{type: "list[str]"}}
+    sizes: {{type: "list[int]"}}
+nodes:
+  - id: classify
+    map: {{over: reviews, as: review, max_concurrency: 3}}
+    function: {module}:label
+    outputs: [labels, sizes]
+edges:
+  - {{from: START, to: classify}}
+  - {{from: classify, to: END}}
+"""
+    monkeypatch.chdir(tmp_path)
+    reviews = ["a", "bb", "ccc", "dddd", "eeeee"]
+    result = run_workflow(load_workflow(write(tmp_path, text)), {"reviews": reviews})
+    assert result.state["labels"] == ["A", "BB", "CCC", "DDDD", "EEEEE"]
+    assert result.state["sizes"] == [1, 2, 3, 4, 5]
+    calls = result.usage.calls
+    assert sorted(c.item for c in calls if c.item is not None) == [0, 1, 2, 3, 4]
+    assert {(c.node, c.model, c.status) for c in calls} == {("classify", "python", "ok")}
+    assert result.usage.totals()["llm_calls"] == 0
+    assert result.usage.totals()["total_cost_usd"] == 0.0
