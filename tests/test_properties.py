@@ -25,7 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 from agents_pipelines.errors import InvalidInputsError, WorkflowConfigError
 from agents_pipelines.graph.state import initial_state
 from agents_pipelines.orchestration.asset_factory import build_workflow_asset
-from agents_pipelines.orchestration.inputs import fed_fields
+from agents_pipelines.orchestration.inputs import fed_fields, time_key_field
 from agents_pipelines.orchestration.resource import WorkflowRunner
 from agents_pipelines.spec import Workflow, load_workflow, load_workflow_text
 from agents_pipelines.spec.cron import cron_problem
@@ -538,10 +538,15 @@ WORKFLOWS["all_types"] = load_workflow_text(ALL_TYPES, "all_types.yaml")
 def run_inputs(spec: WorkflowSpec) -> st.SearchStrategy[dict[str, Any]]:
     """Inputs that fit (some of) the input fields, often mixed with noise: other state
     fields, unknown names, and values of any JSON type."""
+    # A time partition's key field is the partition's to fill: the Launchpad has no field
+    # for it (the run's partition gives it), so the inputs a user can give leave it out.
+    key = time_key_field(spec)
+    givable = [n for n in spec.input_fields if n != key]
     fitting = st.fixed_dictionaries(
-        {}, optional={n: values_of(spec.state.fields[n].type) for n in spec.input_fields}
+        {}, optional={n: values_of(spec.state.fields[n].type) for n in givable}
     )
-    names = st.sampled_from(list(spec.state.fields)) | st.text(max_size=6)
+    others = [n for n in spec.state.fields if n != key]
+    names = st.sampled_from(others) | st.text(max_size=6).filter(lambda name: name != key)
     noise = st.dictionaries(names, JSON | st.floats(), min_size=1, max_size=3)
     return fitting | st.builds(lambda a, b: {**a, **b}, fitting, noise)
 
@@ -558,12 +563,16 @@ def assert_fits_state_types(spec: WorkflowSpec, state: dict[str, Any]) -> None:
 def fed_stand_ins(spec: WorkflowSpec) -> dict[str, Any]:
     """What a partition or an upstream workflow gives the inputs it feeds, as the asset
     merges it under the run config (orchestration/inputs.py): the Launchpad leaves those
-    fields unset on purpose, so a value of each field's type stands in for theirs."""
-    return {
+    fields unset on purpose, so a value of each field's type stands in for theirs. A time
+    partition's key field is always fed (the asset writes the key over anything else)."""
+    fed = {
         name: zero_value(spec.state.fields[name].type)
         for name in sorted(fed_fields(spec))
         if name not in spec.orchestration.inputs
     }
+    if (key := time_key_field(spec)) is not None:
+        fed[key] = "2026-11-01"
+    return fed
 
 
 _JOBS: dict[str, tuple[Any, str]] = {}
