@@ -10,7 +10,8 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import ValidationError
 
 from agents_pipelines.errors import OutputValidationError
-from agents_pipelines.graph.state import output_model
+from agents_pipelines.graph.state import output_bounds, output_model
+from agents_pipelines.llm.simulated import SimulatedChatModel
 from agents_pipelines.spec.models import Node, WorkflowSpec
 from agents_pipelines.spec.placeholders import parse_template
 
@@ -36,10 +37,11 @@ def _prompt_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFu
         return [SystemMessage(system.render(state)), human] if system else [human]
 
     (first,) = node.outputs[:1]
+    hints = _simulation_hints(spec, node, model)
     if len(node.outputs) == 1 and spec.state.fields[first].type == "str":
 
         def text_node(state: dict[str, Any]) -> dict[str, Any]:
-            return {first: model.invoke(messages(state)).text}
+            return {first: model.invoke(messages(state), **hints).text}
 
         return text_node
 
@@ -56,7 +58,7 @@ def _prompt_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFu
     }
 
     def structured_node(state: dict[str, Any]) -> dict[str, Any]:
-        reply = model.invoke(messages(state), **json_mode).text
+        reply = model.invoke(messages(state), **json_mode, **hints).text
         try:
             parsed = schema.model_validate_json(_strip_fence(reply))
         except ValidationError as exc:
@@ -71,6 +73,19 @@ def _prompt_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFu
     return structured_node
 
 
+def _simulation_hints(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> dict[str, Any]:
+    """The checks' bounds on the node's outputs, for the simulated model only, so that a dry
+    run passes a `max: 5` check. Gemini's request stays as it is: sent in its schema, the
+    bounds would hold Gemini to them, so a non-blocking check (a warning) could never fail;
+    put in the output model, a reply outside them would fail the run as a validation error
+    instead of failing the check.
+    """
+    if not isinstance(model, SimulatedChatModel):
+        return {}
+    bounds = output_bounds(spec, node.outputs)
+    return {"value_bounds": bounds} if bounds else {}
+
+
 def _strip_fence(text: str) -> str:
     """Some models wrap JSON in a markdown fence even in JSON mode."""
     text = text.strip()
@@ -81,4 +96,11 @@ def _strip_fence(text: str) -> str:
 
 def _reason(error: ValidationError) -> str:
     first = error.errors(include_url=False)[:3]
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'reply'}: {e['msg']}" for e in first)
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'reply'}: {_message(e)}" for e in first)
+
+
+def _message(error: Any) -> str:
+    """A value outside a field's choices is named, so the log shows what the model said."""
+    if error["type"] == "literal_error":
+        return f"{error['msg']}, not {error['input']!r:.60}"
+    return str(error["msg"])

@@ -3,13 +3,12 @@
 It is a real LangChain chat model: callbacks, MLflow autolog spans and usage metadata work
 as with Gemini, and usage is reported under the configured model name, so a dry run shows
 what the workflow would roughly cost. Structured output follows the requested schema.
+What it answers is in ``simulated_replies``: seeded by the request, so a dry run repeats.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Mapping
 from operator import itemgetter
 from typing import Any
 
@@ -23,12 +22,11 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from pydantic import BaseModel
 
-from agents_pipelines.schema_sample import SchemaSampler
-
-_WORDS = (
-    *("agents", "pipelines", "simulate", "this", "answer", "deterministically", "so", "dry"),
-    *("runs", "show", "the", "shape", "and", "the", "estimated", "cost", "of", "a"),
-    *("workflow", "without", "calling", "Gemini", "at", "all"),
+from agents_pipelines.llm.simulated_replies import (
+    FieldBounds,
+    request_seed,
+    structured_reply,
+    text_reply,
 )
 
 
@@ -57,16 +55,20 @@ class SimulatedChatModel(BaseChatModel):
         response_json_schema: dict[str, Any] | None = None,
         response_mime_type: str | None = None,
         ls_structured_output_format: dict[str, Any] | None = None,
+        value_bounds: FieldBounds | None = None,
         **kwargs: Any,
     ) -> ChatResult:
         if self.latency_s:
             time.sleep(self.latency_s)
         prompt = "\n".join(message.text for message in messages)
+        # The graph step is in the seed so that a loop asking the same question again ends.
+        step = (run_manager.metadata or {}).get("langgraph_step") if run_manager else None
+        roles = [(message.type, str(message.text)) for message in messages]
+        seed = request_seed(roles, response_json_schema, step)
         if response_json_schema is not None:
-            sampler = _SimulatedSampler(response_json_schema)
-            text = json.dumps(sampler.sample(response_json_schema, "value", 0, ""))
+            text = structured_reply(response_json_schema, seed, value_bounds or {})
         else:
-            text = self._text_reply(prompt)
+            text = text_reply(self.model, prompt, seed, self.reply_words, value_bounds or {})
         usage = UsageMetadata(
             input_tokens=max(1, len(prompt) // 4),
             output_tokens=max(1, len(text) // 4),
@@ -76,11 +78,6 @@ class SimulatedChatModel(BaseChatModel):
             content=text, usage_metadata=usage, response_metadata={"model_name": self.model}
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
-
-    def _text_reply(self, prompt: str) -> str:
-        head = " ".join(prompt.split())[:80]
-        body = " ".join(_WORDS[i % len(_WORDS)] for i in range(self.reply_words))
-        return f"[simulated {self.model}] Re: {head}. {body}."
 
     def with_structured_output(  # type: ignore[override]
         self, schema: type[BaseModel], *, include_raw: bool = False, **kwargs: Any
@@ -95,16 +92,3 @@ class SimulatedChatModel(BaseChatModel):
         no_parse = RunnablePassthrough.assign(parsed=lambda _: None)
         with_fallback = parse.with_fallbacks([no_parse], exception_key="parsing_error")
         return RunnableMap(raw=bound) | with_fallback
-
-
-class _SimulatedSampler(SchemaSampler):
-    """Three items per array, 0.5 for a number, and strings that read as simulated."""
-
-    array_length = 3
-    number_default = 0.5
-
-    def string(self, name: str, ordinal: str, node: Mapping[str, Any]) -> str:
-        return f"Simulated {name.replace('_', ' ')}: " + " ".join(_WORDS[:12])
-
-    def map_entry(self, name: str, ordinal: str) -> tuple[str, str]:
-        return "key", name

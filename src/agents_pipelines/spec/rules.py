@@ -6,7 +6,7 @@ or a Hint whose did-you-mean search only the first MAX_HINTS findings get.
 
 from __future__ import annotations
 
-from agents_pipelines.spec import graph_rules, orchestration_rules, state_rules
+from agents_pipelines.spec import choice_rules, graph_rules, orchestration_rules, state_rules
 from agents_pipelines.spec.findings import MAX_HINTS, Path
 from agents_pipelines.spec.models import WorkflowSpec
 
@@ -14,6 +14,7 @@ from agents_pipelines.spec.models import WorkflowSpec
 def run_checks(spec: WorkflowSpec) -> list[tuple[Path, str, str]]:
     checks = (
         state_rules.state_fields,
+        choice_rules.choice_fields,
         graph_rules.node_ids_and_outputs,
         state_rules.prompt_placeholders,
         graph_rules.edges_and_routes,
