@@ -193,3 +193,46 @@ def materialize(tmp_path: Path, ticket: str) -> dg.ExecuteInProcessResult:
         resources={"workflow_runner": WorkflowRunner()},
         run_config={"ops": {"triage": {"config": {"ticket": ticket}}}},
     )
+
+
+def test_routes_on_thresholds_and_free_text_go_every_way(tmp_path: Path, simulated: None) -> None:
+    # No choices, no checks: the values the routes compare with spread the answers.
+    text = """\
+schema_version: "1"
+flow: {name: scored}
+state:
+  fields:
+    topic: {type: str, required: true}
+    score: {type: int}
+    verdict: {type: str}
+    summary: {type: str}
+nodes:
+  - {id: grade, prompt: "Grade {topic}: approve or reject.", outputs: [score, verdict]}
+  - {id: sum_up, prompt: "Summarize {topic}; flag it if it is urgent.", outputs: [summary]}
+  - {id: praise, prompt: "Praise {topic}.", outputs: [summary]}
+edges:
+  - {from: START, to: grade}
+  - from: grade
+    routes:
+      - {when: {field: score, gte: 8}, to: praise}
+      - {when: {field: verdict, equals: reject}, to: END}
+      - {to: sum_up}
+  - from: sum_up
+    routes:
+      - {when: {field: summary, contains: URGENT}, to: praise}
+      - {to: END}
+  - {from: praise, to: END}
+config:
+  observability: {mlflow: {enabled: false}}
+"""
+    workflow = load_workflow(write(tmp_path, text))
+    runs = [run_workflow(workflow, {"topic": f"topic {i}"}) for i in range(40)]
+    paths = Counter(run.node_runs for run in runs)
+    assert set(paths) == {
+        ("grade", "praise"),
+        ("grade",),
+        ("grade", "sum_up"),
+        ("grade", "sum_up", "praise"),
+    }
+    verdicts = {run.state["verdict"] for run in runs}
+    assert "reject" in verdicts and any(v.startswith("Simulated verdict: ") for v in verdicts)

@@ -10,7 +10,8 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import ValidationError
 
 from agents_pipelines.errors import OutputValidationError
-from agents_pipelines.graph.state import output_bounds, output_model
+from agents_pipelines.graph.dry_run import dry_run_hints
+from agents_pipelines.graph.state import output_model
 from agents_pipelines.llm.simulated import SimulatedChatModel
 from agents_pipelines.spec.models import Node, WorkflowSpec
 from agents_pipelines.spec.placeholders import parse_template
@@ -74,16 +75,17 @@ def _prompt_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFu
 
 
 def _simulation_hints(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> dict[str, Any]:
-    """The checks' bounds on the node's outputs, for the simulated model only, so that a dry
-    run passes a `max: 5` check. Gemini's request stays as it is: sent in its schema, the
-    bounds would hold Gemini to them, so a non-blocking check (a warning) could never fail;
-    put in the output model, a reply outside them would fail the run as a validation error
-    instead of failing the check.
+    """The checks' bounds and the route values of the node's outputs, for the simulated model
+    only, so that a dry run passes a `max: 5` check and takes a `gte: 8` route both ways.
+
+    Gemini's request stays as it is: sent in its schema, the bounds would hold Gemini to
+    them, so a non-blocking check (a warning) could never fail; put in the output model, a
+    reply outside them would fail the run as a validation error instead of failing the check.
     """
     if not isinstance(model, SimulatedChatModel):
         return {}
-    bounds = output_bounds(spec, node.outputs)
-    return {"value_bounds": bounds} if bounds else {}
+    hints = dry_run_hints(spec, node.outputs)
+    return {"value_hints": hints} if hints else {}
 
 
 def _strip_fence(text: str) -> str:

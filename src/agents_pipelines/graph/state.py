@@ -38,29 +38,6 @@ def output_model(spec: WorkflowSpec, outputs: list[str], name: str) -> type[Base
     return create_model(name, __config__=ConfigDict(extra="ignore"), **fields)
 
 
-_SIZE_KEYWORDS = {"str": "Length", "list": "Items", "dict": "Properties"}
-
-
-def output_bounds(spec: WorkflowSpec, outputs: list[str]) -> dict[str, dict[str, float]]:
-    """The bounds ``orchestration.checks`` set on ``outputs``, as JSON Schema keywords
-    (``{"score": {"maximum": 5}}``), the tightest where several checks bound one field."""
-    bounds: dict[str, dict[str, float]] = {}
-    for check in spec.orchestration.checks:
-        if check.field not in outputs:
-            continue
-        ((rule, limit),) = check.rules().items()
-        kind = spec.state.fields[check.field].type.split("[")[0]
-        keyword = {"min": "minimum", "max": "maximum"}.get(rule)
-        if rule.endswith("_length") and kind in _SIZE_KEYWORDS:
-            keyword = rule[:3] + _SIZE_KEYWORDS[kind]  # minLength, maxItems...
-        if keyword is None:  # not_empty: every simulated value is non-empty
-            continue
-        field = bounds.setdefault(check.field, {})
-        tighter = max if keyword.startswith("min") else min
-        field[keyword] = tighter(field.get(keyword, limit), limit)
-    return bounds
-
-
 def _const_as_enum(schema: dict[str, Any]) -> None:
     """pydantic writes a one-value Literal as ``const``; Gemini's schema subset knows ``enum``."""
     for node in (schema, schema.get("items")):

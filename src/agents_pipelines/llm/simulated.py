@@ -23,7 +23,7 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from pydantic import BaseModel
 
 from agents_pipelines.llm.simulated_replies import (
-    FieldBounds,
+    FieldHints,
     request_seed,
     structured_reply,
     text_reply,
@@ -55,7 +55,7 @@ class SimulatedChatModel(BaseChatModel):
         response_json_schema: dict[str, Any] | None = None,
         response_mime_type: str | None = None,
         ls_structured_output_format: dict[str, Any] | None = None,
-        value_bounds: FieldBounds | None = None,
+        value_hints: FieldHints | None = None,
         **kwargs: Any,
     ) -> ChatResult:
         if self.latency_s:
@@ -66,9 +66,9 @@ class SimulatedChatModel(BaseChatModel):
         roles = [(message.type, str(message.text)) for message in messages]
         seed = request_seed(roles, response_json_schema, step)
         if response_json_schema is not None:
-            text = structured_reply(response_json_schema, seed, value_bounds or {})
+            text = structured_reply(response_json_schema, seed, value_hints or {})
         else:
-            text = text_reply(self.model, prompt, seed, self.reply_words, value_bounds or {})
+            text = text_reply(self.model, prompt, seed, self.reply_words, value_hints or {})
         usage = UsageMetadata(
             input_tokens=max(1, len(prompt) // 4),
             output_tokens=max(1, len(text) // 4),

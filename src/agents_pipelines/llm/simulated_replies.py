@@ -11,6 +11,11 @@ get different answers and take different routes:
 - booleans: true or false, even odds; an ``enum`` (a field's choices): any of its members;
 - lists: one to four items (distinct members for a list of choices).
 
+Hints from the workflow (graph.dry_run) narrow this: numbers stay within the checks' bounds,
+strings within their lengths; a number that routes compare with a threshold lands in each
+piece the thresholds cut (or on a threshold) at even odds, and a string that routes compare
+with values is one of them, or free text, at even odds.
+
 The step is part of the seed because a review loop asks the same question again: a model
 with a temperature may answer otherwise the second time, and so does this one, so a loop
 ends instead of running into ``max_steps``.
@@ -19,6 +24,7 @@ ends instead of running into ``max_steps``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -27,11 +33,21 @@ from typing import Any
 
 from agents_pipelines.schema_sample import SchemaSampler, numeric_bounds
 
-__all__ = ["FieldBounds", "request_seed", "structured_reply", "text_reply"]
+__all__ = [
+    "ROUTE_THRESHOLDS",
+    "ROUTE_VALUES",
+    "FieldHints",
+    "request_seed",
+    "structured_reply",
+    "text_reply",
+]
 
-# Bounds on an output field that the dry run should honour: JSON Schema keywords per field,
-# e.g. {"score": {"maximum": 5}} (graph.state.output_bounds builds them from the checks).
-FieldBounds = Mapping[str, Mapping[str, Any]]
+# What a dry run should know about each output field (graph.dry_run builds it): the checks'
+# bounds as JSON Schema keywords, and the values routes compare it with,
+# e.g. {"score": {"maximum": 10, "x-route-thresholds": [8]}}.
+FieldHints = Mapping[str, Mapping[str, Any]]
+ROUTE_VALUES = "x-route-values"  # compared with equals, not_equals, in, contains
+ROUTE_THRESHOLDS = "x-route-thresholds"  # compared with gt, gte, lt, lte
 
 _INT_RANGE = (0, 100)
 _FLOAT_RANGE = (0.0, 1.0)
@@ -54,19 +70,22 @@ def request_seed(messages: list[tuple[str, str]], schema: Any, step: Any) -> int
     return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:8], "big")
 
 
-def text_reply(model: str, prompt: str, seed: int, words: int, bounds: FieldBounds) -> str:
-    """A plain-text answer; ``bounds`` (at most one field: the node's output) may set its
-    minLength and maxLength."""
+def text_reply(model: str, prompt: str, seed: int, words: int, hints: FieldHints) -> str:
+    """A plain-text answer. ``hints`` (for the node's one output) may set its minLength and
+    maxLength, and list route values: most replies then open with one of them, so that a
+    `contains` route goes both ways."""
     rng = random.Random(seed)
     head = " ".join(prompt.split())[:80]
-    text = f"[simulated {model}] Re: {head}. {_sentences(rng, words)}"
-    (limits,) = bounds.values() if len(bounds) == 1 else ({},)
-    return _fit_length(rng, text, limits)
+    (hint,) = hints.values() if len(hints) == 1 else ({},)
+    opening = _maybe(rng, [v for v in hint.get(ROUTE_VALUES, ()) if isinstance(v, str)])
+    body = _sentences(rng, words)
+    text = f"[simulated {model}] Re: {head}. " + (f"{opening}. {body}" if opening else body)
+    return _fit_length(rng, text, hint)
 
 
-def structured_reply(schema: Mapping[str, Any], seed: int, bounds: FieldBounds) -> str:
-    """A JSON answer fitting ``schema``, with ``bounds`` added to its top-level properties."""
-    schema = _with_bounds(schema, bounds)
+def structured_reply(schema: Mapping[str, Any], seed: int, hints: FieldHints) -> str:
+    """A JSON answer fitting ``schema``, with ``hints`` added to its top-level properties."""
+    schema = _with_hints(schema, hints)
     return json.dumps(_SimulatedSampler(schema, random.Random(seed)).sample(schema, "value", 0, ""))
 
 
@@ -80,17 +99,38 @@ class _SimulatedSampler(SchemaSampler):
         self._rng = rng
 
     def string(self, name: str, ordinal: str, node: Mapping[str, Any]) -> str:
+        routed = _maybe(self._rng, [v for v in node.get(ROUTE_VALUES, ()) if isinstance(v, str)])
         words = " ".join(self._rng.choice(_VOCABULARY) for _ in range(_STRING_WORDS))
-        return _fit_length(self._rng, f"Simulated {name.replace('_', ' ')}: {words}", node)
+        text = routed or f"Simulated {name.replace('_', ' ')}: {words}"
+        return _fit_length(self._rng, text, node)
 
     def integer(self, name: str, node: Mapping[str, Any]) -> int:
         low, high = _range(node, _INT_RANGE, integer=True)
-        return self._rng.randint(math.ceil(low), math.floor(high)) if low <= high else int(low)
+        if low > high:  # contradicting bounds: the lower one wins
+            return math.ceil(low)
+        low, high = self._span(math.ceil(low), math.floor(high), node, integer=True)
+        return self._rng.randint(math.ceil(low), math.floor(high))
 
     def number(self, name: str, node: Mapping[str, Any]) -> float:
         low, high = _range(node, _FLOAT_RANGE, integer=False)
+        low, high = self._span(low, high, node, integer=False)
         value = round(self._rng.uniform(low, high), 2)
         return value if _fits(node, value) else (low + high) / 2
+
+    def _span(
+        self, low: float, high: float, node: Mapping[str, Any], *, integer: bool
+    ) -> tuple[float, float]:
+        """The piece of the range, between route thresholds, that the value falls in, each
+        at even odds; a value that a route tests for equality is a piece of its own."""
+        points = {float(v) for v in node.get(ROUTE_VALUES, ()) if _is_number(v)}
+        cuts = {float(v) for v in node.get(ROUTE_THRESHOLDS, ()) if _is_number(v)} | points
+        edges = [low, *sorted(c for c in cuts if low < c < high), high]
+        pieces = list(itertools.pairwise(edges))
+        if integer:  # [a, b) but for the last piece, so `gte: 8` splits 0-7 from 8-100
+            pieces = [(a, b - 1 if i < len(pieces) - 1 else b) for i, (a, b) in enumerate(pieces)]
+            pieces = [(a, b) for a, b in pieces if math.ceil(a) <= math.floor(b)]
+        pieces += [(p, p) for p in points if low <= p <= high and (p.is_integer() or not integer)]
+        return self._rng.choice(pieces) if pieces else (low, high)
 
     def boolean(self, name: str) -> bool:
         return self._rng.random() < 0.5
@@ -170,12 +210,21 @@ def _fit_length(rng: random.Random, text: str, node: Mapping[str, Any]) -> str:
     return text
 
 
-def _with_bounds(schema: Mapping[str, Any], bounds: FieldBounds) -> Mapping[str, Any]:
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _maybe(rng: random.Random, values: list[str]) -> str | None:
+    """One of ``values``, or None (free text), each at even odds."""
+    return rng.choice([*values, None]) if values else None
+
+
+def _with_hints(schema: Mapping[str, Any], hints: FieldHints) -> Mapping[str, Any]:
     properties = schema.get("properties")
-    if not bounds or not isinstance(properties, Mapping):
+    if not hints or not isinstance(properties, Mapping):
         return schema
     merged = {
-        name: {**prop, **bounds.get(name, {})} if isinstance(prop, Mapping) else prop
+        name: {**prop, **hints.get(name, {})} if isinstance(prop, Mapping) else prop
         for name, prop in properties.items()
     }
     return {**schema, "properties": merged}
