@@ -22,6 +22,7 @@ state:
   fields:
     ticket: {type: str, required: true}
     priority: {type: int, choices: [1, 2, 3], default: 2}
+    language: {type: str, choices: [en, fr, de], default: en}
     category: {type: str, choices: [billing, bug, account, other]}
     tags: {type: "list[str]", choices: [urgent, refund, login]}
     only: {type: str, choices: [yes_label]}
@@ -102,7 +103,7 @@ def test_a_route_on_a_value_that_is_no_choice_is_refused_at_load(tmp_path: Path)
     with pytest.raises(WorkflowConfigError) as caught:
         load_workflow(write(tmp_path, text))
     assert str(caught.value).splitlines()[1].strip() == (
-        f"- {tmp_path / 'wf.yaml'}:22:34: edges[1].routes[0].when.equals: `equals` compares "
+        f"- {tmp_path / 'wf.yaml'}:23:34: edges[1].routes[0].when.equals: `equals` compares "
         "`category` with `othr`, which is not one of its choices. Fix: did you mean `other`? "
         "The choices: `billing`, `bug`, `account`, `other`"
     )
@@ -110,20 +111,20 @@ def test_a_route_on_a_value_that_is_no_choice_is_refused_at_load(tmp_path: Path)
 
 def test_the_launchpad_offers_the_choices(tmp_path: Path, simulated: None) -> None:
     workflow = load_workflow(write(tmp_path, TRIAGE))
-    priority = run_config_schema(workflow.spec)["priority"]
-    assert priority.config_type.given_name == "triage__priority"
-    enum = priority.config_type
-    assert isinstance(enum, dg.Enum)
-    assert [v.config_value for v in enum.enum_values] == ["1", "2", "3"]
-    assert priority.default_value == "2"
+    language = run_config_schema(workflow.spec)["language"]
+    enum = language.config_type
+    assert isinstance(enum, dg.Enum) and enum.given_name == "triage__language"
+    assert [v.config_value for v in enum.enum_values] == ["en", "fr", "de"]
+    assert language.default_value == "en"
     asset = build_workflow_asset(workflow)
     resources = {"workflow_runner": WorkflowRunner()}
-    config = {"ops": {"triage": {"config": {"priority": "3"}}}}
+    config = {"ops": {"triage": {"config": {"language": "fr", "priority": 3}}}}
     result = dg.materialize([asset], resources=resources, run_config=config)
-    assert result.asset_value("triage")["priority"] == 3  # the int choice, not "3"
-    with pytest.raises(dg.DagsterInvalidConfigError, match="priority"):
+    assert result.asset_value("triage")["language"] == "fr"
+    assert result.asset_value("triage")["priority"] == 3  # int choices stay Int in run config
+    with pytest.raises(dg.DagsterInvalidConfigError, match="language"):
         dg.materialize(
             [asset],
             resources=resources,
-            run_config={"ops": {"triage": {"config": {"priority": "5"}}}},
+            run_config={"ops": {"triage": {"config": {"language": "es"}}}},
         )

@@ -12,7 +12,7 @@ from agents_pipelines.orchestration.checks import check_specs
 from agents_pipelines.orchestration.inputs import fed_fields
 from agents_pipelines.orchestration.resource import StepEvent, WorkflowRunner
 from agents_pipelines.orchestration.translator import WorkflowTranslator
-from agents_pipelines.spec import Workflow, field_types
+from agents_pipelines.spec import Workflow
 from agents_pipelines.spec.models import WorkflowSpec
 
 RUNNER_KEY = "workflow_runner"
@@ -85,12 +85,9 @@ def run_config_schema(spec: WorkflowSpec) -> dict[str, dg.Field]:
     fed = fed_fields(spec)
     for name in spec.input_fields:
         field = spec.state.fields[name]
-        choice_type = _choice_type(spec, name)
-        config_type = choice_type or _config_type(field.type)
+        config_type = _choice_type(spec, name) or _config_type(field.type)
         description = field.description or None
         default = spec.orchestration.inputs.get(name, field.default)
-        if choice_type is not None and default is not None:  # Enum defaults are their names
-            default = [str(v) for v in default] if isinstance(default, list) else str(default)
         if name in fed or (default is None and not field.required):
             schema[name] = dg.Field(config_type, is_required=False, description=description)
         elif default is None:
@@ -103,16 +100,15 @@ def run_config_schema(spec: WorkflowSpec) -> dict[str, dg.Field]:
 
 
 def _choice_type(spec: WorkflowSpec, name: str) -> Any:
-    """A field with choices is a Dagster Enum: the Launchpad offers the choices and refuses
-    any other value before the run starts. Enum values are strings in run config; an int
-    choice comes back to the run as its int. The name is unique per workflow and field,
-    as Dagster requires of config type names."""
+    """A str field with choices (or a list of them) is a Dagster Enum: the Launchpad offers
+    the choices and refuses any other value before the run starts. Int choices stay Int:
+    an Enum's values are names in run config, so a schedule's or a sensor's `3` would not
+    fit it. The name is unique per workflow and field, as Dagster requires."""
     field = spec.state.fields[name]
-    if not field.choices or field.type not in field_types.CHOICE_TYPES:
+    if not field.choices or field.type not in ("str", "list[str]"):
         return None
-    values = [dg.EnumValue(str(choice), python_value=choice) for choice in field.choices]
-    enum = dg.Enum(f"{spec.flow.name}__{name}", values)
-    return [enum] if field.type.startswith("list[") else enum
+    enum = dg.Enum(f"{spec.flow.name}__{name}", [dg.EnumValue(str(c)) for c in field.choices])
+    return [enum] if field.type == "list[str]" else enum
 
 
 def _config_type(type_name: str) -> Any:
