@@ -69,7 +69,8 @@ def test_gemini_gets_the_choices_as_an_enum(tmp_path: Path, gemini: GeminiLoopba
     [
         (
             {"category": "refund", "tags": [], "only": "yes_label"},
-            r"category: Input should be 'billing', 'bug', 'account' or 'other', not 'refund'",
+            r"category: Input should be 'billing', 'bug', 'account' or 'other', not 'refund'"
+            r".*Fix: .*add the value to the field's `choices`",
         ),
         (
             {"category": "bug", "tags": ["urgent", "vip"], "only": "yes_label"},

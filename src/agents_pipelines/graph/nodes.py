@@ -67,7 +67,7 @@ def _prompt_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFu
                 f"Node `{node.id}` of workflow {spec.flow.name}: the model's structured reply "
                 f"does not fit the output fields {node.outputs} ({_reason(exc)}). Fix: describe "
                 "the expected values in the prompt or in the state fields' descriptions, or "
-                "loosen the field types."
+                + _loosen(exc)
             ) from None
         return {out: getattr(parsed, out) for out in node.outputs}
 
@@ -99,6 +99,12 @@ def _strip_fence(text: str) -> str:
 def _reason(error: ValidationError) -> str:
     first = error.errors(include_url=False)[:3]
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'reply'}: {_message(e)}" for e in first)
+
+
+def _loosen(error: ValidationError) -> str:
+    if any(e["type"] == "literal_error" for e in error.errors()):
+        return "add the value to the field's `choices` if it is a label you want."
+    return "loosen the field types."
 
 
 def _message(error: Any) -> str:
