@@ -72,8 +72,8 @@ def request_seed(messages: list[tuple[str, str]], schema: Any, step: Any) -> int
 
 def text_reply(model: str, prompt: str, seed: int, words: int, hints: FieldHints) -> str:
     """A plain-text answer. ``hints`` (for the node's one output) may set its minLength and
-    maxLength, and list route values: most replies then open with one of them, so that a
-    `contains` route goes both ways."""
+    maxLength, and list route values: a reply then opens with one of them, or not, at even
+    odds, so that a `contains` route goes both ways."""
     rng = random.Random(seed)
     head = " ".join(prompt.split())[:80]
     (hint,) = hints.values() if len(hints) == 1 else ({},)
@@ -196,7 +196,9 @@ def _sentences(rng: random.Random, words: int) -> str:
     while len(out) < words:
         size = min(rng.randint(6, 14), words - len(out))
         sentence = [rng.choice(_VOCABULARY) for _ in range(size)]
-        out += [sentence[0].capitalize(), *sentence[1:-1], sentence[-1] + "."][-size:]
+        sentence[0] = sentence[0].capitalize()
+        sentence[-1] += "."
+        out += sentence
     return " ".join(out)
 
 
