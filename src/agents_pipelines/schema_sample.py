@@ -34,8 +34,10 @@ class SchemaSampler:
     """Walks a schema and builds an example; holds the root so ``$ref`` can resolve.
 
     The walk is shared; the leaves are not. A subclass picks its own strings, numbers,
-    array lengths and map keys by overriding ``string``, ``map_entry``, ``number_default``
-    and ``array_length``.
+    booleans, enum members, array lengths and map keys by overriding ``string``,
+    ``integer``, ``number``, ``boolean``, ``choice``, ``map_entry``, ``number_default`` and
+    ``array_length``. This base answers the same for every request (the loopback server's
+    predictable replies); the simulated backend varies them per request.
     """
 
     array_length = 2  # items in an array above the depth limit (minItems/maxItems permitting)
@@ -55,7 +57,7 @@ class SchemaSampler:
         if "const" in node:
             return node["const"]
         if node.get("enum"):
-            return node["enum"][0]
+            return self.choice(node["enum"], name)
         for key in ("anyOf", "oneOf"):
             if node.get(key):
                 option = self._pick_option(node[key], depth)
@@ -66,11 +68,11 @@ class SchemaSampler:
         if kind == "array":
             return self._array(node, name, depth, ordinal)
         if kind == "integer":
-            return _integer_example(node)
+            return self.integer(name, node)
         if kind == "number":
-            return _number_example(node, self.number_default)
+            return self.number(name, node)
         if kind == "boolean":
-            return True
+            return self.boolean(name)
         if kind == "null":
             return None
         return self.string(name, ordinal, node)
@@ -78,6 +80,24 @@ class SchemaSampler:
     def string(self, name: str, ordinal: str, node: Mapping[str, Any]) -> str:
         """A string for property ``name`` at array position ``ordinal``."""
         return _string_example(name + ordinal, node)
+
+    def integer(self, name: str, node: Mapping[str, Any]) -> int:
+        """150, or the nearest integer within the node's bounds."""
+        return _integer_example(node)
+
+    def number(self, name: str, node: Mapping[str, Any]) -> float:
+        return _number_example(node, self.number_default)
+
+    def boolean(self, name: str) -> bool:
+        return True
+
+    def array_count(self, node: Mapping[str, Any]) -> int:
+        """Items in an array above the depth limit, before minItems/maxItems apply."""
+        return self.array_length
+
+    def choice(self, options: list[Any], name: str) -> Any:
+        """The member of an ``enum`` to answer with."""
+        return options[0]
 
     def map_entry(self, name: str, ordinal: str) -> tuple[str, str]:
         """The key of a map's one example entry, and the name its value is sampled as."""
@@ -145,7 +165,7 @@ class SchemaSampler:
         prefix = node.get("prefixItems")
         if prefix:
             return [self.sample(s, name, depth + 1, position(i)) for i, s in enumerate(prefix)]
-        count = self.array_length if depth < _OPTIONAL_DEPTH_LIMIT else 0
+        count = self.array_count(node) if depth < _OPTIONAL_DEPTH_LIMIT else 0
         count = max(count, int(node.get("minItems", 0)))
         if node.get("maxItems") is not None:
             count = min(count, int(node["maxItems"]))
@@ -197,7 +217,7 @@ def _string_example(name: str, node: Mapping[str, Any]) -> str:
     return text
 
 
-def _bounds(node: Mapping[str, Any]) -> tuple[float | None, bool, float | None, bool]:
+def numeric_bounds(node: Mapping[str, Any]) -> tuple[float | None, bool, float | None, bool]:
     """(low, low_exclusive, high, high_exclusive) across JSON Schema drafts."""
     low, high = node.get("minimum"), node.get("maximum")
     low_excl = high_excl = False
@@ -219,7 +239,7 @@ def _bounds(node: Mapping[str, Any]) -> tuple[float | None, bool, float | None, 
 
 
 def _integer_example(node: Mapping[str, Any]) -> int:
-    low, low_excl, high, high_excl = _bounds(node)
+    low, low_excl, high, high_excl = numeric_bounds(node)
     value = 150
     if low is not None:
         value = max(value, math.floor(low) + 1 if low_excl else math.ceil(low))
@@ -230,7 +250,7 @@ def _integer_example(node: Mapping[str, Any]) -> int:
 
 def _number_example(node: Mapping[str, Any], value: float) -> float:
     """``value`` if it is within the bounds, else a number that is."""
-    low, low_excl, high, high_excl = _bounds(node)
+    low, low_excl, high, high_excl = numeric_bounds(node)
 
     def fits(v: float) -> bool:
         above = low is None or (v > low if low_excl else v >= low)

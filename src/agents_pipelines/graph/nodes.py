@@ -14,9 +14,11 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import ValidationError
 
 from agents_pipelines.errors import OutputValidationError
+from agents_pipelines.graph.dry_run import dry_run_hints
 from agents_pipelines.graph.python_step import python_step
 from agents_pipelines.graph.state import output_model
 from agents_pipelines.graph.tool_loop import tool_node
+from agents_pipelines.llm.simulated import SimulatedChatModel
 from agents_pipelines.spec.models import Node, WorkflowSpec
 from agents_pipelines.spec.placeholders import parse_template
 
@@ -32,7 +34,8 @@ def make_node(spec: WorkflowSpec, node: Node, model: BaseChatModel | None) -> No
 
 
 def _prompt_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFunction:
-    """A single ``str`` output is a plain text call; anything else is one structured call."""
+    """A single ``str`` output is a plain text call; anything else is one structured call,
+    a single ``str`` with choices included (its enum holds the reply to a label)."""
     assert node.prompt is not None
     prompt = parse_template(node.prompt)
     system = parse_template(node.system) if node.system else None
@@ -42,12 +45,13 @@ def _prompt_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFu
         return [SystemMessage(system.render(state)), human] if system else [human]
 
     (first,) = node.outputs[:1]
-    if len(node.outputs) == 1 and spec.state.fields[first].type == "str":
+    hints = _simulation_hints(spec, node, model)
+    if len(node.outputs) == 1 and _is_free_text(spec, first):
         if node.tools:
             return tool_node(spec, node, model, messages, None)
 
         def text_node(state: dict[str, Any]) -> dict[str, Any]:
-            return {first: model.invoke(messages(state)).text}
+            return {first: model.invoke(messages(state), **hints).text}
 
         return text_node
 
@@ -64,7 +68,7 @@ def _prompt_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFu
     }
 
     def structured_call(conversation: list[BaseMessage]) -> dict[str, Any]:
-        reply = model.invoke(conversation, **json_mode).text
+        reply = model.invoke(conversation, **json_mode, **hints).text
         try:
             parsed = schema.model_validate_json(_strip_fence(reply))
         except ValidationError as exc:
@@ -72,13 +76,31 @@ def _prompt_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFu
                 f"Node `{node.id}` of workflow {spec.flow.name}: the model's structured reply "
                 f"does not fit the output fields {node.outputs} ({_reason(exc)}). Fix: describe "
                 "the expected values in the prompt or in the state fields' descriptions, or "
-                "loosen the field types."
+                + _loosen(exc)
             ) from None
         return {out: getattr(parsed, out) for out in node.outputs}
 
     if node.tools:
         return tool_node(spec, node, model, messages, structured_call)
     return lambda state: structured_call(messages(state))
+
+
+def _is_free_text(spec: WorkflowSpec, field: str) -> bool:
+    return spec.state.fields[field].type == "str" and not spec.state.fields[field].choices
+
+
+def _simulation_hints(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> dict[str, Any]:
+    """The checks' bounds and the route values of the node's outputs, for the simulated model
+    only, so that a dry run passes a `max: 5` check and takes a `gte: 8` route both ways.
+
+    Gemini's request stays as it is: sent in its schema, the bounds would hold Gemini to
+    them, so a non-blocking check (a warning) could never fail; put in the output model, a
+    reply outside them would fail the run as a validation error instead of failing the check.
+    """
+    if not isinstance(model, SimulatedChatModel):
+        return {}
+    hints = dry_run_hints(spec, node.outputs)
+    return {"value_hints": hints} if hints else {}
 
 
 def _strip_fence(text: str) -> str:
@@ -91,4 +113,17 @@ def _strip_fence(text: str) -> str:
 
 def _reason(error: ValidationError) -> str:
     first = error.errors(include_url=False)[:3]
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'reply'}: {e['msg']}" for e in first)
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'reply'}: {_message(e)}" for e in first)
+
+
+def _loosen(error: ValidationError) -> str:
+    if any(e["type"] == "literal_error" for e in error.errors()):
+        return "add the value to the field's `choices` if it is a label you want."
+    return "loosen the field types."
+
+
+def _message(error: Any) -> str:
+    """A value outside a field's choices is named, so the log shows what the model said."""
+    if error["type"] == "literal_error":
+        return f"{error['msg']}, not {error['input']!r:.60}"
+    return str(error["msg"])

@@ -77,6 +77,7 @@ class _OutputCheck:
         self._where = f"Python step `{node.id}` of workflow {spec.flow.name} ({node.function})"
         self._outputs = list(node.outputs)
         self._types = {out: _type_of(spec, node, out) for out in node.outputs}
+        self._choices = {out: _choices_of(spec, out) for out in node.outputs}
 
     def __call__(self, result: Any) -> dict[str, Any]:
         if not isinstance(result, dict):
@@ -88,12 +89,13 @@ class _OutputCheck:
         return {out: self._value(out, result[out]) for out in self._outputs}
 
     def _value(self, field: str, value: Any) -> Any:
-        type_name = self._types[field]
+        type_name, choices = self._types[field], self._choices[field]
         try:
-            return _adapter(type_name).validate_python(value, strict=True)
+            return _adapter(type_name, choices).validate_python(value, strict=True)
         except ValidationError:
+            among = f" with choices {list(choices)}" if choices else ""
             self._fail(
-                f"returned {type(value).__name__} for `{field}`, which is {type_name} "
+                f"returned {type(value).__name__} for `{field}`, which is {type_name}{among} "
                 f"(got {value!r:.60})"
             )
 
@@ -114,6 +116,10 @@ def _type_of(spec: WorkflowSpec, node: Node, field: str) -> str:
     return type_name
 
 
+def _choices_of(spec: WorkflowSpec, field: str) -> tuple[str | int, ...]:
+    return tuple(spec.state.fields[field].choices or ())
+
+
 def _parameter_names(target: Callable[..., Any]) -> list[str]:
     try:
         return list(inspect.signature(target).parameters)
@@ -122,8 +128,8 @@ def _parameter_names(target: Callable[..., Any]) -> list[str]:
 
 
 @functools.cache
-def _adapter(type_name: str) -> TypeAdapter[Any]:
-    return TypeAdapter(field_types.python_type(type_name))
+def _adapter(type_name: str, choices: tuple[str | int, ...] = ()) -> TypeAdapter[Any]:
+    return TypeAdapter(field_types.choice_type(type_name, choices))
 
 
 def _report(ref: str, started: float, error: str | None) -> None:

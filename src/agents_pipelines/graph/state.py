@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from agents_pipelines.errors import InvalidInputsError
 from agents_pipelines.spec import field_types
-from agents_pipelines.spec.models import WorkflowSpec
+from agents_pipelines.spec.models import StateField, WorkflowSpec
 
 
 def state_schema(spec: WorkflowSpec) -> type:
@@ -21,15 +21,28 @@ def state_schema(spec: WorkflowSpec) -> type:
 
 
 def output_model(spec: WorkflowSpec, outputs: list[str], name: str) -> type[BaseModel]:
-    """The pydantic model a structured reply must fit: one field per output."""
+    """The pydantic model a structured reply must fit: one field per output.
+
+    A field with choices is a ``Literal``: its JSON schema (sent to Gemini) has an ``enum``,
+    and a reply outside the choices fails validation."""
     fields: dict[str, Any] = {
         out: (
-            field_types.python_type(spec.state.fields[out].type),
-            Field(description=spec.state.fields[out].description or out),
+            _annotation(spec.state.fields[out]),
+            Field(
+                description=spec.state.fields[out].description or out,
+                json_schema_extra=_const_as_enum,
+            ),
         )
         for out in outputs
     }
     return create_model(name, __config__=ConfigDict(extra="ignore"), **fields)
+
+
+def _const_as_enum(schema: dict[str, Any]) -> None:
+    """pydantic writes a one-value Literal as ``const``; Gemini's schema subset knows ``enum``."""
+    for node in (schema, schema.get("items")):
+        if isinstance(node, dict) and "const" in node:
+            node["enum"] = [node.pop("const")]
 
 
 def initial_state(spec: WorkflowSpec, inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -51,12 +64,13 @@ def initial_state(spec: WorkflowSpec, inputs: Mapping[str, Any]) -> dict[str, An
         elif field.required:
             problems.append(f"`{name}` is required: give it as an input")
             continue
-        else:
-            value = (
-                field.default if field.default is not None else field_types.zero_value(field.type)
-            )
+        elif field.default is not None:
+            value = field.default
+        else:  # "not written yet": the type's empty value, which need not be a choice
+            state[name] = field_types.zero_value(field.type)
+            continue
         try:
-            state[name] = _validator(field.type).model_validate({"v": value}, strict=True).v  # type: ignore[attr-defined]
+            state[name] = _validator(field).model_validate({"v": value}, strict=True).v  # type: ignore[attr-defined]
         except ValidationError as exc:
             reason = exc.errors(include_url=False)[0]["msg"]
             problems.append(f"`{name}` must be {field.type}: {reason} (got {value!r:.60})")
@@ -71,10 +85,15 @@ def initial_state(spec: WorkflowSpec, inputs: Mapping[str, Any]) -> dict[str, An
     return state
 
 
-_VALIDATORS: dict[str, type[BaseModel]] = {}
+_VALIDATORS: dict[tuple[str, tuple[str | int, ...]], type[BaseModel]] = {}
 
 
-def _validator(type_name: str) -> type[BaseModel]:
-    if type_name not in _VALIDATORS:
-        _VALIDATORS[type_name] = create_model("Value", v=(field_types.python_type(type_name), ...))
-    return _VALIDATORS[type_name]
+def _annotation(field: StateField) -> Any:
+    return field_types.choice_type(field.type, field.choices)
+
+
+def _validator(field: StateField) -> type[BaseModel]:
+    key = (field.type, tuple(field.choices or ()))
+    if key not in _VALIDATORS:
+        _VALIDATORS[key] = create_model("Value", v=(_annotation(field), ...))
+    return _VALIDATORS[key]

@@ -5,13 +5,14 @@ as with Gemini, and usage is reported under the configured model name, so a dry 
 what the workflow would roughly cost. Structured output follows the requested schema.
 Bound to tools, it calls each tool once, with arguments sampled from its schema, and then
 answers, so a dry run of a tool-calling node runs its tools.
+What it answers is in ``simulated_replies``: seeded by the request, so a dry run repeats.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -26,13 +27,13 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
-from agents_pipelines.schema_sample import SchemaSampler, schema_example
-
-_WORDS = (
-    *("agents", "pipelines", "simulate", "this", "answer", "deterministically", "so", "dry"),
-    *("runs", "show", "the", "shape", "and", "the", "estimated", "cost", "of", "a"),
-    *("workflow", "without", "calling", "Gemini", "at", "all"),
+from agents_pipelines.llm.simulated_replies import (
+    FieldHints,
+    request_seed,
+    structured_reply,
+    text_reply,
 )
+from agents_pipelines.schema_sample import schema_example
 
 
 class SimulatedChatModel(BaseChatModel):
@@ -61,6 +62,7 @@ class SimulatedChatModel(BaseChatModel):
         response_mime_type: str | None = None,
         ls_structured_output_format: dict[str, Any] | None = None,
         tools: list[dict[str, Any]] | None = None,
+        value_hints: FieldHints | None = None,
         **kwargs: Any,
     ) -> ChatResult:
         if self.latency_s:
@@ -68,11 +70,14 @@ class SimulatedChatModel(BaseChatModel):
         prompt = "\n".join(message.text for message in messages)
         if tools and (call := _next_tool_call(messages, tools)) is not None:
             return self._tool_call_result(prompt, call)
+        # The graph step is in the seed so that a loop asking the same question again ends.
+        step = (run_manager.metadata or {}).get("langgraph_step") if run_manager else None
+        roles = [(message.type, str(message.text)) for message in messages]
+        seed = request_seed(roles, response_json_schema, step)
         if response_json_schema is not None:
-            sampler = _SimulatedSampler(response_json_schema)
-            text = json.dumps(sampler.sample(response_json_schema, "value", 0, ""))
+            text = structured_reply(response_json_schema, seed, value_hints or {})
         else:
-            text = self._text_reply(prompt)
+            text = text_reply(self.model, prompt, seed, self.reply_words, value_hints or {})
         usage = UsageMetadata(
             input_tokens=max(1, len(prompt) // 4),
             output_tokens=max(1, len(text) // 4),
@@ -105,11 +110,6 @@ class SimulatedChatModel(BaseChatModel):
         """The tools as function schemas, as Gemini is sent them."""
         return self.bind(tools=[convert_to_openai_tool(tool) for tool in tools], **kwargs)
 
-    def _text_reply(self, prompt: str) -> str:
-        head = " ".join(prompt.split())[:80]
-        body = " ".join(_WORDS[i % len(_WORDS)] for i in range(self.reply_words))
-        return f"[simulated {self.model}] Re: {head}. {body}."
-
     def with_structured_output(  # type: ignore[override]
         self, schema: type[BaseModel], *, include_raw: bool = False, **kwargs: Any
     ) -> Runnable[LanguageModelInput, Any]:
@@ -123,19 +123,6 @@ class SimulatedChatModel(BaseChatModel):
         no_parse = RunnablePassthrough.assign(parsed=lambda _: None)
         with_fallback = parse.with_fallbacks([no_parse], exception_key="parsing_error")
         return RunnableMap(raw=bound) | with_fallback
-
-
-class _SimulatedSampler(SchemaSampler):
-    """Three items per array, 0.5 for a number, and strings that read as simulated."""
-
-    array_length = 3
-    number_default = 0.5
-
-    def string(self, name: str, ordinal: str, node: Mapping[str, Any]) -> str:
-        return f"Simulated {name.replace('_', ' ')}: " + " ".join(_WORDS[:12])
-
-    def map_entry(self, name: str, ordinal: str) -> tuple[str, str]:
-        return "key", name
 
 
 def _next_tool_call(

@@ -89,7 +89,7 @@ def run_config_schema(spec: WorkflowSpec) -> dict[str, dg.Field]:
         if name == key_field:
             continue
         field = spec.state.fields[name]
-        config_type = _config_type(field.type)
+        config_type = _choice_type(spec, name) or _config_type(field.type)
         description = field.description or None
         default = spec.orchestration.inputs.get(name, field.default)
         if name in fed or (default is None and not field.required):
@@ -101,6 +101,18 @@ def run_config_schema(spec: WorkflowSpec) -> dict[str, dg.Field]:
                 config_type, default_value=default, is_required=False, description=description
             )
     return schema
+
+
+def _choice_type(spec: WorkflowSpec, name: str) -> Any:
+    """A str field with choices (or a list of them) is a Dagster Enum: the Launchpad offers
+    the choices and refuses any other value before the run starts. Int choices stay Int:
+    an Enum's values are names in run config, so a schedule's or a sensor's `3` would not
+    fit it. The name is unique per workflow and field, as Dagster requires."""
+    field = spec.state.fields[name]
+    if not field.choices or field.type not in ("str", "list[str]"):
+        return None
+    enum = dg.Enum(f"{spec.flow.name}__{name}", [dg.EnumValue(str(c)) for c in field.choices])
+    return [enum] if field.type == "list[str]" else enum
 
 
 def _config_type(type_name: str) -> Any:

@@ -6,6 +6,7 @@ a Dagster config form (for the Launchpad) and a pydantic form (for validation).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal, get_args
 
 FieldTypeName = Literal[
@@ -42,6 +43,19 @@ _PYTHON_TYPES: dict[str, Any] = {
 def python_type(name: str) -> Any:
     """The annotation pydantic validates values of field type ``name`` against."""
     return _PYTHON_TYPES[name]
+
+
+# Types a field with `choices` may have: the choices are its values, or its elements' values.
+CHOICE_TYPES = ("str", "int", "list[str]", "list[int]")
+
+
+def choice_type(name: str, choices: Sequence[str | int] | None) -> Any:
+    """``python_type(name)``, narrowed to ``Literal[*choices]`` (for lists, each element):
+    pydantic then validates the choices and its JSON schema carries them as an ``enum``."""
+    if not choices or name not in CHOICE_TYPES:
+        return python_type(name)
+    literal = Literal[tuple(choices)]  # type: ignore[valid-type]
+    return list[literal] if name.startswith("list[") else literal  # type: ignore[valid-type]
 
 
 def zero_value(name: str) -> Any:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from agents_pipelines.spec import field_types
+from agents_pipelines.spec.choice_rules import condition_choices
 from agents_pipelines.spec.findings import Finding, Hint, article, type_error
 from agents_pipelines.spec.models import END, START, Condition, WorkflowSpec
 
@@ -146,6 +147,7 @@ def _condition(spec: WorkflowSpec, cond: Condition, path: tuple[Any, ...]) -> It
                 f"`in` lists {listed}, which cannot equal {article(field.type)} field: {bad[0][1]}",
                 f"list only {field.type} values",
             )
+    yield from condition_choices(field, cond, path)
 
 
 def reachability(spec: WorkflowSpec) -> Iterator[Finding]:

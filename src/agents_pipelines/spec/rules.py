@@ -7,6 +7,7 @@ or a Hint whose did-you-mean search only the first MAX_HINTS findings get.
 from __future__ import annotations
 
 from agents_pipelines.spec import (
+    choice_rules,
     graph_rules,
     map_rules,
     orchestration_rules,
@@ -21,6 +22,7 @@ from agents_pipelines.spec.models import WorkflowSpec
 def run_checks(spec: WorkflowSpec) -> list[tuple[Path, str, str]]:
     checks = (
         state_rules.state_fields,
+        choice_rules.choice_fields,
         graph_rules.node_ids_and_outputs,
         state_rules.prompt_placeholders,
         map_rules.map_nodes,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from agents_pipelines.spec.choice_rules import outside_choices
 from agents_pipelines.spec.findings import Finding, Hint, article, type_error
 from agents_pipelines.spec.map_rules import item_placeholders
 from agents_pipelines.spec.models import WorkflowSpec
@@ -87,3 +88,6 @@ def _input_values(
                 f"input `{name}` does not fit type {field_type}: {err}",
                 f"give {article(field_type)} value",
             )
+        else:
+            field = spec.state.fields[name]
+            yield from outside_choices(field, value, path, f"input `{name}` is `{{value}}`")
