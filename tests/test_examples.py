@@ -160,12 +160,14 @@ def test_each_schedule_tick_starts_a_valid_run() -> None:
     with dg.instance_for_test() as instance:
         for schedule in schedules:
             workflow = workflows[schedule.name.removesuffix("_schedule")]
-            context = dg.build_schedule_context(
+            # Closed with `with`: an open context leaves the instance set as Dagster's current
+            # state storage, which later definitions in this process would then read.
+            with dg.build_schedule_context(
                 instance=instance,
                 scheduled_execution_time=tick,
                 repository_def=defs.get_repository_def(),  # a partitioned job is looked up
-            )
-            (request, *_) = schedule.evaluate_tick(context).run_requests or []
+            ) as context:
+                (request, *_) = schedule.evaluate_tick(context).run_requests or []
             state = state_of_request(defs, workflow, request)
             config = workflow.spec.orchestration.schedule
             assert config is not None
