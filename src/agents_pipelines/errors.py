@@ -8,6 +8,7 @@
         ├── StepLimitError                 the graph did not reach END within max_steps
         ├── OutputValidationError          a structured reply did not fit the state types
         ├── BudgetExceededError            orchestration.budget was spent; no more calls made
+        ├── SpendLimitError                a day's or month's spend limit is reached; no call made
         ├── PythonStepError                a `function` step raised, or returned the wrong outputs
         ├── ToolCallLimitError             a node's model asked for more than max_tool_calls
         └── LlmCallError                   Gemini refused or failed a call (after retries)
@@ -39,6 +40,7 @@ __all__ = [
     "MissingApiKeyError",
     "OutputValidationError",
     "PythonStepError",
+    "SpendLimitError",
     "StepLimitError",
     "ToolCallLimitError",
     "TrackingFailedWarning",
@@ -126,6 +128,12 @@ class OutputValidationError(WorkflowRunError):
 
 class BudgetExceededError(WorkflowRunError):
     """The run's spend reached ``orchestration.budget``; it made no further LLM calls."""
+
+
+class SpendLimitError(WorkflowRunError):
+    """The spend recorded in a day or month window reached ``orchestration.spend_limits`` (or
+    the pool's limit); the run made no further LLM call. Not transient: a retry before the
+    window resets would be refused the same way."""
 
 
 class PythonStepError(WorkflowRunError):

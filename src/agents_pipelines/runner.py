@@ -15,6 +15,7 @@ from agents_pipelines.errors import (
     AgentsPipelinesError,
     BudgetExceededError,
     LlmCallError,
+    SpendLimitError,
     StepLimitError,
     TrackingFailedWarning,
     WorkflowRunError,
@@ -30,7 +31,8 @@ from agents_pipelines.tracking import (
     RunRecorder,
     TrackingInfo,
 )
-from agents_pipelines.usage import Budget, UsageLedger, UsageSummary
+from agents_pipelines.usage import Budget, SpendLimits, UsageLedger, UsageSummary, WindowSpend
+from agents_pipelines.usage.spend_limits import first_reached
 
 __all__ = ["RunResult", "TrackingFailedWarning", "run_workflow", "spent_before"]
 
@@ -49,6 +51,8 @@ class RunResult:
     backend: Backend
     tracking: TrackingInfo | None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    # The spend limits' windows, with what earlier runs had spent in them at the start.
+    spend_windows: tuple[WindowSpend, ...] = ()
 
     @property
     def node_count(self) -> int:
@@ -63,18 +67,26 @@ def run_workflow(
     tags: Mapping[str, str] | None = None,
     mlflow_ui_url: str | None = None,
     simulated_latency_s: float | None = None,
+    spend_limits: SpendLimits | None = None,
 ) -> RunResult:
     """Run ``workflow`` once. Bad inputs raise InvalidInputsError before any LLM call;
-    a failed run raises WorkflowRunError carrying the spend so far."""
+    a failed run raises WorkflowRunError carrying the spend so far.
+
+    ``spend_limits`` (given by an orchestrator that keeps records of earlier runs) are
+    read once here: a window already spent raises SpendLimitError before the run starts,
+    and one that this run's calls fill stops it before its next call."""
     spec = workflow.spec
     state = initial_state(spec, inputs or {})
+    windows = spend_limits.open() if spend_limits is not None else ()
+    if (reached := first_reached(windows, UsageSummary())) is not None:
+        raise SpendLimitError(reached.stop_message(workflow.name, UsageSummary()), UsageSummary())
     chosen = resolve_backend(backend.value if isinstance(backend, Backend) else backend)
     graph = build_graph(spec, chat_model_factory(chosen, simulated_latency_s))
     pricer = MlflowPriceTable(spec.config.pricing)
     ledger = UsageLedger(
         pricer,
         keep_text=spec.config.observability.mlflow.artifact_level == "full",
-        before_call=_budget_guard(workflow),
+        before_call=_guard(workflow, windows),
     )
     recorder = RunRecorder.start(workflow, chosen.value, tags or {}, mlflow_ui_url)
     started = time.perf_counter()
@@ -107,6 +119,7 @@ def run_workflow(
         chosen,
         recorder.info(),
         (*recorder.notes, *([skipped] if skipped else [])),
+        windows,
     )
 
 
@@ -131,16 +144,25 @@ def _stream(
     return dict(final)
 
 
-def _budget_guard(workflow: Workflow) -> Callable[[UsageSummary], None] | None:
-    """Stops the run before its next LLM call once ``orchestration.budget`` is spent."""
+def _guard(
+    workflow: Workflow, windows: tuple[WindowSpend, ...]
+) -> Callable[[UsageSummary], None] | None:
+    """Stops the run before its next LLM call once ``orchestration.budget`` is spent, or
+    once a spend limit's window is (earlier runs' spend plus this run's)."""
     config = workflow.spec.orchestration.budget
-    if config is None:
+    if config is None and not windows:
         return None
-    budget = Budget(workflow.name, config.max_cost_usd, config.max_total_tokens)
+    budget = (
+        Budget(workflow.name, config.max_cost_usd, config.max_total_tokens)
+        if config is not None
+        else None
+    )
 
     def guard(usage: UsageSummary) -> None:
-        if (over := budget.overrun(usage)) is not None:
+        if budget is not None and (over := budget.overrun(usage)) is not None:
             raise BudgetExceededError(budget.stop_message(over), usage)
+        if (reached := first_reached(windows, usage)) is not None:
+            raise SpendLimitError(reached.stop_message(workflow.name, usage), usage)
 
     return guard
 

@@ -15,8 +15,8 @@ import os
 import typing
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, PositiveFloat, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from agents_pipelines.errors import AgentsPipelinesError
 
@@ -30,6 +30,10 @@ API_KEY_ENV = "GOOGLE_API_KEY"
 ALT_API_KEY_ENV = "GEMINI_API_KEY"
 BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+POOL_SPEND_LIMITS_ENV = "AGENTS_PIPELINES_POOL_SPEND_LIMITS"
+
+# A pool's spend limits: USD per calendar day and/or month (UTC), by pool name.
+PoolSpendLimits = dict[str, dict[Literal["day", "month"], PositiveFloat]]
 
 _CHOICES = ("llm_backend", "invalid_workflows", "executor")
 
@@ -47,6 +51,8 @@ class Settings(BaseSettings):
     mlflow_ui_url: str | None = Field(None, alias=UI_URL_ENV)
     mlflow_tracking_uri: str | None = Field(None, alias=TRACKING_URI_ENV)
     gemini_base_url: str | None = Field(None, alias=BASE_URL_ENV)
+    # JSON, e.g. {"gemini": {"day": 20, "month": 300}}
+    pool_spend_limits: PoolSpendLimits = Field(default_factory=dict, alias=POOL_SPEND_LIMITS_ENV)
     # GOOGLE_API_KEY wins over GEMINI_API_KEY, as the Gemini SDK orders them.
     api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices(API_KEY_ENV, ALT_API_KEY_ENV)
@@ -89,6 +95,12 @@ def _parse(values: tuple[str | None, ...]) -> Settings:
         raise AgentsPipelinesError(
             "Invalid environment: " + "; ".join(_describe(e) for e in exc.errors())
         ) from None
+    except SettingsError:  # pydantic-settings could not decode a JSON variable
+        raise AgentsPipelinesError(
+            f"Invalid environment: {POOL_SPEND_LIMITS_ENV}="
+            f"{os.environ.get(POOL_SPEND_LIMITS_ENV)!r} is not valid JSON. Fix: write e.g. "
+            '{"gemini": {"day": 20, "month": 300}}'
+        ) from None
 
 
 settings.cache_clear = _parse.cache_clear  # type: ignore[attr-defined]
@@ -100,6 +112,13 @@ def _describe(error: Any) -> str:
     shown = "<hidden>" if name in (API_KEY_ENV, ALT_API_KEY_ENV) else repr(error["input"])
     field = next((f for f in Settings.model_fields.values() if f.alias == name), None)
     allowed = _allowed(field.annotation) if field is not None else ()
+    if name == POOL_SPEND_LIMITS_ENV:
+        where = ".".join(str(part) for part in error["loc"][1:] if part != "[key]")
+        return (
+            f"{name} is not valid at {where or 'the top'}: {error['msg'].lower()} "
+            f"(got {error['input']!r}). It maps pool names to their limits in USD per "
+            'day and/or month, e.g. {"gemini": {"day": 20, "month": 300}}'
+        )
     if allowed:
         fix = f"it must be one of {', '.join(allowed)}, or unset for the default"
     else:

@@ -20,6 +20,8 @@ from agents_pipelines.spec.models import RetryConfig
 from agents_pipelines.usage import UsageSummary
 
 ATTEMPT_TAG = "agents_pipelines/attempt"
+# The workflow's pool, on every record of spend: a pool's spend limit finds them by it.
+POOL_TAG = "agents_pipelines/pool"
 ERROR_CHARS = 300  # an error's text in the attempts table; the full text is in the log
 
 _BACKOFF = {"exponential": dg.Backoff.EXPONENTIAL, "linear": dg.Backoff.LINEAR}
@@ -68,8 +70,11 @@ def retry_delay(config: RetryConfig, attempt: int, retry_after_s: float | None) 
     return max(float(policy.calculate_delay(attempt)), retry_after_s or 0.0, 0.0)
 
 
-def observation(context: dg.AssetExecutionContext, attempt: Attempt) -> dg.AssetObservation:
-    """The event that keeps a retried attempt's spend in the run's event log."""
+def observation(
+    context: dg.AssetExecutionContext, attempt: Attempt, pool: str
+) -> dg.AssetObservation:
+    """The event that keeps the spend of an attempt that did not materialize (retried,
+    failed or stopped) in the run's event log."""
     return dg.AssetObservation(
         asset_key=context.asset_key,
         partition=context.partition_key if context.has_partition_key else None,
@@ -82,7 +87,7 @@ def observation(context: dg.AssetExecutionContext, attempt: Attempt) -> dg.Asset
             "total_cost_usd": dg.MetadataValue.float(attempt.cost_usd),
             "error": attempt.error,
         },
-        tags={ATTEMPT_TAG: str(attempt.number)},
+        tags={ATTEMPT_TAG: str(attempt.number), POOL_TAG: pool},
     )
 
 

@@ -1,14 +1,16 @@
-"""Asset checks of a workflow: its budget, and rules on its output fields."""
+"""Asset checks of a workflow: its budget (and its spend limits' windows), and rules on its
+output fields."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
 
 from agents_pipelines.spec import Workflow
 from agents_pipelines.spec.models import OutputCheck
-from agents_pipelines.usage import Budget, UsageSummary
+from agents_pipelines.usage import Budget, UsageSummary, WindowSpend
 
 BUDGET_CHECK = "budget"
 
@@ -16,14 +18,16 @@ BUDGET_CHECK = "budget"
 def check_specs(workflow: Workflow, key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     orchestration = workflow.spec.orchestration
     specs = []
-    if (budget := orchestration.budget) is not None:
-        limits = _limits(budget.max_cost_usd, budget.max_total_tokens)
+    budget = orchestration.budget
+    if budget is not None or orchestration.spend_limits:
+        limits = [_limits(budget.max_cost_usd, budget.max_total_tokens)] if budget else []
+        limits += [f"${limit.max_cost_usd} per {limit.per}" for limit in orchestration.spend_limits]
         specs.append(
             dg.AssetCheckSpec(
                 BUDGET_CHECK,
                 asset=key,
-                blocking=budget.blocking,
-                description=f"Spend within {limits}",
+                blocking=budget.blocking if budget is not None else False,
+                description=f"Spend within {' and '.join(limits)}",
             )
         )
     specs += [
@@ -35,17 +39,29 @@ def check_specs(workflow: Workflow, key: dg.AssetKey) -> list[dg.AssetCheckSpec]
     return specs
 
 
-def budget_result(workflow: Workflow, usage: UsageSummary) -> dg.AssetCheckResult | None:
-    config = workflow.spec.orchestration.budget
-    if config is None:
+def budget_result(
+    workflow: Workflow, usage: UsageSummary, windows: Sequence[WindowSpend] = ()
+) -> dg.AssetCheckResult | None:
+    """The run against its budget; the spend limits' windows are reported beside it (a run
+    never passes a window's limit by more than its calls in flight: it is stopped)."""
+    orchestration = workflow.spec.orchestration
+    config = orchestration.budget
+    if config is None and not orchestration.spend_limits:
         return None
-    over = Budget(workflow.name, config.max_cost_usd, config.max_total_tokens).overrun(usage)
+    over = None
     metadata: dict[str, Any] = {
         "total_cost_usd": usage.total_cost_usd,
         "total_tokens": usage.tokens.total,
-        "max_cost_usd": config.max_cost_usd,
-        "max_total_tokens": config.max_total_tokens,
     }
+    if config is not None:
+        budget = Budget(workflow.name, config.max_cost_usd, config.max_total_tokens)
+        over = budget.overrun(usage)
+        metadata |= {
+            "max_cost_usd": config.max_cost_usd,
+            "max_total_tokens": config.max_total_tokens,
+        }
+    for window in windows:
+        metadata |= _window_metadata(window, usage)
     if over:
         metadata["over"] = over
     return dg.AssetCheckResult(
@@ -54,6 +70,18 @@ def budget_result(workflow: Workflow, usage: UsageSummary) -> dg.AssetCheckResul
         metadata={k: v for k, v in metadata.items() if v is not None},
         severity=dg.AssetCheckSeverity.ERROR,
     )
+
+
+def _window_metadata(window: WindowSpend, usage: UsageSummary) -> dict[str, Any]:
+    """``spent_this_day_usd`` (the workflow's window) or ``pool_spent_this_day_usd``, with
+    its limit and when it resets: earlier runs' spend in the window plus this run's."""
+    limit = window.limit
+    prefix = f"{'pool_' if limit.scope == 'pool' else ''}spent_this_{limit.per}"
+    return {
+        f"{prefix}_usd": window.spent_usd(usage),
+        f"{prefix}_limit_usd": limit.max_cost_usd,
+        f"{prefix}_resets_at": window.resets_at.isoformat(),
+    }
 
 
 def output_results(workflow: Workflow, state: dict[str, Any]) -> list[dg.AssetCheckResult]:

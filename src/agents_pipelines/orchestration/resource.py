@@ -2,12 +2,14 @@
 
 Deployment settings come from here and from the environment, never from the YAML: the
 backend (AGENTS_PIPELINES_LLM_BACKEND), the Gemini key (GOOGLE_API_KEY, read by the
-Gemini backend itself, so it never passes through Dagster config), the MLflow UI address.
+Gemini backend itself, so it never passes through Dagster config), the MLflow UI address,
+the pools' spend limits (AGENTS_PIPELINES_POOL_SPEND_LIMITS).
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
+from datetime import datetime
 from typing import Any, NoReturn
 
 import dagster as dg
@@ -15,6 +17,7 @@ import dagster as dg
 from agents_pipelines.errors import BudgetExceededError, InvalidInputsError, WorkflowRunError
 from agents_pipelines.llm import Backend
 from agents_pipelines.orchestration.attempts import (
+    POOL_TAG,
     Attempt,
     attempt_number,
     earlier_attempts,
@@ -25,6 +28,7 @@ from agents_pipelines.orchestration.attempts import (
 from agents_pipelines.orchestration.checks import budget_result, output_results
 from agents_pipelines.orchestration.inputs import resolve_inputs
 from agents_pipelines.orchestration.metadata import attempts_metadata, run_metadata, usage_metadata
+from agents_pipelines.orchestration.spend import pool_limits, run_spend_limits
 from agents_pipelines.redaction import redact
 from agents_pipelines.spec import Workflow
 from agents_pipelines.usage import UsageSummary, round_usd
@@ -44,6 +48,12 @@ class WorkflowRunner(dg.ConfigurableResource):
     llm_backend: Backend | None = None
     mlflow_ui_url: str | None = None  # base URL of the MLflow UI for run links
     simulated_latency_s: float | None = None
+    # USD per day and/or month (UTC) by pool, e.g. {"gemini": {"day": 20}}, over every
+    # workflow in the pool; None: AGENTS_PIPELINES_POOL_SPEND_LIMITS.
+    pool_spend_limits: dict[str, dict[str, float]] | None = None
+    # An ISO time that spend limits judge their day or month by, instead of the clock (a
+    # replay of a past day, tests); None: now.
+    spend_limits_now: str | None = None
 
     def materialize(
         self, context: dg.AssetExecutionContext, workflow: Workflow, upstream: dict[str, Any]
@@ -53,6 +63,8 @@ class WorkflowRunner(dg.ConfigurableResource):
         partition = context.partition_key if context.has_partition_key else None
         config = dict(context.op_execution_context.op_config or {})
         inputs = resolve_inputs(workflow.spec, partition, config, upstream)
+        now = datetime.fromisoformat(self.spend_limits_now) if self.spend_limits_now else None
+        limits = run_spend_limits(context, workflow, pool_limits(self.pool_spend_limits), now)
         try:
             result = run_workflow(
                 workflow,
@@ -61,6 +73,7 @@ class WorkflowRunner(dg.ConfigurableResource):
                 tags=_mlflow_tags(context),
                 mlflow_ui_url=self.mlflow_ui_url,
                 simulated_latency_s=self.simulated_latency_s,
+                spend_limits=limits,
             )
         except InvalidInputsError as exc:
             raise dg.Failure(description=redact(str(exc)), allow_retries=False) from exc
@@ -70,7 +83,11 @@ class WorkflowRunner(dg.ConfigurableResource):
                 yield check
             yield from _retry_or_fail(context, workflow, exc)
         except _STOPS as stop:
-            raise _stopped(context, workflow, stop) from stop
+            failure, this = _stopped(context, workflow, stop)
+            # The spend limits count a stopped run too.
+            yield observation(context, this, workflow.spec.orchestration.pool)
+            _stop_the_rest_of_the_run()
+            raise failure from stop
         context.log.info(
             f"{workflow.name}: {result.usage.describe_spend()} "
             f"(backend {result.backend.value}, {result.duration_s:.2f} s)"
@@ -82,8 +99,9 @@ class WorkflowRunner(dg.ConfigurableResource):
             this = Attempt.of(attempt, "succeeded", result.usage)
             metadata |= attempts_metadata([*earlier_attempts(context), this])
         # The value goes to the IO manager, for downstream workflows and assets to load.
-        yield dg.MaterializeResult(value=result.state, metadata=metadata)
-        if (check := budget_result(workflow, result.usage)) is not None:
+        pool = {POOL_TAG: workflow.spec.orchestration.pool}
+        yield dg.MaterializeResult(value=result.state, metadata=metadata, tags=pool)
+        if (check := budget_result(workflow, result.usage, result.spend_windows)) is not None:
             yield check
         yield from output_results(workflow, result.state)
 
@@ -102,9 +120,11 @@ def _retry_or_fail(
     reason = redact(str(exc))
     this = Attempt.of(attempt, "retried" if retry else "failed", exc.usage, reason)
     failure = _failure(context, reason, exc.usage, this)
+    # Every attempt that does not materialize leaves its spend in the event log: a later
+    # attempt reports it, and the spend limits (spend.py) count it.
+    yield observation(context, this, workflow.spec.orchestration.pool)
     if not retry:
         raise failure from exc
-    yield observation(context, this)
     delay = retry_delay(policy, attempt, getattr(exc, "retry_after_s", None))
     context.log.warning(
         f"Attempt {attempt} of {policy.max_retries + 1} failed for a transient reason; "
@@ -118,8 +138,9 @@ def _retry_or_fail(
 
 def _stopped(
     context: dg.AssetExecutionContext, workflow: Workflow, stop: BaseException
-) -> dg.Failure:
-    """The failure that ends a stopped step: never retried, with what it spent."""
+) -> tuple[dg.Failure, Attempt]:
+    """The failure that ends a stopped step (never retried, with what it spent), and the
+    attempt it ends."""
     from agents_pipelines.runner import spent_before
 
     usage = spent_before(stop)
@@ -129,9 +150,8 @@ def _stopped(
         f"Workflow {workflow.name} was stopped ({type(stop).__name__}) during attempt "
         f"{attempt}; a stopped run is not retried. Spent before stopping: {spent}."
     )
-    failure = _failure(context, description, usage, Attempt.of(attempt, "stopped", usage))
-    _stop_the_rest_of_the_run()
-    return failure
+    this = Attempt.of(attempt, "stopped", usage)
+    return _failure(context, description, usage, this), this
 
 
 def _stop_the_rest_of_the_run() -> None:

@@ -379,6 +379,14 @@ class BudgetConfig(_Model):
         return self
 
 
+class SpendLimitConfig(_Model):
+    """At most ``max_cost_usd`` per calendar day or month, over every run of the workflow."""
+
+    per: Literal["day", "month"] = Field(description="The calendar window: day or month.")
+    max_cost_usd: float = Field(gt=0)
+    timezone: str = Field("UTC", description="IANA time zone the window's calendar follows.")
+
+
 class OutputCheck(_Model):
     """An asset check on one output field; exactly one rule is set."""
 
@@ -424,6 +432,7 @@ class OrchestrationConfig(_Model):
     automation: Literal["eager"] | OnCron | None = None
     retry: RetryConfig = RetryConfig()
     budget: BudgetConfig | None = None
+    spend_limits: list[SpendLimitConfig] = Field(default_factory=list)
     checks: list[OutputCheck] = Field(default_factory=list)
 
 

@@ -59,6 +59,22 @@ def orchestration_settings(spec: WorkflowSpec) -> Iterator[Finding]:
                     Hint(name, inputs, "input fields"),
                 )
     yield from _output_checks(spec)
+    yield from _spend_limits(spec)
+
+
+def _spend_limits(spec: WorkflowSpec) -> Iterator[Finding]:
+    seen: set[str] = set()
+    for i, limit in enumerate(spec.orchestration.spend_limits):
+        path = ("orchestration", "spend_limits", i)
+        if limit.per in seen:
+            yield (
+                (*path, "per"),
+                f"a second spend limit per {limit.per}: each window has one limit",
+                f"keep one `per: {limit.per}` limit (the lower one applies anyway)",
+            )
+        seen.add(limit.per)
+        if problem := timezone_problem(limit.timezone):
+            yield (*path, "timezone"), problem, "use a name such as UTC or Europe/Paris"
 
 
 def _output_checks(spec: WorkflowSpec) -> Iterator[Finding]:

@@ -13,6 +13,7 @@ from agents_pipelines.usage.records import (
     round_usd,
 )
 from agents_pipelines.usage.report import cost_summary
+from agents_pipelines.usage.spend_limits import SpendLimit, SpendLimits, WindowSpend
 
 if TYPE_CHECKING:
     from agents_pipelines.usage.ledger import UsageLedger
@@ -23,9 +24,12 @@ __all__ = [
     "ItemFailure",
     "Price",
     "Pricer",
+    "SpendLimit",
+    "SpendLimits",
     "TokenUsage",
     "UsageLedger",
     "UsageSummary",
+    "WindowSpend",
     "cost_summary",
     "round_usd",
 ]

@@ -1,0 +1,274 @@
+"""Spend limits per day and month: every run of a workflow (or of a pool) in the window
+counts, failed ones too, read back from the Dagster instance's records.
+
+The real Gemini client calls the loopback server; each call costs CALL_USD (the server's
+default usage at the bundled gemini-2.5-flash price), so the limits below are set between
+one call's cost and two."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo as SpendLimitZone
+
+import dagster as dg
+import pytest
+
+from agents_pipelines.errors import AgentsPipelinesError
+from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
+from agents_pipelines.orchestration.checks import BUDGET_CHECK
+from agents_pipelines.orchestration.spend import pool_limits
+from agents_pipelines.spec import load_workflow
+from agents_pipelines.testing import Fault, GeminiLoopbackServer
+from agents_pipelines.testing.gemini_server.replies import default_reply
+from agents_pipelines.usage import SpendLimit
+from conftest import assert_usage_agrees, metadata_of, metadata_values, workflow_yaml, write
+
+# (120 - 20 cached) x $0.30 + 20 x $0.03 + 85 x $2.50 per million tokens (gemini-2.5-flash).
+CALL_USD = 0.0002431
+UNTRACKED = "observability: {mlflow: {enabled: false}}"
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def asset(tmp_path: Path, name: str, orchestration: str, calls: int = 1) -> dg.AssetsDefinition:
+    nodes = [(f"step_{i}", f"Step {i} on {{topic}}.", f"out_{i}") for i in range(calls)]
+    text = workflow_yaml(
+        name, *nodes, orchestration=f"inputs: {{topic: cats}}\n{orchestration}", config=UNTRACKED
+    )
+    return build_workflow_asset(load_workflow(write(tmp_path, text, f"{name}.yaml")))
+
+
+def run(
+    instance: dg.DagsterInstance,
+    assets: list[dg.AssetsDefinition],
+    select: str | None = None,
+    now: datetime | None = None,
+) -> dg.ExecuteInProcessResult:
+    runner = WorkflowRunner(spend_limits_now=now.isoformat() if now else None)
+    return dg.materialize(
+        assets,
+        instance=instance,
+        selection=[select] if select else None,
+        resources={"workflow_runner": runner},
+        raise_on_error=False,
+    )
+
+
+def failure_of(result: dg.ExecuteInProcessResult, node: str) -> tuple[str, dict[str, Any]]:
+    failure = result.failure_data_for_node(node)
+    assert failure is not None and failure.user_failure_data is not None
+    return failure.error.message, metadata_values(failure.user_failure_data.metadata)
+
+
+def budget_check(result: dg.ExecuteInProcessResult) -> dg.AssetCheckEvaluation:
+    (evaluation,) = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == BUDGET_CHECK
+    ]
+    return evaluation
+
+
+def next_midnight_utc() -> datetime:
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today + timedelta(days=1)
+
+
+def test_the_third_run_of_a_day_fails_before_calling_the_model(
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer, instance: dg.DagsterInstance
+) -> None:
+    text = workflow_yaml(
+        "daily",
+        ("summarize", "Summarize {topic}.", "summary"),
+        orchestration="inputs: {topic: cats}\nspend_limits:\n  - {per: day, max_cost_usd: 0.00048}",
+    )
+    daily = build_workflow_asset(load_workflow(write(tmp_path, text)))
+    first, second = run(instance, [daily]), run(instance, [daily])
+    assert first.success and second.success
+    # A run that passes reports the same figures everywhere, and its window's spend.
+    meta = metadata_of(second, "daily")
+    assert meta["total_cost_usd"] == CALL_USD and meta["llm_calls"] == 1
+    assert_usage_agrees(meta, meta["mlflow_run_id"])
+    assert metadata_values(budget_check(second).metadata) == {
+        "total_cost_usd": CALL_USD,
+        "total_tokens": 205,
+        "spent_this_day_usd": 2 * CALL_USD,
+        "spent_this_day_limit_usd": 0.00048,
+        "spent_this_day_resets_at": next_midnight_utc().isoformat(),
+    }
+    assert budget_check(second).passed  # the window is reported, the budget judged
+
+    third = run(instance, [daily])
+    assert not third.success
+    assert len(gemini.requests) == 2  # the third run never called the model
+    message, metadata = failure_of(third, "daily")
+    start = (next_midnight_utc() - timedelta(days=1)).isoformat()
+    assert (
+        "Workflow daily stopped before its next LLM call: the spend limit of workflow "
+        f"daily's day (UTC) is reached: $0.000486 spent since {start} (this run "
+        "$0.000000) of max_cost_usd $0.000480. The window resets at "
+        f"{next_midnight_utc().isoformat()}. Wait until then, or raise "
+        "orchestration.spend_limits."
+    ) in message
+    assert (metadata["llm_calls"], metadata["total_cost_usd"]) == (0, 0.0)
+    assert [row.data["outcome"] for row in metadata["attempts"].records] == ["failed"]
+    # Not transient: Dagster does not retry it (one attempt, one step failure).
+    assert len(third.filter_events(lambda e: e.event_type_value == "STEP_FAILURE")) == 1
+
+
+def test_failed_runs_count_toward_the_window(
+    tmp_path: Path, gemini: GeminiLoopbackServer, instance: dg.DagsterInstance
+) -> None:
+    pair = asset(tmp_path, "pair", "spend_limits: [{per: day, max_cost_usd: 0.0004}]", calls=2)
+    # The first call is answered; the second fails for good, after one call was paid.
+    gemini.set_default(
+        lambda request: Fault(400) if "Step 1" in request.prompt_text else default_reply(request)
+    )
+    failed = run(instance, [pair])
+    assert not failed.success
+    _, metadata = failure_of(failed, "pair")
+    # Two calls made, the refused one at no cost.
+    assert (metadata["llm_calls"], metadata["total_cost_usd"]) == (2, CALL_USD)
+
+    gemini.set_default(None)
+    stopped = run(instance, [pair])
+    assert not stopped.success
+    message, metadata = failure_of(stopped, "pair")
+    # The failed run's call plus this run's first call reach the limit: no second call.
+    assert "is reached: $0.000486 spent since" in message
+    assert "(this run $0.000243)" in message
+    assert (metadata["llm_calls"], metadata["total_cost_usd"]) == (1, CALL_USD)
+    assert len(gemini.requests) == 3
+
+
+def test_a_month_window_counts_the_month_and_resets_on_the_first(
+    tmp_path: Path, gemini: GeminiLoopbackServer, instance: dg.DagsterInstance
+) -> None:
+    monthly = asset(tmp_path, "monthly", "spend_limits: [{per: month, max_cost_usd: 0.0002}]")
+    assert run(instance, [monthly]).success  # nothing spent yet this month
+    refused = run(instance, [monthly])
+    message, _ = failure_of(refused, "monthly")
+    now = datetime.now(UTC)
+    first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    next_first = (first + timedelta(days=32)).replace(day=1)
+    assert f"monthly's month (UTC) is reached: $0.000243 spent since {first.isoformat()}" in message
+    assert f"The window resets at {next_first.isoformat()}." in message
+    # Next month, this month's spend no longer counts.
+    assert run(instance, [monthly], now=next_first + timedelta(hours=1)).success
+    assert len(gemini.requests) == 2
+
+
+def zone_with_midnight_at(hour_utc: int) -> str:
+    """An IANA zone (fixed offset) whose local midnight is ``hour_utc``:00 UTC."""
+    offset = -hour_utc % 24
+    offset = offset - 24 if offset > 14 else offset
+    # Etc/GMT names invert the sign: Etc/GMT+5 is UTC-5.
+    return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+
+
+@pytest.mark.parametrize("counted", [True, False], ids=["same-local-day", "next-local-day"])
+def test_the_timezone_sets_where_a_day_begins(
+    tmp_path: Path,
+    gemini: GeminiLoopbackServer,
+    instance: dg.DagsterInstance,
+    counted: bool,
+) -> None:
+    # A clock fixed just after the hour B that follows the first run: in a zone whose
+    # midnight falls at B, that run was yesterday; in one whose midnight falls 12 h
+    # earlier, it was today.
+    boundary = (datetime.now(UTC) + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    zone = zone_with_midnight_at((boundary.hour - 12 * counted) % 24)
+    limit = f"spend_limits: [{{per: day, max_cost_usd: 0.0002, timezone: {zone}}}]"
+    zoned = asset(tmp_path, "zoned", limit)
+    assert run(instance, [zoned]).success
+    later = run(instance, [zoned], now=boundary + timedelta(minutes=1))
+    assert later.success is not counted
+    assert len(gemini.requests) == 1 + (not counted)
+    if counted:
+        message, _ = failure_of(later, "zoned")
+        start = (boundary - timedelta(hours=12)).astimezone(SpendLimitZone(zone))
+        assert (
+            f"zoned's day ({zone}) is reached: $0.000243 spent since {start.isoformat()}" in message
+        )
+
+
+def test_a_pool_limit_from_the_environment_counts_every_workflow_in_the_pool(
+    tmp_path: Path,
+    gemini: GeminiLoopbackServer,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AGENTS_PIPELINES_POOL_SPEND_LIMITS", '{"gemini": {"day": 0.0004}}')
+    first, second = asset(tmp_path, "first", ""), asset(tmp_path, "second", "")
+    elsewhere = asset(tmp_path, "elsewhere", "pool: batch")
+    assets = [first, second, elsewhere]
+    assert run(instance, assets, "first").success
+    assert run(instance, assets, "second").success  # the pool had $0.000243 of $0.0004
+    refused = run(instance, assets, "first")
+    message, metadata = failure_of(refused, "first")
+    assert "the spend limit of pool gemini's day (UTC) is reached: $0.000486 spent since" in message
+    assert "Wait until then, or raise the pool's limit." in message
+    assert metadata["llm_calls"] == 0
+    assert run(instance, assets, "elsewhere").success  # another pool, another limit
+    assert len(gemini.requests) == 3
+
+
+def test_pool_limits_of_the_resource_are_checked_and_named() -> None:
+    assert pool_limits({"gemini": {"month": 300}}) == {"gemini": {"month": 300.0}}
+    with pytest.raises(
+        AgentsPipelinesError, match=r"pool_spend_limits is not valid \(gemini\.week"
+    ):
+        pool_limits({"gemini": {"week": 20}})
+
+
+@pytest.mark.parametrize(
+    ("per", "zone", "now", "start", "resets"),
+    [
+        (
+            "day",
+            "UTC",
+            "2026-11-26T23:59:00+00:00",
+            "2026-11-26T00:00:00+00:00",
+            "2026-11-27T00:00:00+00:00",
+        ),
+        (
+            "day",
+            "Asia/Tokyo",
+            "2026-11-26T23:59:00+00:00",
+            "2026-11-27T00:00:00+09:00",
+            "2026-11-28T00:00:00+09:00",
+        ),
+        (
+            "month",
+            "UTC",
+            "2026-12-31T12:00:00+00:00",
+            "2026-12-01T00:00:00+00:00",
+            "2027-01-01T00:00:00+00:00",
+        ),
+        # Paris leaves summer time on 25 October: that day is 25 hours long.
+        (
+            "day",
+            "Europe/Paris",
+            "2026-10-25T12:00:00+00:00",
+            "2026-10-25T00:00:00+02:00",
+            "2026-10-26T00:00:00+01:00",
+        ),
+        (
+            "month",
+            "America/New_York",
+            "2026-03-01T03:00:00+00:00",
+            "2026-02-01T00:00:00-05:00",
+            "2026-03-01T00:00:00-05:00",
+        ),
+    ],
+)
+def test_a_window_is_the_calendar_day_or_month_in_its_zone(
+    per: Any, zone: str, now: str, start: str, resets: str
+) -> None:
+    window = SpendLimit("workflow", "w", per, 1.0, zone).window(datetime.fromisoformat(now))
+    assert [moment.isoformat() for moment in window] == [start, resets]
