@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo as SpendLimitZone
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
@@ -191,7 +191,7 @@ def test_the_timezone_sets_where_a_day_begins(
     assert len(gemini.requests) == 1 + (not counted)
     if counted:
         message, _ = failure_of(later, "zoned")
-        start = (boundary - timedelta(hours=12)).astimezone(SpendLimitZone(zone))
+        start = (boundary - timedelta(hours=12)).astimezone(ZoneInfo(zone))
         assert (
             f"zoned's day ({zone}) is reached: $0.000243 spent since {start.isoformat()}" in message
         )
@@ -218,6 +218,22 @@ def test_a_pool_limit_from_the_environment_counts_every_workflow_in_the_pool(
     assert len(gemini.requests) == 3
 
 
+def test_a_bad_pool_limit_variable_is_named_with_what_it_allows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AGENTS_PIPELINES_POOL_SPEND_LIMITS", '{"gemini": {"day": 0}}')
+    with pytest.raises(AgentsPipelinesError) as error:
+        pool_limits(None)
+    assert str(error.value) == (
+        "Invalid environment: AGENTS_PIPELINES_POOL_SPEND_LIMITS is not valid at gemini.day: "
+        "input should be greater than 0 (got 0). It maps pool names to their limits in USD "
+        'per day and/or month, e.g. {"gemini": {"day": 20, "month": 300}}'
+    )
+    monkeypatch.setenv("AGENTS_PIPELINES_POOL_SPEND_LIMITS", "gemini=20")
+    with pytest.raises(AgentsPipelinesError, match=r"'gemini=20' is not valid JSON\. Fix: write"):
+        pool_limits(None)
+
+
 def test_pool_limits_of_the_resource_are_checked_and_named() -> None:
     assert pool_limits({"gemini": {"month": 300}}) == {"gemini": {"month": 300.0}}
     with pytest.raises(
@@ -226,49 +242,21 @@ def test_pool_limits_of_the_resource_are_checked_and_named() -> None:
         pool_limits({"gemini": {"week": 20}})
 
 
-@pytest.mark.parametrize(
-    ("per", "zone", "now", "start", "resets"),
-    [
-        (
-            "day",
-            "UTC",
-            "2026-11-26T23:59:00+00:00",
-            "2026-11-26T00:00:00+00:00",
-            "2026-11-27T00:00:00+00:00",
-        ),
-        (
-            "day",
-            "Asia/Tokyo",
-            "2026-11-26T23:59:00+00:00",
-            "2026-11-27T00:00:00+09:00",
-            "2026-11-28T00:00:00+09:00",
-        ),
-        (
-            "month",
-            "UTC",
-            "2026-12-31T12:00:00+00:00",
-            "2026-12-01T00:00:00+00:00",
-            "2027-01-01T00:00:00+00:00",
-        ),
-        # Paris leaves summer time on 25 October: that day is 25 hours long.
-        (
-            "day",
-            "Europe/Paris",
-            "2026-10-25T12:00:00+00:00",
-            "2026-10-25T00:00:00+02:00",
-            "2026-10-26T00:00:00+01:00",
-        ),
-        (
-            "month",
-            "America/New_York",
-            "2026-03-01T03:00:00+00:00",
-            "2026-02-01T00:00:00-05:00",
-            "2026-03-01T00:00:00-05:00",
-        ),
-    ],
-)
-def test_a_window_is_the_calendar_day_or_month_in_its_zone(
-    per: Any, zone: str, now: str, start: str, resets: str
-) -> None:
-    window = SpendLimit("workflow", "w", per, 1.0, zone).window(datetime.fromisoformat(now))
-    assert [moment.isoformat() for moment in window] == [start, resets]
+# per, zone, now, where the window starts, when it resets
+WINDOWS = [
+    "day UTC 2026-11-26T23:59+00:00 2026-11-26T00:00+00:00 2026-11-27T00:00+00:00",
+    "day Asia/Tokyo 2026-11-26T23:59+00:00 2026-11-27T00:00+09:00 2026-11-28T00:00+09:00",
+    "month UTC 2026-12-31T12:00+00:00 2026-12-01T00:00+00:00 2027-01-01T00:00+00:00",
+    # Paris leaves summer time on 25 October: that day is 25 hours long.
+    "day Europe/Paris 2026-10-25T12:00+00:00 2026-10-25T00:00+02:00 2026-10-26T00:00+01:00",
+    # 03:00 UTC on 1 March is still February in New York.
+    "month America/New_York 2026-03-01T03:00+00:00 2026-02-01T00:00-05:00 2026-03-01T00:00-05:00",
+]
+
+
+@pytest.mark.parametrize("case", WINDOWS, ids=[" ".join(c.split()[:2]) for c in WINDOWS])
+def test_a_window_is_the_calendar_day_or_month_in_its_zone(case: str) -> None:
+    per, zone, now, start, resets = case.split()
+    limit = SpendLimit("workflow", "w", per, 1.0, zone)  # type: ignore[arg-type]
+    window = limit.window(datetime.fromisoformat(now))
+    assert [moment.isoformat(timespec="minutes") for moment in window] == [start, resets]

@@ -9,12 +9,17 @@ the pools' spend limits (AGENTS_PIPELINES_POOL_SPEND_LIMITS).
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import dagster as dg
 
-from agents_pipelines.errors import BudgetExceededError, InvalidInputsError, WorkflowRunError
+from agents_pipelines.errors import (
+    AgentsPipelinesError,
+    BudgetExceededError,
+    InvalidInputsError,
+    WorkflowRunError,
+)
 from agents_pipelines.llm import Backend
 from agents_pipelines.orchestration.attempts import (
     POOL_TAG,
@@ -63,7 +68,7 @@ class WorkflowRunner(dg.ConfigurableResource):
         partition = context.partition_key if context.has_partition_key else None
         config = dict(context.op_execution_context.op_config or {})
         inputs = resolve_inputs(workflow.spec, partition, config, upstream)
-        now = datetime.fromisoformat(self.spend_limits_now) if self.spend_limits_now else None
+        now = _fixed_time(self.spend_limits_now)
         limits = run_spend_limits(context, workflow, pool_limits(self.pool_spend_limits), now)
         try:
             result = run_workflow(
@@ -188,6 +193,20 @@ def _failure(
         )
     metadata = usage_metadata(usage or UsageSummary()) | attempts_metadata(attempts)
     return dg.Failure(description=description, metadata=metadata, allow_retries=False)
+
+
+def _fixed_time(text: str | None) -> datetime | None:
+    """``WorkflowRunner.spend_limits_now`` as a time; without an offset, UTC."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise AgentsPipelinesError(
+            f"WorkflowRunner.spend_limits_now={text!r} is not an ISO time. Fix: write e.g. "
+            "2026-11-26T09:00:00+00:00, or leave it unset to use the clock."
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _mlflow_tags(context: dg.AssetExecutionContext) -> dict[str, str]:
