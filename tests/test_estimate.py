@@ -82,6 +82,21 @@ def test_with_a_key_input_tokens_are_what_count_tokens_returns(
     assert {r.api_key for r in gemini.count_requests} == {FAKE_KEY}
 
 
+def test_a_failed_count_is_named_with_its_way_out(
+    gemini: GeminiLoopbackServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", f"{gemini.base_url}/nowhere")  # a 404
+    path = write(tmp_path, WORKFLOW)
+    assert main(["estimate", str(path), "--input", "product=kettle"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: countTokens failed for gemini-2.5-flash: Gemini 404: ")
+    assert "unset GOOGLE_API_KEY for the estimate by characters / 4" in err
+    assert FAKE_KEY not in err
+
+
 def test_without_a_key_the_cli_prints_the_table(
     no_key: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

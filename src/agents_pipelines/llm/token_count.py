@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agents_pipelines.llm.gemini import gemini_chat_model
+from agents_pipelines.errors import AgentsPipelinesError
+from agents_pipelines.llm.gemini import describe_failure, gemini_chat_model
 from agents_pipelines.spec.models import LlmConfig
 
 
@@ -23,5 +24,11 @@ def count_tokens(config: LlmConfig, texts: Sequence[str]) -> int:
 
     client = gemini_chat_model(config).client  # type: ignore[attr-defined]
     contents = [Content(role="user", parts=[Part(text=text)]) for text in texts]
-    result = client.models.count_tokens(model=config.model, contents=contents)
+    try:
+        result = client.models.count_tokens(model=config.model, contents=contents)
+    except Exception as exc:  # the SDK's errors, and transport ones: all named alike
+        raise AgentsPipelinesError(
+            f"countTokens failed for {config.model}: {describe_failure(exc)}. Fix that, or "
+            "unset GOOGLE_API_KEY for the estimate by characters / 4."
+        ) from None
     return int(result.total_tokens or 0)

@@ -13,14 +13,13 @@ taken, loops go round once); a map node makes one call per item; a tool node mak
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from agents_pipelines.spec.models import LlmConfig, Node, WorkflowSpec
-from agents_pipelines.spec.placeholders import parse_template
+from agents_pipelines.spec.placeholders import Template, as_text, parse_template
 from agents_pipelines.usage.records import Pricer, TokenUsage, round_usd
 
 # A reply of a few paragraphs plus Gemini 2.5's thinking tokens, which are billed as output.
@@ -168,25 +167,26 @@ class _Estimator:
         self._note(f"{node.id}: {DEFAULT_MAP_ITEMS} items of `{node.map.over}` (default)")
         return DEFAULT_MAP_ITEMS
 
-    def _uses(self, templates: list[Any], node: Node) -> int:
+    def _uses(self, templates: list[Template], node: Node) -> int:
         assert node.map is not None
         return sum(t.fields.count(node.map.as_) for t in templates)
 
     def _render(
-        self, node: Node, templates: list[Any], item: Mapping[str, Any]
+        self, node: Node, templates: list[Template], item: Mapping[str, Any]
     ) -> tuple[list[str], int]:
         """The templates' texts with every known value, and the stand-in tokens of the
         placeholders whose text is unknown (left empty in the texts)."""
         known = {**self.values, **item}
-        texts, extra = [], 0
+        texts: list[str] = []
+        extra = 0
         for template in templates:
-            pieces = []
+            pieces: list[str] = []
             for literal, field in template.parts:
                 pieces.append(literal)
                 if field is None:
                     continue
                 if field in known:
-                    pieces.append(_as_text(known[field]))
+                    pieces.append(as_text(known[field]))
                 elif node.map is None or field != node.map.as_:
                     extra += self.stand_in(field)
             texts.append("".join(pieces))
@@ -216,8 +216,3 @@ class _Estimator:
     def _note(self, note: str) -> None:
         if note not in self.notes:
             self.notes.append(note)
-
-
-def _as_text(value: Any) -> str:
-    """As the prompt renders it (spec.placeholders): strings as they are, the rest as JSON."""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
