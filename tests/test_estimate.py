@@ -138,6 +138,22 @@ def test_items_set_every_map_nodes_calls(no_key: None, tmp_path: Path) -> None:
     assert fifty.times(7).cost_usd == pytest.approx(7 * fifty.cost_usd)
 
 
+def test_an_empty_list_makes_no_call_and_an_item_used_twice_counts_twice(
+    no_key: None, tmp_path: Path
+) -> None:
+    twice = WORKFLOW.replace("{product}: {review}", "{review} ({review})")
+    workflow = load_workflow(write(tmp_path, twice))
+    empty = estimate_workflow(workflow, {"product": "kettle", "reviews": []})
+    label = empty.nodes[0]
+    assert (label.calls, label.input_tokens, label.output_tokens) == (0, 0, 0)
+    assert empty.stand_ins == ("`labels`: 0 tokens (output of `label`)",)
+    three = estimate_workflow(workflow, {"product": "kettle", "reviews": []}, items=3)
+    literal = math.ceil(len("Label this review of a  ()") / 4)
+    per_item = math.ceil(UNKNOWN_FIELD_TOKENS / 3)  # the list's stand-in, shared by the items
+    assert three.nodes[0].input_tokens == 3 * (literal + 2 * per_item)
+    assert f"`reviews`: {UNKNOWN_FIELD_TOKENS} tokens (an input given empty)" in three.stand_ins
+
+
 def test_stand_ins_size_what_is_not_known_before_the_run(no_key: None) -> None:
     estimate = no_key_estimate(load_workflow(EXAMPLES / "daily_review_labels.yaml"))
     load, label, digest = estimate.nodes

@@ -147,6 +147,8 @@ class _Estimator:
             return 1, self.counter(llm, texts) + extra
         known = self.values.get(node.map.over)
         calls = self.item_count(node)
+        if calls == 0:  # an empty list: no call
+            return 0, 0
         if isinstance(known, list) and known:
             rendered = [self._render(node, templates, {node.map.as_: item}) for item in known]
             texts = [text for item_texts, _ in rendered for text in item_texts]
@@ -169,7 +171,7 @@ class _Estimator:
 
     def _uses(self, templates: list[Template], node: Node) -> int:
         assert node.map is not None
-        return sum(t.fields.count(node.map.as_) for t in templates)
+        return sum(field == node.map.as_ for t in templates for _, field in t.parts)
 
     def _render(
         self, node: Node, templates: list[Template], item: Mapping[str, Any]
@@ -205,7 +207,9 @@ class _Estimator:
             writer, size = max(sizes.items(), key=lambda pair: pair[1])
             self._note(f"`{field}`: {size} tokens (output of `{writer}`)")
             return size
-        why = "an input not given" if field in self.spec.input_fields else "a Python step's output"
+        why = "a Python step's output"
+        if field in self.spec.input_fields:
+            why = "an input given empty" if field in self.values else "an input not given"
         self._note(f"`{field}`: {UNKNOWN_FIELD_TOKENS} tokens ({why})")
         return UNKNOWN_FIELD_TOKENS
 
