@@ -365,11 +365,30 @@ def test_both_api_versions_are_served(server: GeminiLoopbackServer, version: str
 
 def test_unknown_route_is_google_404(server: GeminiLoopbackServer) -> None:
     with httpx.Client() as client:
-        resp = client.post(f"{server.base_url}/v1beta/models/{MODEL}:countTokens", json={})
+        resp = client.post(f"{server.base_url}/v1beta/models/{MODEL}:embedContent", json={})
 
     assert resp.status_code == 404
     assert resp.json()["error"]["code"] == 404
     assert resp.json()["error"]["status"] == "NOT_FOUND"
+
+
+def test_count_tokens_counts_words_and_punctuation(server: GeminiLoopbackServer) -> None:
+    server.plan(Fault(500))  # countTokens is free and never faulted: the plan is left alone
+    body = {
+        "contents": [
+            {"role": "user", "parts": [{"text": "Hello, world!"}]},
+            {"role": "user", "parts": [{"text": "a_b c3 {x}"}]},
+        ]
+    }
+    with httpx.Client() as client:
+        resp = client.post(f"{server.base_url}/v1beta/models/{MODEL}:countTokens", json=body)
+
+    assert resp.status_code == 200
+    assert resp.json() == {"totalTokens": 4 + 5}  # Hello , world ! / a_b c3 { x }
+    assert [r.prompt_text for r in server.count_requests] == ["Hello, world!\na_b c3 {x}"]
+    assert server.requests == [] and server.pending == 1
+    server.reset()
+    assert server.count_requests == []
 
 
 def test_fault_error_body_shape() -> None:

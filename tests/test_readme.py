@@ -151,6 +151,17 @@ def cli_run(clone: Clone, command: str) -> None:
         assert clone.gemini.requests, "no request reached the loopback Gemini server"
 
 
+def cli_estimate(clone: Clone, command: str) -> None:
+    done = clone.sh(command)
+    assert done.returncode == 0, _fail(command, done)
+    assert "one run: " in done.stdout and "30 partitions: " in done.stdout, done.stdout
+    if clone.gemini is None:
+        assert "(input tokens: characters / 4 (no GOOGLE_API_KEY))" in done.stdout
+    else:
+        assert "(input tokens: Gemini countTokens)" in done.stdout
+        assert clone.gemini.count_requests, "no countTokens request reached the loopback server"
+
+
 def dagster_materialize(clone: Clone, command: str) -> None:
     done = clone.sh(command)
     if clone.gemini is None:  # a Dagster run never switches backend by itself
@@ -310,6 +321,7 @@ COMMANDS: dict[str, Runner] = {  # a regex matching the whole command -> how to 
     r"make dev": Runner(make_dev, server=True),
     r"\.venv/bin/agents-pipelines validate workflows/": Runner(validate),
     r"\.venv/bin/agents-pipelines run workflows/\S+\.yaml .*": Runner(cli_run, True),
+    r"\.venv/bin/agents-pipelines estimate workflows/\S+\.yaml .*": Runner(cli_estimate, True),
     r"DAGSTER_HOME=\$PWD \.venv/bin/dagster asset materialize .*": Runner(
         dagster_materialize, True
     ),

@@ -1,4 +1,5 @@
-"""``agents-pipelines``: validate workflow files, run one without Dagster, print the schema."""
+"""``agents-pipelines``: validate workflow files, run one without Dagster, estimate what a run
+costs, print the schema."""
 
 from __future__ import annotations
 
@@ -88,6 +89,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", "-v", action="store_true", help="show tracking and the state")
     run.set_defaults(command=_run)
 
+    estimate = commands.add_parser(
+        "estimate", help="expected tokens and USD of a run, before spending (see README)"
+    )
+    estimate.add_argument("file", metavar="FILE")
+    estimate.add_argument(
+        "--input", "-i", action="append", default=[], metavar="FIELD=VALUE", help="as for run"
+    )
+    estimate.add_argument(
+        "--items", type=_positive, metavar="N", help="items of every map node (each one a call)"
+    )
+    estimate.add_argument(
+        "--partitions", type=_positive, metavar="N", help="also show N runs (one per partition)"
+    )
+    estimate.set_defaults(command=_estimate)
+
     schema = commands.add_parser("schema", help="print the JSON Schema of workflow files")
     schema.set_defaults(command=_schema)
     return parser
@@ -172,6 +188,25 @@ def _parse_inputs(workflow: Workflow, pairs: list[str]) -> dict[str, Any]:
                 '(give e.g. 3, true or ["a", "b"])'
             ) from None
     return inputs
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"`{text}` is not a whole number of 1 or more")
+    return value
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from agents_pipelines.estimate import estimate_workflow, render_estimate
+
+    workflow = load_workflow(args.file)
+    inputs = _parse_inputs(workflow, args.input)
+    print(render_estimate(estimate_workflow(workflow, inputs, items=args.items), args.partitions))
+    return 0
 
 
 def _schema(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import warnings
 
 import dagster as dg
 
+from agents_pipelines.estimate import no_key_estimate
 from agents_pipelines.orchestration.partitions import partitions_def
 from agents_pipelines.spec import Workflow, draw_mermaid
 
@@ -43,9 +44,28 @@ class WorkflowTranslator:
                     ]
                 ),
                 "models": dg.MetadataValue.json(spec.models_used()),
+                **_estimate_metadata(workflow),
                 "workflow_file": dg.MetadataValue.path(str(workflow.path)),
             },
         )
+
+
+def _estimate_metadata(workflow: Workflow) -> dict[str, dg.MetadataValue]:
+    """One run's estimate with the default inputs, counted without a key (no network while
+    the code location loads): what the Launchpad shows before a run is launched."""
+    estimate = no_key_estimate(workflow)
+    return {
+        "estimated_total_tokens": dg.MetadataValue.int(estimate.total_tokens),
+        "estimated_cost_usd": dg.MetadataValue.float(estimate.cost_usd),
+        "estimate": dg.MetadataValue.md(
+            f"One run, by `agents-pipelines estimate` without a key: "
+            f"{estimate.input_tokens} input and {estimate.output_tokens} output tokens, "
+            f"${estimate.cost_usd:.6f} USD"
+            + "".join(f"\n- assumed: {note}" for note in estimate.stand_ins)
+            + "".join(f"\n- price of {m}: {s}" for m, s in estimate.price_sources.items())
+            + "".join(f"\n- no price for {model}" for model in estimate.unpriced_models)
+        ),
+    }
 
 
 def _automation(workflow: Workflow) -> dg.AutomationCondition | None:

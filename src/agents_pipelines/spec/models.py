@@ -63,6 +63,13 @@ class StateSpec(_Model):
     fields: dict[Identifier, StateField] = Field(min_length=1)
 
 
+# Read by `agents-pipelines estimate` only; never sent to Gemini.
+EXPECTED_OUTPUT = (
+    "Output tokens per call that estimates assume (thinking included); left out: "
+    "max_output_tokens, else 1000."
+)
+
+
 class LlmOverride(_Model):
     """Per-node settings; each one left out falls back to ``config.llm``."""
 
@@ -71,6 +78,7 @@ class LlmOverride(_Model):
     max_output_tokens: int | None = Field(None, ge=1)
     timeout_s: float | None = Field(None, gt=0, le=3600)
     max_retries: int | None = Field(None, ge=0, le=10)
+    expected_output_tokens: int | None = Field(None, ge=1, description=EXPECTED_OUTPUT)
 
 
 class LlmConfig(_Model):
@@ -85,6 +93,7 @@ class LlmConfig(_Model):
     base_url: str | None = Field(
         None, description="A gateway in front of the Gemini API, e.g. https://gw.example.com."
     )
+    expected_output_tokens: int | None = Field(None, ge=1, description=EXPECTED_OUTPUT)
 
     def merged(self, override: LlmOverride | None) -> LlmConfig:
         if override is None:

@@ -38,7 +38,7 @@ class Template:
 
     def render(self, values: Mapping[str, Any]) -> str:
         return "".join(
-            literal + _as_text(values[field]) if field else literal for literal, field in self.parts
+            literal + as_text(values[field]) if field else literal for literal, field in self.parts
         )
 
 
@@ -91,7 +91,7 @@ def _check_placeholder(field: str, format_spec: str | None, conversion: str | No
         )
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
     """How a state value reads inside a prompt: strings as they are, the rest as JSON."""
     if isinstance(value, str):
         return value

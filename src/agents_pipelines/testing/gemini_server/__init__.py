@@ -15,6 +15,9 @@ Wire format (google-genai 2.x, Gemini Developer API backend):
   ``generationConfig.responseSchema`` (Google's OpenAPI subset, upper-case types).
 * ``POST /v1beta/models/{model}:streamGenerateContent?alt=sse`` answered as server-sent
   events, one ``data: {GenerateContentResponse}`` per chunk.
+* ``POST /v1beta/models/{model}:countTokens`` answered ``{"totalTokens": N}`` by a simple
+  rule (``replies.count_tokens``: one token per word and per punctuation mark); these
+  requests go to ``server.count_requests``, apart from the calls, and consume no plan.
 * Errors use Google's shape ``{"error": {"code", "message", "status", "details"}}``.
 
 Modules: ``server`` (HTTP and the answer queue), ``faults`` (planned failures in Google's

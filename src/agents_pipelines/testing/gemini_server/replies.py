@@ -4,6 +4,7 @@ default answer and the wire form of a response (whole or as stream chunks)."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,6 +185,16 @@ class RecordedRequest:
         config = self.generation_config
         schema = config.get("responseJsonSchema") or config.get("responseSchema")
         return schema if isinstance(schema, dict) else None
+
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def count_tokens(text: str) -> int:
+    """The server's countTokens rule: one token per word (a run of letters, digits and
+    underscores) and one per other non-space character. Deterministic and simple to check
+    by hand; it is not Gemini's tokenizer, whose vocabulary is not available offline."""
+    return len(_TOKEN.findall(text))
 
 
 def default_reply(request: RecordedRequest) -> Reply:

@@ -17,6 +17,7 @@ from agents_pipelines.testing.gemini_server.faults import Fault, error_body
 from agents_pipelines.testing.gemini_server.replies import (
     RecordedRequest,
     Reply,
+    count_tokens,
     default_reply,
     response_json,
     stream_chunks,
@@ -25,7 +26,7 @@ from agents_pipelines.testing.gemini_server.replies import (
 # /{api_version}/models/{model}:{method}; the SDK lets callers pick the api version.
 _ROUTE = re.compile(
     r"^/(?P<version>v1beta|v1alpha|v1)/models/(?P<model>[^/:]+)"
-    r":(?P<method>generateContent|streamGenerateContent)$"
+    r":(?P<method>generateContent|streamGenerateContent|countTokens)$"
 )
 
 
@@ -90,8 +91,16 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
             stream=route["method"] == "streamGenerateContent",
         )
+        if route["method"] == "countTokens":
+            self._count_tokens(request)
+            return
         sse = parse_qs(url.query).get("alt") == ["sse"]
         self._answer(request, sse=sse)
+
+    def _count_tokens(self, request: RecordedRequest) -> None:
+        """Free and never faulted: recorded apart from the calls, answered at once."""
+        self.server.owner._record_count(request)
+        self._send_json(200, {"totalTokens": count_tokens(request.prompt_text)})
 
     def _answer(self, request: RecordedRequest, *, sse: bool) -> None:
         owner = self.server.owner
@@ -183,6 +192,7 @@ class GeminiLoopbackServer:
         self._lock = threading.Lock()
         self._plan: collections.deque[PlanItem] = collections.deque()
         self._requests: list[RecordedRequest] = []
+        self._count_requests: list[RecordedRequest] = []
         self._default: DefaultFn | None = None
         self._fault_count = 0
         self._reply_count = 0
@@ -263,6 +273,7 @@ class GeminiLoopbackServer:
         with self._lock:
             self._plan.clear()
             self._requests.clear()
+            self._count_requests.clear()
             self._default = None
             self._fault_count = self._reply_count = 0
             self._max_in_flight = self._in_flight
@@ -274,6 +285,13 @@ class GeminiLoopbackServer:
         """Snapshot of the requests received so far, in arrival order."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def count_requests(self) -> list[RecordedRequest]:
+        """The countTokens requests received so far, in arrival order (not in ``requests``:
+        they cost nothing and consume no planned answer)."""
+        with self._lock:
+            return list(self._count_requests)
 
     @property
     def pending(self) -> int:
@@ -301,6 +319,10 @@ class GeminiLoopbackServer:
             return self._max_in_flight
 
     # -- used by the handler --------------------------------------------------------------
+
+    def _record_count(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._count_requests.append(request)
 
     def _enter(self) -> None:
         with self._lock:
