@@ -222,3 +222,10 @@ def workflow_yaml(
 
 def _block(key: str, body: str) -> list[str]:
     return [f"{key}:", *(f"  {line}" for line in body.splitlines())] if body else []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (otherwise in file order): on `make pytest`'s two workers the
+    long ones then start early and the short ones fill in at the end, instead of one worker
+    finishing a long test alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
