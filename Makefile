@@ -50,8 +50,11 @@ format: install
 typecheck: install
 	$(BIN)/mypy
 
+# Two workers (pytest-xdist): most of the suite's time is spent waiting on subprocesses,
+# servers and simulated LLM latency, so two of them share two cores well. Tests that start
+# many processes at once share the xdist_group "concurrency" and run one at a time.
 pytest: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 test: lint typecheck pytest
 

@@ -265,3 +265,10 @@ def assert_usage_agrees(meta: Mapping[str, Any], run_id: str) -> Any:
         cost = json.loads(trace.info.trace_metadata[TraceMetadataKey.COST])
         assert cost["total_cost"] == meta["total_cost_usd"]
     return trace
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (otherwise in file order): on `make pytest`'s two workers the
+    long ones then start early and the short ones fill in at the end, instead of one worker
+    finishing a long test alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

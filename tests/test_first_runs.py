@@ -26,6 +26,7 @@ CREATED_BY_MLFLOW = "Creating initial MLflow database tables"
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("concurrency")  # one many-process test at a time
 @pytest.mark.timeout(600)  # 9 interpreter starts: 267 s at a load average of 17 on 2 cores
 def test_eight_first_runs_on_a_brand_new_store_give_eight_runs_and_eight_traces(
     tmp_path: Path,

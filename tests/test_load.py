@@ -21,6 +21,7 @@ PROCESSES = 8
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("concurrency")  # one many-process test at a time
 def test_eight_concurrent_materializations_on_sqlite(
     tmp_path: Path, migrated_mlflow_db: Path
 ) -> None:

@@ -26,11 +26,13 @@ POOL_LIMIT = 8  # concurrency.pools.default_limit in deploy/team/dagster.yaml
 
 @pytest.fixture
 def mlflow_on_postgres(tmp_path: Path, postgres_database: str) -> Iterator[str]:
-    yield from start_tracking_server(postgres_database, tmp_path / "artifacts")
+    # Two workers: sixteen runs log to it at once.
+    yield from start_tracking_server(postgres_database, tmp_path / "artifacts", workers=2)
 
 
 @pytest.mark.postgres
 @pytest.mark.slow
+@pytest.mark.xdist_group("concurrency")  # one many-process test at a time
 def test_sixteen_concurrent_runs_on_postgres(
     tmp_path: Path, postgres_database_factory: object, mlflow_on_postgres: str
 ) -> None:
