@@ -8,6 +8,7 @@ Gemini backend itself, so it never passes through Dagster config), the MLflow UI
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import dagster as dg
@@ -61,6 +62,8 @@ class WorkflowRunner(dg.ConfigurableResource):
                 tags=_mlflow_tags(context),
                 mlflow_ui_url=self.mlflow_ui_url,
                 simulated_latency_s=self.simulated_latency_s,
+                # Beside the checkpoints: the instance's storage folder, shared by its runs.
+                cache_dir=Path(context.instance.storage_directory()),
             )
         except InvalidInputsError as exc:
             raise dg.Failure(description=redact(str(exc)), allow_retries=False) from exc
