@@ -146,9 +146,7 @@ def run(path: Path, cache_dir: Path, **inputs: Any) -> RunResult:
     return run_workflow(load_workflow(path), inputs or {"topic": "cats"}, cache_dir=cache_dir)
 
 
-def test_a_node_with_cache_false_always_calls(
-    tmp_path: Path, gemini: GeminiLoopbackServer
-) -> None:
+def test_a_node_with_cache_false_always_calls(tmp_path: Path, gemini: GeminiLoopbackServer) -> None:
     path = write(tmp_path, chain(extra=", cache: false", config=f"  {UNTRACKED}\n"))
     run(path, tmp_path)
     gemini.reset()
