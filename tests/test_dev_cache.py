@@ -228,3 +228,52 @@ def test_each_map_item_is_cached_on_its_own(tmp_path: Path, gemini: GeminiLoopba
     hits = sorted((c.item, c.cache_hit) for c in again.usage.calls)
     assert hits == [(0, True), (1, False), (2, True)]
     assert again.state["labels"][1] == "Loopback reply to: Label this review: awful"
+
+
+def test_two_caches_on_one_file_write_and_read_at_once(tmp_path: Path) -> None:
+    """Two processes' caches (separate objects, separate connections) on one file, each
+    written from four threads at once: every reply is found by the other, whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration
+
+    path = tmp_path / dev_cache.CACHE_FILE
+    caches = [dev_cache.ResponseCache(path, 60), dev_cache.ResponseCache(path, 60)]
+    usage = {"input_tokens": 7, "output_tokens": 3, "total_tokens": 10}
+
+    def store(n: int) -> None:
+        reply = ChatGeneration(message=AIMessage(f"reply {n}", usage_metadata=usage))
+        caches[n % 2].update(f"prompt {n}", "model", [reply])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(store, range(80)))
+    for n in range(80):
+        (hit,) = caches[(n + 1) % 2].lookup(f"prompt {n}", "model") or []
+        message: Any = getattr(hit, "message", None)
+        assert message.text == f"reply {n}"
+        assert message.usage_metadata["total_tokens"] == 0  # a hit bills nothing
+        assert message.response_metadata["agents_pipelines_cache_hit"] == {"usage": usage}
+    assert caches[0].lookup("prompt 1", "another model") is None
+
+
+def test_the_cli_keeps_its_cache_in_the_current_directory(
+    tmp_path: Path,
+    gemini: GeminiLoopbackServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from agents_pipelines.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, chain(config=f"  {UNTRACKED}\n"))
+    assert main(["run", str(path), "--input", "topic=owls"]) == 0
+    first = capsys.readouterr().out
+    assert main(["run", str(path), "--input", "topic=owls"]) == 0
+    second = capsys.readouterr().out
+    assert len(gemini.requests) == 3
+    assert (tmp_path / ".agents_pipelines" / dev_cache.CACHE_FILE).is_file()
+    assert "development cache" not in first
+    spent = first.split("cost: $")[1].split(" ")[0]
+    assert f"  development cache: 3 call(s) answered, ${spent} saved\n" in second
+    assert "cost: $0.000000 USD" in second
