@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from agents_pipelines.llm import cache as dev_cache
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.runner import RunResult, run_workflow
 from agents_pipelines.spec import load_workflow
-from agents_pipelines.testing import GeminiLoopbackServer
+from agents_pipelines.testing import GeminiLoopbackServer, RecordedRequest, Reply
 from conftest import assert_usage_agrees, metadata_of, write
 
 CACHE = "cache: {ttl_s: 3600}"
@@ -277,3 +278,57 @@ def test_the_cli_keeps_its_cache_in_the_current_directory(
     spent = first.split("cost: $")[1].split(" ")[0]
     assert f"  development cache: 3 call(s) answered, ${spent} saved\n" in second
     assert "cost: $0.000000 USD" in second
+
+
+TOOLS = """\
+schema_version: "1"
+flow: {{name: tools}}
+state:
+  fields:
+    ticket: {{type: str, required: true}}
+    reply: {{type: {reply_type}}}
+nodes:
+  - id: answer
+    prompt: "Answer: {{ticket}}"
+    tools: [{tools}]
+    outputs: [reply]
+edges:
+  - {{from: START, to: answer}}
+  - {{from: answer, to: END}}
+config:
+  execution: {{cache: {{ttl_s: 60}}}}
+  observability: {{mlflow: {{enabled: false}}}}
+"""
+
+
+def test_tools_and_the_output_schema_are_part_of_the_key(
+    tmp_path: Path, gemini: GeminiLoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the loader adds the working directory
+
+    def respond(request: RecordedRequest) -> Reply:
+        if request.wants_json:
+            return Reply.json_reply({"reply": 1})
+        if request.function_responses:
+            return Reply.text_reply("Refund approved.")
+        return Reply.function_call_reply("refund_status", {"order_id": "A1001"})
+
+    gemini.set_default(respond)
+
+    def answer(tools: str, reply_type: str = "str") -> RunResult:
+        text = TOOLS.format(tools=tools, reply_type=reply_type)
+        return run(write(tmp_path, text), tmp_path, ticket="Where is A1001?")
+
+    first = answer("shop.orders:refund_status")
+    again = answer("shop.orders:refund_status")
+    assert len(gemini.requests) == 2  # the call asking for the tool, then the answer
+    assert [(c.tools, c.cache_hit) for c in again.usage.calls] == [
+        (("refund_status",), True),  # the cached reply still asks for the tool, which runs
+        ((), True),
+    ]
+    assert again.state == first.state == {"ticket": "Where is A1001?", "reply": "Refund approved."}
+    answer("shop.orders:refund_status, shop.orders:lookup_order")
+    assert len(gemini.requests) == 4  # other tools: other requests
+    typed = answer("shop.orders:refund_status", reply_type="int")
+    assert [r.wants_json for r in gemini.requests[4:]] == [True]  # the loop hit; the schema not
+    assert typed.state["reply"] == 1

@@ -108,7 +108,26 @@ class ResponseCache(BaseCache):
 
 
 def _key(prompt: str, llm_string: str) -> str:
-    return hashlib.sha256(f"{llm_string}\0{prompt}".encode()).hexdigest()
+    return hashlib.sha256(f"{llm_string}\0{_sent(prompt)}".encode()).hexdigest()
+
+
+# Parts of a message LangChain serializes but never sends to the model: a reply that went
+# back into a conversation (a tool loop) would otherwise key differently once it came
+# from the cache, with its usage zeroed.
+_NOT_SENT = ("usage_metadata", "response_metadata", "id")
+
+
+def _sent(prompt: str) -> str:
+    """``prompt`` (LangChain's serialized messages) without what is not sent."""
+    try:
+        messages = json.loads(prompt)
+    except ValueError:
+        return prompt
+    for message in messages if isinstance(messages, list) else ():
+        kwargs = message.get("kwargs") if isinstance(message, dict) else None
+        for name in _NOT_SENT if isinstance(kwargs, dict) else ():
+            kwargs.pop(name, None)
+    return json.dumps(messages, sort_keys=True)
 
 
 def _original_usage(generations: Sequence[Generation]) -> dict[str, Any]:
