@@ -125,8 +125,9 @@ def _sent(prompt: str) -> str:
         return prompt
     for message in messages if isinstance(messages, list) else ():
         kwargs = message.get("kwargs") if isinstance(message, dict) else None
-        for name in _NOT_SENT if isinstance(kwargs, dict) else ():
-            kwargs.pop(name, None)
+        if isinstance(kwargs, dict):
+            for name in _NOT_SENT:
+                kwargs.pop(name, None)
     return json.dumps(messages, sort_keys=True)
 
 
