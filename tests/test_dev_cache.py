@@ -22,6 +22,7 @@ from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.runner import RunResult, run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import GeminiLoopbackServer, RecordedRequest, Reply
+from agents_pipelines.tracking import drain_trace_export
 from conftest import assert_usage_agrees, metadata_of, write
 
 CACHE = "cache: {ttl_s: 3600}"
@@ -215,20 +216,31 @@ edges:
   - {from: classify, to: END}
 config:
   execution: {cache: {ttl_s: 60}}
-  observability: {mlflow: {enabled: false}}
 """
 
 
-def test_each_map_item_is_cached_on_its_own(tmp_path: Path, gemini: GeminiLoopbackServer) -> None:
+def test_each_map_item_is_cached_on_its_own(
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
+) -> None:
     path = write(tmp_path, MAP)
-    run(path, tmp_path, reviews=["good", "bad", "fine"])
+    run(path, tmp_path, reviews=["good", "bad", "fine", "meh"])
     gemini.reset()
-    again = run(path, tmp_path, reviews=["good", "awful", "fine"])
+    again = run(path, tmp_path, reviews=["good", "awful", "fine", "meh"])
     (request,) = gemini.requests
     assert request.prompt_text == "Label this review: awful"
     hits = sorted((c.item, c.cache_hit) for c in again.usage.calls)
-    assert hits == [(0, True), (1, False), (2, True)]
+    assert hits == [(0, True), (1, False), (2, True), (3, True)]
     assert again.state["labels"][1] == "Loopback reply to: Label this review: awful"
+    # The items ran at once on worker threads: each span is marked as its own call was.
+    assert again.tracking is not None and again.tracking.trace_id is not None
+    drain_trace_export()
+    spans = mlflow.get_trace(again.tracking.trace_id).data.spans
+    marked = {
+        s.attributes["agents_pipelines.item_index"]: s.attributes.get("agents_pipelines.cache_hit")
+        for s in spans
+        if s.span_type == "CHAT_MODEL"
+    }
+    assert marked == {0: True, 1: None, 2: True, 3: True}
 
 
 def test_two_caches_on_one_file_write_and_read_at_once(tmp_path: Path) -> None:
