@@ -13,6 +13,10 @@ A map node's item calls name their node and list index in LangChain's callback m
 which autolog keeps nested in the span's ``metadata`` attribute; the processor lifts them
 to the span's own attributes (ITEM_INDEX, NODE) so a trace can be searched by item.
 
+A reply of the development cache has no usage, so its span costs 0; the processor marks it
+(CACHE_HIT_ATTRIBUTE) with what it saved (SAVED_COST), priced from the original usage the
+cache hands over (llm.cache.take_hit).
+
 A failed call's span holds the provider's error three times: an exception event (message
 and stacktrace), the status description and, from autolog, the attributes. The error may
 repeat the API key, so the processor redacts API keys from every span it sees, ours or not.

@@ -9,6 +9,10 @@ it is listed with the calls, at no cost, but is not an LLM call.
 A map node's item calls run in a LangGraph task of their own: they name their node and
 item index in the metadata (NODE_KEY, ITEM_KEY), and an item skipped for good is reported
 as the custom event ITEM_FAILED.
+
+A reply of the development cache (llm.cache) comes with its usage zeroed and the original
+under CACHE_HIT in its response_metadata: it is recorded as an LLM call of no tokens and
+no cost, marked ``cache_hit``, with its original usage priced as ``saved``.
 """
 
 from __future__ import annotations
