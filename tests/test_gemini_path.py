@@ -72,6 +72,8 @@ def test_one_truth_for_usage_and_cost(mlflow_uri: str, gemini: GeminiLoopbackSer
         "cached_tokens": 20,
         "cost_usd": round(call_cost(PRO), 9),
         "latency_s": 0,
+        "cache_hit": False,
+        "saved_cost_usd": None,
     }
     # The asset's value is the final state; the loop ended on approved == true.
     state = result.asset_value("article_writer")

@@ -123,6 +123,8 @@ def test_a_python_step_feeds_the_llm_and_costs_nothing(
         "cached_tokens": 0,
         "cost_usd": 0.0,
         "latency_s": 0,
+        "cache_hit": False,
+        "saved_cost_usd": None,
     }
     assert call["node"] == "summarize" and call["model"] == "gemini-2.5-flash"
 

@@ -70,6 +70,8 @@ YAML_FRAGMENTS = {
     "run_launcher": "a part of a team dagster.yaml for Docker or Kubernetes, not installed here",
     "nodes": "a part of a workflow file; the shipped examples review_digest and support_reply "
     "hold these nodes, and tests/test_python_steps.py and tests/test_tool_calls.py run them",
+    "config": "a part of a workflow file; tests/test_dev_cache.py runs the development cache "
+    "with these keys",
 }
 
 

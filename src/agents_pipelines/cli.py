@@ -138,6 +138,11 @@ def _run(args: argparse.Namespace) -> int:
         f"(backend: {result.backend.value}, {result.node_count} node run(s))"
     )
     print(f"  LLM calls: {result.usage.llm_calls}")
+    if hits := result.usage.cache_hits:
+        print(
+            f"  development cache: {hits} call(s) answered, "
+            f"${result.usage.saved_cost_usd:.6f} saved"
+        )
     print(
         f"  tokens: {tokens.total} total, {tokens.prompt} prompt, {tokens.completion} "
         f"completion ({tokens.reasoning} reasoning), {tokens.cached} cached"

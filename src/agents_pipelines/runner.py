@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agents_pipelines.errors import (
@@ -22,6 +23,7 @@ from agents_pipelines.errors import (
 )
 from agents_pipelines.graph import build_graph, initial_state
 from agents_pipelines.llm import Backend, chat_model_factory, resolve_backend
+from agents_pipelines.llm.cache import ResponseCache, open_cache
 from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s
 from agents_pipelines.redaction import redact_exception
 from agents_pipelines.spec import Workflow
@@ -36,6 +38,9 @@ from agents_pipelines.usage.spend_limits import first_reached
 
 __all__ = ["RunResult", "TrackingFailedWarning", "run_workflow", "spent_before"]
 
+
+# Where the development cache lives outside Dagster (the CLI, a notebook).
+DEFAULT_CACHE_DIR = Path(".agents_pipelines")
 
 # The attribute that carries the spend on an interruption that run_workflow lets through.
 _SPEND_ATTRIBUTE = "agents_pipelines_spent"
@@ -68,20 +73,26 @@ def run_workflow(
     mlflow_ui_url: str | None = None,
     simulated_latency_s: float | None = None,
     spend_limits: SpendLimits | None = None,
+    cache_dir: Path | None = None,
 ) -> RunResult:
     """Run ``workflow`` once. Bad inputs raise InvalidInputsError before any LLM call;
     a failed run raises WorkflowRunError carrying the spend so far.
 
     ``spend_limits`` (given by an orchestrator that keeps records of earlier runs) are
     read once here: a window already spent raises SpendLimitError before the run starts,
-    and one that this run's calls fill stops it before its next call."""
+    and one that this run's calls fill stops it before its next call.
+
+    With ``config.execution.cache`` set, replies are cached in ``cache_dir`` (the Dagster
+    asset passes its instance's storage folder), by default ``.agents_pipelines/`` in the
+    current directory."""
     spec = workflow.spec
     state = initial_state(spec, inputs or {})
     windows = spend_limits.open() if spend_limits is not None else ()
     if (reached := first_reached(windows, UsageSummary())) is not None:
         raise SpendLimitError(reached.stop_message(workflow.name, UsageSummary()), UsageSummary())
     chosen = resolve_backend(backend.value if isinstance(backend, Backend) else backend)
-    graph = build_graph(spec, chat_model_factory(chosen, simulated_latency_s))
+    cache = _cache(workflow, cache_dir)
+    graph = build_graph(spec, chat_model_factory(chosen, simulated_latency_s), cache)
     pricer = MlflowPriceTable(spec.config.pricing)
     ledger = UsageLedger(
         pricer,
@@ -142,6 +153,13 @@ def _stream(
         else:
             final = chunk
     return dict(final)
+
+
+def _cache(workflow: Workflow, folder: Path | None) -> ResponseCache | None:
+    config = workflow.spec.config.execution.cache
+    if config is None:
+        return None
+    return open_cache(folder or DEFAULT_CACHE_DIR, config.ttl_s)
 
 
 def _guard(

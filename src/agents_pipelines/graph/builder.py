@@ -19,8 +19,9 @@ from agents_pipelines.graph.nodes import make_node
 from agents_pipelines.graph.routes import router, target
 from agents_pipelines.graph.state import state_schema
 from agents_pipelines.llm.backend import ChatModelFactory
+from agents_pipelines.llm.cache import ResponseCache, cached_model
 from agents_pipelines.llm.gemini import wait_for_retry_after
-from agents_pipelines.spec.models import END, START, LlmConfig, WorkflowSpec
+from agents_pipelines.spec.models import END, START, LlmConfig, Node, WorkflowSpec
 
 # Compiled graphs, newest last: (spec, models) -> graph. A compiled graph holds no run
 # state, so runs and threads share it; compiling costs about 9 ms per run of a 3-node
@@ -31,16 +32,16 @@ _compiled_lock = threading.Lock()
 _MAX_COMPILED = 256
 
 
-def build_graph(spec: WorkflowSpec, model_factory: ChatModelFactory) -> CompiledStateGraph:
-    """The compiled graph of ``spec`` with the models ``model_factory`` gives its nodes.
+def build_graph(
+    spec: WorkflowSpec, model_factory: ChatModelFactory, cache: ResponseCache | None = None
+) -> CompiledStateGraph:
+    """The compiled graph of ``spec`` with the models ``model_factory`` gives its nodes,
+    those of nodes that do not say ``cache: false`` answering from ``cache`` first.
 
     Reused while the spec object and the models are the same (the factories share models
     between runs); a changed file is a new spec, a rotated key a new model.
     """
-    models = tuple(
-        model_factory(spec.config.llm.merged(node.llm)) if node.calls_llm else None
-        for node in spec.nodes
-    )
+    models = tuple(_model(spec, node, model_factory, cache) for node in spec.nodes)
     key = (id(spec), *map(id, models))
     with _compiled_lock:
         if (entry := _compiled.get(key)) is not None:
@@ -52,6 +53,15 @@ def build_graph(spec: WorkflowSpec, model_factory: ChatModelFactory) -> Compiled
         while len(_compiled) > _MAX_COMPILED:
             _compiled.popitem(last=False)
     return graph
+
+
+def _model(
+    spec: WorkflowSpec, node: Node, factory: ChatModelFactory, cache: ResponseCache | None
+) -> Any:
+    if not node.calls_llm:
+        return None
+    model = factory(spec.config.llm.merged(node.llm))
+    return cached_model(model, cache) if cache is not None and node.cache else model
 
 
 def _compile(spec: WorkflowSpec, models: tuple[Any, ...]) -> CompiledStateGraph:

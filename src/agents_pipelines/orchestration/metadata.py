@@ -26,6 +26,8 @@ _CALL_COLUMNS = [
     dg.TableColumn("cached_tokens", "int"),
     dg.TableColumn("cost_usd", "float", description="Empty when the model has no price."),
     dg.TableColumn("latency_s", "float"),
+    dg.TableColumn("cache_hit", "bool", description="Answered by the development cache."),
+    dg.TableColumn("saved_cost_usd", "float", description="What a cache hit would have cost."),
 ]
 
 _FAILED_ITEM_COLUMNS = [
@@ -115,6 +117,8 @@ def _call_record(call: Any) -> dg.TableRecord:
             "cached_tokens": call.usage.cached,
             "cost_usd": call.cost_usd,
             "latency_s": round(call.latency_s, 3),
+            "cache_hit": call.cache_hit,
+            "saved_cost_usd": call.saved_cost_usd,
         }
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 import dagster as dg
@@ -79,6 +80,8 @@ class WorkflowRunner(dg.ConfigurableResource):
                 mlflow_ui_url=self.mlflow_ui_url,
                 simulated_latency_s=self.simulated_latency_s,
                 spend_limits=limits,
+                # Beside the checkpoints: the instance's storage folder, shared by its runs.
+                cache_dir=Path(context.instance.storage_directory()),
             )
         except InvalidInputsError as exc:
             raise dg.Failure(description=redact(str(exc)), allow_retries=False) from exc

@@ -209,6 +209,11 @@ class Node(_Model):
     map: MapSpec | None = None
     outputs: list[Identifier] = Field(min_length=1, description="State fields this node writes.")
     llm: LlmOverride | None = None
+    cache: bool = Field(
+        True,
+        description="`false`: always call the model, even with `config.execution.cache` set; "
+        "only for an LLM node.",
+    )
     description: str = ""
 
     @model_validator(mode="after")
@@ -226,6 +231,7 @@ class Node(_Model):
                     ("system", self.system),
                     ("tools", self.tools),
                     ("llm", self.llm),
+                    ("cache", "cache" in self.model_fields_set),  # no LLM call to cache
                 )
                 if value
             ]
@@ -241,8 +247,22 @@ class Node(_Model):
         return self.function is None
 
 
+class CacheConfig(_Model):
+    """The development cache: an LLM request seen within ``ttl_s`` is answered from it."""
+
+    ttl_s: int = Field(
+        ge=1,
+        le=31_536_000,
+        description="How long a reply is reused, in seconds (at most a year), e.g. 86400.",
+    )
+
+
 class ExecutionConfig(_Model):
     max_steps: int = Field(25, ge=1, le=10_000, description="Steps before a looping run stops.")
+    cache: CacheConfig | None = Field(
+        None,
+        description="Reuse LLM replies for identical requests (development); off unless set.",
+    )
 
 
 class MlflowConfig(_Model):

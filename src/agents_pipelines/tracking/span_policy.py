@@ -13,6 +13,10 @@ A map node's item calls name their node and list index in LangChain's callback m
 which autolog keeps nested in the span's ``metadata`` attribute; the processor lifts them
 to the span's own attributes (ITEM_INDEX, NODE) so a trace can be searched by item.
 
+A reply of the development cache has no usage, so its span costs 0; the processor marks it
+(CACHE_HIT_ATTRIBUTE) with what it saved (SAVED_COST), priced from the original usage the
+cache hands over (llm.cache.take_hit).
+
 A failed call's span holds the provider's error three times: an exception event (message
 and stacktrace), the status description and, from autolog, the attributes. The error may
 repeat the API key, so the processor redacts API keys from every span it sees, ours or not.
@@ -32,6 +36,8 @@ from agents_pipelines.usage.records import ITEM_KEY, NODE_KEY
 REDACTED = "[not recorded: set observability.mlflow.artifact_level: full to record content]"
 ITEM_INDEX = "agents_pipelines.item_index"  # span attribute: a map item's list index
 NODE = "agents_pipelines.node"  # span attribute: the workflow node of a map item's call
+CACHE_HIT_ATTRIBUTE = "agents_pipelines.cache_hit"  # span attribute: the cache answered
+SAVED_COST = "agents_pipelines.saved_cost_usd"  # span attribute: what a cache hit saved
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -75,6 +81,7 @@ def _process(span: Any) -> None:
         policy = _policies.get(span.trace_id)
     if policy is not None:  # one of our workflow traces
         _set_cost(span, policy.pricer)
+        _mark_cache_hit(span, policy.pricer)
         _lift_item(span)
         if policy.keep_content:
             _escape_lone_surrogates(span)
@@ -141,6 +148,24 @@ def _lift_item(span: Any) -> None:
     if isinstance(metadata, dict) and ITEM_KEY in metadata:
         span.set_attribute(ITEM_INDEX, metadata[ITEM_KEY])
         span.set_attribute(NODE, metadata.get(NODE_KEY))
+
+
+def _mark_cache_hit(span: Any, pricer: Pricer) -> None:
+    """A reply of the development cache: its span says so, and what the call would have
+    cost (its own cost, set above from its zeroed usage, is 0)."""
+    from mlflow.tracing.constant import SpanAttributeKey
+
+    from agents_pipelines.llm.cache import take_hit  # langchain-core: only once a run traces
+
+    usage = span.get_attribute(SpanAttributeKey.CHAT_USAGE)
+    if span.span_type != "CHAT_MODEL" or not usage or usage.get("total_tokens"):
+        return  # a billed call never has zero usage; a hit always has
+    if (original := take_hit()) is None:
+        return
+    span.set_attribute(CACHE_HIT_ATTRIBUTE, True)
+    model = str(span.get_attribute(SpanAttributeKey.MODEL))
+    price = pricer.price(model, TokenUsage.from_langchain(original))
+    span.set_attribute(SAVED_COST, None if price is None else price.total_usd)
 
 
 def _set_cost(span: Any, pricer: Pricer) -> None:

@@ -9,6 +9,10 @@ it is listed with the calls, at no cost, but is not an LLM call.
 A map node's item calls run in a LangGraph task of their own: they name their node and
 item index in the metadata (NODE_KEY, ITEM_KEY), and an item skipped for good is reported
 as the custom event ITEM_FAILED.
+
+A reply of the development cache (llm.cache) comes with its usage zeroed and the original
+under CACHE_HIT in its response_metadata: it is recorded as an LLM call of no tokens and
+no cost, marked ``cache_hit``, with its original usage priced as ``saved``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from langchain_core.outputs import LLMResult
 
 from agents_pipelines.redaction import redact
 from agents_pipelines.usage.records import (
+    CACHE_HIT,
     ITEM_FAILED,
     ITEM_KEY,
     NODE_KEY,
@@ -38,6 +43,7 @@ from agents_pipelines.usage.records import (
 )
 
 PYTHON_STEP_EVENT = "agents_pipelines.python_step"
+CACHE_HIT_SOURCE = "development cache: not billed"
 
 
 class _Pending:
@@ -98,7 +104,9 @@ class UsageLedger(BaseCallbackHandler):
         usage = TokenUsage.from_langchain(getattr(message, "usage_metadata", None))
         reply = message.text if self._keep_text and message is not None else None
         tools = tuple(call["name"] for call in getattr(message, "tool_calls", None) or ())
-        self._finish(run_id, usage, "ok", None, reply, tools)
+        hit = (getattr(message, "response_metadata", None) or {}).get(CACHE_HIT)
+        saved = TokenUsage.from_langchain(hit["usage"]) if isinstance(hit, dict) else None
+        self._finish(run_id, usage, "ok", None, reply, tools, saved)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         message = redact(f"{type(error).__name__}: {error}")  # errors may repeat the API key
@@ -143,12 +151,15 @@ class UsageLedger(BaseCallbackHandler):
         error: str | None,
         reply: str | None,
         tools: tuple[str, ...] = (),
+        saved: TokenUsage | None = None,
     ) -> None:
         with self._lock:
             pending = self._pending.pop(run_id, None)
         if pending is None:
             return
         price = self._pricer.price(pending.model, usage) if usage.total else None
+        if saved is not None:  # a cache hit: nothing billed, its original usage priced apart
+            price = Price(0.0, 0.0, CACHE_HIT_SOURCE)
         record = CallRecord(
             node=pending.node,
             model=pending.model,
@@ -161,6 +172,8 @@ class UsageLedger(BaseCallbackHandler):
             reply=reply,
             tools=tools,
             item=pending.item,
+            cache_hit=saved is not None,
+            saved=None if saved is None else self._pricer.price(pending.model, saved),
         )
         with self._lock:
             self._calls.append(record)

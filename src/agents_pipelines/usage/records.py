@@ -17,6 +17,9 @@ from typing import Any, Protocol
 NODE_KEY = "agents_pipelines.node"  # the workflow node of a call
 ITEM_KEY = "agents_pipelines.item"  # a map item's list index
 ITEM_FAILED = "agents_pipelines.item_failed"  # an item skipped for good; data: ItemFailure
+# How a reply of the development cache (llm.cache) says so: a response_metadata key whose
+# value holds the original usage, {"usage": {...}}.
+CACHE_HIT = "agents_pipelines_cache_hit"
 
 # USD figures are rounded to a nano-dollar so that sums agree exactly wherever they are made.
 USD_DIGITS = 9
@@ -100,6 +103,8 @@ class CallRecord:
     item: int | None = None  # the list index, for a call of a map node's item
     tools: tuple[str, ...] = ()  # the tools the model called in its reply
     kind: str = "llm"  # "llm" or "python"
+    cache_hit: bool = False  # answered by the development cache: no tokens billed
+    saved: Price | None = None  # a hit's original usage, priced: what it saved
 
     @property
     def is_llm(self) -> bool:
@@ -108,6 +113,11 @@ class CallRecord:
     @property
     def cost_usd(self) -> float | None:
         return None if self.price is None else self.price.total_usd
+
+    @property
+    def saved_cost_usd(self) -> float | None:
+        """What a cache hit would have cost (None for a call, or a hit of no known price)."""
+        return None if self.saved is None else self.saved.total_usd
 
 
 @dataclass(frozen=True)
@@ -143,12 +153,22 @@ class UsageSummary:
         return round_usd(sum(call.cost_usd or 0.0 for call in self.calls))
 
     @property
+    def cache_hits(self) -> int:
+        return sum(call.cache_hit for call in self.calls)
+
+    @property
+    def saved_cost_usd(self) -> float:
+        """What the cache hits would have cost, had they been calls; not in the total."""
+        return round_usd(sum(call.saved_cost_usd or 0.0 for call in self.calls))
+
+    @property
     def unpriced_models(self) -> list[str]:
         return sorted({c.model for c in self.calls if c.price is None and c.usage.total})
 
     def totals(self) -> dict[str, int | float]:
         """The run's token counts, cost and call count: the figures of every report (MLflow
-        metrics, asset metadata, cost_summary.json). The cost is a float, the rest ints."""
+        metrics, asset metadata, cost_summary.json). The costs are floats, the rest ints.
+        A cache hit counts as an LLM call of no tokens; what it saved is apart."""
         tokens = self.tokens
         return {
             "total_tokens": tokens.total,
@@ -158,6 +178,8 @@ class UsageSummary:
             "cached_tokens": tokens.cached,
             "total_cost_usd": self.total_cost_usd,
             "llm_calls": self.llm_calls,
+            "cache_hits": self.cache_hits,
+            "saved_cost_usd": self.saved_cost_usd,
         }
 
     def by_model(self) -> dict[str, dict[str, Any]]:
@@ -200,6 +222,11 @@ class UsageSummary:
         text = (
             f"${self.total_cost_usd:.6f} over {self.llm_calls} LLM call(s), {tokens.total} tokens"
         )
+        if self.cache_hits:
+            text += (
+                f" ({self.cache_hits} answered by the development cache, "
+                f"saving ${self.saved_cost_usd:.6f})"
+            )
         if self.unpriced_models:
             text += f" (unpriced: {', '.join(self.unpriced_models)})"
         return text

@@ -38,6 +38,8 @@ def cost_summary(
                 "price_source": "unpriced" if call.price is None else call.price.source,
                 "latency_s": round_usd(call.latency_s),
                 "item": call.item,
+                "cache_hit": call.cache_hit,
+                "saved_cost_usd": call.saved_cost_usd,
             }
             for call in summary.calls
         ],
