@@ -19,7 +19,8 @@ from agents_pipelines.errors import (
     TrackingFailedWarning,
     WorkflowRunError,
 )
-from agents_pipelines.graph import build_graph, initial_state
+from agents_pipelines.graph import build_graph, initial_state, map_node, resume, spend
+from agents_pipelines.graph.resume import Checkpointing
 from agents_pipelines.llm import Backend, chat_model_factory, resolve_backend
 from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s
 from agents_pipelines.redaction import redact_exception
@@ -32,7 +33,7 @@ from agents_pipelines.tracking import (
 )
 from agents_pipelines.usage import Budget, UsageLedger, UsageSummary
 
-__all__ = ["RunResult", "TrackingFailedWarning", "run_workflow", "spent_before"]
+__all__ = ["Checkpointing", "RunResult", "TrackingFailedWarning", "run_workflow", "spent_before"]
 
 
 # The attribute that carries the spend on an interruption that run_workflow lets through.
@@ -49,6 +50,7 @@ class RunResult:
     backend: Backend
     tracking: TrackingInfo | None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    resume_note: str | None = None  # whether and how the run resumed an earlier attempt
 
     @property
     def node_count(self) -> int:
@@ -63,25 +65,37 @@ def run_workflow(
     tags: Mapping[str, str] | None = None,
     mlflow_ui_url: str | None = None,
     simulated_latency_s: float | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> RunResult:
     """Run ``workflow`` once. Bad inputs raise InvalidInputsError before any LLM call;
-    a failed run raises WorkflowRunError carrying the spend so far."""
+    a failed run raises WorkflowRunError carrying the spend so far.
+
+    With ``checkpointing`` the graph is checkpointed in that thread, and an unfinished
+    checkpoint of the same workflow version is resumed (graph/resume.py); a run that
+    succeeds clears its thread. Without it (the default) nothing is checkpointed."""
     spec = workflow.spec
     state = initial_state(spec, inputs or {})
     chosen = resolve_backend(backend.value if isinstance(backend, Backend) else backend)
     graph = build_graph(spec, chat_model_factory(chosen, simulated_latency_s))
+    run_version = resume.version(workflow.sha256, state)
+    start = resume.Start(state)
+    if checkpointing is not None:
+        graph = graph.copy({"checkpointer": checkpointing.saver})
+        start = resume.start(graph, checkpointing, state, run_version)
     pricer = MlflowPriceTable(spec.config.pricing)
     ledger = UsageLedger(
         pricer,
         keep_text=spec.config.observability.mlflow.artifact_level == "full",
         before_call=_budget_guard(workflow),
     )
+    ledger.resumed = start.resumed
+    config = _run_config(ledger, spec.config.execution.max_steps, checkpointing, run_version)
     recorder = RunRecorder.start(workflow, chosen.value, tags or {}, mlflow_ui_url)
     started = time.perf_counter()
     node_runs: list[str] = []
     try:
         with recorder.traced(state, pricer, ledger.summary):
-            final = _stream(graph, state, ledger, spec.config.execution.max_steps, node_runs)
+            final = _stream(graph, start.input, state, config, node_runs)
     except BaseException as exc:
         # A provider's error may repeat the API key: the chain that Dagster stores and
         # tracebacks print carries the redacted text only.
@@ -97,6 +111,8 @@ def run_workflow(
     duration = time.perf_counter() - started
     outcome = RunOutcome(state, final, ledger.summary(), len(node_runs), duration)
     recorder.finish(outcome)
+    if checkpointing is not None:
+        checkpointing.saver.delete_thread(checkpointing.thread_id)  # nothing left to resume
     skipped = outcome.usage.skipped_items_warning()
     return RunResult(
         spec.flow.name,
@@ -106,8 +122,17 @@ def run_workflow(
         duration,
         chosen,
         recorder.info(),
-        (*recorder.notes, *([skipped] if skipped else [])),
+        (
+            *recorder.notes,
+            *([skipped] if skipped else []),
+            *_warning(start),
+        ),
+        start.note,
     )
+
+
+def _warning(start: resume.Start) -> list[str]:
+    return [start.note] if start.warning and start.note is not None else []
 
 
 def spent_before(stop: BaseException) -> UsageSummary | None:
@@ -118,12 +143,36 @@ def spent_before(stop: BaseException) -> UsageSummary | None:
     return spent if isinstance(spent, UsageSummary) else None
 
 
-def _stream(
-    graph: Any, state: dict[str, Any], ledger: UsageLedger, max_steps: int, node_runs: list[str]
+def _run_config(
+    ledger: UsageLedger, max_steps: int, checkpointing: Checkpointing | None, run_version: str
 ) -> dict[str, Any]:
+    """The LangGraph config of one run: the ledger (as callback, and for the nodes to claim
+    their spend), the map nodes' passes, and the checkpoint thread."""
+    configurable: dict[str, Any] = {
+        spend.LEDGER_KEY: ledger,
+        map_node.PASSES_KEY: map_node.Passes(),
+    }
+    if checkpointing is not None:
+        configurable |= checkpointing.config()["configurable"]
+    return {
+        "callbacks": [ledger],
+        "recursion_limit": max_steps,
+        "configurable": configurable,
+        "metadata": {resume.VERSION_KEY: run_version},
+    }
+
+
+def _stream(
+    graph: Any,
+    graph_input: dict[str, Any] | None,
+    state: dict[str, Any],
+    config: dict[str, Any],
+    node_runs: list[str],
+) -> dict[str, Any]:
+    """Run the graph from ``graph_input`` (None: resume the thread); ``state`` is the
+    result should the run stream no values."""
     final = state
-    config = {"callbacks": [ledger], "recursion_limit": max_steps}
-    for mode, chunk in graph.stream(state, config, stream_mode=["updates", "values"]):
+    for mode, chunk in graph.stream(graph_input, config, stream_mode=["updates", "values"]):
         if mode == "updates":
             node_runs.extend(name for name in chunk if not name.startswith("__"))
         else:

@@ -14,6 +14,7 @@ import dagster as dg
 
 from agents_pipelines.errors import BudgetExceededError, InvalidInputsError, WorkflowRunError
 from agents_pipelines.llm import Backend
+from agents_pipelines.orchestration import checkpoints
 from agents_pipelines.orchestration.attempts import (
     Attempt,
     attempt_number,
@@ -54,14 +55,16 @@ class WorkflowRunner(dg.ConfigurableResource):
         config = dict(context.op_execution_context.op_config or {})
         inputs = resolve_inputs(workflow.spec, partition, config, upstream)
         try:
-            result = run_workflow(
-                workflow,
-                inputs,
-                backend=self.llm_backend,
-                tags=_mlflow_tags(context),
-                mlflow_ui_url=self.mlflow_ui_url,
-                simulated_latency_s=self.simulated_latency_s,
-            )
+            with checkpoints.checkpointing(context, workflow) as checkpointing:
+                result = run_workflow(
+                    workflow,
+                    inputs,
+                    backend=self.llm_backend,
+                    tags=_mlflow_tags(context),
+                    mlflow_ui_url=self.mlflow_ui_url,
+                    simulated_latency_s=self.simulated_latency_s,
+                    checkpointing=checkpointing,
+                )
         except InvalidInputsError as exc:
             raise dg.Failure(description=redact(str(exc)), allow_retries=False) from exc
         except WorkflowRunError as exc:
@@ -71,6 +74,8 @@ class WorkflowRunner(dg.ConfigurableResource):
             yield from _retry_or_fail(context, workflow, exc)
         except _STOPS as stop:
             raise _stopped(context, workflow, stop) from stop
+        if result.resume_note is not None and result.resume_note not in result.warnings:
+            context.log.info(result.resume_note)
         context.log.info(
             f"{workflow.name}: {result.usage.describe_spend()} "
             f"(backend {result.backend.value}, {result.duration_s:.2f} s)"

@@ -234,6 +234,14 @@ class Node(_Model):
 
 class ExecutionConfig(_Model):
     max_steps: int = Field(25, ge=1, le=10_000, description="Steps before a looping run stops.")
+    resume: bool = Field(
+        True,
+        description="A retried or re-executed Dagster run resumes after its last finished "
+        "node (and map item) instead of calling them again.",
+    )
+    checkpoint_ttl_days: int = Field(
+        7, ge=1, le=3650, description="Days a run's checkpoints are kept for resuming."
+    )
 
 
 class MlflowConfig(_Model):

@@ -33,6 +33,7 @@ from agents_pipelines.usage.records import (
     ItemFailure,
     Price,
     Pricer,
+    ResumedNode,
     TokenUsage,
     UsageSummary,
 )
@@ -67,10 +68,26 @@ class UsageLedger(BaseCallbackHandler):
         self._pending: dict[UUID, _Pending] = {}
         self._calls: list[CallRecord] = []
         self._failed_items: list[ItemFailure] = []
+        self._claimed: set[int] = set()  # indexes in _calls already claimed by a node
+        self.resumed: tuple[ResumedNode, ...] = ()  # set by the runner on a resumed run
 
     def summary(self) -> UsageSummary:
         with self._lock:
-            return UsageSummary(tuple(self._calls), tuple(self._failed_items))
+            return UsageSummary(tuple(self._calls), tuple(self._failed_items), self.resumed)
+
+    def claim(self, node: str, item: int | None) -> ResumedNode:
+        """The calls of ``node`` (one map item) not claimed yet: what the task that ends now
+        spent, its retried attempts included, for the checkpoint to keep (graph.spend).
+        A node runs once per super-step and an item once per pass, so unclaimed calls with
+        that name are the task's own, and a looping route's next pass claims only its own."""
+        with self._lock:
+            mine = [
+                i
+                for i, call in enumerate(self._calls)
+                if i not in self._claimed and call.node == node and call.item == item
+            ]
+            self._claimed.update(mine)
+            return ResumedNode.of(node, item, [self._calls[i] for i in mine])
 
     def on_chat_model_start(
         self,
