@@ -25,7 +25,8 @@ from agents_pipelines.runner import Checkpointing, run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply
 from agents_pipelines.testing.gemini_server import default_reply
-from conftest import REPO, assert_usage_agrees, metadata_of, workflow_yaml, write
+from conftest import REPO, assert_usage_agrees, metadata_of, metadata_values, workflow_yaml, write
+from reexecutable_job import WORKFLOWS_ENV, workflows_job
 from test_map_nodes import item_of, map_workflow, reviews
 
 CALL_TOKENS = 205  # the loopback server's usage per answered call
@@ -161,6 +162,37 @@ def test_a_map_retry_calls_only_the_failed_item(
     assert_usage_agrees(meta, meta["mlflow_run_id"])
     failed = mlflow_runs("reviews")["FAILED"]
     assert meta["resumed_cost_usd"] == failed.data.metrics["total_cost_usd"]
+
+
+def test_re_execute_from_failure_resumes_the_failed_run(
+    tmp_path: Path,
+    mlflow_uri: str,
+    gemini: GeminiLoopbackServer,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ "Re-execute from failure" makes a new run whose root is the failed one: it finds the
+    failed run's checkpoint."""
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    write(
+        folder, three_calls("again").replace("max_retries: 1, delay_s", "max_retries: 0, delay_s")
+    )
+    monkeypatch.setenv(WORKFLOWS_ENV, str(folder))
+    job = dg.reconstructable(workflows_job)
+    fail_first(gemini, PROMPTS[2], times=2)
+    with dg.execute_job(job, instance, raise_on_error=False) as first:
+        assert not first.success
+    options = dg.ReexecutionOptions.from_failure(first.run_id, instance)
+    with dg.execute_job(job, instance, reexecution_options=options) as second:
+        assert second.success
+        assert second.dagster_run.root_run_id == first.run_id
+        (event,) = second.asset_materializations_for_node("again")
+    assert prompts_sent(gemini) == {PROMPTS[0]: 1, PROMPTS[1]: 1, PROMPTS[2]: 3}
+    meta = metadata_values(event.metadata)
+    assert [r.data["node"] for r in meta["resumed"].records] == ["outline", "summarize"]
+    assert meta["llm_calls"] == 1
+    assert_usage_agrees(meta, meta["mlflow_run_id"])
 
 
 def test_a_new_materialization_starts_fresh(
