@@ -146,22 +146,48 @@ def test_a_step_retry_calls_only_the_node_that_failed(
 def test_a_map_retry_calls_only_the_failed_item(
     tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer, instance: dg.DagsterInstance
 ) -> None:
-    text = map_workflow(reviews(10)).replace(
+    # Ten calls in flight at once: every item is called before the 7th item's failure ends
+    # the pass (none waits for a slot; those that do are the next test's case).
+    text = map_workflow(reviews(10), map_extra=", max_concurrency: 10")
+    text = text.replace("max_concurrency: 3, ", "").replace(
         "orchestration:\n", "orchestration:\n  retry: {max_retries: 1, delay_s: 0}\n"
     )
-    fail_first(gemini, "review 7", times=1)
+    fail_first(gemini, "review 6", times=1)
     result = materialize(write(tmp_path, text), instance)
     assert result.success
     items = Counter(item_of(r) for r in gemini.requests)
-    assert items == {**dict.fromkeys(range(10), 1), 7: 2}  # the retry called item 7 only
+    assert items == {**dict.fromkeys(range(10), 1), 6: 2}  # the retry called item 7 only
     meta = metadata_of(result, "reviews")
     assert meta["llm_calls"] == 1
     resumed = sorted(r.data["item"] for r in meta["resumed"].records)
-    assert resumed == [0, 1, 2, 3, 4, 5, 6, 8, 9]
+    assert resumed == [0, 1, 2, 3, 4, 5, 7, 8, 9]
     assert len(result.asset_value("reviews")["labels"]) == 10
     assert_usage_agrees(meta, meta["mlflow_run_id"])
     failed = mlflow_runs("reviews")["FAILED"]
     assert meta["resumed_cost_usd"] == failed.data.metrics["total_cost_usd"]
+
+
+def test_items_stopped_by_a_failed_item_are_called_on_the_retry(
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
+) -> None:
+    """One call at a time: item 3 fails the pass, and the items still waiting for the slot
+    make no call. They did not finish, so the retry calls them (and item 3), and reuses the
+    items called before item 3 (the items take the slot in no set order)."""
+    text = map_workflow(reviews(10), map_extra=", max_concurrency: 1")
+    text = text.replace("max_concurrency: 3, ", "").replace(
+        "orchestration:\n", "orchestration:\n  retry: {max_retries: 1, delay_s: 0}\n"
+    )
+    fail_first(gemini, "review 3", times=1)
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        result = materialize(write(tmp_path, text), instance)
+    assert result.success
+    called = [item_of(r) for r in gemini.requests]
+    assert Counter(called) == {**dict.fromkeys(range(10), 1), 3: 2}
+    first_attempt = called[: called.index(3)]
+    meta = metadata_of(result, "reviews")
+    assert sorted(r.data["item"] for r in meta["resumed"].records) == sorted(first_attempt)
+    assert meta["llm_calls"] == 10 - len(first_attempt)
 
 
 def test_re_execute_from_failure_resumes_the_failed_run(

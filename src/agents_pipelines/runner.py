@@ -80,6 +80,7 @@ def run_workflow(
     run_version = resume.version(workflow.sha256, state)
     start = resume.Start(state)
     if checkpointing is not None:
+        resume.redact_errors(checkpointing.saver)
         graph = graph.copy({"checkpointer": checkpointing.saver})
         start = resume.start(graph, checkpointing, state, run_version)
     pricer = MlflowPriceTable(spec.config.pricing)
@@ -96,7 +97,8 @@ def run_workflow(
     try:
         with recorder.traced(state, pricer, ledger.summary):
             final = _stream(graph, start.input, state, config, node_runs)
-    except BaseException as exc:
+    except BaseException as caught:
+        exc = map_node.first_error(caught)
         # A provider's error may repeat the API key: the chain that Dagster stores and
         # tracebacks print carries the redacted text only.
         redact_exception(exc)
@@ -107,6 +109,8 @@ def run_workflow(
             raise failure from exc
         if not isinstance(exc, Exception):
             setattr(exc, _SPEND_ATTRIBUTE, ledger.summary())
+        if exc is not caught:
+            raise exc from None
         raise
     duration = time.perf_counter() - started
     outcome = RunOutcome(state, final, ledger.summary(), len(node_runs), duration)

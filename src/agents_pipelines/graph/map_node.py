@@ -126,9 +126,27 @@ class _Pass:
         self.limit = limit
         self.slots = threading.BoundedSemaphore(limit)
         self.stopped = threading.Event()
+        self.failure: BaseException | None = None  # the error that stopped the pass
 
     def __repr__(self) -> str:  # how a trace at artifact_level full shows it
         return f"<at most {self.limit} item calls in flight>"
+
+
+class ItemStoppedError(Exception):
+    """Raised by an item that found its pass stopped by another item's failure: it made no
+    call. It must not end as a finished task (one that writes nothing would be taken as
+    done, and not called when the run resumes). It carries the error that stopped the
+    pass, which is what the run reports (``first_error``): LangGraph raises any one of a
+    super-step's errors. Not transient, so the node's RetryPolicy does not retry it."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The error a run reports: the one that stopped a map pass, not a stopped item's."""
+    return exc.cause if isinstance(exc, ItemStoppedError) else exc
 
 
 class Passes:
@@ -225,8 +243,8 @@ class _ItemNode:
             config, {"metadata": {NODE_KEY: self._node.id, ITEM_KEY: item.index}}
         )
         with run.slots:
-            if run.stopped.is_set():
-                return {}  # an item failed the node: the run is failing, make no more calls
+            if run.stopped.is_set():  # an item failed the node: make no more calls
+                raise ItemStoppedError(run.failure or RuntimeError("the map pass stopped"))
             try:
                 with set_config_context(config) as context:
                     outputs: Any = context.run(
@@ -261,8 +279,9 @@ class _ItemNode:
         """``skip``: report the failure, and return its text in place of the outputs.
         ``fail``: stop the pass and raise. A spent budget always stops the run."""
         if self._map.on_item_error == "fail" or isinstance(exc, BudgetExceededError):
-            run.stopped.set()
             exc.add_note(f"In item {item.index} of map node `{self._node.id}`.")
+            run.failure = exc
+            run.stopped.set()
             raise exc
         error = _describe(exc)
         failure = ItemFailure(self._node.id, item.index, error)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents_pipelines.graph.spend import SPEND_CHANNEL, resumed_nodes
+from agents_pipelines.redaction import redact_exception
 from agents_pipelines.usage.records import ResumedNode
 
 # The checkpoint metadata key of the workflow version (LangGraph copies str values of the
@@ -94,3 +95,26 @@ def _spend_entries(found: Any) -> list[dict[str, Any]]:
         if channel == SPEND_CHANNEL:
             entries.extend(value)
     return entries
+
+
+class _RedactingSerializer:
+    """A checkpointer's serializer that redacts an error before storing it: LangGraph keeps
+    a failed task's exception as a pending write, and a provider's error may repeat the
+    API key. State values are stored as they are (they are the run's own data)."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        if isinstance(obj, BaseException):
+            redact_exception(obj)
+        return self.inner.dumps_typed(obj)
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        return self.inner.loads_typed(data)
+
+
+def redact_errors(saver: Any) -> None:
+    """Make ``saver`` redact the errors it stores (once)."""
+    if not isinstance(saver.serde, _RedactingSerializer):
+        saver.serde = _RedactingSerializer(saver.serde)
