@@ -55,14 +55,19 @@ def checkpointing(
         yield None
         return
     with open_saver(context.instance) as saver:
-        store = getattr(context.instance.run_storage, "postgres_url", None)
-        _prune_now_and_then(saver, execution.checkpoint_ttl_days, store or SQLITE_FILE)
+        _prune_now_and_then(saver, execution.checkpoint_ttl_days, _store(context.instance))
         yield Checkpointing(saver, thread_id(context))
+
+
+def _store(instance: dg.DagsterInstance) -> str:
+    """Where the instance keeps its checkpoints: a PostgreSQL URL or a SQLite path."""
+    url = getattr(instance.run_storage, "postgres_url", None)
+    return url if isinstance(url, str) else str(Path(instance.storage_directory(), SQLITE_FILE))
 
 
 def _prune_now_and_then(saver: Any, ttl_days: int, store: str) -> None:
     """Prune once an hour per store and TTL in this process: not a query per run."""
-    key = (store if store != SQLITE_FILE else str(id(saver)), ttl_days)
+    key = (store, ttl_days)
     now = time.time()
     with _sqlite_lock:
         if now - _pruned.get(key, 0.0) < _PRUNE_EVERY_S:
@@ -78,16 +83,16 @@ _PRUNE_EVERY_S = 3600.0
 @contextmanager
 def open_saver(instance: dg.DagsterInstance) -> Iterator[Any]:
     """A LangGraph checkpointer in the instance's storage, its tables created."""
-    url = getattr(instance.run_storage, "postgres_url", None)
-    if isinstance(url, str):
+    store = _store(instance)
+    if store.startswith("postgres"):
         from langgraph.checkpoint.postgres import PostgresSaver
 
         # Dagster's URL names SQLAlchemy's psycopg2 driver; psycopg 3 takes the plain one.
-        with PostgresSaver.from_conn_string(url.replace("+psycopg2", "", 1)) as saver:
+        with PostgresSaver.from_conn_string(store.replace("+psycopg2", "", 1)) as saver:
             saver.setup()
             yield saver
         return
-    yield _sqlite_saver(Path(instance.storage_directory(), SQLITE_FILE))
+    yield _sqlite_saver(Path(store))
 
 
 def _sqlite_saver(path: Path) -> Any:

@@ -68,7 +68,8 @@ class UsageLedger(BaseCallbackHandler):
         self._pending: dict[UUID, _Pending] = {}
         self._calls: list[CallRecord] = []
         self._failed_items: list[ItemFailure] = []
-        self._claimed: set[int] = set()  # indexes in _calls already claimed by a node
+        # The calls no node has claimed yet, by node and item (see claim()).
+        self._unclaimed: dict[tuple[str, int | None], list[CallRecord]] = {}
         self.resumed: tuple[ResumedNode, ...] = ()  # set by the runner on a resumed run
 
     def summary(self) -> UsageSummary:
@@ -81,13 +82,8 @@ class UsageLedger(BaseCallbackHandler):
         A node runs once per super-step and an item once per pass, so unclaimed calls with
         that name are the task's own, and a looping route's next pass claims only its own."""
         with self._lock:
-            mine = [
-                i
-                for i, call in enumerate(self._calls)
-                if i not in self._claimed and call.node == node and call.item == item
-            ]
-            self._claimed.update(mine)
-            return ResumedNode.of(node, item, [self._calls[i] for i in mine])
+            mine = self._unclaimed.pop((node, item), [])
+        return ResumedNode.of(node, item, mine)
 
     def on_chat_model_start(
         self,
@@ -149,8 +145,12 @@ class UsageLedger(BaseCallbackHandler):
             item=item,
             kind=PYTHON,
         )
+        self._append(record)
+
+    def _append(self, record: CallRecord) -> None:
         with self._lock:
             self._calls.append(record)
+            self._unclaimed.setdefault((record.node, record.item), []).append(record)
 
     def _finish(
         self,
@@ -179,8 +179,7 @@ class UsageLedger(BaseCallbackHandler):
             tools=tools,
             item=pending.item,
         )
-        with self._lock:
-            self._calls.append(record)
+        self._append(record)
 
 
 def _node_and_item(metadata: dict[str, Any]) -> tuple[str, int | None]:
