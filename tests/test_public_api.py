@@ -77,6 +77,7 @@ PUBLIC_API = {
         "ItemFailure",
         "Price",
         "Pricer",
+        "ResumedNode",
         "SpendLimit",
         "SpendLimits",
         "TokenUsage",

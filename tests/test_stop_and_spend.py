@@ -198,7 +198,8 @@ def test_rate_limits_on_every_attempt_fail_with_the_spend_of_all_three(
     gemini.set_default(fail_the_second_call(Fault.rate_limit(retry_after_s=0)))
     result = materialize(tmp_path, two_calls("limited"))
     assert not result.success
-    assert len(gemini.requests) == 6  # 3 attempts of 2 calls
+    # 2 calls, then each retry resumes after `outline` and calls `summarize` only.
+    assert len(gemini.requests) == 4
     retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert len(retried) == 2
     failure = result.failure_data_for_node("limited")
@@ -209,30 +210,31 @@ def test_rate_limits_on_every_attempt_fail_with_the_spend_of_all_three(
     meta = metadata_values(failure.user_failure_data.metadata)
     assert attempts_of(meta) == [
         (1, "retried", 2, CALL_TOKENS),
-        (2, "retried", 2, CALL_TOKENS),
-        (3, "failed", 2, CALL_TOKENS),
+        (2, "retried", 1, 0),
+        (3, "failed", 1, 0),
     ]
-    assert meta["total_tokens"] == CALL_TOKENS  # this attempt's, as in its MLflow run
-    assert meta["all_attempts_total_tokens"] == 3 * CALL_TOKENS
-    assert meta["all_attempts_llm_calls"] == 6
-    assert meta["total_cost_usd"] > 0
-    assert meta["all_attempts_cost_usd"] == pytest.approx(3 * meta["total_cost_usd"], abs=1e-6)
+    assert meta["total_tokens"] == 0  # this attempt's, as in its MLflow run
+    assert meta["all_attempts_total_tokens"] == CALL_TOKENS
+    assert meta["all_attempts_llm_calls"] == 4
+    assert meta["total_cost_usd"] == 0
+    assert meta["all_attempts_cost_usd"] > 0
     # Each attempt is its own FAILED MLflow run: the three add up to the same total.
     client = MlflowClient(mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("limited").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"] * 3
-    assert sum(r.data.metrics["total_tokens"] for r in runs) == 3 * CALL_TOKENS
+    assert sum(r.data.metrics["total_tokens"] for r in runs) == CALL_TOKENS
+    costs = sum(r.data.metrics["total_cost_usd"] for r in runs)
+    assert costs == pytest.approx(meta["all_attempts_cost_usd"], abs=1e-9)
 
 
 def test_server_errors_then_a_permanent_error_fail_with_the_spend_of_every_attempt(
     tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
 ) -> None:
+    # The retries resume after `outline`: each calls `summarize` only.
     gemini.plan(
         Reply.text_reply("outline 1"),
         Fault.server_error(503),
-        Reply.text_reply("outline 2"),
         Fault.server_error(500),
-        Reply.text_reply("outline 3"),
         Fault.bad_request("the prompt is refused"),
     )
     result = materialize(tmp_path, two_calls("flaky"))
@@ -243,12 +245,12 @@ def test_server_errors_then_a_permanent_error_fail_with_the_spend_of_every_attem
     meta = metadata_values(failure.user_failure_data.metadata)
     assert attempts_of(meta) == [
         (1, "retried", 2, CALL_TOKENS),
-        (2, "retried", 2, CALL_TOKENS),
-        (3, "failed", 2, CALL_TOKENS),
+        (2, "retried", 1, 0),
+        (3, "failed", 1, 0),
     ]
     errors = [row.data["error"] for row in meta["attempts"].records]
     assert "Gemini 503" in errors[0] and "Gemini 500" in errors[1] and "Gemini 400" in errors[2]
-    assert meta["all_attempts_total_tokens"] == 3 * CALL_TOKENS
+    assert meta["all_attempts_total_tokens"] == CALL_TOKENS
 
 
 def test_success_after_a_retry_reports_every_attempt_too(
@@ -259,12 +261,14 @@ def test_success_after_a_retry_reports_every_attempt_too(
     assert result.success
     (event,) = result.asset_materializations_for_node("recovered")
     meta = metadata_values(event.metadata)
+    # The retry resumes after `outline`: it calls `summarize` only.
     assert attempts_of(meta) == [
         (1, "retried", 2, CALL_TOKENS),
-        (2, "succeeded", 2, 2 * CALL_TOKENS),
+        (2, "succeeded", 1, CALL_TOKENS),
     ]
-    assert meta["total_tokens"] == 2 * CALL_TOKENS
-    assert meta["all_attempts_total_tokens"] == 3 * CALL_TOKENS
+    assert meta["total_tokens"] == CALL_TOKENS
+    assert meta["all_attempts_total_tokens"] == 2 * CALL_TOKENS
+    assert [row.data["node"] for row in meta["resumed"].records] == ["outline"]
 
 
 def test_required_tracking_that_fails_after_the_calls_reports_their_spend(

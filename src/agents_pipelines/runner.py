@@ -21,7 +21,8 @@ from agents_pipelines.errors import (
     TrackingFailedWarning,
     WorkflowRunError,
 )
-from agents_pipelines.graph import build_graph, initial_state
+from agents_pipelines.graph import build_graph, initial_state, map_node, resume, spend
+from agents_pipelines.graph.resume import Checkpointing
 from agents_pipelines.llm import Backend, chat_model_factory, resolve_backend
 from agents_pipelines.llm.cache import ResponseCache, open_cache
 from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s
@@ -36,7 +37,7 @@ from agents_pipelines.tracking import (
 from agents_pipelines.usage import Budget, SpendLimits, UsageLedger, UsageSummary, WindowSpend
 from agents_pipelines.usage.spend_limits import first_reached
 
-__all__ = ["RunResult", "TrackingFailedWarning", "run_workflow", "spent_before"]
+__all__ = ["Checkpointing", "RunResult", "TrackingFailedWarning", "run_workflow", "spent_before"]
 
 
 # Where the development cache lives outside Dagster (the CLI, a notebook).
@@ -58,6 +59,7 @@ class RunResult:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     # The spend limits' windows, with what earlier runs had spent in them at the start.
     spend_windows: tuple[WindowSpend, ...] = ()
+    resume_note: str | None = None  # whether and how the run resumed an earlier attempt
 
     @property
     def node_count(self) -> int:
@@ -74,6 +76,7 @@ def run_workflow(
     simulated_latency_s: float | None = None,
     spend_limits: SpendLimits | None = None,
     cache_dir: Path | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> RunResult:
     """Run ``workflow`` once. Bad inputs raise InvalidInputsError before any LLM call;
     a failed run raises WorkflowRunError carrying the spend so far.
@@ -84,7 +87,11 @@ def run_workflow(
 
     With ``config.execution.cache`` set, replies are cached in ``cache_dir`` (the Dagster
     asset passes its instance's storage folder), by default ``.agents_pipelines/`` in the
-    current directory."""
+    current directory.
+
+    With ``checkpointing`` the graph is checkpointed in that thread, and an unfinished
+    checkpoint of the same workflow version is resumed (graph/resume.py); a run that
+    succeeds clears its thread. Without it (the default) nothing is checkpointed."""
     spec = workflow.spec
     state = initial_state(spec, inputs or {})
     windows = spend_limits.open() if spend_limits is not None else ()
@@ -93,19 +100,28 @@ def run_workflow(
     chosen = resolve_backend(backend.value if isinstance(backend, Backend) else backend)
     cache = _cache(workflow, cache_dir)
     graph = build_graph(spec, chat_model_factory(chosen, simulated_latency_s), cache)
+    run_version = resume.version(workflow.sha256, state)
+    start = resume.Start(state)
+    if checkpointing is not None:
+        resume.redact_errors(checkpointing.saver)
+        graph = graph.copy({"checkpointer": checkpointing.saver})
+        start = resume.start(graph, checkpointing, state, run_version)
     pricer = MlflowPriceTable(spec.config.pricing)
     ledger = UsageLedger(
         pricer,
         keep_text=spec.config.observability.mlflow.artifact_level == "full",
         before_call=_guard(workflow, windows),
     )
+    ledger.resumed = start.resumed
+    config = _run_config(ledger, spec.config.execution.max_steps, checkpointing, run_version)
     recorder = RunRecorder.start(workflow, chosen.value, tags or {}, mlflow_ui_url)
     started = time.perf_counter()
     node_runs: list[str] = []
     try:
         with recorder.traced(state, pricer, ledger.summary):
-            final = _stream(graph, state, ledger, spec.config.execution.max_steps, node_runs)
-    except BaseException as exc:
+            final = _stream(graph, start.input, state, config, node_runs)
+    except BaseException as caught:
+        exc = map_node.first_error(caught)
         # A provider's error may repeat the API key: the chain that Dagster stores and
         # tracebacks print carries the redacted text only.
         redact_exception(exc)
@@ -116,10 +132,14 @@ def run_workflow(
             raise failure from exc
         if not isinstance(exc, Exception):
             setattr(exc, _SPEND_ATTRIBUTE, ledger.summary())
+        if exc is not caught:
+            raise exc from None
         raise
     duration = time.perf_counter() - started
     outcome = RunOutcome(state, final, ledger.summary(), len(node_runs), duration)
     recorder.finish(outcome)
+    if checkpointing is not None:
+        checkpointing.saver.delete_thread(checkpointing.thread_id)  # nothing left to resume
     skipped = outcome.usage.skipped_items_warning()
     return RunResult(
         spec.flow.name,
@@ -129,9 +149,18 @@ def run_workflow(
         duration,
         chosen,
         recorder.info(),
-        (*recorder.notes, *([skipped] if skipped else [])),
+        (
+            *recorder.notes,
+            *([skipped] if skipped else []),
+            *_warning(start),
+        ),
         windows,
+        start.note,
     )
+
+
+def _warning(start: resume.Start) -> list[str]:
+    return [start.note] if start.warning and start.note is not None else []
 
 
 def spent_before(stop: BaseException) -> UsageSummary | None:
@@ -142,12 +171,36 @@ def spent_before(stop: BaseException) -> UsageSummary | None:
     return spent if isinstance(spent, UsageSummary) else None
 
 
-def _stream(
-    graph: Any, state: dict[str, Any], ledger: UsageLedger, max_steps: int, node_runs: list[str]
+def _run_config(
+    ledger: UsageLedger, max_steps: int, checkpointing: Checkpointing | None, run_version: str
 ) -> dict[str, Any]:
+    """The LangGraph config of one run: the ledger (as callback, and for the nodes to claim
+    their spend), the map nodes' passes, and the checkpoint thread."""
+    configurable: dict[str, Any] = {
+        spend.LEDGER_KEY: ledger,
+        map_node.PASSES_KEY: map_node.Passes(),
+    }
+    if checkpointing is not None:
+        configurable |= checkpointing.config()["configurable"]
+    return {
+        "callbacks": [ledger],
+        "recursion_limit": max_steps,
+        "configurable": configurable,
+        "metadata": {resume.VERSION_KEY: run_version},
+    }
+
+
+def _stream(
+    graph: Any,
+    graph_input: dict[str, Any] | None,
+    state: dict[str, Any],
+    config: dict[str, Any],
+    node_runs: list[str],
+) -> dict[str, Any]:
+    """Run the graph from ``graph_input`` (None: resume the thread); ``state`` is the
+    result should the run stream no values."""
     final = state
-    config = {"callbacks": [ledger], "recursion_limit": max_steps}
-    for mode, chunk in graph.stream(state, config, stream_mode=["updates", "values"]):
+    for mode, chunk in graph.stream(graph_input, config, stream_mode=["updates", "values"]):
         if mode == "updates":
             node_runs.extend(name for name in chunk if not name.startswith("__"))
         else:

@@ -6,7 +6,7 @@ import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, TypedDict
 
 from langgraph.graph import END as LG_END
 from langgraph.graph import START as LG_START
@@ -14,7 +14,7 @@ from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import RetryPolicy
 
-from agents_pipelines.graph import map_node
+from agents_pipelines.graph import map_node, spend
 from agents_pipelines.graph.nodes import make_node
 from agents_pipelines.graph.routes import router, target
 from agents_pipelines.graph.state import state_schema
@@ -66,7 +66,10 @@ def _model(
 
 def _compile(spec: WorkflowSpec, models: tuple[Any, ...]) -> CompiledStateGraph:
     public = state_schema(spec)
-    state = map_node.state_with_results(spec, public)
+    private = {**map_node.results_channels(spec), **spend.channels()}
+    state: Any = TypedDict(  # type: ignore[misc]
+        f"{spec.flow.name}_run_state", {**public.__annotations__, **private}
+    )
     graph: StateGraph[Any] = StateGraph(state, input_schema=public, output_schema=public)
     for node, model in zip(spec.nodes, models, strict=True):
         policy = retry_policy(spec.config.llm.merged(node.llm))
@@ -74,7 +77,7 @@ def _compile(spec: WorkflowSpec, models: tuple[Any, ...]) -> CompiledStateGraph:
             per_item = functools.partial(make_node, node=node, model=model)
             map_node.add_map_node(graph, spec, node, per_item, policy)
         else:
-            action: Any = make_node(spec, node, model)
+            action: Any = spend.accounted(make_node(spec, node, model), node.id)
             graph.add_node(node.id, action, retry_policy=policy)
     # Edges leave a map node from its own id (where its outputs are written) and enter it
     # at its fan-out (map_node.entry).
@@ -89,12 +92,12 @@ def _compile(spec: WorkflowSpec, models: tuple[Any, ...]) -> CompiledStateGraph:
         else:
             to = _name(entries.get(edge.to or END, edge.to or END))
             graph.add_edge(edge.source if isinstance(edge.source, list) else _name(edge.source), to)
+    # Stream the workflow's state only, not the private channels.
     compiled = graph.compile(name=spec.flow.name)
-    if state is public:
-        return compiled
-    # Stream the workflow's state only, not the map nodes' results channels; and give the
-    # run enough threads for every map node's max_concurrency.
     compiled = compiled.copy({"stream_channels": list(public.__annotations__)})
+    if not any(node.map is not None for node in spec.nodes):
+        return compiled
+    # Enough threads for every map node's max_concurrency.
     return compiled.with_config(max_concurrency=map_node.threads_needed(spec))
 
 

@@ -26,7 +26,7 @@ import operator
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
 from langchain_core.callbacks import dispatch_custom_event
 from langchain_core.runnables import RunnableConfig
@@ -36,10 +36,12 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, RetryPolicy, Send
 
 from agents_pipelines.errors import BudgetExceededError, WorkflowRunError
+from agents_pipelines.graph import spend
 from agents_pipelines.llm.gemini import describe_failure, is_transient, status_code
 from agents_pipelines.redaction import redact
 from agents_pipelines.spec import field_types
 from agents_pipelines.spec.models import MapSpec, Node, StateField, WorkflowSpec
+from agents_pipelines.spec.placeholders import parse_template
 from agents_pipelines.usage.records import ITEM_FAILED, ITEM_KEY, NODE_KEY, ItemFailure
 
 NodeAction = Callable[[dict[str, Any]], dict[str, Any]]
@@ -74,18 +76,13 @@ def add_map_node(
     graph.add_edge(_item_name(node), node.id)
 
 
-def state_with_results(spec: WorkflowSpec, public: type) -> type:
-    """``public`` plus one private results channel per map node (items append to it)."""
-    results = {
+def results_channels(spec: WorkflowSpec) -> dict[str, Any]:
+    """One private results channel per map node (items append to it)."""
+    return {
         _results(node): Annotated[list[tuple[int, Any]], operator.add]
         for node in spec.nodes
         if node.map is not None
     }
-    if not results:
-        return public
-    return TypedDict(  # type: ignore[operator]
-        f"{spec.flow.name}_run_state", {**public.__annotations__, **results}
-    )
 
 
 def threads_needed(spec: WorkflowSpec) -> int:
@@ -129,19 +126,62 @@ class _Pass:
         self.limit = limit
         self.slots = threading.BoundedSemaphore(limit)
         self.stopped = threading.Event()
+        self.failure: BaseException | None = None  # the error that stopped the pass
 
     def __repr__(self) -> str:  # how a trace at artifact_level full shows it
         return f"<at most {self.limit} item calls in flight>"
 
 
+class ItemStoppedError(Exception):
+    """Raised by an item that found its pass stopped by another item's failure: it made no
+    call. It must not end as a finished task (one that writes nothing would be taken as
+    done, and not called when the run resumes). It carries the error that stopped the
+    pass, which is what the run reports (``first_error``): LangGraph raises any one of a
+    super-step's errors. Not transient, so the node's RetryPolicy does not retry it."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def first_error(exc: BaseException) -> BaseException:
+    """The error a run reports: the one that stopped a map pass, not a stopped item's."""
+    return exc.cause if isinstance(exc, ItemStoppedError) else exc
+
+
+class Passes:
+    """The passes of one run's map nodes, by node and super-step (all items of a pass run in
+    the super-step after its fan-out). A run's own object (the runner puts it in
+    ``config["configurable"][PASSES_KEY]``): a ``Send`` is stored in the checkpoint, so it
+    carries plain values only, and a resumed run makes the pass anew for the items left."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._passes: dict[tuple[str, int], _Pass] = {}
+
+    def get(self, node: str, step: int, limit: int) -> _Pass:
+        with self._lock:
+            return self._passes.setdefault((node, step), _Pass(limit))
+
+
+PASSES_KEY = "agents_pipelines_map_passes"
+
+
 @dataclass(frozen=True)
 class _Item:
-    """What a ``Send`` hands one item task."""
+    """What a ``Send`` hands one item task, read from its plain payload: the index, the
+    item and the state fields the node reads."""
 
     index: int
     value: Any
     state: Mapping[str, Any] = field(repr=False)
-    run: _Pass = field(repr=False)
+
+    def payload(self) -> dict[str, Any]:
+        return {"index": self.index, "value": self.value, "state": dict(self.state)}
+
+    @classmethod
+    def of(cls, payload: Mapping[str, Any]) -> _Item:
+        return cls(int(payload["index"]), payload["value"], payload["state"])
 
 
 @dataclass(frozen=True)
@@ -172,10 +212,21 @@ class _FanOut:
         items = state[self.map.over]
         if not items:
             return self.node.id  # no call: the gather writes empty lists
-        run = _Pass(self.map.max_concurrency)
-        public = {k: v for k, v in state.items() if k in self.spec.state.fields}
+        read = _fields_read(self.spec, self.node)
+        public = {k: v for k, v in state.items() if k in read}
         name = _item_name(self.node)
-        return [Send(name, _Item(i, value, public, run)) for i, value in enumerate(items)]
+        return [Send(name, _Item(i, value, public).payload()) for i, value in enumerate(items)]
+
+
+def _fields_read(spec: WorkflowSpec, node: Node) -> set[str]:
+    """The state fields an item's call may read. Each Send is stored in the checkpoint:
+    copying the whole state into each would store the list mapped over once per item
+    (500 items: 250,000 copies). A prompt reads its placeholders; a Python step (or a tool
+    loop) may read any field."""
+    if node.function is not None or node.tools or node.prompt is None:
+        return set(spec.state.fields)
+    templates = [node.prompt, *([node.system] if node.system else [])]
+    return {f for text in templates for f in parse_template(text).fields} & set(spec.state.fields)
 
 
 class _ItemNode:
@@ -186,13 +237,14 @@ class _ItemNode:
         self._node, self._map, self._action, self._retry = node, map_spec, action, retry
 
     def __call__(self, task: Any, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
-        item: _Item = task
+        item = _Item.of(task)
+        run = self._pass(config)
         config = merge_configs(
             config, {"metadata": {NODE_KEY: self._node.id, ITEM_KEY: item.index}}
         )
-        with item.run.slots:
-            if item.run.stopped.is_set():
-                return {}  # an item failed the node: the run is failing, make no more calls
+        with run.slots:
+            if run.stopped.is_set():  # an item failed the node: make no more calls
+                raise ItemStoppedError(run.failure or RuntimeError("the map pass stopped"))
             try:
                 with set_config_context(config) as context:
                     outputs: Any = context.run(
@@ -201,8 +253,18 @@ class _ItemNode:
             except Exception as exc:
                 if self._retried(exc, runtime):
                     raise
-                outputs = self._failed_for_good(item, exc, config)
-        return {_results(self._node): [(item.index, outputs)]}
+                outputs = self._failed_for_good(item, run, exc, config)
+        return {
+            _results(self._node): [(item.index, outputs)],
+            **spend.entry(config, self._node.id, item.index),
+        }
+
+    def _pass(self, config: RunnableConfig) -> _Pass:
+        passes = (config.get("configurable") or {}).get(PASSES_KEY)
+        if passes is None:  # a graph run without the runner: the thread pool bounds calls
+            return _Pass(self._map.max_concurrency)
+        step = int((config.get("metadata") or {}).get("langgraph_step", 0))
+        return passes.get(self._node.id, step, self._map.max_concurrency)
 
     def _retried(self, exc: Exception, runtime: Runtime) -> bool:
         # Whether LangGraph will run this item again: the node's RetryPolicy retries
@@ -211,12 +273,15 @@ class _ItemNode:
         attempt = runtime.execution_info.node_attempt if runtime.execution_info else 1
         return attempt < self._retry.max_attempts and is_transient(exc)
 
-    def _failed_for_good(self, item: _Item, exc: Exception, config: RunnableConfig) -> str:
+    def _failed_for_good(
+        self, item: _Item, run: _Pass, exc: Exception, config: RunnableConfig
+    ) -> str:
         """``skip``: report the failure, and return its text in place of the outputs.
         ``fail``: stop the pass and raise. A spent budget always stops the run."""
         if self._map.on_item_error == "fail" or isinstance(exc, BudgetExceededError):
-            item.run.stopped.set()
             exc.add_note(f"In item {item.index} of map node `{self._node.id}`.")
+            run.failure = exc
+            run.stopped.set()
             raise exc
         error = _describe(exc)
         failure = ItemFailure(self._node.id, item.index, error)

@@ -58,9 +58,32 @@ def usage_metadata(summary: UsageSummary) -> dict[str, Any]:
             ],
             dg.TableSchema(_FAILED_ITEM_COLUMNS),
         )
+    if summary.resumed:
+        metadata |= _resumed_metadata(summary)
     if summary.unpriced_models:
         metadata["unpriced_models"] = dg.MetadataValue.text(", ".join(summary.unpriced_models))
     return metadata
+
+
+_RESUMED_COLUMNS = [
+    dg.TableColumn("node", "string"),
+    dg.TableColumn("item", "int", description="The list index of a map node's item."),
+    dg.TableColumn("llm_calls", "int", description="Made by the earlier attempt."),
+    dg.TableColumn("total_tokens", "int"),
+    dg.TableColumn("cost_usd", "float", description="Paid by the earlier attempt."),
+]
+
+
+def _resumed_metadata(summary: UsageSummary) -> dict[str, Any]:
+    """The nodes a resumed run reused, with what they cost the attempt that ran them:
+    shown apart, as that attempt's own figures (and its MLflow run) count them."""
+    return {
+        "resumed": dg.MetadataValue.table(
+            [dg.TableRecord(r.as_dict()) for r in summary.resumed],
+            dg.TableSchema(_RESUMED_COLUMNS),
+        ),
+        "resumed_cost_usd": dg.MetadataValue.float(summary.resumed_cost_usd),
+    }
 
 
 _ATTEMPT_COLUMNS = [
@@ -140,9 +163,12 @@ def run_metadata(result: Any) -> dict[str, Any]:
         }
         if tracking.trace_id is not None:  # None: MLflow did not store the trace
             metadata["mlflow_trace_id"] = dg.MetadataValue.text(tracking.trace_id)
-    # The skipped items' warning is shown as `failed_items`; the rest are tracking's.
-    skipped = result.usage.skipped_items_warning()
-    if tracking_notes := [w for w in result.warnings if w != skipped]:
+    if result.resume_note is not None:
+        metadata["resume"] = dg.MetadataValue.text(result.resume_note)
+    # The skipped items' warning is shown as `failed_items`, the resume note as `resume`;
+    # the rest are tracking's.
+    shown = {result.usage.skipped_items_warning(), result.resume_note}
+    if tracking_notes := [w for w in result.warnings if w not in shown]:
         metadata["tracking_warning"] = dg.MetadataValue.text(redact(" | ".join(tracking_notes)))
     return metadata
 

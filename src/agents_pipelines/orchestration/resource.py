@@ -22,6 +22,7 @@ from agents_pipelines.errors import (
     WorkflowRunError,
 )
 from agents_pipelines.llm import Backend
+from agents_pipelines.orchestration import checkpoints
 from agents_pipelines.orchestration.attempts import (
     POOL_TAG,
     Attempt,
@@ -72,17 +73,19 @@ class WorkflowRunner(dg.ConfigurableResource):
         now = _fixed_time(self.spend_limits_now)
         limits = run_spend_limits(context, workflow, pool_limits(self.pool_spend_limits), now)
         try:
-            result = run_workflow(
-                workflow,
-                inputs,
-                backend=self.llm_backend,
-                tags=_mlflow_tags(context),
-                mlflow_ui_url=self.mlflow_ui_url,
-                simulated_latency_s=self.simulated_latency_s,
-                spend_limits=limits,
-                # Beside the checkpoints: the instance's storage folder, shared by its runs.
-                cache_dir=Path(context.instance.storage_directory()),
-            )
+            with checkpoints.checkpointing(context, workflow) as checkpointing:
+                result = run_workflow(
+                    workflow,
+                    inputs,
+                    backend=self.llm_backend,
+                    tags=_mlflow_tags(context),
+                    mlflow_ui_url=self.mlflow_ui_url,
+                    simulated_latency_s=self.simulated_latency_s,
+                    checkpointing=checkpointing,
+                    spend_limits=limits,
+                    # Beside the checkpoints: the instance's storage folder, shared by its runs.
+                    cache_dir=Path(context.instance.storage_directory()),
+                )
         except InvalidInputsError as exc:
             raise dg.Failure(description=redact(str(exc)), allow_retries=False) from exc
         except WorkflowRunError as exc:
@@ -96,6 +99,8 @@ class WorkflowRunner(dg.ConfigurableResource):
             yield observation(context, this, workflow.spec.orchestration.pool)
             _stop_the_rest_of_the_run()
             raise failure from stop
+        if result.resume_note is not None and result.resume_note not in result.warnings:
+            context.log.info(result.resume_note)
         context.log.info(
             f"{workflow.name}: {result.usage.describe_spend()} "
             f"(backend {result.backend.value}, {result.duration_s:.2f} s)"

@@ -263,6 +263,14 @@ class ExecutionConfig(_Model):
         None,
         description="Reuse LLM replies for identical requests (development); off unless set.",
     )
+    resume: bool = Field(
+        True,
+        description="A retried or re-executed Dagster run resumes after its last finished "
+        "node (and map item) instead of calling them again.",
+    )
+    checkpoint_ttl_days: int = Field(
+        7, ge=1, le=3650, description="Days a run's checkpoints are kept for resuming."
+    )
 
 
 class MlflowConfig(_Model):

@@ -41,6 +41,8 @@ class RunOutcome:
             **self.usage.totals(),
             "node_count": self.node_count,
             "duration_s": round(self.duration_s, 3),
+            # Apart from total_cost_usd: an earlier attempt paid it, on its own MLflow run.
+            **({"resumed_cost_usd": self.usage.resumed_cost_usd} if self.usage.resumed else {}),
         }
 
 

@@ -38,6 +38,7 @@ from agents_pipelines.usage.records import (
     ItemFailure,
     Price,
     Pricer,
+    ResumedNode,
     TokenUsage,
     UsageSummary,
 )
@@ -73,10 +74,22 @@ class UsageLedger(BaseCallbackHandler):
         self._pending: dict[UUID, _Pending] = {}
         self._calls: list[CallRecord] = []
         self._failed_items: list[ItemFailure] = []
+        # The calls no node has claimed yet, by node and item (see claim()).
+        self._unclaimed: dict[tuple[str, int | None], list[CallRecord]] = {}
+        self.resumed: tuple[ResumedNode, ...] = ()  # set by the runner on a resumed run
 
     def summary(self) -> UsageSummary:
         with self._lock:
-            return UsageSummary(tuple(self._calls), tuple(self._failed_items))
+            return UsageSummary(tuple(self._calls), tuple(self._failed_items), self.resumed)
+
+    def claim(self, node: str, item: int | None) -> ResumedNode:
+        """The calls of ``node`` (one map item) not claimed yet: what the task that ends now
+        spent, its retried attempts included, for the checkpoint to keep (graph.spend).
+        A node runs once per super-step and an item once per pass, so unclaimed calls with
+        that name are the task's own, and a looping route's next pass claims only its own."""
+        with self._lock:
+            mine = self._unclaimed.pop((node, item), [])
+        return ResumedNode.of(node, item, mine)
 
     def on_chat_model_start(
         self,
@@ -140,8 +153,12 @@ class UsageLedger(BaseCallbackHandler):
             item=item,
             kind=PYTHON,
         )
+        self._append(record)
+
+    def _append(self, record: CallRecord) -> None:
         with self._lock:
             self._calls.append(record)
+            self._unclaimed.setdefault((record.node, record.item), []).append(record)
 
     def _finish(
         self,
@@ -175,8 +192,7 @@ class UsageLedger(BaseCallbackHandler):
             cache_hit=saved is not None,
             saved=None if saved is None else self._pricer.price(pending.model, saved),
         )
-        with self._lock:
-            self._calls.append(record)
+        self._append(record)
 
 
 def _node_and_item(metadata: dict[str, Any]) -> tuple[str, int | None]:

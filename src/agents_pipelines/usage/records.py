@@ -131,12 +131,40 @@ class ItemFailure:
 
 
 @dataclass(frozen=True)
+class ResumedNode:
+    """A node (or one map item) that an earlier attempt of the run finished, and that a
+    resumed attempt reuses from the checkpoint instead of calling it again. Its figures are
+    what that attempt paid for it (its failed LLM call attempts included)."""
+
+    node: str
+    item: int | None
+    llm_calls: int
+    total_tokens: int
+    cost_usd: float
+
+    @classmethod
+    def of(cls, node: str, item: int | None, calls: Sequence[CallRecord]) -> ResumedNode:
+        summary = UsageSummary(tuple(calls))
+        return cls(node, item, summary.llm_calls, summary.tokens.total, summary.total_cost_usd)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class UsageSummary:
     """All calls of one run, with the totals every report shows, and the map items it
-    skipped."""
+    skipped. ``resumed`` lists what a resumed run reused: shown apart, never in the totals
+    (the attempt that made those calls reported them)."""
 
     calls: Sequence[CallRecord] = field(default_factory=tuple)
     failed_items: Sequence[ItemFailure] = field(default_factory=tuple)
+    resumed: Sequence[ResumedNode] = field(default_factory=tuple)
+
+    @property
+    def resumed_cost_usd(self) -> float:
+        """What the reused nodes cost the attempt that ran them."""
+        return round_usd(sum(r.cost_usd for r in self.resumed))
 
     @property
     def llm_calls(self) -> int:

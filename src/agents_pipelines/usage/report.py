@@ -46,4 +46,8 @@ def cost_summary(
         "failed_items": [
             {"node": f.node, "item": f.item, "error": f.error} for f in summary.failed_items
         ],
+        # What a resumed run reused from an earlier attempt, at that attempt's cost: not in
+        # the totals above, which are the calls this run made.
+        "resumed": [r.as_dict() for r in summary.resumed],
+        "resumed_cost_usd": summary.resumed_cost_usd,
     }
