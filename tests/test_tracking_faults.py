@@ -31,6 +31,11 @@ from agents_pipelines.spec import load_workflow
 from conftest import LINEAR, write
 from test_tracking_servers import _free_port
 
+# On `make pytest`'s two workers, this module's tests run together on one worker, as in a
+# serial run: its in-process server (below) sets MLflow's server variables for as long as
+# the module runs. Interleaved with other tests, a refused trace once went unreported.
+pytestmark = pytest.mark.xdist_group("tracking_faults")
+
 Action = Literal["pass", "fail", "hang"]
 Rule = Callable[[str, str], Action]  # (method, path) -> what the proxy does
 _HOP_BY_HOP = {"connection", "transfer-encoding", "content-length", "keep-alive"}
