@@ -7,7 +7,11 @@ one call's cost and two."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,10 +23,11 @@ import pytest
 from agents_pipelines.errors import AgentsPipelinesError
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.orchestration.checks import BUDGET_CHECK
+from agents_pipelines.orchestration.journal import KEEP_S, SQLITE_FILE, AttemptKey, open_journal
 from agents_pipelines.orchestration.spend import pool_limits
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer
-from agents_pipelines.testing.gemini_server.replies import default_reply
+from agents_pipelines.testing.gemini_server.replies import Reply, default_reply
 from agents_pipelines.usage import SpendLimit
 from conftest import assert_usage_agrees, metadata_of, metadata_values, workflow_yaml, write
 
@@ -264,3 +269,121 @@ def test_a_window_is_the_calendar_day_or_month_in_its_zone(case: str) -> None:
     limit = SpendLimit("workflow", "w", per, 1.0, zone)  # type: ignore[arg-type]
     window = limit.window(datetime.fromisoformat(now))
     assert [moment.isoformat(timespec="minutes") for moment in window] == [start, resets]
+
+
+# --- Runs in flight at once: the spend journal (orchestration/journal.py) ---------------
+
+
+def two_step(tmp_path: Path, name: str) -> dg.AssetsDefinition:
+    """Two calls whose prompts name the workflow, so the server can slow one down."""
+    text = workflow_yaml(
+        name,
+        ("one", f"{name} one on {{topic}}.", "a"),
+        ("two", f"{name} two on {{topic}}.", "b"),
+        orchestration="inputs: {topic: cats}",
+        config=UNTRACKED,
+    )
+    return build_workflow_asset(load_workflow(write(tmp_path, text, f"{name}.yaml")))
+
+
+def three_step(tmp_path: Path, name: str) -> dg.AssetsDefinition:
+    return asset(tmp_path, name, "", calls=3)
+
+
+def journal_rows(instance: dg.DagsterInstance) -> list[tuple[Any, ...]]:
+    path = Path(instance.storage_directory(), SQLITE_FILE)
+    with closing(sqlite3.connect(path)) as conn:
+        sql = "SELECT asset_key, attempt, cost_usd, recorded_at IS NOT NULL FROM "
+        return sorted(conn.execute(sql + "agents_pipelines_spend_journal").fetchall())
+
+
+def test_a_run_sees_the_spend_of_a_run_still_in_flight(
+    tmp_path: Path, gemini: GeminiLoopbackServer, instance: dg.DagsterInstance
+) -> None:
+    # Pool limit: 2.5 calls. "first" pays one call, then waits 3 s on its second; "second"
+    # starts meanwhile. It sees first's call in flight: its own two calls bring the pool
+    # to 3 calls, so it stops before a third. Without the journal it would see $0 before
+    # its start and make all three.
+    gemini.set_default(
+        lambda r: (
+            Reply.text_reply("slow", delay_s=3.0)
+            if "first two" in r.prompt_text
+            else default_reply(r)
+        )
+    )
+    first, second = two_step(tmp_path, "first"), three_step(tmp_path, "second")
+    assets = [first, second]
+    limits = {"gemini": {"day": 2.5 * CALL_USD}}
+    results: list[dg.ExecuteInProcessResult] = []
+    worker = threading.Thread(
+        target=lambda: results.append(run(instance, assets, "first", pool_spend_limits=limits))
+    )
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not any("first two" in r.prompt_text for r in gemini.requests):
+        assert time.monotonic() < deadline and worker.is_alive()
+        time.sleep(0.02)
+    stopped = run(instance, assets, "second", pool_spend_limits=limits)
+    assert worker.is_alive()  # first's second call was in flight throughout
+    worker.join()
+    (finished,) = results
+    assert finished.success and metadata_of(finished, "first")["llm_calls"] == 2
+    message, metadata = failure_of(stopped, "second")
+    assert "pool gemini's day (UTC) is reached: $0.000729 spent since" in message
+    assert "(this run $0.000486, runs in flight $0.000243)" in message
+    assert (metadata["llm_calls"], metadata["total_cost_usd"]) == (2, 2 * CALL_USD)
+    # The pool spent 4 calls of a 2.5-call limit: over by the calls in flight as each run
+    # crossed it (second's second call, first's second call), never more.
+    assert len(gemini.requests) == 4
+    # Each attempt's row is marked once its record is stored: later runs read the records.
+    assert journal_rows(instance) == [
+        ("first", 1, 2 * CALL_USD, True),
+        ("second", 1, 2 * CALL_USD, True),
+    ]
+    refused = run(instance, assets, "first", pool_spend_limits=limits)
+    assert "is reached: $0.000972 spent since" in failure_of(refused, "first")[0]
+    assert len(gemini.requests) == 4
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_instance(request: pytest.FixtureRequest) -> Iterator[dg.DagsterInstance]:
+    """An instance on SQLite, and one on PostgreSQL (the team profile's storage)."""
+    if request.param == "sqlite":
+        with dg.instance_for_test() as instance:
+            yield instance
+        return
+    url = request.getfixturevalue("postgres_database")
+    # Dagster's NOTIFY needs SQLAlchemy's psycopg2 driver, as deploy/team/dagster.yaml names.
+    url = url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    overrides = {"storage": {"postgres": {"postgres_url": url}}}
+    with dg.instance_for_test(overrides=overrides) as instance:
+        yield instance
+
+
+def test_a_dead_attempts_row_counts_until_a_month_and_a_day_old(
+    tmp_path: Path, gemini: GeminiLoopbackServer, any_instance: dg.DagsterInstance
+) -> None:
+    daily = asset(tmp_path, "daily", "spend_limits: [{per: day, max_cost_usd: 0.0004}]")
+    dead = AttemptKey("killed-run", 1, "daily", "", "gemini")
+    with open_journal(any_instance) as journal:
+        # A process killed mid-run: its row was written, its record never will be.
+        journal.write(dead, 0.0003)
+        gone = AttemptKey("killed-long-ago", 1, "daily", "", "gemini")
+        journal.write(gone, 0.5, now=time.time() - KEEP_S - 60)
+        journal.prune_now_and_then(now=time.time() + 3600)
+        since = time.time() - 86_400
+        assert journal.in_flight(dead, "workflow", since, time.time()) == 0.0  # its own
+        other = AttemptKey("other", 1, "daily", "", "gemini")
+        assert journal.in_flight(other, "pool", 0.0, time.time()) == 0.0003  # pruned: gone
+    first = run(any_instance, [daily])
+    assert first.success  # $0.0003 + one call: $0.000543, over from here
+    refused = run(any_instance, [daily])
+    message, _ = failure_of(refused, "daily")
+    assert "is reached: $0.000543 spent since" in message
+    assert "(this run $0.000000, runs in flight $0.000300)" in message
+    assert len(gemini.requests) == 1
+    with open_journal(any_instance) as journal:
+        # first's row is recorded: counted by its materialization, not twice.
+        counted = journal.in_flight(other, "workflow", 0.0, 0.0)
+        assert round(counted, 7) == round(0.0003 + CALL_USD, 7)
+        assert journal.in_flight(other, "workflow", 0.0, time.time()) == 0.0003

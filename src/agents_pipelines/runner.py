@@ -6,6 +6,7 @@ nothing of Dagster; orchestration context arrives as plain MLflow tags.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from agents_pipelines.tracking import (
     TrackingInfo,
 )
 from agents_pipelines.usage import Budget, SpendLimits, UsageLedger, UsageSummary, WindowSpend
-from agents_pipelines.usage.spend_limits import first_reached
+from agents_pipelines.usage.spend_limits import SpendJournal, first_reached
 
 __all__ = ["Checkpointing", "RunResult", "TrackingFailedWarning", "run_workflow", "spent_before"]
 
@@ -95,8 +96,11 @@ def run_workflow(
     spec = workflow.spec
     state = initial_state(spec, inputs or {})
     windows = spend_limits.open() if spend_limits is not None else ()
-    if (reached := first_reached(windows, UsageSummary())) is not None:
-        raise SpendLimitError(reached.stop_message(workflow.name, UsageSummary()), UsageSummary())
+    journal = spend_limits.journal if spend_limits is not None and windows else None
+    if (reached := first_reached(windows, UsageSummary(), journal)) is not None:
+        window, in_flight = reached
+        message = window.stop_message(workflow.name, UsageSummary(), in_flight)
+        raise SpendLimitError(message, UsageSummary())
     chosen = resolve_backend(backend.value if isinstance(backend, Backend) else backend)
     cache = _cache(workflow, cache_dir)
     graph = build_graph(spec, chat_model_factory(chosen, simulated_latency_s), cache)
@@ -110,7 +114,8 @@ def run_workflow(
     ledger = UsageLedger(
         pricer,
         keep_text=spec.config.observability.mlflow.artifact_level == "full",
-        before_call=_guard(workflow, windows),
+        before_call=_guard(workflow, windows, journal),
+        after_call=_journal_writer(journal),
     )
     ledger.resumed = start.resumed
     config = _run_config(ledger, spec.config.execution.max_steps, checkpointing, run_version)
@@ -216,10 +221,11 @@ def _cache(workflow: Workflow, folder: Path | None) -> ResponseCache | None:
 
 
 def _guard(
-    workflow: Workflow, windows: tuple[WindowSpend, ...]
+    workflow: Workflow, windows: tuple[WindowSpend, ...], journal: SpendJournal | None
 ) -> Callable[[UsageSummary], None] | None:
     """Stops the run before its next LLM call once ``orchestration.budget`` is spent, or
-    once a spend limit's window is (earlier runs' spend plus this run's)."""
+    once a spend limit's window is (earlier runs' spend, other runs' in flight from the
+    journal, and this run's)."""
     config = workflow.spec.orchestration.budget
     if config is None and not windows:
         return None
@@ -232,10 +238,29 @@ def _guard(
     def guard(usage: UsageSummary) -> None:
         if budget is not None and (over := budget.overrun(usage)) is not None:
             raise BudgetExceededError(budget.stop_message(over), usage)
-        if (reached := first_reached(windows, usage)) is not None:
-            raise SpendLimitError(reached.stop_message(workflow.name, usage), usage)
+        if (reached := first_reached(windows, usage, journal)) is not None:
+            window, in_flight = reached
+            raise SpendLimitError(window.stop_message(workflow.name, usage, in_flight), usage)
 
     return guard
+
+
+def _journal_writer(journal: SpendJournal | None) -> Callable[[UsageSummary], None] | None:
+    """Writes the run's running total to the journal after each call that cost something
+    (a free call, a cache hit or a refused one, writes nothing)."""
+    if journal is None:
+        return None
+    written = [0.0]
+    lock = threading.Lock()  # a map node's items finish on several threads
+
+    def write(usage: UsageSummary) -> None:
+        with lock:
+            total = usage.total_cost_usd
+            if total > written[0]:
+                journal.record(total)
+                written[0] = total
+
+    return write
 
 
 def _as_run_error(exc: BaseException, workflow: Workflow, usage: UsageSummary) -> BaseException:

@@ -61,8 +61,14 @@ def checkpointing(
 
 def _store(instance: dg.DagsterInstance) -> str:
     """Where the instance keeps its checkpoints: a PostgreSQL URL or a SQLite path."""
+    return instance_store(instance, SQLITE_FILE)
+
+
+def instance_store(instance: dg.DagsterInstance, sqlite_file: str) -> str:
+    """The instance's PostgreSQL URL when its storage is PostgreSQL (the team profile),
+    else the path of ``sqlite_file`` in its storage folder."""
     url = getattr(instance.run_storage, "postgres_url", None)
-    return url if isinstance(url, str) else str(Path(instance.storage_directory(), SQLITE_FILE))
+    return url if isinstance(url, str) else str(Path(instance.storage_directory(), sqlite_file))
 
 
 def _prune_now_and_then(saver: Any, ttl_days: int, store: str) -> None:

@@ -35,8 +35,14 @@ from agents_pipelines.orchestration.attempts import (
 from agents_pipelines.orchestration.checks import budget_result, output_results
 from agents_pipelines.orchestration.inputs import resolve_inputs
 from agents_pipelines.orchestration.metadata import attempts_metadata, run_metadata, usage_metadata
-from agents_pipelines.orchestration.spend import pool_limits, run_spend_limits
+from agents_pipelines.orchestration.spend import (
+    AttemptJournal,
+    attempt_journal,
+    pool_limits,
+    run_spend_limits,
+)
 from agents_pipelines.redaction import redact
+from agents_pipelines.settings import PoolSpendLimits
 from agents_pipelines.spec import Workflow
 from agents_pipelines.usage import UsageSummary, round_usd
 
@@ -65,13 +71,28 @@ class WorkflowRunner(dg.ConfigurableResource):
     def materialize(
         self, context: dg.AssetExecutionContext, workflow: Workflow, upstream: dict[str, Any]
     ) -> Iterator[StepEvent]:
-        from agents_pipelines.runner import run_workflow  # heavy: not at code-location load
-
         partition = context.partition_key if context.has_partition_key else None
         config = dict(context.op_execution_context.op_config or {})
         inputs = resolve_inputs(workflow.spec, partition, config, upstream)
         now = _fixed_time(self.spend_limits_now)
-        limits = run_spend_limits(context, workflow, pool_limits(self.pool_spend_limits), now)
+        limits_by_pool = pool_limits(self.pool_spend_limits)
+        # Runs in flight at once see each other's spend through the journal; each attempt
+        # marks its row as its record (materialization or observation) is stored.
+        with attempt_journal(context, workflow, limits_by_pool) as journal:
+            yield from self._run(context, workflow, inputs, now, limits_by_pool, journal)
+
+    def _run(
+        self,
+        context: dg.AssetExecutionContext,
+        workflow: Workflow,
+        inputs: dict[str, Any],
+        now: datetime | None,
+        limits_by_pool: PoolSpendLimits,
+        journal: AttemptJournal | None,
+    ) -> Iterator[StepEvent]:
+        from agents_pipelines.runner import run_workflow  # heavy: not at code-location load
+
+        limits = run_spend_limits(context, workflow, limits_by_pool, now, journal)
         try:
             with checkpoints.checkpointing(context, workflow) as checkpointing:
                 result = run_workflow(
@@ -92,11 +113,12 @@ class WorkflowRunner(dg.ConfigurableResource):
             overspent = isinstance(exc, BudgetExceededError) and exc.usage is not None
             if overspent and (check := budget_result(workflow, exc.usage)) is not None:  # type: ignore[arg-type]
                 yield check
-            yield from _retry_or_fail(context, workflow, exc)
+            yield from _retry_or_fail(context, workflow, exc, journal)
         except _STOPS as stop:
             failure, this = _stopped(context, workflow, stop)
             # The spend limits count a stopped run too.
             yield observation(context, this, workflow.spec.orchestration.pool)
+            _recorded(journal)
             _stop_the_rest_of_the_run()
             raise failure from stop
         if result.resume_note is not None and result.resume_note not in result.warnings:
@@ -114,13 +136,22 @@ class WorkflowRunner(dg.ConfigurableResource):
         # The value goes to the IO manager, for downstream workflows and assets to load.
         pool = {POOL_TAG: workflow.spec.orchestration.pool}
         yield dg.MaterializeResult(value=result.state, metadata=metadata, tags=pool)
+        _recorded(journal)
         if (check := budget_result(workflow, result.usage, result.spend_windows)) is not None:
             yield check
         yield from output_results(workflow, result.state)
 
 
+def _recorded(journal: AttemptJournal | None) -> None:
+    if journal is not None:
+        journal.recorded()
+
+
 def _retry_or_fail(
-    context: dg.AssetExecutionContext, workflow: Workflow, exc: WorkflowRunError
+    context: dg.AssetExecutionContext,
+    workflow: Workflow,
+    exc: WorkflowRunError,
+    journal: AttemptJournal | None,
 ) -> Generator[dg.AssetObservation, None, NoReturn]:
     """Raise a retry of the step for a transient failure while retries are left (after
     recording this attempt's spend), else a failure that reports every attempt's spend.
@@ -136,6 +167,7 @@ def _retry_or_fail(
     # Every attempt that does not materialize leaves its spend in the event log: a later
     # attempt reports it, and the spend limits (spend.py) count it.
     yield observation(context, this, workflow.spec.orchestration.pool)
+    _recorded(journal)
     if not retry:
         raise failure from exc
     delay = retry_delay(policy, attempt, getattr(exc, "retry_after_s", None))

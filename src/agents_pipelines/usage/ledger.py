@@ -66,10 +66,12 @@ class UsageLedger(BaseCallbackHandler):
         pricer: Pricer,
         keep_text: bool = False,
         before_call: Callable[[UsageSummary], None] | None = None,
+        after_call: Callable[[UsageSummary], None] | None = None,
     ):
         self._pricer = pricer
         self._keep_text = keep_text
         self._before_call = before_call
+        self._after_call = after_call  # told the spend once a call's reply is priced
         self._lock = threading.Lock()
         self._pending: dict[UUID, _Pending] = {}
         self._calls: list[CallRecord] = []
@@ -120,6 +122,8 @@ class UsageLedger(BaseCallbackHandler):
         hit = (getattr(message, "response_metadata", None) or {}).get(CACHE_HIT)
         saved = TokenUsage.from_langchain(hit["usage"]) if isinstance(hit, dict) else None
         self._finish(run_id, usage, "ok", None, reply, tools, saved)
+        if self._after_call is not None:
+            self._after_call(self.summary())
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         message = redact(f"{type(error).__name__}: {error}")  # errors may repeat the API key

@@ -2,9 +2,10 @@
 day or month, counted over every run in the window.
 
 Dagster-free: whoever runs the workflow hands in a plain callable that says what was
-recorded in a window before the run (``SpentSince``). The windows are read once, when the
-run starts; this run's own spend is then added per call, so the records are not queried
-again before each LLM call.
+recorded in a window before the run (``SpentSince``), read once when the run starts, and
+optionally a ``SpendJournal``: what other runs still in flight have spent so far (read
+before each LLM call) and where this run writes its own running total (after each priced
+call). Without a journal, runs in flight at once do not see each other.
 """
 
 from __future__ import annotations
@@ -59,19 +60,22 @@ class WindowSpend:
     resets_at: datetime
     spent_before_usd: float
 
-    def spent_usd(self, usage: UsageSummary) -> float:
-        return round_usd(self.spent_before_usd + usage.total_cost_usd)
+    def spent_usd(self, usage: UsageSummary, in_flight_usd: float = 0.0) -> float:
+        """Earlier runs' spend, other runs' in flight, and this run's."""
+        return round_usd(self.spent_before_usd + in_flight_usd + usage.total_cost_usd)
 
-    def reached(self, usage: UsageSummary) -> bool:
-        return self.spent_usd(usage) >= self.limit.max_cost_usd
+    def reached(self, usage: UsageSummary, in_flight_usd: float = 0.0) -> bool:
+        return self.spent_usd(usage, in_flight_usd) >= self.limit.max_cost_usd
 
-    def stop_message(self, workflow: str, usage: UsageSummary) -> str:
+    def stop_message(self, workflow: str, usage: UsageSummary, in_flight_usd: float = 0.0) -> str:
         limit = self.limit
         key = "the pool's limit" if limit.scope == "pool" else "orchestration.spend_limits"
+        others = f", runs in flight ${in_flight_usd:.6f}" if in_flight_usd else ""
         return (
             f"Workflow {workflow} stopped before its next LLM call: the spend limit of "
-            f"{limit.describe()} is reached: ${self.spent_usd(usage):.6f} spent since "
-            f"{self.start.isoformat()} (this run ${usage.total_cost_usd:.6f}) of "
+            f"{limit.describe()} is reached: ${self.spent_usd(usage, in_flight_usd):.6f} "
+            f"spent since {self.start.isoformat()} (this run "
+            f"${usage.total_cost_usd:.6f}{others}) of "
             f"max_cost_usd ${limit.max_cost_usd:.6f}. The window resets at "
             f"{self.resets_at.isoformat()}. Wait until then, or raise {key}."
         )
@@ -79,6 +83,16 @@ class WindowSpend:
 
 # What the records hold for a limit's scope from a time on (every run, failed ones too).
 SpentSince = Callable[[SpendLimit, datetime], float]
+
+
+@dataclass(frozen=True)
+class SpendJournal:
+    """Running totals of attempts in flight, shared by the runs of one orchestrator."""
+
+    # What other attempts still in flight have spent in a limit's scope since a time.
+    in_flight_since: SpentSince
+    # Writes this attempt's running total (USD), after each call that cost something.
+    record: Callable[[float], None]
 
 
 def utc_now() -> datetime:
@@ -92,6 +106,7 @@ class SpendLimits:
     limits: tuple[SpendLimit, ...]
     spent_since: SpentSince
     clock: Callable[[], datetime] = utc_now
+    journal: SpendJournal | None = None
 
     def open(self) -> tuple[WindowSpend, ...]:
         """Each limit's current window, read from the records once."""
@@ -103,8 +118,20 @@ class SpendLimits:
         return tuple(windows)
 
 
-def first_reached(windows: Sequence[WindowSpend], usage: UsageSummary) -> WindowSpend | None:
-    return next((window for window in windows if window.reached(usage)), None)
+def first_reached(
+    windows: Sequence[WindowSpend], usage: UsageSummary, journal: SpendJournal | None = None
+) -> tuple[WindowSpend, float] | None:
+    """The first window that earlier runs, other runs in flight (read from ``journal``
+    now) and ``usage`` fill, with the in-flight spend it counted; None while all hold."""
+    for window in windows:
+        if window.reached(usage):
+            return window, 0.0
+        if journal is None:
+            continue
+        others = journal.in_flight_since(window.limit, window.start)
+        if window.reached(usage, others):
+            return window, others
+    return None
 
 
 def _settled(moment: datetime) -> datetime:

@@ -1,0 +1,177 @@
+"""The spend journal: running totals of step attempts still in flight, so that runs in
+flight at once see each other's spend before each LLM call (spend limits, spend.py).
+
+- One row per attempt (run id, attempt number, asset key, partition), upserted after each
+  call that cost something: its pool, when it was last written, its running cost.
+- The Dagster records (a materialization or an attempt observation) count an attempt
+  once it ends. As its record is stored, the attempt marks its row ``recorded_at``:
+  a run counts a recorded row only if the record came after the run read the records at
+  its start (so a run that finishes while another is in flight is still seen by it). A
+  row recorded while a run reads its records may count twice for that run: an overcount,
+  never an undercount.
+- A row never recorded (the process was killed) counts as in flight: it was paid for.
+  Rows older than the longest window (a month and a day) are deleted now and then.
+- The store is the instance's: a table in its PostgreSQL database (the team profile), or
+  else ``spend_journal.sqlite`` in its storage folder (WAL: a read does not wait on a
+  write).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from agents_pipelines.orchestration.checkpoints import instance_store
+
+SQLITE_FILE = "spend_journal.sqlite"
+KEEP_S = 32 * 86_400  # the longest window, a month, and a day
+_PRUNE_EVERY_S = 3600.0
+_SQLITE_TIMEOUT_S = 30.0
+_TABLE = "agents_pipelines_spend_journal"
+_SCHEMA = f"""CREATE TABLE IF NOT EXISTS {_TABLE} (
+    run_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    asset_key TEXT NOT NULL,
+    partition_key TEXT NOT NULL,
+    pool TEXT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    cost_usd DOUBLE PRECISION NOT NULL,
+    recorded_at DOUBLE PRECISION,
+    PRIMARY KEY (run_id, attempt, asset_key, partition_key)
+)"""
+_INDEXES = (
+    f"CREATE INDEX IF NOT EXISTS {_TABLE}_asset ON {_TABLE} (asset_key, updated_at)",
+    f"CREATE INDEX IF NOT EXISTS {_TABLE}_pool ON {_TABLE} (pool, updated_at)",
+)
+_UPSERT = f"""INSERT INTO {_TABLE}
+    (run_id, attempt, asset_key, partition_key, pool, updated_at, cost_usd)
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (run_id, attempt, asset_key, partition_key)
+    DO UPDATE SET cost_usd = excluded.cost_usd, updated_at = excluded.updated_at"""
+_IN_FLIGHT = f"""SELECT COALESCE(SUM(cost_usd), 0) FROM {_TABLE}
+    WHERE {{column}} = ? AND updated_at >= ? AND (recorded_at IS NULL OR recorded_at > ?)
+    AND NOT (run_id = ? AND attempt = ? AND asset_key = ? AND partition_key = ?)"""
+_RECORDED = f"""UPDATE {_TABLE} SET recorded_at = ?
+    WHERE run_id = ? AND attempt = ? AND asset_key = ? AND partition_key = ?"""
+_PRUNE = f"DELETE FROM {_TABLE} WHERE updated_at < ?"
+
+
+@dataclass(frozen=True)
+class AttemptKey:
+    """One attempt of one step: the journal's row."""
+
+    run_id: str
+    attempt: int
+    asset_key: str
+    partition: str
+    pool: str
+
+    @classmethod
+    def of(cls, context: dg.AssetExecutionContext, pool: str) -> AttemptKey:
+        partition = context.partition_key if context.has_partition_key else ""
+        return cls(
+            context.run.run_id,
+            context.retry_number + 1,
+            context.asset_key.to_user_string(),
+            partition,
+            pool,
+        )
+
+    def row(self) -> tuple[str, int, str, str]:
+        return (self.run_id, self.attempt, self.asset_key, self.partition)
+
+
+class Journal:
+    """The journal in one store. Its connection is shared by the runs of a process (a
+    lock serializes them): each statement is a small indexed read or a one-row write."""
+
+    def __init__(self, conn: Any, postgres: bool):
+        self._conn = conn
+        self._postgres = postgres
+        self._lock = threading.Lock()
+        self._pruned = 0.0
+        for statement in (_SCHEMA, *_INDEXES):
+            self._execute(statement)
+
+    def write(self, key: AttemptKey, cost_usd: float, now: float | None = None) -> None:
+        at = time.time() if now is None else now
+        self._execute(_UPSERT, (*key.row()[:4], key.pool, at, cost_usd))
+
+    def in_flight(self, key: AttemptKey, scope: str, since: float, records_read_at: float) -> float:
+        """USD of the other attempts in ``key``'s workflow (scope "workflow") or pool,
+        written since ``since``, with no record among those read at ``records_read_at``."""
+        column, value = ("asset_key", key.asset_key) if scope == "workflow" else ("pool", key.pool)
+        sql = _IN_FLIGHT.format(column=column)
+        rows = self._execute(sql, (value, since, records_read_at, *key.row()), fetch=True)
+        return float(rows[0][0])
+
+    def recorded(self, key: AttemptKey, now: float | None = None) -> None:
+        """The attempt's Dagster record is stored: from now on the records count it."""
+        self._execute(_RECORDED, (time.time() if now is None else now, *key.row()))
+
+    def prune_now_and_then(self, now: float | None = None) -> None:
+        at = time.time() if now is None else now
+        if at - self._pruned >= _PRUNE_EVERY_S:
+            self._pruned = at
+            self._execute(_PRUNE, (at - KEEP_S,))
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = (), fetch: bool = False) -> list[Any]:
+        with self._lock:
+            if self._postgres:
+                with self._conn.cursor() as cursor:
+                    cursor.execute(sql.replace("?", "%s"), params)
+                    return list(cursor.fetchall()) if fetch else []
+            rows = self._conn.execute(sql, params).fetchall()
+            if not fetch:
+                self._conn.commit()
+            return list(rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+@contextmanager
+def open_journal(instance: dg.DagsterInstance) -> Iterator[Journal]:
+    """The instance's journal, its table created. A PostgreSQL connection lasts the run;
+    a SQLite one the process (opening it costs more than a run's writes)."""
+    store = instance_store(instance, SQLITE_FILE)
+    if store.startswith("postgres"):
+        import psycopg
+
+        # Dagster's URL names SQLAlchemy's psycopg2 driver; psycopg 3 takes the plain one.
+        conn = psycopg.connect(store.replace("+psycopg2", "", 1), autocommit=True)
+        journal = Journal(conn, postgres=True)
+        try:
+            yield journal
+        finally:
+            journal.close()
+        return
+    yield sqlite_journal(Path(store))
+
+
+def sqlite_journal(path: Path) -> Journal:
+    with _sqlite_lock:
+        journal = _sqlite_journals.get(path)
+        if journal is not None and path.exists():
+            return journal
+        if journal is not None:  # the file was deleted (a test's temporary instance)
+            journal.close()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=_SQLITE_TIMEOUT_S, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # a power cut may lose the last totals
+        journal = _sqlite_journals[path] = Journal(conn, postgres=False)
+        return journal
+
+
+_sqlite_journals: dict[Path, Journal] = {}
+_sqlite_lock = threading.Lock()
