@@ -3,11 +3,9 @@
 - The thread: the run's root run id, the asset key and the partition. A step retry keeps
   the run id; "re-execute from failure" makes a run whose ``root_run_id`` is the first
   run's; a new materialization is a new root, so it starts fresh.
-- The store: the instance's own. With Dagster's storage on PostgreSQL (the team profile,
-  deploy/team/dagster.yaml) the checkpoints go to the same database
-  (langgraph-checkpoint-postgres, installed with the ``postgres`` extra), so any machine
-  that runs the retry finds them; otherwise to ``checkpoints.sqlite`` in the instance's
-  storage folder (langgraph-checkpoint-sqlite).
+- The store: the instance's own (instance_stores.py): its PostgreSQL database
+  (langgraph-checkpoint-postgres, installed with the ``postgres`` extra), or else
+  ``checkpoints.sqlite`` in its storage folder (langgraph-checkpoint-sqlite).
 - Threads not written for ``config.execution.checkpoint_ttl_days`` are deleted as a run
   opens the store. A run that succeeds deletes its own (runner.py).
 """
@@ -24,13 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from agents_pipelines.orchestration.instance_stores import (
+    instance_store,
+    is_postgres,
+    psycopg_url,
+    shared_sqlite,
+)
 from agents_pipelines.spec import Workflow
 
 if TYPE_CHECKING:  # the graph package imports LangGraph: not at code-location load
     from agents_pipelines.graph.resume import Checkpointing
 
 SQLITE_FILE = "checkpoints.sqlite"
-_SQLITE_TIMEOUT_S = 30.0  # runs in other processes may hold the write lock for a moment
 _UUID6_EPOCH = 0x01B21DD213814000  # 100-ns ticks from 1582-10-15 to 1970-01-01
 _DAY_S = 86_400
 
@@ -64,13 +67,6 @@ def _store(instance: dg.DagsterInstance) -> str:
     return instance_store(instance, SQLITE_FILE)
 
 
-def instance_store(instance: dg.DagsterInstance, sqlite_file: str) -> str:
-    """The instance's PostgreSQL URL when its storage is PostgreSQL (the team profile),
-    else the path of ``sqlite_file`` in its storage folder."""
-    url = getattr(instance.run_storage, "postgres_url", None)
-    return url if isinstance(url, str) else str(Path(instance.storage_directory(), sqlite_file))
-
-
 def _prune_now_and_then(saver: Any, ttl_days: int, store: str) -> None:
     """Prune once an hour per store and TTL in this process: not a query per run."""
     key = (store, ttl_days)
@@ -90,11 +86,10 @@ _PRUNE_EVERY_S = 3600.0
 def open_saver(instance: dg.DagsterInstance) -> Iterator[Any]:
     """A LangGraph checkpointer in the instance's storage, its tables created."""
     store = _store(instance)
-    if store.startswith("postgres"):
+    if is_postgres(store):
         from langgraph.checkpoint.postgres import PostgresSaver
 
-        # Dagster's URL names SQLAlchemy's psycopg2 driver; psycopg 3 takes the plain one.
-        with PostgresSaver.from_conn_string(store.replace("+psycopg2", "", 1)) as saver:
+        with PostgresSaver.from_conn_string(psycopg_url(store)) as saver:
             saver.setup()
             yield saver
         return
@@ -102,26 +97,16 @@ def open_saver(instance: dg.DagsterInstance) -> Iterator[Any]:
 
 
 def _sqlite_saver(path: Path) -> Any:
-    """The process's saver for the SQLite file at ``path``, opened once: opening it and
-    creating its tables took 9 ms of a 3-node run's 40 ms (measured). The saver locks its
-    connection, so concurrent runs in the process share it."""
+    """The process's saver for the SQLite file at ``path``, on its shared connection. The
+    saver locks the connection, so concurrent runs in the process share it."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
+    conn = shared_sqlite(path)
     with _sqlite_lock:
         saver = _sqlite_savers.get(path)
-        if saver is not None and path.exists():
-            return saver
-        if saver is not None:  # the file was deleted (a test's temporary instance)
-            saver.conn.close()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=_SQLITE_TIMEOUT_S, check_same_thread=False)
-        # WAL: readers do not wait on another run's write. synchronous=NORMAL: a commit is
-        # not fsynced (99 ms to 41 ms per 3-node run; a crash of the process loses nothing,
-        # a power cut may lose the last checkpoints, and the retry calls those nodes again).
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        saver = _sqlite_savers[path] = SqliteSaver(conn)
-        saver.setup()
+        if saver is None or saver.conn is not conn:
+            saver = _sqlite_savers[path] = SqliteSaver(conn)
+            saver.setup()
         return saver
 
 

@@ -18,7 +18,6 @@ flight at once see each other's spend before each LLM call (spend limits, spend.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -29,12 +28,16 @@ from typing import Any
 
 import dagster as dg
 
-from agents_pipelines.orchestration.checkpoints import instance_store
+from agents_pipelines.orchestration.instance_stores import (
+    instance_store,
+    is_postgres,
+    psycopg_url,
+    shared_sqlite,
+)
 
 SQLITE_FILE = "spend_journal.sqlite"
 KEEP_S = 32 * 86_400  # the longest window, a month, and a day
 _PRUNE_EVERY_S = 3600.0
-_SQLITE_TIMEOUT_S = 30.0
 _TABLE = "agents_pipelines_spend_journal"
 _SCHEMA = f"""CREATE TABLE IF NOT EXISTS {_TABLE} (
     run_id TEXT NOT NULL,
@@ -94,7 +97,7 @@ class Journal:
     lock serializes them): each statement is a small indexed read or a one-row write."""
 
     def __init__(self, conn: Any, postgres: bool):
-        self._conn = conn
+        self.conn = conn
         self._postgres = postgres
         self._lock = threading.Lock()
         self._pruned = 0.0
@@ -126,17 +129,17 @@ class Journal:
     def _execute(self, sql: str, params: tuple[Any, ...] = (), fetch: bool = False) -> list[Any]:
         with self._lock:
             if self._postgres:
-                with self._conn.cursor() as cursor:
+                with self.conn.cursor() as cursor:
                     cursor.execute(sql.replace("?", "%s"), params)
                     return list(cursor.fetchall()) if fetch else []
-            rows = self._conn.execute(sql, params).fetchall()
+            rows = self.conn.execute(sql, params).fetchall()
             if not fetch:
-                self._conn.commit()
+                self.conn.commit()
             return list(rows)
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self.conn.close()
 
 
 @contextmanager
@@ -144,11 +147,10 @@ def open_journal(instance: dg.DagsterInstance) -> Iterator[Journal]:
     """The instance's journal, its table created. A PostgreSQL connection lasts the run;
     a SQLite one the process (opening it costs more than a run's writes)."""
     store = instance_store(instance, SQLITE_FILE)
-    if store.startswith("postgres"):
+    if is_postgres(store):
         import psycopg
 
-        # Dagster's URL names SQLAlchemy's psycopg2 driver; psycopg 3 takes the plain one.
-        conn = psycopg.connect(store.replace("+psycopg2", "", 1), autocommit=True)
+        conn = psycopg.connect(psycopg_url(store), autocommit=True)
         journal = Journal(conn, postgres=True)
         try:
             yield journal
@@ -159,17 +161,11 @@ def open_journal(instance: dg.DagsterInstance) -> Iterator[Journal]:
 
 
 def sqlite_journal(path: Path) -> Journal:
+    conn = shared_sqlite(path)
     with _sqlite_lock:
         journal = _sqlite_journals.get(path)
-        if journal is not None and path.exists():
-            return journal
-        if journal is not None:  # the file was deleted (a test's temporary instance)
-            journal.close()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=_SQLITE_TIMEOUT_S, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")  # a power cut may lose the last totals
-        journal = _sqlite_journals[path] = Journal(conn, postgres=False)
+        if journal is None or journal.conn is not conn:
+            journal = _sqlite_journals[path] = Journal(conn, postgres=False)
         return journal
 
 
