@@ -352,7 +352,9 @@ def any_instance(request: pytest.FixtureRequest) -> Iterator[dg.DagsterInstance]
         with dg.instance_for_test() as instance:
             yield instance
         return
-    url = request.getfixturevalue("postgres_database")
+    # A database of its own: the session's shared one holds MLflow's tables, whose `runs`
+    # would clash with Dagster's.
+    url = request.getfixturevalue("postgres_database_factory")()
     # Dagster's NOTIFY needs SQLAlchemy's psycopg2 driver, as deploy/team/dagster.yaml names.
     url = url.replace("postgresql://", "postgresql+psycopg2://", 1)
     overrides = {"storage": {"postgres": {"postgres_url": url}}}
