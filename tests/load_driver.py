@@ -41,7 +41,7 @@ def _materialize(index: int) -> dict[str, Any]:
     # A forked worker ends with os._exit, which skips MLflow's atexit flush.
     drain_trace_export()
     errors = [
-        f"{event.event_type_value}: {event.message}"
+        f"{event.event_type_value}: {event.message} {_error_text(event)}".rstrip()
         for event in result.all_events
         if not result.success
         and (
@@ -56,6 +56,12 @@ def _materialize(index: int) -> dict[str, Any]:
         "pid": os.getpid(),
         "errors": errors,
     }
+
+
+def _error_text(event: dg.DagsterEvent) -> str:
+    """The error a failure event carries, whose cause the event's message leaves out."""
+    error = getattr(event.event_specific_data, "error", None)
+    return error.to_string()[-2000:] if error is not None else ""
 
 
 def initialize_pools(instance: dg.DagsterInstance, asset: dg.AssetsDefinition) -> None:

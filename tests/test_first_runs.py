@@ -7,9 +7,11 @@ their MLflow run ("duplicate column name: step", "table ... already exists")."""
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,3 +56,39 @@ def test_eight_first_runs_on_a_brand_new_store_give_eight_runs_and_eight_traces(
     metadata = materialization_metadata(home, "release_notes")
     assert len(metadata) == PROCESSES
     assert_each_run_tracked_once(uri, metadata, chat_spans=2)
+
+
+def _open_both_stores(url: str) -> str:
+    """One process's first run on the team database: the checkpointer and the journal."""
+    from agents_pipelines.orchestration.checkpoints import postgres_saver
+    from agents_pipelines.orchestration.journal import postgres_journal
+
+    try:
+        with postgres_saver(url), postgres_journal(url):
+            return "ok"
+    except Exception as exc:  # the report names each process's error
+        return repr(exc)[:300]
+
+
+@pytest.mark.postgres
+@pytest.mark.xdist_group("concurrency")  # one many-process test at a time
+def test_sixteen_first_runs_on_a_brand_new_postgres_database_create_its_tables_once(
+    postgres_database_factory: Any,
+) -> None:
+    # Before the schema lock, 1 to 15 of 16 processes failed here: "duplicate key value
+    # violates unique constraint checkpoint_migrations_pkey" or "pg_type_typname_nsp_index"
+    # (CREATE TABLE IF NOT EXISTS is not safe against itself), and with a blocking
+    # pg_advisory_lock, "deadlock detected" against LangGraph's CREATE INDEX CONCURRENTLY.
+    import psycopg
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    url = postgres_database_factory()
+    with multiprocessing.get_context("spawn").Pool(PROCESSES * 2) as pool:
+        outcomes = pool.map(_open_both_stores, [url] * PROCESSES * 2)
+
+    assert outcomes == ["ok"] * PROCESSES * 2
+    with psycopg.connect(url) as conn:
+        versions = [v for (v,) in conn.execute("SELECT v FROM checkpoint_migrations ORDER BY v")]
+        journal_rows = conn.execute("SELECT COUNT(*) FROM agents_pipelines_spend_journal")
+        assert journal_rows.fetchone() == (0,)
+    assert versions == list(range(len(PostgresSaver.MIGRATIONS)))

@@ -25,6 +25,7 @@ import dagster as dg
 from agents_pipelines.orchestration.instance_stores import (
     instance_store,
     is_postgres,
+    postgres_schema_lock,
     psycopg_url,
     shared_sqlite,
 )
@@ -87,13 +88,24 @@ def open_saver(instance: dg.DagsterInstance) -> Iterator[Any]:
     """A LangGraph checkpointer in the instance's storage, its tables created."""
     store = _store(instance)
     if is_postgres(store):
-        from langgraph.checkpoint.postgres import PostgresSaver
-
-        with PostgresSaver.from_conn_string(psycopg_url(store)) as saver:
-            saver.setup()
+        with postgres_saver(store) as saver:
             yield saver
         return
     yield _sqlite_saver(Path(store))
+
+
+@contextmanager
+def postgres_saver(store: str) -> Iterator[Any]:
+    """A LangGraph checkpointer on its own connection to the PostgreSQL ``store``; the
+    first in a process creates the tables, under the schema lock."""
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    with PostgresSaver.from_conn_string(psycopg_url(store)) as saver:
+        if store not in _postgres_set_up:
+            with postgres_schema_lock(saver.conn):
+                saver.setup()
+            _postgres_set_up.add(store)
+        yield saver
 
 
 def _sqlite_saver(path: Path) -> Any:
@@ -111,6 +123,7 @@ def _sqlite_saver(path: Path) -> Any:
 
 
 _sqlite_savers: dict[Path, Any] = {}
+_postgres_set_up: set[str] = set()  # stores whose tables this process has seen created
 _sqlite_lock = threading.Lock()
 
 

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -32,6 +36,40 @@ def is_postgres(store: str) -> bool:
 def psycopg_url(store: str) -> str:
     """Dagster's URL names SQLAlchemy's psycopg2 driver; psycopg 3 takes the plain one."""
     return store.replace("+psycopg2", "", 1)
+
+
+# One key for every schema change agents_pipelines makes in a PostgreSQL database (an
+# arbitrary 64-bit constant: "agent_pi" in ASCII).
+_SCHEMA_LOCK_KEY = 0x6167656E745F7069
+_SCHEMA_LOCK_POLL_S = 0.05
+
+
+@contextmanager
+def postgres_schema_lock(conn: Any) -> Iterator[None]:
+    """Hold the database's agents_pipelines schema lock on ``conn`` (psycopg, autocommit).
+
+    The first runs on a new database start together, and PostgreSQL's ``CREATE TABLE IF
+    NOT EXISTS`` is not safe against itself (the loser hits a unique violation in
+    ``pg_type``), nor is LangGraph's ``PostgresSaver.setup()`` (two processes insert the
+    same migration row). Under the lock the first process creates, and the others find.
+
+    The others poll rather than wait in ``pg_advisory_lock``: a LangGraph migration runs
+    ``CREATE INDEX CONCURRENTLY``, which waits for every statement in progress to end, so
+    a statement waiting on the lock would deadlock with the holder."""
+    from psycopg.rows import tuple_row  # the saver's connection makes dict rows
+
+    with conn.cursor(row_factory=tuple_row) as cursor:
+        while not _try_lock(cursor):
+            time.sleep(_SCHEMA_LOCK_POLL_S)
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK_KEY,))
+
+
+def _try_lock(cursor: Any) -> bool:
+    row = cursor.execute("SELECT pg_try_advisory_lock(%s)", (_SCHEMA_LOCK_KEY,)).fetchone()
+    return bool(row[0])
 
 
 def shared_sqlite(path: Path) -> sqlite3.Connection:

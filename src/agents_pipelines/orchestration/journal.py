@@ -31,6 +31,7 @@ import dagster as dg
 from agents_pipelines.orchestration.instance_stores import (
     instance_store,
     is_postgres,
+    postgres_schema_lock,
     psycopg_url,
     shared_sqlite,
 )
@@ -101,6 +102,13 @@ class Journal:
         self._postgres = postgres
         self._lock = threading.Lock()
         self._pruned = 0.0
+        if postgres:
+            with postgres_schema_lock(conn):
+                self._create_table()
+        else:
+            self._create_table()
+
+    def _create_table(self) -> None:
         for statement in (_SCHEMA, *_INDEXES):
             self._execute(statement)
 
@@ -148,16 +156,22 @@ def open_journal(instance: dg.DagsterInstance) -> Iterator[Journal]:
     a SQLite one the process (opening it costs more than a run's writes)."""
     store = instance_store(instance, SQLITE_FILE)
     if is_postgres(store):
-        import psycopg
-
-        conn = psycopg.connect(psycopg_url(store), autocommit=True)
-        journal = Journal(conn, postgres=True)
-        try:
+        with postgres_journal(store) as journal:
             yield journal
-        finally:
-            journal.close()
         return
     yield sqlite_journal(Path(store))
+
+
+@contextmanager
+def postgres_journal(store: str) -> Iterator[Journal]:
+    """The journal on its own connection to the PostgreSQL ``store``."""
+    import psycopg
+
+    journal = Journal(psycopg.connect(psycopg_url(store), autocommit=True), postgres=True)
+    try:
+        yield journal
+    finally:
+        journal.close()
 
 
 def sqlite_journal(path: Path) -> Journal:
