@@ -24,9 +24,11 @@ PUBLIC_API = {
     "agents_pipelines.graph": ["build_graph", "initial_state"],
     "agents_pipelines.llm": [
         "BACKEND_ENV",
+        "CASSETTE_ENV",
         "Backend",
         "ChatModelFactory",
         "chat_model_factory",
+        "check_backend",
         "resolve_backend",
     ],
     "agents_pipelines.orchestration": [

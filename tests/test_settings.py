@@ -17,6 +17,7 @@ from agents_pipelines.tracking.mlflow_env import set_mlflow_env_defaults
 
 OURS = (
     "AGENTS_PIPELINES_LLM_BACKEND",
+    "AGENTS_PIPELINES_CASSETTE",
     "AGENTS_PIPELINES_SIMULATED_LATENCY_S",
     "AGENTS_PIPELINES_WORKFLOWS_DIR",
     "AGENTS_PIPELINES_INVALID_WORKFLOWS",
@@ -53,6 +54,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
     current = settings()
     assert current.llm_backend is None and resolve_backend() is Backend.GEMINI
+    assert current.cassette is None
     assert current.simulated_latency_s == 0.0
     assert current.workflows_dir == "workflows"
     assert current.invalid_workflows == "fail"
@@ -65,7 +67,7 @@ def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "allowed"),
     [
-        ("AGENTS_PIPELINES_LLM_BACKEND", "foo", "gemini, simulated"),
+        ("AGENTS_PIPELINES_LLM_BACKEND", "foo", "gemini, simulated, record, replay"),
         ("AGENTS_PIPELINES_INVALID_WORKFLOWS", "ignore", "fail, skip"),
         ("AGENTS_PIPELINES_EXECUTOR", "celery", "in_process, multiprocess"),
     ],

@@ -84,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
         help="an input; non-str fields take JSON (e.g. --input tags='[\"a\"]')",
     )
     run.add_argument(
-        "--backend", choices=["gemini", "simulated"], help="override AGENTS_PIPELINES_LLM_BACKEND"
+        "--backend",
+        choices=["gemini", "simulated", "record", "replay"],
+        help="override AGENTS_PIPELINES_LLM_BACKEND (record and replay: AGENTS_PIPELINES_CASSETTE)",
     )
     run.add_argument("--verbose", "-v", action="store_true", help="show tracking and the state")
     run.set_defaults(command=_run)

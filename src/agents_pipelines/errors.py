@@ -3,6 +3,7 @@
     AgentsPipelinesError
     ├── WorkflowConfigError (ValueError)   a workflow file is wrong; carries every ConfigIssue
     ├── InvalidInputsError (ValueError)    run inputs do not fit the state types; nothing was spent
+    ├── CassetteError (ValueError)         record/replay: no cassette, or a missing or malformed one
     └── WorkflowRunError                   a run failed; carries the spend so far
         ├── MissingApiKeyError             Gemini was chosen but no key is set
         ├── StepLimitError                 the graph did not reach END within max_steps
@@ -11,6 +12,7 @@
         ├── SpendLimitError                a day's or month's spend limit is reached; no call made
         ├── PythonStepError                a `function` step raised, or returned the wrong outputs
         ├── ToolCallLimitError             a node's model asked for more than max_tool_calls
+        ├── UnrecordedRequestError         replay: a node sent a request the cassette lacks
         └── LlmCallError                   Gemini refused or failed a call (after retries)
 
     AgentsPipelinesWarning (UserWarning)
@@ -33,6 +35,7 @@ __all__ = [
     "AgentsPipelinesError",
     "AgentsPipelinesWarning",
     "BudgetExceededError",
+    "CassetteError",
     "ConfigIssue",
     "FileStoreDeprecationWarning",
     "InvalidInputsError",
@@ -44,6 +47,7 @@ __all__ = [
     "StepLimitError",
     "ToolCallLimitError",
     "TrackingFailedWarning",
+    "UnrecordedRequestError",
     "WorkflowConfigError",
     "WorkflowRunError",
 ]
@@ -89,6 +93,10 @@ class WorkflowConfigError(AgentsPipelinesError, ValueError):
 
 class InvalidInputsError(AgentsPipelinesError, ValueError):
     """Run inputs do not fit the workflow's state fields. Raised before any LLM call."""
+
+
+class CassetteError(AgentsPipelinesError, ValueError):
+    """The record or replay backend has no cassette, or its cassette is missing or malformed."""
 
 
 class WorkflowRunError(AgentsPipelinesError):
@@ -142,6 +150,11 @@ class PythonStepError(WorkflowRunError):
 
 class ToolCallLimitError(WorkflowRunError):
     """A node's model kept calling tools past ``max_tool_calls``."""
+
+
+class UnrecordedRequestError(WorkflowRunError):
+    """Replay: a node sent a request that the cassette has not recorded. Never transient: the
+    same request misses again, so nothing retries it and nothing falls back to Gemini."""
 
 
 class LlmCallError(WorkflowRunError):

@@ -22,6 +22,7 @@ from agents_pipelines.errors import AgentsPipelinesError
 
 BACKEND_ENV = "AGENTS_PIPELINES_LLM_BACKEND"
 LATENCY_ENV = "AGENTS_PIPELINES_SIMULATED_LATENCY_S"
+CASSETTE_ENV = "AGENTS_PIPELINES_CASSETTE"
 WORKFLOWS_DIR_ENV = "AGENTS_PIPELINES_WORKFLOWS_DIR"
 ON_INVALID_ENV = "AGENTS_PIPELINES_INVALID_WORKFLOWS"
 EXECUTOR_ENV = "AGENTS_PIPELINES_EXECUTOR"
@@ -43,7 +44,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=True, frozen=True, env_ignore_empty=True)
 
-    llm_backend: Literal["gemini", "simulated"] | None = Field(None, alias=BACKEND_ENV)
+    llm_backend: Literal["gemini", "simulated", "record", "replay"] | None = Field(
+        None, alias=BACKEND_ENV
+    )
+    # The JSON-lines file that the record backend appends to and the replay backend serves.
+    cassette: str | None = Field(None, alias=CASSETTE_ENV)
     simulated_latency_s: float = Field(0.0, ge=0, alias=LATENCY_ENV)
     workflows_dir: str = Field("workflows", alias=WORKFLOWS_DIR_ENV)
     invalid_workflows: Literal["fail", "skip"] = Field("fail", alias=ON_INVALID_ENV)

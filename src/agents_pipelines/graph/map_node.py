@@ -35,7 +35,7 @@ from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, RetryPolicy, Send
 
-from agents_pipelines.errors import BudgetExceededError, WorkflowRunError
+from agents_pipelines.errors import BudgetExceededError, UnrecordedRequestError, WorkflowRunError
 from agents_pipelines.graph import spend
 from agents_pipelines.llm.gemini import describe_failure, is_transient, status_code
 from agents_pipelines.redaction import redact
@@ -277,8 +277,10 @@ class _ItemNode:
         self, item: _Item, run: _Pass, exc: Exception, config: RunnableConfig
     ) -> str:
         """``skip``: report the failure, and return its text in place of the outputs.
-        ``fail``: stop the pass and raise. A spent budget always stops the run."""
-        if self._map.on_item_error == "fail" or isinstance(exc, BudgetExceededError):
+        ``fail``: stop the pass and raise. A spent budget always stops the run, and so does
+        a request that a replay has not recorded (never skipped as if the model had failed)."""
+        stops_the_run = isinstance(exc, BudgetExceededError | UnrecordedRequestError)
+        if self._map.on_item_error == "fail" or stops_the_run:
             exc.add_note(f"In item {item.index} of map node `{self._node.id}`.")
             run.failure = exc
             run.stopped.set()

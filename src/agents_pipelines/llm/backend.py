@@ -1,4 +1,5 @@
-"""Choose the chat model backend: Gemini (default) or the simulated one for dry runs."""
+"""Choose the chat model backend: Gemini (default), the simulated one for dry runs, or
+Gemini recorded into a cassette (``record``) and played back from it (``replay``)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ if TYPE_CHECKING:  # langchain-core is heavy; the code location only needs the e
     from langchain_core.language_models import BaseChatModel
 
 from agents_pipelines.errors import AgentsPipelinesError
-from agents_pipelines.settings import BACKEND_ENV, LATENCY_ENV, settings
+from agents_pipelines.settings import BACKEND_ENV, CASSETTE_ENV, LATENCY_ENV, settings
 from agents_pipelines.spec.models import LlmConfig
 
 __all__ = [
     "BACKEND_ENV",
+    "CASSETTE_ENV",
     "LATENCY_ENV",
     "Backend",
     "ChatModelFactory",
     "chat_model_factory",
+    "check_backend",
     "resolve_backend",
 ]
 
@@ -29,6 +32,8 @@ ChatModelFactory = Callable[[LlmConfig], "BaseChatModel"]
 class Backend(StrEnum):
     GEMINI = "gemini"
     SIMULATED = "simulated"
+    RECORD = "record"  # Gemini, each exchange appended to AGENTS_PIPELINES_CASSETTE
+    REPLAY = "replay"  # the exchanges of AGENTS_PIPELINES_CASSETTE, no network, no key
 
 
 def resolve_backend(explicit: str | None = None) -> Backend:
@@ -41,7 +46,7 @@ def resolve_backend(explicit: str | None = None) -> Backend:
     except ValueError:
         raise AgentsPipelinesError(
             f"Unknown LLM backend `{value}` (from run_workflow's backend or WorkflowRunner's "
-            "llm_backend): use `gemini` or `simulated`."
+            "llm_backend): use `gemini`, `simulated`, `record` or `replay`."
         ) from None
 
 
@@ -59,7 +64,29 @@ def chat_model_factory(
         return simulated
     from agents_pipelines.llm.gemini import gemini_chat_model
 
+    if backend in (Backend.RECORD, Backend.REPLAY):
+        from agents_pipelines.llm.record_replay import transport_for
+
+        transport = transport_for(backend.value, settings().cassette)
+        return functools.partial(gemini_chat_model, transport=transport)
     return gemini_chat_model
+
+
+def check_backend(explicit: str | None = None) -> Backend:
+    """The backend a run will use, checked before anything runs: ``record`` and ``replay``
+    need AGENTS_PIPELINES_CASSETTE (``replay`` a readable, well-formed file, loaded here),
+    ``gemini`` and ``record`` a key. Raises an AgentsPipelinesError that says what to set
+    (CassetteError, MissingApiKeyError)."""
+    backend = resolve_backend(explicit)
+    if backend in (Backend.RECORD, Backend.REPLAY):
+        from agents_pipelines.llm.record_replay import transport_for
+
+        transport_for(backend.value, settings().cassette)
+    if backend in (Backend.GEMINI, Backend.RECORD):
+        from agents_pipelines.llm.gemini import api_key
+
+        api_key()
+    return backend
 
 
 @functools.lru_cache(maxsize=64)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
@@ -21,8 +21,14 @@ from agents_pipelines.redaction import redact, redacting_logger
 from agents_pipelines.settings import API_KEY_ENV, settings
 from agents_pipelines.spec.models import LlmConfig
 
+if TYPE_CHECKING:
+    from agents_pipelines.llm.record_replay import CassetteTransport
+
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER_S = 120.0
+# The key of a replaying client: its transport answers every request, so no key is needed,
+# and none is put in a client that has no use for it.
+_OFFLINE_KEY = "replay-needs-no-key"
 # The client stack's loggers that may write a provider's error text (google-genai logs a
 # streamed error it cannot parse at DEBUG) or a request line: each gets our key filter.
 _CLIENT_LOGGERS = (
@@ -34,24 +40,37 @@ _CLIENT_LOGGERS = (
 )
 
 
-def gemini_chat_model(config: LlmConfig) -> BaseChatModel:
-    """A ChatGoogleGenerativeAI for ``config``; the key comes from the environment only."""
+def gemini_chat_model(
+    config: LlmConfig, transport: CassetteTransport | None = None
+) -> BaseChatModel:
+    """A ChatGoogleGenerativeAI for ``config``; the key comes from the environment only.
+
+    ``transport`` (llm.record_replay) records the client's HTTP exchanges, or replays them
+    with no key at all."""
     environment = settings()
-    if environment.api_key is None:
-        raise MissingApiKeyError(
-            f"No Gemini API key: set {API_KEY_ENV} in the environment of the Dagster code "
-            "location (or of this shell), or choose the simulated backend for a dry run with "
-            "estimated costs: AGENTS_PIPELINES_LLM_BACKEND=simulated (`--backend simulated` "
-            'for `agents-pipelines run`, backend="simulated" for run_workflow).'
-        )
+    key = _OFFLINE_KEY if transport is not None and transport.offline else api_key()
     return _chat_model(
         config.model,
         config.temperature,
         config.max_output_tokens,
         config.timeout_s,
         config.base_url or environment.gemini_base_url,
-        environment.api_key.get_secret_value(),
+        key,
+        transport,
     )
+
+
+def api_key() -> str:
+    """The Gemini API key of the environment; MissingApiKeyError names both ways out."""
+    key = settings().api_key
+    if key is None:
+        raise MissingApiKeyError(
+            f"No Gemini API key: set {API_KEY_ENV} in the environment of the Dagster code "
+            "location (or of this shell), or choose the simulated backend for a dry run with "
+            "estimated costs: AGENTS_PIPELINES_LLM_BACKEND=simulated (`--backend simulated` "
+            'for `agents-pipelines run`, backend="simulated" for run_workflow).'
+        )
+    return key.get_secret_value()
 
 
 @functools.lru_cache(maxsize=64)
@@ -62,6 +81,7 @@ def _chat_model(
     timeout_s: float | None,
     base_url: str | None,
     key: str,
+    transport: CassetteTransport | None = None,
 ) -> BaseChatModel:
     """One client per distinct setting, shared by nodes, runs and threads.
 
@@ -82,6 +102,8 @@ def _chat_model(
         timeout=timeout_s,
         max_retries=1,
         base_url=base_url,
+        # trust_env=False: proxy variables would mount transports that bypass the cassette.
+        client_args={"transport": transport, "trust_env": False} if transport else None,
     )
 
 

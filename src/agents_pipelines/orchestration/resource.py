@@ -56,8 +56,8 @@ class WorkflowRunner(dg.ConfigurableResource):
     """Runs a workflow and turns the result into a Dagster materialization and checks."""
 
     # An enum rather than a Literal: Dagster config cannot express an optional Literal.
-    # "gemini" or "simulated" (a typo is refused as the resource is built); None: the
-    # environment decides.
+    # "gemini", "simulated", "record" or "replay" (a typo is refused as the resource is
+    # built); None: the environment decides. Record and replay read AGENTS_PIPELINES_CASSETTE.
     llm_backend: Backend | None = None
     mlflow_ui_url: str | None = None  # base URL of the MLflow UI for run links
     simulated_latency_s: float | None = None
