@@ -164,6 +164,37 @@ def cli_estimate(clone: Clone, command: str) -> None:
         assert clone.gemini.count_requests, "no countTokens request reached the loopback server"
 
 
+CASSETTE = "tests/cassettes/triage.jsonl"  # the README's record and replay commands
+
+
+def record_run(clone: Clone, command: str) -> None:
+    cassette = clone.root / CASSETTE
+    before = len(clone.gemini.requests) if clone.gemini else 0
+    done = clone.sh(command)
+    if clone.gemini is None:  # recording needs Gemini, so a key
+        assert done.returncode != 0, _fail(command, done)
+        _assert_names_both_ways_out(done.stdout + done.stderr)
+        assert not cassette.exists()
+        return
+    assert done.returncode == 0, _fail(command, done)
+    assert "(backend: record," in done.stdout
+    text = cassette.read_text(encoding="utf-8")
+    assert len(text.splitlines()) == len(clone.gemini.requests) - before == 3
+    assert FAKE_KEY not in text
+
+
+def replay_run(clone: Clone, command: str) -> None:
+    before = len(clone.gemini.requests) if clone.gemini else 0
+    done = clone.sh(command)
+    if not (clone.root / CASSETTE).exists():  # the run without a key recorded nothing
+        assert done.returncode != 0, _fail(command, done)
+        assert "does not exist. Record it first" in done.stdout + done.stderr
+        return
+    assert done.returncode == 0, _fail(command, done)
+    assert "(backend: replay," in done.stdout
+    assert clone.gemini is not None and len(clone.gemini.requests) == before  # no network
+
+
 def dagster_materialize(clone: Clone, command: str) -> None:
     done = clone.sh(command)
     if clone.gemini is None:  # a Dagster run never switches backend by itself
@@ -331,6 +362,10 @@ COMMANDS: dict[str, Runner] = {  # a regex matching the whole command -> how to 
     r"\.venv/bin/agents-pipelines validate workflows/": Runner(validate),
     r"\.venv/bin/agents-pipelines run workflows/\S+\.yaml .*": Runner(cli_run, True),
     r"\.venv/bin/agents-pipelines estimate workflows/\S+\.yaml .*": Runner(cli_estimate, True),
+    r"AGENTS_PIPELINES_LLM_BACKEND=record AGENTS_PIPELINES_CASSETTE=\S+ "
+    r"\.venv/bin/agents-pipelines run workflows/\S+\.yaml": Runner(record_run, True),
+    r"AGENTS_PIPELINES_LLM_BACKEND=replay AGENTS_PIPELINES_CASSETTE=\S+ "
+    r"\.venv/bin/agents-pipelines run workflows/\S+\.yaml": Runner(replay_run, True),
     r"DAGSTER_HOME=\$PWD \.venv/bin/dagster asset materialize .*": Runner(
         dagster_materialize, True
     ),
