@@ -283,6 +283,23 @@ def test_processes_and_threads_recording_into_one_cassette_write_whole_lines(
     assert result.state["labels"] == [f"label {i}" for i in range(16)] == recorded.state["labels"]
 
 
+def test_an_unrecorded_map_item_fails_the_run_even_where_items_may_be_skipped(
+    mlflow_uri: str, gemini: GeminiLoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    skipping = MAP_WORKFLOW.replace(
+        "max_concurrency: 8}", "max_concurrency: 8, on_item_error: skip}"
+    )
+    workflow = load_workflow(write(tmp_path, skipping))
+    cassette = tmp_path / "items.jsonl"
+    use(monkeypatch, "record", cassette)
+    run_workflow(workflow, {"reviews": ["good", "bad"]})
+    go_offline(monkeypatch, gemini)
+    use(monkeypatch, "replay", cassette)
+    assert run_workflow(workflow, {"reviews": ["bad", "good"]}).state["labels"][0].endswith("bad")
+    with pytest.raises(UnrecordedRequestError, match=r"^Replay: node `label` \(item 2\) sent"):
+        run_workflow(workflow, {"reviews": ["good", "bad", "fine"]})
+
+
 def test_check_backend_names_what_is_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
