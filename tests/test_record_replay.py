@@ -205,17 +205,23 @@ def test_an_unrecorded_request_fails_naming_node_fingerprint_and_difference(
 def test_repeated_requests_replay_their_recordings_in_order_then_the_last(
     mlflow_uri: str, gemini: GeminiLoopbackServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    workflow = load_workflow(
-        write(tmp_path, workflow_yaml("again", ("say", "Say something about {topic}.", "said")))
+    """The development cache is on in the workflow, and off under record and replay: each
+    call reaches the cassette, and a replayed call bills what was recorded."""
+    text = workflow_yaml(
+        "again",
+        ("say", "Say something about {topic}.", "said"),
+        config="execution:\n  cache: {ttl_s: 3600}",
     )
+    workflow = load_workflow(write(tmp_path, text))
     gemini.plan(Reply.text_reply("first"), Reply.text_reply("second"))
     cassette = tmp_path / "again.jsonl"
     use(monkeypatch, "record", cassette)
     assert [run_workflow(workflow).state["said"] for _ in range(2)] == ["first", "second"]
     go_offline(monkeypatch, gemini)
     use(monkeypatch, "replay", cassette)
-    replies = [run_workflow(workflow).state["said"] for _ in range(3)]
-    assert replies == ["first", "second", "second"]
+    runs = [run_workflow(workflow) for _ in range(3)]
+    assert [run.state["said"] for run in runs] == ["first", "second", "second"]
+    assert [(run.usage.cache_hits, run.usage.tokens.total) for run in runs] == [(0, 205)] * 3
 
 
 MAP_WORKFLOW = """\

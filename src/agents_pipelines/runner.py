@@ -102,7 +102,7 @@ def run_workflow(
         message = window.stop_message(workflow.name, UsageSummary(), in_flight)
         raise SpendLimitError(message, UsageSummary())
     chosen = resolve_backend(backend.value if isinstance(backend, Backend) else backend)
-    cache = _cache(workflow, cache_dir)
+    cache = _cache(workflow, cache_dir, chosen)
     graph = build_graph(spec, chat_model_factory(chosen, simulated_latency_s), cache)
     run_version = resume.version(workflow.sha256, state)
     start = resume.Start(state)
@@ -213,9 +213,11 @@ def _stream(
     return dict(final)
 
 
-def _cache(workflow: Workflow, folder: Path | None) -> ResponseCache | None:
+def _cache(workflow: Workflow, folder: Path | None, backend: Backend) -> ResponseCache | None:
+    """Off for record and replay: a hit never reaches the cassette, so a recording would
+    miss it, and a replay would bill it as $0 instead of what was recorded."""
     config = workflow.spec.config.execution.cache
-    if config is None:
+    if config is None or backend in (Backend.RECORD, Backend.REPLAY):
         return None
     return open_cache(folder or DEFAULT_CACHE_DIR, config.ttl_s)
 

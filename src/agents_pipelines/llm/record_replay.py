@@ -56,6 +56,10 @@ class CassetteTransport(http.BaseTransport, http.AsyncBaseTransport):
     def __init__(self, path: Path):
         self.path = path
 
+    def __repr__(self) -> str:
+        """Stable across processes: LangChain puts it in the model's serialized settings."""
+        return f"<{type(self).__name__} {self.path}>"
+
     def close(self) -> None:
         """Shared by every client: a client that is garbage-collected must not close it."""
 
