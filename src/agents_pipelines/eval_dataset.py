@@ -75,7 +75,10 @@ def read_dataset(path: Path, workflow: Workflow) -> Dataset:
         if not line.strip():
             continue
         parsed = _case(number, line, workflow)
-        (cases if isinstance(parsed, Case) else problems).append(parsed)
+        if isinstance(parsed, Case):
+            cases.append(parsed)
+        else:
+            problems.append(parsed)
     if not cases and not problems:
         raise DatasetError(
             f"Dataset {path} is empty: write one JSON object per line, the workflow's "
