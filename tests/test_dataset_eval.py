@@ -14,7 +14,7 @@ import pytest
 from agents_pipelines.cli import main
 from agents_pipelines.eval_dataset import read_dataset
 from agents_pipelines.spec import load_workflow
-from agents_pipelines.testing import GeminiLoopbackServer, RecordedRequest, Reply, Usage
+from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply, Usage
 from conftest import workflow_yaml, write
 
 CLI = Path(sys.executable).parent / "agents-pipelines"  # the installed console script
@@ -209,3 +209,35 @@ def test_what_cannot_be_evaluated_exits_2(
 
     assert code == 2
     assert message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_a_failed_run_fails_its_case_and_the_others_go_on(
+    gemini: GeminiLoopbackServer,
+    mlflow_uri: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import mlflow
+
+    def answer(request: RecordedRequest) -> Reply | Fault:
+        if "broken" in request.prompt_text:
+            return Fault.bad_request("the request is malformed")
+        return Reply.text_reply("bug", usage=USAGE)
+
+    gemini.set_default(answer)
+    workflow = write(tmp_path, CLASSIFY)
+    lines = [case("the app crashes", "bug"), json.dumps({"topic": "a broken ticket"})]
+    dataset = write(tmp_path, "\n".join(lines), "cases.jsonl")
+
+    assert main(["eval", str(workflow), "--dataset", str(dataset), "--min-pass-rate", "0.5"]) == 0
+
+    out = capsys.readouterr().out
+    # The line without `expected` is scored all the same: its run failed.
+    assert "  all (case pass rate)                   1     2  50.0%" in out
+    assert "  failed: line 2: the run failed: LlmCallError: Workflow triage failed:" in out
+    assert "the request is malformed" in out
+    (evaluation,) = mlflow.MlflowClient().search_runs(
+        ["1"], filter_string="tags.`mlflow.runType` = 'genai_evaluate'"
+    )
+    assert evaluation.data.metrics["failed_runs"] == 1
+    assert evaluation.data.metrics["total_tokens"] == 32

@@ -129,16 +129,25 @@ def evaluate_dataset(
         return EvalReport(workflow.name, dataset, names, cases.results(), run_url)
 
     run_url: str | None = None
-    run = evaluate_rows(
-        resolve_settings(config, workflow.name),
-        rows,
-        cases.run,
-        {scorer.name: cases.scorer(scorer) for scorer in scorers},
-        workers=concurrency,
-        run_name=f"eval {workflow.name} {dataset.path.name}",
-        params={"workflow": workflow.name, "dataset": str(dataset.path), **params},
-        metrics=lambda: report().metrics(),
-    )
+    settings = resolve_settings(config, workflow.name)
+    try:
+        run = evaluate_rows(
+            settings,
+            rows,
+            cases.run,
+            {scorer.name: cases.scorer(scorer) for scorer in scorers},
+            workers=concurrency,
+            run_name=f"eval {workflow.name} {dataset.path.name}",
+            params={"workflow": workflow.name, "dataset": str(dataset.path), **params},
+            metrics=lambda: report().metrics(),
+        )
+    except AgentsPipelinesError:
+        raise
+    except Exception as exc:  # the cases' own failures are theirs: this is MLflow's
+        raise EvalSetupError(
+            f"The MLflow evaluation run of {workflow.name} at {settings.tracking_uri} "
+            f"failed: {type(exc).__name__}: {exc}"
+        ) from exc
     run_url = run.run_url
     return report()
 
@@ -166,18 +175,19 @@ class _Cases:
             return tuple(self._results.values())
 
     def run(self, key: str, inputs: Mapping[str, Any], tags: Mapping[str, str]) -> Any:
-        """MLflow's predict function: one workflow run. A failure is recorded, then raised
-        for MLflow to show on the case's row."""
+        """MLflow's predict function: one workflow run, with the case's inputs as read (not
+        as MLflow's table holds them). A failure is recorded, then raised for MLflow to show
+        on the case's row."""
         from agents_pipelines.runner import run_workflow
 
         result = self._results[key]
         started = time.perf_counter()
         try:
-            run = run_workflow(self._workflow, inputs, tags={**tags, LINE_TAG: key})
+            run = run_workflow(self._workflow, result.case.inputs, tags={**tags, LINE_TAG: key})
         except Exception as exc:
             usage = getattr(exc, "usage", None)
             with self._lock:
-                result.error = redact(f"{type(exc).__name__}: {exc}")
+                result.error = " ".join(redact(f"{type(exc).__name__}: {exc}").split())
                 result.duration_s = time.perf_counter() - started
                 if usage is not None:
                     result.cost_usd, result.tokens = usage.total_cost_usd, usage.tokens.total

@@ -61,7 +61,7 @@ def _eval(args: argparse.Namespace, backend_rule: BackendRule) -> int:
         workflow = load_workflow(args.file)
         dataset = read_dataset(args.dataset, workflow)
         params = {"concurrency": args.concurrency, "min_pass_rate": args.min_pass_rate}
-        params["llm_backend"] = settings().llm_backend
+        params["llm_backend"] = settings().llm_backend or "gemini"
         report = evaluate_dataset(workflow, dataset, concurrency=args.concurrency, params=params)
     except AgentsPipelinesError as exc:
         print(f"error: {redact(str(exc))}", file=sys.stderr)
