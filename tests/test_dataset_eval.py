@@ -146,6 +146,7 @@ def test_backend_flag_chooses_the_backend_for_the_runs(
     )
     assert len(runs) == 3  # the evaluation run and its two cases
     assert os.environ["AGENTS_PIPELINES_CASSETTE"] == "tape.jsonl"
+    assert "MLFLOW_GENAI_EVAL_MAX_WORKERS" not in os.environ  # set for the evaluation only
 
 
 def test_every_malformed_line_is_reported_with_its_number_and_fault(tmp_path: Path) -> None:

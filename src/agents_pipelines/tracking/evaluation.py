@@ -9,21 +9,22 @@ scorer's verdict on it as an assessment: one row per case in MLflow's evaluation
 
 MLflow's own retries of a predict call on a rate limit are turned off (a workflow retries
 its calls itself; re-running a whole case would pay for it twice), and so is its rate
-limiter and its trial call of ``predict`` on the first row (a paid run).
+limiter and its trial call of ``predict`` on the first row (a paid run): mlflow_env.py sets
+these for the call, with the workers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agents_pipelines.redaction import redact, redact_value
 from agents_pipelines.tracking import experiments
 from agents_pipelines.tracking.client import configured_client
+from agents_pipelines.tracking.mlflow_env import evaluation_env
 from agents_pipelines.tracking.settings import TrackingSettings
 
 __all__ = ["CASE_KEY", "EvalRow", "EvaluationRun", "Judgement", "evaluate_rows"]
@@ -32,13 +33,6 @@ __all__ = ["CASE_KEY", "EvalRow", "EvaluationRun", "Judgement", "evaluate_rows"]
 # scorers. A dot cannot start or be in a state field's name, so it never meets an input.
 CASE_KEY = "agents_pipelines.case"
 PARENT_RUN_TAG = "mlflow.parentRunId"  # nests each case's run under the evaluation run
-
-_HARNESS_ENV = {
-    "MLFLOW_GENAI_EVAL_MAX_RETRIES": "0",
-    "MLFLOW_GENAI_EVAL_PREDICT_RATE_LIMIT": "0",
-    "MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT": "0",
-    "MLFLOW_GENAI_EVAL_SKIP_TRACE_VALIDATION": "true",
-}
 
 
 @dataclass(frozen=True)
@@ -103,7 +97,7 @@ def evaluate_rows(
 
         mlflow_scorers = [_mlflow_scorer(name, score) for name, score in scorers.items()]
         # MLflow prints its own summary on stdout: the command's table goes there instead.
-        with _harness_env(workers), contextlib.redirect_stdout(sys.stderr):
+        with evaluation_env(workers), contextlib.redirect_stdout(sys.stderr):
             mlflow.genai.evaluate(data=data, predict_fn=predict_fn, scorers=mlflow_scorers)
         mlflow.log_metrics(dict(metrics()))
     return EvaluationRun(run_id, experiment_id, settings.run_url(experiment_id, run_id))
@@ -131,20 +125,3 @@ def _feedback(verdict: Judgement) -> Any:
         rationale=redact(verdict.rationale),
         source=AssessmentSource(source_type=verdict.source, source_id=verdict.source_id),
     )
-
-
-@contextlib.contextmanager
-def _harness_env(workers: int) -> Iterator[None]:
-    """MLflow's evaluation harness reads its settings from the environment only; they are
-    set for the call and restored after it."""
-    wanted = {**_HARNESS_ENV, "MLFLOW_GENAI_EVAL_MAX_WORKERS": str(workers)}
-    saved = {name: os.environ.get(name) for name in wanted}
-    os.environ.update(wanted)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
