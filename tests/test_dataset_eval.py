@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from agents_pipelines import dataset_eval
 from agents_pipelines.cli import main
 from agents_pipelines.eval_dataset import read_dataset
+from agents_pipelines.eval_scorers import CaseOutcome, Score, Scorer
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply, Usage
 from conftest import workflow_yaml, write
@@ -242,3 +244,34 @@ def test_a_failed_run_fails_its_case_and_the_others_go_on(
     )
     assert evaluation.data.metrics["failed_runs"] == 1
     assert evaluation.data.metrics["total_tokens"] == 32
+
+
+def test_a_scorer_of_several_verdicts_plugs_in_beside_the_exact_matches(
+    simulated: None,
+    mlflow_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The seam the workflow's evals plug into: one scorer, a verdict per eval."""
+
+    def evals(outcome: CaseOutcome) -> list[Score]:
+        state = outcome.state or {}
+        return [
+            Score("not_empty", bool(state.get("category")), "category is written"),
+            Score("short", len(state.get("category", "")) <= 10, "at most 10 characters"),
+        ]
+
+    monkeypatch.setattr(dataset_eval, "workflow_scorers", lambda wf: [Scorer("evals", evals)])
+    workflow = write(tmp_path, CLASSIFY)
+    dataset = write(tmp_path, case("cats", "bug") + "\n" + case("dogs", "bug"), "cases.jsonl")
+
+    assert main(["eval", str(workflow), "--dataset", str(dataset)]) == 0
+
+    out = capsys.readouterr().out.splitlines()
+    assert out[2:6] == [
+        "  expected.category                      0     2  0.0%",
+        "  not_empty                              2     2  100.0%",
+        "  short                                  0     2  0.0%",
+        "  all (case pass rate)                   0     2  0.0%",
+    ]

@@ -121,12 +121,13 @@ def evaluate_dataset(
         )
     _import_run_path(workflow)
     cases = _Cases(workflow, dataset.cases)
-    scorers = [*exact_match_scorers(dataset.cases), *workflow_scorers(workflow)]
+    exact = exact_match_scorers(dataset.cases)
+    scorers = [*exact, *workflow_scorers(workflow)]
     rows = [EvalRow(str(c.line), c.inputs, c.expected) for c in dataset.cases]
 
     def report() -> EvalReport:
-        names = tuple(s.name for s in scorers)
-        return EvalReport(workflow.name, dataset, names, cases.results(), run_url)
+        results = cases.results()
+        return EvalReport(workflow.name, dataset, _verdict_names(exact, results), results, run_url)
 
     run_url: str | None = None
     settings = resolve_settings(config, workflow.name)
@@ -150,6 +151,14 @@ def evaluate_dataset(
         ) from exc
     run_url = run.run_url
     return report()
+
+
+def _verdict_names(exact: Sequence[Scorer], results: Sequence[CaseResult]) -> tuple[str, ...]:
+    """The table's rows: the expected fields in the dataset's order, then every other
+    verdict given (a scorer may give several, one per eval), by name."""
+    first = [scorer.name for scorer in exact]
+    given = {score.name for result in results for score in result.scores}
+    return (*first, *sorted(given - set(first)))
 
 
 def _import_run_path(workflow: Workflow) -> None:
@@ -206,8 +215,8 @@ class _Cases:
             with self._lock:
                 outcome = result.outcome
             scores = list(scorer.score(outcome))
-            with self._lock:
-                result.scores.extend(scores)
+            with self._lock:  # MLflow runs a case's scorers at once: kept in name order
+                result.scores = sorted([*result.scores, *scores], key=lambda s: s.name)
             return [_judgement(s, scorer.name) for s in scores]
 
         return score
