@@ -195,6 +195,20 @@ def replay_run(clone: Clone, command: str) -> None:
     assert clone.gemini is not None and len(clone.gemini.requests) == before  # no network
 
 
+def cli_eval(clone: Clone, command: str) -> None:
+    before = len(clone.gemini.requests) if clone.gemini else 0
+    done = clone.sh(command)
+    assert done.returncode == 0, _fail(command, done)  # no --min-pass-rate: no gate
+    assert "5 line(s), 5 case(s), 0 skipped" in done.stdout, done.stdout
+    assert "  expected.category " in done.stdout and "MLflow evaluation run: " in done.stdout
+    if clone.gemini is None:
+        assert BANNER in done.stderr
+    else:
+        assert BANNER not in done.stderr
+        # 5 cases of 3 LLM nodes each, all through the loopback Gemini server
+        assert len(clone.gemini.requests) - before == 15, done.stdout
+
+
 def dagster_materialize(clone: Clone, command: str) -> None:
     done = clone.sh(command)
     if clone.gemini is None:  # a Dagster run never switches backend by itself
@@ -366,6 +380,7 @@ COMMANDS: dict[str, Runner] = {  # a regex matching the whole command -> how to 
     r"\.venv/bin/agents-pipelines run workflows/\S+\.yaml": Runner(record_run, True),
     r"AGENTS_PIPELINES_LLM_BACKEND=replay AGENTS_PIPELINES_CASSETTE=\S+ "
     r"\.venv/bin/agents-pipelines run workflows/\S+\.yaml": Runner(replay_run, True),
+    r"\.venv/bin/agents-pipelines eval workflows/\S+\.yaml --dataset \S+": Runner(cli_eval, True),
     r"DAGSTER_HOME=\$PWD \.venv/bin/dagster asset materialize .*": Runner(
         dagster_materialize, True
     ),
@@ -490,7 +505,7 @@ def _clean_path() -> str:
 def clone(tmp_path: Path, migrated_mlflow_db: Path) -> Clone:
     root = tmp_path / "clone"
     root.mkdir()
-    for folder in ("workflows", "schema", "deploy", "shop"):
+    for folder in ("workflows", "schema", "deploy", "shop", "datasets"):
         shutil.copytree(REPO / folder, root / folder)
     for file in ("dagster.yaml", "workspace.yaml"):
         shutil.copy(REPO / file, root)

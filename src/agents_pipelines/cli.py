@@ -106,9 +106,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     estimate.set_defaults(command=_estimate)
 
+    _add_eval(commands)
+
     schema = commands.add_parser("schema", help="print the JSON Schema of workflow files")
     schema.set_defaults(command=_schema)
     return parser
+
+
+def _add_eval(commands: Any) -> None:
+    from agents_pipelines.eval_cli import add_eval_command
+
+    add_eval_command(commands, _positive, _backend)
 
 
 def _validate(args: argparse.Namespace) -> int:

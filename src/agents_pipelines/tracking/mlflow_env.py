@@ -1,12 +1,16 @@
 """The one place agents_pipelines writes to the environment: defaults for MLflow's own
 variables, which MLflow reads from ``os.environ`` and offers no other way to set.
 
-Each default is ``setdefault``: a value the operator set in the environment wins.
+Each default is ``setdefault``: a value the operator set in the environment wins. The
+settings of MLflow's evaluation harness are the exception: set for one evaluation, then
+restored (``evaluation_env``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 # MLflow's HTTP client retries 7 times with exponential backoff by default: minutes per
 # call when the tracking server is down, and a run makes several calls. The workflow's
@@ -30,6 +34,17 @@ _SPAN_EXPORT_DEFAULTS = {
 _FILE_STORE_DEFAULTS = {"MLFLOW_ALLOW_FILE_STORE": "true"}
 
 
+# mlflow.genai.evaluate's harness: no retry of a rate-limited predict call (a workflow
+# retries its calls itself; re-running a case would pay for it twice), no rate limiter, and
+# no trial call of predict on the first row to see whether it traces (a paid run; ours do).
+_EVALUATION = {
+    "MLFLOW_GENAI_EVAL_MAX_RETRIES": "0",
+    "MLFLOW_GENAI_EVAL_PREDICT_RATE_LIMIT": "0",
+    "MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT": "0",
+    "MLFLOW_GENAI_EVAL_SKIP_TRACE_VALIDATION": "true",
+}
+
+
 def set_mlflow_env_defaults(tracking_uri: str) -> None:
     """Set MLflow's environment for tracking to ``tracking_uri``, before its first client.
 
@@ -51,3 +66,20 @@ def is_file_store(tracking_uri: str) -> bool:
     return tracking_uri.startswith("file:") or (
         "://" not in tracking_uri and ":" not in tracking_uri
     )
+
+
+@contextlib.contextmanager
+def evaluation_env(workers: int) -> Iterator[None]:
+    """MLflow's evaluation harness, for one call: ``workers`` rows at once (its predict and
+    scorer thread pools), and the settings above. It reads them from the environment only."""
+    wanted = {**_EVALUATION, "MLFLOW_GENAI_EVAL_MAX_WORKERS": str(workers)}
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
