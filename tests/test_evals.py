@@ -13,7 +13,7 @@ import pytest
 from agents_pipelines.evals import Verdict, evaluate
 from agents_pipelines.evals.judge import SIMULATED_RATIONALE
 from agents_pipelines.evals.rules import check_rule
-from agents_pipelines.orchestration import build_definitions
+from agents_pipelines.orchestration import WorkflowRunner, build_definitions, build_workflow_asset
 from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.spec.models import OutputCheck, Rule
@@ -303,3 +303,36 @@ def test_the_readme_evals_load(tmp_path: Path) -> None:
         ("allowed_label", "rule", False),
         ("short_title", "rule", False),
     ]
+
+
+def test_spend_limits_count_judge_calls_and_stop_them(
+    tmp_path: Path, gemini: GeminiLoopbackServer
+) -> None:
+    # Node call $0.0002431, judge $0.000042: the first run spends $0.0002851 of the day's
+    # $0.0005; the second one's node call fits, its judge's would not.
+    gemini.set_default(
+        lambda request: (
+            Reply.json_reply({"passed": True, "rationale": "Yes."}, usage=JUDGE_USAGE)
+            if request.wants_json
+            else Reply.text_reply("Cats purr.")
+        )
+    )
+    text = judged("  spend_limits: [{per: day, max_cost_usd: 0.0005}]\n")
+    asset = build_workflow_asset(load_workflow(write(tmp_path, text)))
+    with dg.instance_for_test() as instance:
+        runs = [
+            dg.materialize(
+                [asset], instance=instance, resources={"workflow_runner": WorkflowRunner()}
+            )
+            for _ in range(2)
+        ]
+    first, second = (metadata_of(result, "judged") for result in runs)
+    assert first["eval_cost_usd"] == pytest.approx(FLASH_JUDGE, abs=1e-12)
+    assert first["total_cost_usd"] == pytest.approx(0.0002431 + FLASH_JUDGE, abs=1e-12)
+    assert (second["eval_cost_usd"], second["eval_tokens"]) == (0.0, 0)
+    assert len(gemini.requests) == 3  # the second judge was never asked
+    verdict = {e.check_name: e for e in runs[1].get_asset_check_evaluations()}["on_topic"]
+    assert not verdict.passed
+    assert (
+        "spend limit of workflow judged's day (UTC) is reached" in verdict.metadata["error"].value
+    )

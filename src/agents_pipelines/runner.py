@@ -80,6 +80,7 @@ def run_workflow(
     spend_limits: SpendLimits | None = None,
     cache_dir: Path | None = None,
     checkpointing: Checkpointing | None = None,
+    evals: bool = True,
 ) -> RunResult:
     """Run ``workflow`` once. Bad inputs raise InvalidInputsError before any LLM call;
     a failed run raises WorkflowRunError carrying the spend so far.
@@ -87,6 +88,7 @@ def run_workflow(
     The workflow's ``evals`` run on the final state, inside the run's trace and ledger:
     their verdicts are ``RunResult.verdicts``, each logged as an MLflow assessment on the
     trace; judge calls count in the run's figures and against its budget and spend limits.
+    ``evals=False`` skips them (for a caller that runs ``evals.evaluate`` itself).
 
     ``spend_limits`` (given by an orchestrator that keeps records of earlier runs) are
     read once here: a window already spent raises SpendLimitError before the run starts,
@@ -133,8 +135,10 @@ def run_workflow(
         with recorder.traced(state, pricer, ledger.summary):
             final = _stream(graph, start.input, state, config, node_runs)
             # In the trace and the ledger: the judges' spans, cost and budget are the run's.
-            verdicts = tuple(evaluate(workflow, final, model_factory=models, ledger=ledger))
-            recorder.assess(verdicts)
+            verdicts: tuple[Verdict, ...] = ()
+            if evals:
+                verdicts = tuple(evaluate(workflow, final, model_factory=models, ledger=ledger))
+                recorder.assess(verdicts)
     except BaseException as caught:
         exc = map_node.first_error(caught)
         # A provider's error may repeat the API key: the chain that Dagster stores and
