@@ -44,18 +44,15 @@ def evaluate(
     it. A judge that gives no verdict (its call failed after retries, its reply does not
     parse, the budget is spent) fails its eval with ``error`` set; it does not raise.
     """
-    verdicts: list[Verdict] = []
-    judges = [entry for entry in workflow.spec.evals if entry.judge is not None]
-    if judges:
+    judging = None
+    if any(entry.judge is not None for entry in workflow.spec.evals):
         from agents_pipelines.evals.judging import Judging
 
         judging = Judging.of(workflow, model_factory, ledger, callbacks)
-    for entry in workflow.spec.evals:
-        if entry.rule is not None:
-            verdicts.append(_rule_verdict(entry, state))
-        else:
-            verdicts.append(judging.verdict(entry, state))
-    return verdicts
+    return [
+        judging.verdict(entry, state) if judging and entry.judge else _rule_verdict(entry, state)
+        for entry in workflow.spec.evals
+    ]
 
 
 def _rule_verdict(entry: EvalSpec, state: Mapping[str, Any]) -> Verdict:
