@@ -41,12 +41,6 @@ def check_rule(rule: Rule, state: Mapping[str, Any]) -> RuleOutcome:
     return RuleOutcome(passed, value, _rationale(rule, f"is {_shown(value)}", passed))
 
 
-def describe(rule: Rule) -> str:
-    """`title` max length 80"""
-    operator, expected = rule.operator
-    return f"`{rule.field}` {operator.replace('_', ' ')} {expected}"
-
-
 def _rationale(rule: Rule, measured: str, passed: bool) -> str:
     operator, expected = rule.operator
     return f"`{rule.field}` {measured}: {'meets' if passed else 'fails'} `{operator}: {expected}`"
