@@ -235,16 +235,20 @@ AGREED_FIGURES = (
     "completion_tokens",
     "total_cost_usd",
     "llm_calls",
+    "eval_cost_usd",  # the evals' judges: a part of the totals above, shown apart
+    "eval_tokens",
 )
 
 
 def assert_usage_agrees(meta: Mapping[str, Any], run_id: str) -> Any:
     """Tokens, cost and LLM calls are the same in the Dagster metadata ``meta``, the MLflow
     run's metrics, its cost_summary.json and its trace (whose LLM spans are counted and
-    their costs summed). Returns the trace."""
+    their costs summed; the judges' spans, named by their eval, apart). Returns the trace."""
     import mlflow
     from mlflow import MlflowClient
-    from mlflow.tracing.constant import TraceMetadataKey
+    from mlflow.tracing.constant import SpanAttributeKey, TraceMetadataKey
+
+    from agents_pipelines.tracking.span_policy import EVAL
 
     client = MlflowClient()
     run = client.get_run(run_id)
@@ -262,6 +266,13 @@ def assert_usage_agrees(meta: Mapping[str, Any], run_id: str) -> Any:
     assert (trace.info.token_usage or {}).get("total_tokens", 0) == meta["total_tokens"]
     span_cost = sum(s.attributes["mlflow.llm.cost"]["total_cost"] for s in llm_spans)
     assert round(span_cost, 9) == meta["total_cost_usd"]
+    judge_spans = [span for span in llm_spans if span.attributes.get(EVAL)]
+    judge_cost = sum(s.attributes["mlflow.llm.cost"]["total_cost"] for s in judge_spans)
+    assert round(judge_cost, 9) == meta["eval_cost_usd"]
+    judge_tokens = sum(
+        s.attributes[SpanAttributeKey.CHAT_USAGE]["total_tokens"] for s in judge_spans
+    )
+    assert judge_tokens == meta["eval_tokens"]
     if meta["total_cost_usd"]:
         cost = json.loads(trace.info.trace_metadata[TraceMetadataKey.COST])
         assert cost["total_cost"] == meta["total_cost_usd"]

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agents_pipelines import dataset_eval
 from agents_pipelines.cli import main
 from agents_pipelines.eval_dataset import read_dataset
-from agents_pipelines.eval_scorers import CaseOutcome, Score, Scorer
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply, Usage
 from conftest import workflow_yaml, write
@@ -22,6 +20,7 @@ from conftest import workflow_yaml, write
 CLI = Path(sys.executable).parent / "agents-pipelines"  # the installed console script
 CLASSIFY = workflow_yaml("triage", ("classify", "Classify this ticket: {topic}", "category"))
 USAGE = Usage(prompt=30, candidates=2, thoughts=0, cached=0)
+JUDGE_USAGE = Usage(prompt=40, candidates=12, thoughts=0, cached=0)
 MALFORMED_LINE = 7
 
 
@@ -246,32 +245,56 @@ def test_a_failed_run_fails_its_case_and_the_others_go_on(
     assert evaluation.data.metrics["total_tokens"] == 32
 
 
-def test_a_scorer_of_several_verdicts_plugs_in_beside_the_exact_matches(
-    simulated: None,
+def test_the_workflows_evals_score_each_case_once_beside_the_exact_matches(
+    gemini: GeminiLoopbackServer,
     mlflow_uri: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The seam the workflow's evals plug into: one scorer, a verdict per eval."""
+    """The workflow's `evals:` are scorers: each case's judge runs inside its workflow run
+    (priced, in the trace) and each verdict is one assessment on the case's trace."""
+    import mlflow
 
-    def evals(outcome: CaseOutcome) -> list[Score]:
-        state = outcome.state or {}
-        return [
-            Score("not_empty", bool(state.get("category")), "category is written"),
-            Score("short", len(state.get("category", "")) <= 10, "at most 10 characters"),
-        ]
+    def answer(request: RecordedRequest) -> Reply:
+        if "SHORT?" in request.prompt_text:  # the judge: passes the cats, fails the dogs
+            passed = "cats" in request.prompt_text
+            verdict = {"passed": passed, "rationale": "About cats." if passed else "Dogs."}
+            return Reply.json_reply(verdict, usage=JUDGE_USAGE)
+        return Reply.text_reply("bug", usage=USAGE)
 
-    monkeypatch.setattr(dataset_eval, "workflow_scorers", lambda wf: [Scorer("evals", evals)])
-    workflow = write(tmp_path, CLASSIFY)
+    gemini.set_default(answer)
+    evals = (
+        "evals:\n"
+        '  - {name: terse, judge: "SHORT? {topic} gave {category}"}\n'
+        "  - {name: written, rule: {field: category, not_empty: true}}\n"
+    )
+    workflow = write(tmp_path, CLASSIFY + evals)
     dataset = write(tmp_path, case("cats", "bug") + "\n" + case("dogs", "bug"), "cases.jsonl")
 
     assert main(["eval", str(workflow), "--dataset", str(dataset)]) == 0
 
     out = capsys.readouterr().out.splitlines()
     assert out[2:6] == [
-        "  expected.category                      0     2  0.0%",
-        "  not_empty                              2     2  100.0%",
-        "  short                                  0     2  0.0%",
-        "  all (case pass rate)                   0     2  0.0%",
+        "  expected.category                      2     2  100.0%",
+        "  terse                                  1     2  50.0%",
+        "  written                                2     2  100.0%",
+        "  all (case pass rate)                   1     2  50.0%",
     ]
+    (evaluation,) = mlflow.MlflowClient().search_runs(
+        ["1"], filter_string="tags.`mlflow.runType` = 'genai_evaluate'"
+    )
+    assert len(gemini.requests) == 4  # two classify calls and two judge calls
+    tokens = 2 * (USAGE.prompt + USAGE.candidates + JUDGE_USAGE.prompt + JUDGE_USAGE.candidates)
+    assert evaluation.data.metrics["total_tokens"] == tokens
+    traces = mlflow.search_traces(
+        locations=[evaluation.info.experiment_id],
+        run_id=evaluation.info.run_id,
+        return_type="list",
+    )
+    assert len(traces) == 2
+    for trace in traces:
+        names = sorted(a.name for a in trace.info.assessments if a.name in ("terse", "written"))
+        assert names == ["terse", "written"]  # once each: the run does not log them again
+        terse = next(a for a in trace.info.assessments if a.name == "terse")
+        assert terse.source.source_type == "LLM_JUDGE"
+        assert terse.source.source_id == "gemini-2.5-flash"

@@ -72,6 +72,7 @@ YAML_FRAGMENTS = {
     "hold these nodes, and tests/test_python_steps.py and tests/test_tool_calls.py run them",
     "config": "a part of a workflow file; tests/test_dev_cache.py runs the development cache "
     "with these keys",
+    "evals": "a part of a workflow file; tests/test_evals.py loads it into a workflow",
 }
 
 

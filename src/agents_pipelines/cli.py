@@ -162,6 +162,13 @@ def _run(args: argparse.Namespace) -> int:
         f"  cost: ${result.usage.total_cost_usd:.6f} USD"
         + (f" (no price for: {', '.join(unpriced)})" if unpriced else "")
     )
+    if result.verdicts:
+        usage = result.usage
+        spent = f"${usage.eval_cost_usd:.6f} USD, {usage.eval_tokens} tokens"
+        print(f"  evals: {spent} (part of the figures above)")
+        for verdict in result.verdicts:
+            mark = "✓" if verdict.passed else "✗"
+            print(f"    {mark} {verdict.name} ({verdict.kind}): {redact(verdict.rationale)}")
     if result.tracking:
         print(f"  MLflow run: {result.tracking.run_url}")
     for warning in result.warnings:

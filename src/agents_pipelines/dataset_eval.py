@@ -26,6 +26,7 @@ from agents_pipelines.eval_scorers import (
     exact_match_scorers,
     workflow_scorers,
 )
+from agents_pipelines.evals import Verdict
 from agents_pipelines.redaction import redact
 from agents_pipelines.spec import Workflow
 
@@ -47,10 +48,11 @@ class CaseResult:
     tokens: int = 0
     duration_s: float = 0.0
     scores: list[Score] = field(default_factory=list)
+    verdicts: tuple[Verdict, ...] = ()
 
     @property
     def outcome(self) -> CaseOutcome:
-        return CaseOutcome(self.case, self.state, self.error)
+        return CaseOutcome(self.case, self.state, self.error, self.verdicts)
 
     @property
     def scored(self) -> bool:
@@ -192,7 +194,9 @@ class _Cases:
         result = self._results[key]
         started = time.perf_counter()
         try:
-            run = run_workflow(self._workflow, result.case.inputs, tags={**tags, LINE_TAG: key})
+            run = run_workflow(
+                self._workflow, result.case.inputs, tags={**tags, LINE_TAG: key}, assess=False
+            )
         except Exception as exc:
             usage = getattr(exc, "usage", None)
             with self._lock:
@@ -203,6 +207,7 @@ class _Cases:
             raise
         with self._lock:
             result.state = run.state
+            result.verdicts = run.verdicts
             result.duration_s = run.duration_s
             result.cost_usd, result.tokens = run.usage.total_cost_usd, run.usage.tokens.total
         return run.state

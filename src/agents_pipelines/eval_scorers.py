@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agents_pipelines.eval_dataset import Case
+from agents_pipelines.evals import Verdict
 from agents_pipelines.spec import Workflow
 
 __all__ = ["CaseOutcome", "Score", "Scorer", "exact_match_scorers", "workflow_scorers"]
@@ -27,6 +28,7 @@ class CaseOutcome:
     case: Case
     state: Mapping[str, Any] | None
     error: str | None = None
+    verdicts: tuple[Verdict, ...] = ()  # the workflow's evals, judged inside its run
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,32 @@ class Scorer:
 
 
 def workflow_scorers(workflow: Workflow) -> list[Scorer]:
-    """The workflow's own ``evals:``, one scorer giving a verdict per eval."""
-    return []  # the workflow's evals: wired when agents_pipelines.evals lands
+    """The workflow's own ``evals:``, one scorer giving a verdict per eval. The run judged
+    them (in its trace, ledger and budget, as a materialization does); a failed run fails
+    every eval, since there is no final state to judge."""
+    names = [spec.name for spec in workflow.spec.evals]
+    if not names:
+        return []
+
+    def score(outcome: CaseOutcome) -> Sequence[Score]:
+        if outcome.state is None:
+            return [Score(name, False, f"the run failed: {outcome.error}") for name in names]
+        return [_score(verdict) for verdict in outcome.verdicts]
+
+    return [Scorer("evals", score)]
+
+
+def _score(verdict: Verdict) -> Score:
+    kind: Literal["code", "judge"] = "judge" if verdict.kind == "judge" else "code"
+    return Score(
+        verdict.name,
+        verdict.passed,
+        verdict.rationale,
+        kind,
+        verdict.model,
+        verdict.cost_usd,
+        verdict.total_tokens,
+    )
 
 
 def exact_match_scorers(cases: Sequence[Case]) -> list[Scorer]:

@@ -22,6 +22,7 @@ from agents_pipelines.errors import (
     TrackingFailedWarning,
     WorkflowRunError,
 )
+from agents_pipelines.evals import Verdict, evaluate
 from agents_pipelines.graph import build_graph, initial_state, map_node, resume, spend
 from agents_pipelines.graph.resume import Checkpointing
 from agents_pipelines.llm import Backend, chat_model_factory, resolve_backend
@@ -61,6 +62,7 @@ class RunResult:
     # The spend limits' windows, with what earlier runs had spent in them at the start.
     spend_windows: tuple[WindowSpend, ...] = ()
     resume_note: str | None = None  # whether and how the run resumed an earlier attempt
+    verdicts: tuple[Verdict, ...] = ()  # the evals' verdicts on the final state, in file order
 
     @property
     def node_count(self) -> int:
@@ -78,9 +80,18 @@ def run_workflow(
     spend_limits: SpendLimits | None = None,
     cache_dir: Path | None = None,
     checkpointing: Checkpointing | None = None,
+    evals: bool = True,
+    assess: bool = True,
 ) -> RunResult:
     """Run ``workflow`` once. Bad inputs raise InvalidInputsError before any LLM call;
     a failed run raises WorkflowRunError carrying the spend so far.
+
+    The workflow's ``evals`` run on the final state, inside the run's trace and ledger:
+    their verdicts are ``RunResult.verdicts``, each logged as an MLflow assessment on the
+    trace; judge calls count in the run's figures and against its budget and spend limits.
+    ``evals=False`` skips them (for a caller that runs ``evals.evaluate`` itself);
+    ``assess=False`` keeps them off the trace (``agents-pipelines eval`` hands the verdicts
+    to ``mlflow.genai.evaluate`` as scorers, which logs them once).
 
     ``spend_limits`` (given by an orchestrator that keeps records of earlier runs) are
     read once here: a window already spent raises SpendLimitError before the run starts,
@@ -103,7 +114,8 @@ def run_workflow(
         raise SpendLimitError(message, UsageSummary())
     chosen = resolve_backend(backend.value if isinstance(backend, Backend) else backend)
     cache = _cache(workflow, cache_dir, chosen)
-    graph = build_graph(spec, chat_model_factory(chosen, simulated_latency_s), cache)
+    models = chat_model_factory(chosen, simulated_latency_s)
+    graph = build_graph(spec, models, cache)
     run_version = resume.version(workflow.sha256, state)
     start = resume.Start(state)
     if checkpointing is not None:
@@ -125,6 +137,12 @@ def run_workflow(
     try:
         with recorder.traced(state, pricer, ledger.summary):
             final = _stream(graph, start.input, state, config, node_runs)
+            # In the trace and the ledger: the judges' spans, cost and budget are the run's.
+            verdicts: tuple[Verdict, ...] = ()
+            if evals:
+                verdicts = tuple(evaluate(workflow, final, model_factory=models, ledger=ledger))
+                if assess:
+                    recorder.assess(verdicts)
     except BaseException as caught:
         exc = map_node.first_error(caught)
         # A provider's error may repeat the API key: the chain that Dagster stores and
@@ -161,6 +179,7 @@ def run_workflow(
         ),
         windows,
         start.note,
+        verdicts,
     )
 
 

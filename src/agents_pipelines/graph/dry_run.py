@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents_pipelines.llm.simulated_replies import ROUTE_THRESHOLDS, ROUTE_VALUES
-from agents_pipelines.spec.models import WorkflowSpec
+from agents_pipelines.spec.models import EXTRA_RULE_OPERATORS, WorkflowSpec
 
 _SIZE_KEYWORDS = {"str": "Length", "list": "Items", "dict": "Properties"}
 _KEYWORDS = {
@@ -28,12 +28,15 @@ def dry_run_hints(spec: WorkflowSpec, outputs: list[str]) -> dict[str, dict[str,
 
 
 def _check_bounds(spec: WorkflowSpec, outputs: list[str]) -> dict[str, dict[str, Any]]:
-    """The tightest bound where several checks bound one field."""
+    """The tightest bound where several checks (output checks, and evals' rules) bound one
+    field."""
     bounds: dict[str, dict[str, Any]] = {}
-    for check in spec.orchestration.checks:
-        if check.field not in outputs:
+    rules = [check.rule() for check in spec.orchestration.checks]
+    rules += [entry.rule for entry in spec.evals if entry.rule is not None]
+    for check in rules:
+        rule, limit = check.operator
+        if check.field not in outputs or rule not in EXTRA_RULE_OPERATORS:
             continue
-        ((rule, limit),) = check.rules().items()
         kind = spec.state.fields[check.field].type.split("[")[0]
         keyword = {"min": "minimum", "max": "maximum"}.get(rule)
         if rule.endswith("_length") and kind in _SIZE_KEYWORDS:

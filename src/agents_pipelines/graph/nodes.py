@@ -70,7 +70,7 @@ def _prompt_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFu
     def structured_call(conversation: list[BaseMessage]) -> dict[str, Any]:
         reply = model.invoke(conversation, **json_mode, **hints).text
         try:
-            parsed = schema.model_validate_json(_strip_fence(reply))
+            parsed = schema.model_validate_json(strip_fence(reply))
         except ValidationError as exc:
             raise OutputValidationError(
                 f"Node `{node.id}` of workflow {spec.flow.name}: the model's structured reply "
@@ -103,7 +103,7 @@ def _simulation_hints(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> d
     return {"value_hints": hints} if hints else {}
 
 
-def _strip_fence(text: str) -> str:
+def strip_fence(text: str) -> str:
     """Some models wrap JSON in a markdown fence even in JSON mode."""
     text = text.strip()
     if text.startswith("```"):

@@ -1,18 +1,22 @@
-"""Asset checks of a workflow: its budget (and its spend limits' windows), and rules on its
-output fields."""
+"""Asset checks of a workflow: its budget (and its spend limits' windows), rules on its
+output fields, and its evals (judges and rules on the final state)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from agents_pipelines.spec import Workflow
-from agents_pipelines.spec.models import OutputCheck
+from agents_pipelines.spec.eval_rules import BUDGET_CHECK
+from agents_pipelines.spec.models import EvalSpec, OutputCheck
 from agents_pipelines.usage import Budget, UsageSummary, WindowSpend
 
-BUDGET_CHECK = "budget"
+if TYPE_CHECKING:
+    from agents_pipelines.evals import Verdict
+
+_DESCRIBED_CHARS = 200  # of a judge's question in its check's description
 
 
 def check_specs(workflow: Workflow, key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
@@ -35,6 +39,15 @@ def check_specs(workflow: Workflow, key: dg.AssetKey) -> list[dg.AssetCheckSpec]
             check.name, asset=key, blocking=check.blocking, description=_describe(check)
         )
         for check in orchestration.checks
+    ]
+    specs += [
+        dg.AssetCheckSpec(
+            entry.name,
+            asset=key,
+            blocking=entry.blocking,
+            description=_describe_eval(workflow, entry),
+        )
+        for entry in workflow.spec.evals
     ]
     return specs
 
@@ -85,30 +98,62 @@ def _window_metadata(window: WindowSpend, usage: UsageSummary) -> dict[str, Any]
 
 
 def output_results(workflow: Workflow, state: dict[str, Any]) -> list[dg.AssetCheckResult]:
-    return [
-        _evaluate(check, state.get(check.field)) for check in workflow.spec.orchestration.checks
-    ]
+    from agents_pipelines.evals.rules import check_rule  # the run's imports, not the load's
+
+    results = []
+    for check in workflow.spec.orchestration.checks:
+        ((rule, limit),) = check.rules().items()
+        outcome = check_rule(check.rule(), state)
+        measured = outcome.measured
+        results.append(
+            dg.AssetCheckResult(
+                check_name=check.name,
+                passed=outcome.passed,
+                metadata={
+                    "field": check.field,
+                    "rule": f"{rule} {limit}",
+                    "measured": len(measured) if isinstance(measured, list | dict) else measured,
+                },
+            )
+        )
+    return results
 
 
-def _evaluate(check: OutputCheck, value: Any) -> dg.AssetCheckResult:
-    ((rule, limit),) = check.rules().items()
-    measured: Any = len(value) if rule.endswith("_length") else value
-    passed = {
-        "min_length": lambda: measured >= limit,
-        "max_length": lambda: measured <= limit,
-        "min": lambda: measured >= limit,
-        "max": lambda: measured <= limit,
-        "not_empty": lambda: bool(value) == limit,
-    }[rule]()
-    return dg.AssetCheckResult(
-        check_name=check.name,
-        passed=bool(passed),
-        metadata={
-            "field": check.field,
-            "rule": f"{rule} {limit}",
-            "measured": measured if not isinstance(measured, list | dict) else len(measured),
-        },
-    )
+def eval_results(verdicts: Sequence[Verdict]) -> list[dg.AssetCheckResult]:
+    """One check result per eval: the verdict, the rationale and, for a judge, its model
+    and what it cost."""
+    results = []
+    for verdict in verdicts:
+        metadata: dict[str, Any] = {
+            "verdict": "pass" if verdict.passed else "fail",
+            "rationale": dg.MetadataValue.text(verdict.rationale),
+            "kind": verdict.kind,
+        }
+        if verdict.kind == "judge":
+            metadata |= {
+                "judge_model": verdict.model,
+                "cost_usd": dg.MetadataValue.float(verdict.cost_usd),
+                "input_tokens": verdict.input_tokens,
+                "output_tokens": verdict.output_tokens,
+                "total_tokens": verdict.total_tokens,
+            }
+        if verdict.error is not None:
+            metadata["error"] = dg.MetadataValue.text(verdict.error)
+        results.append(
+            dg.AssetCheckResult(check_name=verdict.name, passed=verdict.passed, metadata=metadata)
+        )
+    return results
+
+
+def _describe_eval(workflow: Workflow, entry: EvalSpec) -> str:
+    if entry.rule is not None:
+        operator, expected = entry.rule.operator
+        return f"Rule: `{entry.rule.field}` {operator.replace('_', ' ')} {expected}"
+    model = entry.model or workflow.spec.config.llm.model
+    question = " ".join((entry.judge or "").split())
+    if len(question) > _DESCRIBED_CHARS:
+        question = question[: _DESCRIBED_CHARS - 1] + "…"
+    return f"LLM judge ({model}): {question}"
 
 
 def _describe(check: OutputCheck) -> str:

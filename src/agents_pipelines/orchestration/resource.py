@@ -32,7 +32,7 @@ from agents_pipelines.orchestration.attempts import (
     observation,
     retry_delay,
 )
-from agents_pipelines.orchestration.checks import budget_result, output_results
+from agents_pipelines.orchestration.checks import budget_result, eval_results, output_results
 from agents_pipelines.orchestration.inputs import resolve_inputs
 from agents_pipelines.orchestration.metadata import attempts_metadata, run_metadata, usage_metadata
 from agents_pipelines.orchestration.spend import (
@@ -140,6 +140,7 @@ class WorkflowRunner(dg.ConfigurableResource):
         if (check := budget_result(workflow, result.usage, result.spend_windows)) is not None:
             yield check
         yield from output_results(workflow, result.state)
+        yield from eval_results(result.verdicts)
 
 
 def _recorded(journal: AttemptJournal | None) -> None:

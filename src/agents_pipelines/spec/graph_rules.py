@@ -108,10 +108,11 @@ def _routes(spec: WorkflowSpec, i: int, targets: list[str]) -> Iterator[Finding]
                     "the last route needs no `when`: it is the default",
                     ("add a final route without `when`, e.g. `{to: END}`"),
                 )
-            yield from _condition(spec, route.when, (*path, "when"))
+            yield from condition(spec, route.when, (*path, "when"))
 
 
-def _condition(spec: WorkflowSpec, cond: Condition, path: tuple[Any, ...]) -> Iterator[Finding]:
+def condition(spec: WorkflowSpec, cond: Condition, path: tuple[Any, ...]) -> Iterator[Finding]:
+    """What is wrong with a route condition (or a rule using its operators) at ``path``."""
     field = spec.state.fields.get(cond.field)
     if field is None:
         yield (

@@ -453,6 +453,84 @@ class OutputCheck(_Model):
         ((rule, value),) = self.rules().items()
         return f"{self.field}_{rule}_{value}".replace(".", "_").replace("-", "neg").lower()
 
+    def rule(self) -> Rule:
+        """The check as an eval's rule: both are tested by one evaluator (evals.rules)."""
+        return Rule.model_validate({"field": self.field, **self.rules()})
+
+
+EXTRA_RULE_OPERATORS = ("min_length", "max_length", "min", "max", "not_empty")
+
+
+class Rule(Condition):
+    """An eval's test of one state field: a route condition's operator, or one of an output
+    check's bounds; exactly one is set."""
+
+    min_length: int | None = Field(None, ge=0)
+    max_length: int | None = Field(None, ge=0)
+    min: float | None = None
+    max: float | None = None
+    not_empty: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> Rule:  # replaces Condition's: more operators
+        if len(self.operators()) != 1:
+            raise rule_broken(
+                "a rule needs exactly one operator out of equals, not_equals, gt, gte, lt, "
+                "lte, in, contains, is_empty, min_length, max_length, min, max, not_empty "
+                f"(got {len(self.operators())})",
+                "keep one operator, e.g. `{field: title, max_length: 80}`; to test two "
+                "things, add an eval per test",
+            )
+        return self
+
+    @property
+    def operator(self) -> tuple[str, Any]:
+        """(operator, value), e.g. ("max_length", 80)."""
+        ((operator, value),) = self.operators().items()
+        return operator, value
+
+    def as_condition(self) -> Condition:
+        """The rule as a route condition: for a route operator only."""
+        operator, value = self.operator
+        return Condition.model_validate({"field": self.field, operator: value})
+
+
+class EvalSpec(_Model):
+    """A test of the final state, run after every run: an LLM judge or a rule."""
+
+    name: Identifier = Field(description="The asset check's name; unique per workflow.")
+    judge: str | None = Field(
+        None,
+        min_length=1,
+        description="A question about the final state, {field} placeholders only; "
+        "the judge model answers pass or fail with a rationale.",
+    )
+    rule: Rule | None = None
+    model: str | None = Field(
+        None, min_length=1, description="The judge's model; left out: config.llm.model."
+    )
+    blocking: bool = Field(False, description="A failed eval stops downstream workflows.")
+
+    @model_validator(mode="after")
+    def _judge_or_rule(self) -> EvalSpec:
+        if (self.judge is None) == (self.rule is None):
+            raise rule_broken(
+                "an eval needs exactly one of `judge` (a question for an LLM) or `rule` "
+                "(a test of one field)",
+                'keep `judge: "Is {summary} faithful to {text}?"`, or '
+                "`rule: {field: title, max_length: 80}`; list another eval for the other",
+            )
+        if self.rule is not None and self.model is not None:
+            raise rule_broken(
+                "a rule eval takes no `model`: only a judge calls one",
+                "drop `model`, or make the eval a `judge`",
+            )
+        return self
+
+    @property
+    def kind(self) -> Literal["judge", "rule"]:
+        return "judge" if self.judge is not None else "rule"
+
 
 class OrchestrationConfig(_Model):
     group: Identifier | None = None
@@ -481,6 +559,10 @@ class WorkflowSpec(_Model):
     edges: list[Edge] = Field(min_length=1)
     config: WorkflowConfig = WorkflowConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    evals: list[EvalSpec] = Field(
+        default_factory=list,
+        description="LLM judges and rules run on the final state: one asset check each.",
+    )
 
     def node(self, node_id: str) -> Node:
         return next(node for node in self.nodes if node.id == node_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from agents_pipelines.spec import (
     choice_rules,
+    eval_rules,
     graph_rules,
     map_rules,
     orchestration_rules,
@@ -32,6 +33,7 @@ def run_checks(spec: WorkflowSpec) -> list[tuple[Path, str, str]]:
         partition_rules.time_partitions,
         orchestration_rules.tracking_uri,
         python_rules.python_refs,
+        eval_rules.evals,
     )
     findings = [finding for check in checks for finding in check(spec)]
     if not any(path[0] == "edges" for path, _, _ in findings):

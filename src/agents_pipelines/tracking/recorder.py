@@ -9,7 +9,7 @@ fails the run is decided here, once: ``observability.mlflow.required``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from agents_pipelines.errors import TrackingFailedWarning, WorkflowRunError
 from agents_pipelines.redaction import redact, redacting_logger
 from agents_pipelines.spec import Workflow, draw_mermaid
+from agents_pipelines.tracking.assessments import Assessed, log_assessments
 from agents_pipelines.tracking.client import untraced
 from agents_pipelines.tracking.session import TrackingInfo, TrackingSession
 from agents_pipelines.tracking.settings import resolve_settings
@@ -98,6 +99,17 @@ class RunRecorder:
         if self._session is None:
             return untraced()
         return self._session.traced(self._workflow.spec.flow.name, inputs, pricer, usage)
+
+    def assess(self, verdicts: Sequence[Assessed]) -> None:
+        """Log each eval's verdict as an assessment on the run's trace; call it inside
+        ``traced``, where the trace is still open (the assessments then go to MLflow with
+        the trace, at no extra request). A failure to log them is a tracking failure."""
+        if self._session is None or self._session.trace_id is None or not verdicts:
+            return
+        try:
+            log_assessments(self._session.trace_id, verdicts)
+        except Exception as exc:
+            _tracking_failed(self._workflow, exc, self._notes)
 
     def finish(self, outcome: RunOutcome) -> None:
         """End the MLflow run. A failure to record a success fails the run if tracking

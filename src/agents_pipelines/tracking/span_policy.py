@@ -11,7 +11,8 @@ does, text MLflow cannot encode (a lone surrogate) is escaped, or the trace woul
 
 A map node's item calls name their node and list index in LangChain's callback metadata,
 which autolog keeps nested in the span's ``metadata`` attribute; the processor lifts them
-to the span's own attributes (ITEM_INDEX, NODE) so a trace can be searched by item.
+to the span's own attributes (ITEM_INDEX, NODE) so a trace can be searched by item. A
+judge's call (an eval) names its eval the same way, lifted to EVAL.
 
 A reply of the development cache has no usage, so its span costs 0; the processor marks it
 (CACHE_HIT_ATTRIBUTE) with what it saved (SAVED_COST), priced from the original usage the
@@ -31,11 +32,12 @@ from typing import Any
 
 from agents_pipelines.redaction import redact, redact_value
 from agents_pipelines.usage import Pricer, TokenUsage
-from agents_pipelines.usage.records import ITEM_KEY, NODE_KEY
+from agents_pipelines.usage.records import EVAL_KEY, ITEM_KEY, NODE_KEY
 
 REDACTED = "[not recorded: set observability.mlflow.artifact_level: full to record content]"
 ITEM_INDEX = "agents_pipelines.item_index"  # span attribute: a map item's list index
 NODE = "agents_pipelines.node"  # span attribute: the workflow node of a map item's call
+EVAL = "agents_pipelines.eval"  # span attribute: the eval whose judge made the call
 CACHE_HIT_ATTRIBUTE = "agents_pipelines.cache_hit"  # span attribute: the cache answered
 SAVED_COST = "agents_pipelines.saved_cost_usd"  # span attribute: what a cache hit saved
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -148,6 +150,8 @@ def _lift_item(span: Any) -> None:
     if isinstance(metadata, dict) and ITEM_KEY in metadata:
         span.set_attribute(ITEM_INDEX, metadata[ITEM_KEY])
         span.set_attribute(NODE, metadata.get(NODE_KEY))
+    if isinstance(metadata, dict) and EVAL_KEY in metadata:  # a judge's call (evals)
+        span.set_attribute(EVAL, metadata[EVAL_KEY])
 
 
 def _mark_cache_hit(span: Any, pricer: Pricer) -> None:

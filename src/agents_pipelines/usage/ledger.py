@@ -30,6 +30,7 @@ from langchain_core.outputs import LLMResult
 from agents_pipelines.redaction import redact
 from agents_pipelines.usage.records import (
     CACHE_HIT,
+    EVAL_KEY,
     ITEM_FAILED,
     ITEM_KEY,
     NODE_KEY,
@@ -48,10 +49,13 @@ CACHE_HIT_SOURCE = "development cache: not billed"
 
 
 class _Pending:
-    __slots__ = ("item", "model", "node", "prompt", "started")
+    __slots__ = ("eval", "item", "model", "node", "prompt", "started")
 
-    def __init__(self, node: str, model: str, prompt: str | None, item: int | None):
+    def __init__(
+        self, node: str, model: str, prompt: str | None, item: int | None, eval: str | None
+    ):
         self.node, self.model, self.prompt, self.item = node, model, prompt, item
+        self.eval = eval
         self.started = time.perf_counter()
 
 
@@ -109,7 +113,9 @@ class UsageLedger(BaseCallbackHandler):
         if self._keep_text:
             prompt = "\n\n".join(f"[{m.type}] {m.text}" for batch in messages for m in batch)
         node, item = _node_and_item(metadata)
-        pending = _Pending(node, str(metadata.get("ls_model_name", "")), prompt, item)
+        judged = metadata.get(EVAL_KEY)
+        model = str(metadata.get("ls_model_name", ""))
+        pending = _Pending(node, model, prompt, item, judged if isinstance(judged, str) else None)
         with self._lock:
             self._pending[run_id] = pending
 
@@ -195,6 +201,7 @@ class UsageLedger(BaseCallbackHandler):
             item=pending.item,
             cache_hit=saved is not None,
             saved=None if saved is None else self._pricer.price(pending.model, saved),
+            eval=pending.eval,
         )
         self._append(record)
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 NODE_KEY = "agents_pipelines.node"  # the workflow node of a call
 ITEM_KEY = "agents_pipelines.item"  # a map item's list index
 ITEM_FAILED = "agents_pipelines.item_failed"  # an item skipped for good; data: ItemFailure
+EVAL_KEY = "agents_pipelines.eval"  # the eval whose judge made a call (evals.judge)
 # How a reply of the development cache (llm.cache) says so: a response_metadata key whose
 # value holds the original usage, {"usage": {...}}.
 CACHE_HIT = "agents_pipelines_cache_hit"
@@ -105,6 +106,7 @@ class CallRecord:
     kind: str = "llm"  # "llm" or "python"
     cache_hit: bool = False  # answered by the development cache: no tokens billed
     saved: Price | None = None  # a hit's original usage, priced: what it saved
+    eval: str | None = None  # the eval whose judge made the call; None: the workflow's own
 
     @property
     def is_llm(self) -> bool:
@@ -181,6 +183,16 @@ class UsageSummary:
         return round_usd(sum(call.cost_usd or 0.0 for call in self.calls))
 
     @property
+    def eval_cost_usd(self) -> float:
+        """What the evals' judges cost: a part of ``total_cost_usd``, shown apart."""
+        return round_usd(sum(call.cost_usd or 0.0 for call in self.calls if call.eval))
+
+    @property
+    def eval_tokens(self) -> int:
+        """The judges' tokens: a part of ``tokens.total``, shown apart."""
+        return sum(call.usage.total for call in self.calls if call.eval)
+
+    @property
     def cache_hits(self) -> int:
         return sum(call.cache_hit for call in self.calls)
 
@@ -196,7 +208,9 @@ class UsageSummary:
     def totals(self) -> dict[str, int | float]:
         """The run's token counts, cost and call count: the figures of every report (MLflow
         metrics, asset metadata, cost_summary.json). The costs are floats, the rest ints.
-        A cache hit counts as an LLM call of no tokens; what it saved is apart."""
+        A cache hit counts as an LLM call of no tokens; what it saved is apart. The evals'
+        judge calls are in every figure (they are paid for like any call, and count against
+        the budget and spend limits); ``eval_cost_usd`` and ``eval_tokens`` are their share."""
         tokens = self.tokens
         return {
             "total_tokens": tokens.total,
@@ -208,6 +222,8 @@ class UsageSummary:
             "llm_calls": self.llm_calls,
             "cache_hits": self.cache_hits,
             "saved_cost_usd": self.saved_cost_usd,
+            "eval_cost_usd": self.eval_cost_usd,
+            "eval_tokens": self.eval_tokens,
         }
 
     def by_model(self) -> dict[str, dict[str, Any]]:

@@ -40,6 +40,7 @@ def cost_summary(
                 "item": call.item,
                 "cache_hit": call.cache_hit,
                 "saved_cost_usd": call.saved_cost_usd,
+                "eval": call.eval,
             }
             for call in summary.calls
         ],
