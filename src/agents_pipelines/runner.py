@@ -22,7 +22,8 @@ from agents_pipelines.errors import (
     TrackingFailedWarning,
     WorkflowRunError,
 )
-from agents_pipelines.graph import build_graph, initial_state, map_node, resume, spend
+from agents_pipelines.graph import build_graph, event_loop, initial_state, map_node, resume, spend
+from agents_pipelines.graph.event_loop import AwaitableSaver
 from agents_pipelines.graph.resume import Checkpointing
 from agents_pipelines.llm import Backend, chat_model_factory, resolve_backend
 from agents_pipelines.llm.cache import ResponseCache, open_cache
@@ -106,9 +107,11 @@ def run_workflow(
     graph = build_graph(spec, chat_model_factory(chosen, simulated_latency_s), cache)
     run_version = resume.version(workflow.sha256, state)
     start = resume.Start(state)
+    on_event_loop = map_node.has_map(spec)
     if checkpointing is not None:
         resume.redact_errors(checkpointing.saver)
-        graph = graph.copy({"checkpointer": checkpointing.saver})
+        saver = checkpointing.saver
+        graph = graph.copy({"checkpointer": AwaitableSaver(saver) if on_event_loop else saver})
         start = resume.start(graph, checkpointing, state, run_version)
     pricer = MlflowPriceTable(spec.config.pricing)
     ledger = UsageLedger(
@@ -124,7 +127,11 @@ def run_workflow(
     node_runs: list[str] = []
     try:
         with recorder.traced(state, pricer, ledger.summary):
-            final = _stream(graph, start.input, state, config, node_runs)
+            if on_event_loop:  # a map node's items: awaited calls, no thread each
+                stream = _astream(graph, start.input, state, config, node_runs)
+                final = event_loop.run(stream, config["configurable"][map_node.PASSES_KEY].stop)
+            else:
+                final = _stream(graph, start.input, state, config, node_runs)
     except BaseException as caught:
         exc = map_node.first_error(caught)
         # A provider's error may repeat the API key: the chain that Dagster stores and
@@ -213,6 +220,23 @@ def _stream(
     return dict(final)
 
 
+async def _astream(
+    graph: Any,
+    graph_input: dict[str, Any] | None,
+    state: dict[str, Any],
+    config: dict[str, Any],
+    node_runs: list[str],
+) -> dict[str, Any]:
+    """``_stream`` on LangGraph's async path (graph.event_loop)."""
+    final = state
+    async for mode, chunk in graph.astream(graph_input, config, stream_mode=["updates", "values"]):
+        if mode == "updates":
+            node_runs.extend(name for name in chunk if not name.startswith("__"))
+        else:
+            final = chunk
+    return dict(final)
+
+
 def _cache(workflow: Workflow, folder: Path | None) -> ResponseCache | None:
     config = workflow.spec.config.execution.cache
     if config is None:
@@ -251,7 +275,7 @@ def _journal_writer(journal: SpendJournal | None) -> Callable[[UsageSummary], No
     if journal is None:
         return None
     written = [0.0]
-    lock = threading.Lock()  # a map node's items finish on several threads
+    lock = threading.Lock()  # parallel nodes finish on several threads
 
     def write(usage: UsageSummary) -> None:
         with lock:
