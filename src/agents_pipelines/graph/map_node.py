@@ -18,6 +18,9 @@ three LangGraph nodes:
 
 Names that start with ``__`` cannot clash with node ids (which start with a letter), and
 the runner leaves them out of ``node_runs``.
+
+A graph with a map node runs on LangGraph's async path (graph.event_loop): an item awaits
+its call, so ``max_concurrency`` calls in flight hold no thread each.
 """
 
 from __future__ import annotations
