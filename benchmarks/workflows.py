@@ -111,3 +111,38 @@ def partitioned(text: str, keys: int) -> str:
     """``text`` with ``keys`` static partitions, each with its own topic."""
     partitions = "".join(f"      p{i:02d}: {{topic: topic {i}}}\n" for i in range(keys))
     return text + "  partitions:\n    static:\n" + partitions
+
+
+def two_maps(name: str, items: int, max_concurrency: int) -> str:
+    """Two calls per item: ``summarize`` maps over ``items`` documents, then ``label`` maps
+    over the summaries; each at most ``max_concurrency`` calls in flight."""
+    docs = ", ".join(f'"document {i}"' for i in range(items))
+    limit = f"max_concurrency: {max_concurrency}, max_items: {max(items, 1000)}"
+    body = f"""\
+state:
+  fields:
+    docs:      {{type: "list[str]", required: true}}
+    summaries: {{type: "list[str]", default: []}}
+    labels:    {{type: "list[str]", default: []}}
+nodes:
+  - id: summarize
+    map: {{over: docs, as: doc, {limit}}}
+    prompt: "Summarize {{doc}} in one sentence."
+    outputs: [summaries]
+  - id: label
+    map: {{over: summaries, as: summary, {limit}}}
+    prompt: "Give a one-word label for: {{summary}}"
+    outputs: [labels]
+edges:
+  - {{from: START, to: summarize}}
+  - {{from: summarize, to: label}}
+  - {{from: label, to: END}}
+config:
+  llm: {{provider: google, model: gemini-2.5-flash, max_retries: 0}}
+  observability:
+    mlflow: {{enabled: true, experiment_name: bench}}
+orchestration:
+  group: bench
+  inputs: {{docs: [{docs}]}}
+"""
+    return _HEADER.format(name=name) + body

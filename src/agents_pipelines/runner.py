@@ -23,7 +23,8 @@ from agents_pipelines.errors import (
     WorkflowRunError,
 )
 from agents_pipelines.evals import Verdict, evaluate
-from agents_pipelines.graph import build_graph, initial_state, map_node, resume, spend
+from agents_pipelines.graph import build_graph, event_loop, initial_state, map_node, resume, spend
+from agents_pipelines.graph.event_loop import AwaitableSaver
 from agents_pipelines.graph.resume import Checkpointing
 from agents_pipelines.llm import Backend, chat_model_factory, resolve_backend
 from agents_pipelines.llm.cache import ResponseCache, open_cache
@@ -118,9 +119,11 @@ def run_workflow(
     graph = build_graph(spec, models, cache)
     run_version = resume.version(workflow.sha256, state)
     start = resume.Start(state)
+    on_event_loop = map_node.has_map(spec)
     if checkpointing is not None:
         resume.redact_errors(checkpointing.saver)
-        graph = graph.copy({"checkpointer": checkpointing.saver})
+        saver = checkpointing.saver
+        graph = graph.copy({"checkpointer": AwaitableSaver(saver) if on_event_loop else saver})
         start = resume.start(graph, checkpointing, state, run_version)
     pricer = MlflowPriceTable(spec.config.pricing)
     ledger = UsageLedger(
@@ -136,7 +139,11 @@ def run_workflow(
     node_runs: list[str] = []
     try:
         with recorder.traced(state, pricer, ledger.summary):
-            final = _stream(graph, start.input, state, config, node_runs)
+            if on_event_loop:  # a map node's items: awaited calls, no thread each
+                stream = _astream(graph, start.input, state, config, node_runs)
+                final = event_loop.run(stream, config["configurable"][map_node.PASSES_KEY].stop)
+            else:
+                final = _stream(graph, start.input, state, config, node_runs)
             # In the trace and the ledger: the judges' spans, cost and budget are the run's.
             verdicts: tuple[Verdict, ...] = ()
             if evals:
@@ -232,6 +239,23 @@ def _stream(
     return dict(final)
 
 
+async def _astream(
+    graph: Any,
+    graph_input: dict[str, Any] | None,
+    state: dict[str, Any],
+    config: dict[str, Any],
+    node_runs: list[str],
+) -> dict[str, Any]:
+    """``_stream`` on LangGraph's async path (graph.event_loop)."""
+    final = state
+    async for mode, chunk in graph.astream(graph_input, config, stream_mode=["updates", "values"]):
+        if mode == "updates":
+            node_runs.extend(name for name in chunk if not name.startswith("__"))
+        else:
+            final = chunk
+    return dict(final)
+
+
 def _cache(workflow: Workflow, folder: Path | None, backend: Backend) -> ResponseCache | None:
     """Off for record and replay: a hit never reaches the cassette, so a recording would
     miss it, and a replay would bill it as $0 instead of what was recorded."""
@@ -272,7 +296,7 @@ def _journal_writer(journal: SpendJournal | None) -> Callable[[UsageSummary], No
     if journal is None:
         return None
     written = [0.0]
-    lock = threading.Lock()  # a map node's items finish on several threads
+    lock = threading.Lock()  # parallel nodes finish on several threads
 
     def write(usage: UsageSummary) -> None:
         with lock:

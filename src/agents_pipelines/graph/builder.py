@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any, TypedDict
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END as LG_END
 from langgraph.graph import START as LG_START
 from langgraph.graph import StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 
 from agents_pipelines.graph import map_node, spend
-from agents_pipelines.graph.nodes import make_node
+from agents_pipelines.graph.nodes import make_async_node, make_node
 from agents_pipelines.graph.routes import router, target
 from agents_pipelines.graph.state import state_schema
 from agents_pipelines.llm.backend import ChatModelFactory
 from agents_pipelines.llm.cache import ResponseCache, cached_model
-from agents_pipelines.llm.gemini import wait_for_retry_after
+from agents_pipelines.llm.gemini import is_transient, retry_after_s, wait_for_retry_after
 from agents_pipelines.spec.models import END, START, LlmConfig, Node, WorkflowSpec
 
 # Compiled graphs, newest last: (spec, models) -> graph. A compiled graph holds no run
@@ -71,13 +74,17 @@ def _compile(spec: WorkflowSpec, models: tuple[Any, ...]) -> CompiledStateGraph:
         f"{spec.flow.name}_run_state", {**public.__annotations__, **private}
     )
     graph: StateGraph[Any] = StateGraph(state, input_schema=public, output_schema=public)
+    on_event_loop = map_node.has_map(spec)
     for node, model in zip(spec.nodes, models, strict=True):
         policy = retry_policy(spec.config.llm.merged(node.llm))
         if node.map is not None:
-            per_item = functools.partial(make_node, node=node, model=model)
+            per_item = functools.partial(make_async_node, node=node, model=model)
             map_node.add_map_node(graph, spec, node, per_item, policy)
         else:
             action: Any = spend.accounted(make_node(spec, node, model), node.id)
+            if on_event_loop:  # retry_on runs on the event loop: it must not sleep there
+                action = _waits_for_retry_after(action, policy)
+                policy = policy._replace(retry_on=is_transient)
             graph.add_node(node.id, action, retry_policy=policy)
     # Edges leave a map node from its own id (where its outputs are written) and enter it
     # at its fan-out (map_node.entry).
@@ -95,10 +102,10 @@ def _compile(spec: WorkflowSpec, models: tuple[Any, ...]) -> CompiledStateGraph:
     # Stream the workflow's state only, not the private channels.
     compiled = graph.compile(name=spec.flow.name)
     compiled = compiled.copy({"stream_channels": list(public.__annotations__)})
-    if not any(node.map is not None for node in spec.nodes):
+    if not on_event_loop:
         return compiled
-    # Enough threads for every map node's max_concurrency.
-    return compiled.with_config(max_concurrency=map_node.threads_needed(spec))
+    # Enough tasks at once for every map node's max_concurrency.
+    return compiled.with_config(max_concurrency=map_node.tasks_needed(spec))
 
 
 def retry_policy(llm: LlmConfig) -> RetryPolicy:
@@ -111,6 +118,24 @@ def retry_policy(llm: LlmConfig) -> RetryPolicy:
         jitter=True,
         retry_on=wait_for_retry_after,
     )
+
+
+def _waits_for_retry_after(
+    action: Callable[[dict[str, Any], RunnableConfig], dict[str, Any]], policy: RetryPolicy
+) -> Callable[..., dict[str, Any]]:
+    """A sync node of a graph run on the event loop: it waits for the server's Retry-After
+    itself, on its worker thread, before it raises an error that LangGraph will retry."""
+
+    def run(state: dict[str, Any], config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
+        try:
+            return action(state, config)
+        except Exception as exc:
+            attempt = runtime.execution_info.node_attempt if runtime.execution_info else 1
+            if attempt < policy.max_attempts and is_transient(exc):
+                time.sleep(retry_after_s(exc) or 0.0)
+            raise
+
+    return run
 
 
 def _name(node: str) -> str:

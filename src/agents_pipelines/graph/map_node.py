@@ -18,13 +18,17 @@ three LangGraph nodes:
 
 Names that start with ``__`` cannot clash with node ids (which start with a letter), and
 the runner leaves them out of ``node_runs``.
+
+A graph with a map node runs on LangGraph's async path (graph.event_loop): an item awaits
+its call, so ``max_concurrency`` calls in flight hold no thread each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -37,15 +41,15 @@ from langgraph.types import Overwrite, RetryPolicy, Send
 
 from agents_pipelines.errors import BudgetExceededError, UnrecordedRequestError, WorkflowRunError
 from agents_pipelines.graph import spend
-from agents_pipelines.llm.gemini import describe_failure, is_transient, status_code
+from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s, status_code
 from agents_pipelines.redaction import redact
 from agents_pipelines.spec import field_types
 from agents_pipelines.spec.models import MapSpec, Node, StateField, WorkflowSpec
 from agents_pipelines.spec.placeholders import parse_template
 from agents_pipelines.usage.records import ITEM_FAILED, ITEM_KEY, NODE_KEY, ItemFailure
 
-NodeAction = Callable[[dict[str, Any]], dict[str, Any]]
-ActionFactory = Callable[[WorkflowSpec], NodeAction]
+AsyncNodeAction = Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
+ActionFactory = Callable[[WorkflowSpec], AsyncNodeAction]
 
 
 def entry(node: Node) -> str:
@@ -61,14 +65,16 @@ def add_map_node(
     retry: RetryPolicy,
 ) -> None:
     """Add ``node``'s three LangGraph nodes; ``action(item_spec)`` builds its per-item action
-    (``make_node`` for an LLM call or a Python step)."""
+    (``make_async_node`` for an LLM call or a Python step)."""
     assert node.map is not None
     # Any: LangGraph's overloads type node functions by their state class, not a dict.
     start: Any = _Start(node, node.map, spec.flow.name)
     item: Any = _ItemNode(node, node.map, action(item_spec(spec, node)), retry)
     gather: Any = _Gather(node, spec)
     graph.add_node(entry(node), start)
-    graph.add_node(_item_name(node), item, retry_policy=retry)
+    # The Retry-After wait is the item's own (it must not block the event loop).
+    item_retry = retry._replace(retry_on=is_transient)
+    graph.add_node(_item_name(node), item, retry_policy=item_retry)
     graph.add_node(node.id, gather)
     graph.add_conditional_edges(
         entry(node), _FanOut(node, node.map, spec), [_item_name(node), node.id]
@@ -85,10 +91,15 @@ def results_channels(spec: WorkflowSpec) -> dict[str, Any]:
     }
 
 
-def threads_needed(spec: WorkflowSpec) -> int:
-    """Worker threads a run needs so that ``max_concurrency`` is what bounds its item calls
-    (LangGraph's pool defaults to min(32, CPUs + 4): 6 on a 2-core machine)."""
+def tasks_needed(spec: WorkflowSpec) -> int:
+    """Tasks a run may run at once so that ``max_concurrency`` is what bounds its item calls
+    (LangGraph's default limit is min(32, CPUs + 4): 6 on a 2-core machine)."""
     return sum(n.map.max_concurrency for n in spec.nodes if n.map is not None) + len(spec.nodes)
+
+
+def has_map(spec: WorkflowSpec) -> bool:
+    """Whether ``spec``'s graph runs on LangGraph's async path (graph.event_loop)."""
+    return any(node.map is not None for node in spec.nodes)
 
 
 def item_spec(spec: WorkflowSpec, node: Node) -> WorkflowSpec:
@@ -120,12 +131,14 @@ def _results(node: Node) -> str:
 
 class _Pass:
     """One pass of a map node over its list: a slot per call in flight, and a stop once an
-    item has failed the node (the items still waiting for a slot then make no call)."""
+    item has failed the node (the items still waiting for a slot then make no call). Its
+    items are tasks of one event loop (graph.event_loop), so an asyncio semaphore bounds
+    them."""
 
     def __init__(self, limit: int):
         self.limit = limit
-        self.slots = threading.BoundedSemaphore(limit)
-        self.stopped = threading.Event()
+        self.slots = asyncio.Semaphore(limit)
+        self.stopped = False
         self.failure: BaseException | None = None  # the error that stopped the pass
 
     def __repr__(self) -> str:  # how a trace at artifact_level full shows it
@@ -158,6 +171,10 @@ class Passes:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._passes: dict[tuple[str, int], _Pass] = {}
+        self.stopping = False  # the run is stopped: cancelled items cancel their calls
+
+    def stop(self) -> None:
+        self.stopping = True
 
     def get(self, node: str, step: int, limit: int) -> _Pass:
         with self._lock:
@@ -208,6 +225,12 @@ class _FanOut:
     map: MapSpec
     spec: WorkflowSpec
 
+    @property
+    def __name__(self) -> str:
+        # The conditional edge's span name. LangGraph's async path names the span by this
+        # (its sync path says "RunnableCallable"); without one, MLflow's tracer fails.
+        return f"__{self.node.id}__send"
+
     def __call__(self, state: dict[str, Any]) -> list[Send] | str:
         items = state[self.map.over]
         if not items:
@@ -231,45 +254,77 @@ def _fields_read(spec: WorkflowSpec, node: Node) -> set[str]:
 
 class _ItemNode:
     """One item's task: the node's action on the state plus the item, named in the calls'
-    callback metadata (node and index) so the ledger and the trace can tell items apart."""
+    callback metadata (node and index) so the ledger and the trace can tell items apart.
 
-    def __init__(self, node: Node, map_spec: MapSpec, action: NodeAction, retry: RetryPolicy):
+    An async node: LangGraph runs a graph with map nodes on its async path (the runner
+    drives it on graph.event_loop), where an item awaiting its call holds no thread."""
+
+    def __init__(self, node: Node, map_spec: MapSpec, action: AsyncNodeAction, retry: RetryPolicy):
         self._node, self._map, self._action, self._retry = node, map_spec, action, retry
 
-    def __call__(self, task: Any, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
+    async def __call__(self, task: Any, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         item = _Item.of(task)
         run = self._pass(config)
         config = merge_configs(
             config, {"metadata": {NODE_KEY: self._node.id, ITEM_KEY: item.index}}
         )
-        with run.slots:
-            if run.stopped.is_set():  # an item failed the node: make no more calls
-                raise ItemStoppedError(run.failure or RuntimeError("the map pass stopped"))
-            try:
-                with set_config_context(config) as context:
-                    outputs: Any = context.run(
-                        self._action, {**item.state, self._map.as_: item.value}
-                    )
-            except Exception as exc:
-                if self._retried(exc, runtime):
-                    raise
-                outputs = self._failed_for_good(item, run, exc, config)
+        wait_s: float | None = None
+        try:
+            async with run.slots:
+                if run.stopped:  # an item failed the node: make no more calls
+                    raise ItemStoppedError(run.failure or RuntimeError("the map pass stopped"))
+                try:
+                    # The call runs in the context that holds the item's config until it
+                    # has ended (leaving the block resets the config in that context).
+                    with set_config_context(config) as context:
+                        state = {**item.state, self._map.as_: item.value}
+                        call: asyncio.Task[Any] = asyncio.create_task(
+                            self._action(state), context=context
+                        )
+                        outputs: Any = await self._finished(call, run, config)
+                except Exception as exc:
+                    if self._retried(exc, runtime):
+                        wait_s = retry_after_s(exc)
+                        raise
+                    outputs = self._failed_for_good(item, run, exc, config)
+        finally:
+            if wait_s:  # the server's Retry-After, awaited with the slot given back
+                await asyncio.sleep(wait_s)
         return {
             _results(self._node): [(item.index, outputs)],
             **spend.entry(config, self._node.id, item.index),
         }
 
+    @staticmethod
+    async def _finished(call: asyncio.Task[Any], run: _Pass, config: RunnableConfig) -> Any:
+        """``call``'s outputs. When one item fails the node, LangGraph cancels the other
+        tasks of the super-step; a call already made then still ends, as it did on a
+        thread, so its reply and its spend are kept (and a resumed run does not make it
+        again). A stopped run cancels the call."""
+        while True:
+            try:
+                return await asyncio.shield(call)
+            except asyncio.CancelledError:
+                passes = (config.get("configurable") or {}).get(PASSES_KEY)
+                if passes is None or passes.stopping:
+                    # An item a cancelled one's slot wakes before its own cancellation
+                    # arrives must not start a call.
+                    run.stopped = True
+                    call.cancel()
+                    await asyncio.wait([call])
+                    raise
+
     def _pass(self, config: RunnableConfig) -> _Pass:
         passes = (config.get("configurable") or {}).get(PASSES_KEY)
-        if passes is None:  # a graph run without the runner: the thread pool bounds calls
+        if passes is None:  # a graph run without the runner: LangGraph's limit bounds calls
             return _Pass(self._map.max_concurrency)
         step = int((config.get("metadata") or {}).get("langgraph_step", 0))
         return passes.get(self._node.id, step, self._map.max_concurrency)
 
     def _retried(self, exc: Exception, runtime: Runtime) -> bool:
         # Whether LangGraph will run this item again: the node's RetryPolicy retries
-        # transient errors until max_attempts. (Its retry_on, wait_for_retry_after, also
-        # sleeps for the server's Retry-After, so the same test is made here without it.)
+        # transient errors until max_attempts. (The policy's retry_on only tests the
+        # error: on the event loop, the Retry-After wait is the item's own, above.)
         attempt = runtime.execution_info.node_attempt if runtime.execution_info else 1
         return attempt < self._retry.max_attempts and is_transient(exc)
 
@@ -283,7 +338,7 @@ class _ItemNode:
         if self._map.on_item_error == "fail" or stops_the_run:
             exc.add_note(f"In item {item.index} of map node `{self._node.id}`.")
             run.failure = exc
-            run.stopped.set()
+            run.stopped = True
             raise exc
         error = _describe(exc)
         failure = ItemFailure(self._node.id, item.index, error)

@@ -6,23 +6,27 @@ A node with ``tools`` loops through tool calls first (tool_loop.py); a node with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextvars
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from agents_pipelines.errors import OutputValidationError
 from agents_pipelines.graph.dry_run import dry_run_hints
 from agents_pipelines.graph.python_step import python_step
 from agents_pipelines.graph.state import output_model
-from agents_pipelines.graph.tool_loop import tool_node
+from agents_pipelines.graph.tool_loop import async_tool_node, tool_node
+from agents_pipelines.llm.cache import share_hits
 from agents_pipelines.llm.simulated import SimulatedChatModel
 from agents_pipelines.spec.models import Node, WorkflowSpec
 from agents_pipelines.spec.placeholders import parse_template
 
 NodeFunction = Callable[[dict[str, Any]], dict[str, Any]]
+AsyncNodeFunction = Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
 
 
 def make_node(spec: WorkflowSpec, node: Node, model: BaseChatModel | None) -> NodeFunction:
@@ -30,47 +34,98 @@ def make_node(spec: WorkflowSpec, node: Node, model: BaseChatModel | None) -> No
     if node.function is not None:
         return python_step(spec, node)
     assert model is not None  # an LLM node always has its model (graph.builder)
-    return _prompt_node(spec, node, model)
+    return _PromptNode(spec, node, model).action()
 
 
-def _prompt_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFunction:
+def make_async_node(
+    spec: WorkflowSpec, node: Node, model: BaseChatModel | None
+) -> AsyncNodeFunction:
+    """The same action for LangGraph's async path (a map node's items): the model's calls
+    are awaited, so a call in flight holds no thread. A Python step, being the user's sync
+    code, runs on the event loop's thread pool."""
+    if node.function is not None:
+        step = python_step(spec, node)
+
+        async def in_pool(state: dict[str, Any]) -> dict[str, Any]:
+            context = contextvars.copy_context()  # the item's callbacks and metadata
+            return await asyncio.get_running_loop().run_in_executor(None, context.run, step, state)
+
+        return in_pool
+    assert model is not None
+    return _PromptNode(spec, node, model).async_action()
+
+
+class _PromptNode:
     """A single ``str`` output is a plain text call; anything else is one structured call,
     a single ``str`` with choices included (its enum holds the reply to a label)."""
-    assert node.prompt is not None
-    prompt = parse_template(node.prompt)
-    system = parse_template(node.system) if node.system else None
 
-    def messages(state: dict[str, Any]) -> list[BaseMessage]:
-        human = HumanMessage(prompt.render(state))
-        return [SystemMessage(system.render(state)), human] if system else [human]
+    def __init__(self, spec: WorkflowSpec, node: Node, model: BaseChatModel):
+        assert node.prompt is not None
+        self.spec, self.node, self.model = spec, node, model
+        self.prompt = parse_template(node.prompt)
+        self.system = parse_template(node.system) if node.system else None
+        self.hints = _simulation_hints(spec, node, model)
+        self.text_output: str | None = None
+        self.schema: type[BaseModel] | None = None
+        self.json_mode: dict[str, Any] = {}
+        if len(node.outputs) == 1 and _is_free_text(spec, node.outputs[0]):
+            self.text_output = node.outputs[0]
+            return
+        self.schema = output_model(spec, node.outputs, f"{spec.flow.name}__{node.id}__output")
+        # Gemini's JSON mode, as ChatGoogleGenerativeAI.with_structured_output binds it;
+        # calling the model directly keeps the trace to one span per LLM call, and we
+        # validate ourselves.
+        self.json_mode = {
+            "response_mime_type": "application/json",
+            "response_json_schema": self.schema.model_json_schema(),
+            "ls_structured_output_format": {
+                "kwargs": {"method": "json_schema"},
+                "schema": self.schema.model_json_schema(),
+            },
+        }
 
-    (first,) = node.outputs[:1]
-    hints = _simulation_hints(spec, node, model)
-    if len(node.outputs) == 1 and _is_free_text(spec, first):
-        if node.tools:
-            return tool_node(spec, node, model, messages, None)
+    def messages(self, state: dict[str, Any]) -> list[BaseMessage]:
+        human = HumanMessage(self.prompt.render(state))
+        return [SystemMessage(self.system.render(state)), human] if self.system else [human]
 
-        def text_node(state: dict[str, Any]) -> dict[str, Any]:
-            return {first: model.invoke(messages(state), **hints).text}
+    def action(self) -> NodeFunction:
+        structured = None if self.schema is None else self.structured_call
+        if self.node.tools:
+            return tool_node(self.spec, self.node, self.model, self.messages, structured)
+        if self.text_output is not None:
+            out = self.text_output
+            return lambda state: {out: self.model.invoke(self.messages(state), **self.hints).text}
+        return lambda state: self.structured_call(self.messages(state))
 
-        return text_node
+    def async_action(self) -> AsyncNodeFunction:
+        structured = None if self.schema is None else self.astructured_call
+        tools = None
+        if self.node.tools:
+            tools = async_tool_node(self.spec, self.node, self.model, self.messages, structured)
+        out = self.text_output
 
-    schema = output_model(spec, node.outputs, f"{spec.flow.name}__{node.id}__output")
-    # Gemini's JSON mode, as ChatGoogleGenerativeAI.with_structured_output binds it; calling
-    # the model directly keeps the trace to one span per LLM call, and we validate ourselves.
-    json_mode: dict[str, Any] = {
-        "response_mime_type": "application/json",
-        "response_json_schema": schema.model_json_schema(),
-        "ls_structured_output_format": {
-            "kwargs": {"method": "json_schema"},
-            "schema": schema.model_json_schema(),
-        },
-    }
+        async def action(state: dict[str, Any]) -> dict[str, Any]:
+            share_hits()  # so that the trace marks this task's cache hits
+            if tools is not None:
+                return await tools(state)
+            if out is not None:
+                return {out: (await self.model.ainvoke(self.messages(state), **self.hints)).text}
+            return await self.astructured_call(self.messages(state))
 
-    def structured_call(conversation: list[BaseMessage]) -> dict[str, Any]:
-        reply = model.invoke(conversation, **json_mode, **hints).text
+        return action
+
+    def structured_call(self, conversation: list[BaseMessage]) -> dict[str, Any]:
+        return self._parsed(self.model.invoke(conversation, **self.json_mode, **self.hints).text)
+
+    async def astructured_call(self, conversation: list[BaseMessage]) -> dict[str, Any]:
+        reply = await self.model.ainvoke(conversation, **self.json_mode, **self.hints)
+        return self._parsed(reply.text)
+
+    def _parsed(self, reply: str) -> dict[str, Any]:
+        assert self.schema is not None
+        node, spec = self.node, self.spec
         try:
-            parsed = schema.model_validate_json(strip_fence(reply))
+            parsed = self.schema.model_validate_json(strip_fence(reply))
         except ValidationError as exc:
             raise OutputValidationError(
                 f"Node `{node.id}` of workflow {spec.flow.name}: the model's structured reply "
@@ -79,10 +134,6 @@ def _prompt_node(spec: WorkflowSpec, node: Node, model: BaseChatModel) -> NodeFu
                 + _loosen(exc)
             ) from None
         return {out: getattr(parsed, out) for out in node.outputs}
-
-    if node.tools:
-        return tool_node(spec, node, model, messages, structured_call)
-    return lambda state: structured_call(messages(state))
 
 
 def _is_free_text(spec: WorkflowSpec, field: str) -> bool:

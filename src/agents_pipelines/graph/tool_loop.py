@@ -13,7 +13,7 @@ without tools, that turns the model's answer into the output fields.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -27,6 +27,8 @@ from agents_pipelines.spec.python_refs import import_ref
 NodeFunction = Callable[[dict[str, Any]], dict[str, Any]]
 Messages = Callable[[dict[str, Any]], list[BaseMessage]]
 StructuredCall = Callable[[list[BaseMessage]], dict[str, Any]]
+AsyncNodeFunction = Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
+AsyncStructuredCall = Callable[[list[BaseMessage]], Awaitable[dict[str, Any]]]
 
 AS_JSON = "Give that answer as JSON that fits the response schema."
 
@@ -65,20 +67,96 @@ def tool_node(
             conversation.append(reply)
             if not isinstance(reply, AIMessage) or not reply.tool_calls:
                 break
-            called += len(reply.tool_calls)
-            if called > node.max_tool_calls:
-                raise ToolCallLimitError(
-                    f"{where}: the model asked for {called} tool calls, over max_tool_calls "
-                    f"{node.max_tool_calls}. Fix: say in the prompt when to stop calling tools, "
-                    "or raise max_tool_calls."
-                )
+            called = _count(called, reply, node, where)
             conversation += [_run_tool(tools, call) for call in reply.tool_calls]
         if structured is None:
             return {node.outputs[0]: reply.text}
-        answer = [AIMessage(reply.text)] if reply.text else []  # Gemini refuses empty parts
-        return structured([*messages(state), *answer, HumanMessage(AS_JSON)])
+        return structured(_as_json_request(messages(state), reply))
 
     return action
+
+
+def async_tool_node(
+    spec: WorkflowSpec,
+    node: Node,
+    model: BaseChatModel,
+    messages: Messages,
+    structured: AsyncStructuredCall | None,
+) -> AsyncNodeFunction:
+    """``tool_node`` for LangGraph's async path: the model's calls are awaited; a sync tool
+    runs on the event loop's thread pool (LangChain's ``ainvoke`` of a sync tool)."""
+    tools = {tool.name: tool for tool in load_tools(node.tools)}
+    bound = model.bind_tools(list(tools.values()))
+    where = f"Node `{node.id}` of workflow {spec.flow.name}"
+
+    async def action(state: dict[str, Any]) -> dict[str, Any]:
+        conversation = messages(state)
+        called = 0
+        while True:
+            reply = await bound.ainvoke(conversation)
+            conversation.append(reply)
+            if not isinstance(reply, AIMessage) or not reply.tool_calls:
+                break
+            called = _count(called, reply, node, where)
+            conversation += [await _arun_tool(tools, call) for call in reply.tool_calls]
+        if structured is None:
+            return {node.outputs[0]: reply.text}
+        return await structured(_as_json_request(messages(state), reply))
+
+    return action
+
+
+def _count(called: int, reply: AIMessage, node: Node, where: str) -> int:
+    """The tool calls so far with ``reply``'s; past ``max_tool_calls`` the node fails."""
+    called += len(reply.tool_calls)
+    if called > node.max_tool_calls:
+        raise ToolCallLimitError(
+            f"{where}: the model asked for {called} tool calls, over max_tool_calls "
+            f"{node.max_tool_calls}. Fix: say in the prompt when to stop calling tools, "
+            "or raise max_tool_calls."
+        )
+    return called
+
+
+def _as_json_request(start: list[BaseMessage], reply: BaseMessage) -> list[BaseMessage]:
+    """The last, JSON-mode call's conversation: the request, the model's answer in text."""
+    answer = [AIMessage(reply.text)] if reply.text else []  # Gemini refuses empty parts
+    return [*start, *answer, HumanMessage(AS_JSON)]
+
+
+def _unknown_tool(tools: dict[str, BaseTool], name: str, call_id: str) -> ToolMessage:
+    known = ", ".join(tools)
+    return ToolMessage(
+        f"Error: there is no tool `{name}`; the tools are: {known}.",
+        tool_call_id=call_id,
+        name=name,
+        status="error",
+    )
+
+
+def _as_message(result: Any, name: str, call_id: str) -> ToolMessage:
+    if isinstance(result, ToolMessage):
+        return result
+    return ToolMessage(str(result), tool_call_id=call_id, name=name)
+
+
+def _failed(exc: Exception, name: str, call_id: str) -> ToolMessage:
+    return ToolMessage(
+        f"Error: {type(exc).__name__}: {exc}", tool_call_id=call_id, name=name, status="error"
+    )
+
+
+async def _arun_tool(tools: dict[str, BaseTool], call: ToolCall) -> ToolMessage:
+    """``_run_tool`` on the async path."""
+    name, call_id = call["name"], call.get("id") or ""
+    tool = tools.get(name)
+    if tool is None:
+        return _unknown_tool(tools, name, call_id)
+    try:
+        result = await tool.ainvoke({**call, "type": "tool_call"})
+    except Exception as exc:  # the model hears of it and may try otherwise
+        return _failed(exc, name, call_id)
+    return _as_message(result, name, call_id)
 
 
 def _run_tool(tools: dict[str, BaseTool], call: ToolCall) -> ToolMessage:
@@ -86,20 +164,10 @@ def _run_tool(tools: dict[str, BaseTool], call: ToolCall) -> ToolMessage:
     name, call_id = call["name"], call.get("id") or ""
     tool = tools.get(name)
     if tool is None:
-        known = ", ".join(tools)
-        return ToolMessage(
-            f"Error: there is no tool `{name}`; the tools are: {known}.",
-            tool_call_id=call_id,
-            name=name,
-            status="error",
-        )
+        return _unknown_tool(tools, name, call_id)
     try:
         # A ToolCall in, a ToolMessage out; autolog makes the run a TOOL span.
         result = tool.invoke({**call, "type": "tool_call"})
     except Exception as exc:  # the model hears of it and may try otherwise
-        return ToolMessage(
-            f"Error: {type(exc).__name__}: {exc}", tool_call_id=call_id, name=name, status="error"
-        )
-    if isinstance(result, ToolMessage):
-        return result
-    return ToolMessage(str(result), tool_call_id=call_id, name=name)
+        return _failed(exc, name, call_id)
+    return _as_message(result, name, call_id)

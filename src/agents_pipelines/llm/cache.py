@@ -50,7 +50,10 @@ CREATE TABLE IF NOT EXISTS responses (
 )
 """
 
-_last_hit: ContextVar[dict[str, Any] | None] = ContextVar("agents_pipelines_last_hit", default=None)
+# A box, so that a context copied from the one that made it writes where it reads.
+_last_hit: ContextVar[list[dict[str, Any] | None] | None] = ContextVar(
+    "agents_pipelines_last_hit", default=None
+)
 
 # The clock of every cache: tests replace it to expire entries without sleeping.
 clock: Callable[[], float] = time.time
@@ -78,10 +81,10 @@ class ResponseCache(BaseCache):
                 (_key(prompt, llm_string), now, now - self.ttl_s),
             ).fetchone()
         if row is None:
-            _last_hit.set(None)
+            _note_hit(None)
             return None
         generations = [_as_hit(stored) for stored in json.loads(row[0])]
-        _last_hit.set(_original_usage(generations))
+        _note_hit(_original_usage(generations))
         return generations
 
     def update(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
@@ -91,6 +94,15 @@ class ResponseCache(BaseCache):
                 "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)",
                 (_key(prompt, llm_string), now, now + self.ttl_s, _dump(return_val)),
             )
+
+    # On LangGraph's async path (a map node's items) LangChain awaits these. BaseCache's
+    # own run the lookup on a thread, in a copy of the context, where the hit it notes for
+    # take_hit() would be lost; a lookup is a local SQLite read (0.3 ms), made in place.
+    async def alookup(self, prompt: str, llm_string: str) -> Sequence[Generation] | None:
+        return self.lookup(prompt, llm_string)
+
+    async def aupdate(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
+        self.update(prompt, llm_string, return_val)
 
     def clear(self, **kwargs: Any) -> None:
         with self._connect() as db:
@@ -145,13 +157,30 @@ def _original_usage(generations: Sequence[Generation]) -> dict[str, Any]:
     return dict(hit["usage"]) if isinstance(hit, dict) else {}
 
 
+def _note_hit(original_usage: dict[str, Any] | None) -> None:
+    box = _last_hit.get()
+    if box is None:
+        _last_hit.set([original_usage])
+    else:
+        box[0] = original_usage
+
+
+def share_hits() -> None:
+    """Give this context a box for the last hit that the contexts copied from it write to.
+    LangChain's async path looks the cache up in a task of its own (a copy of the
+    caller's context) and ends the call, where the span processor runs, in the caller's."""
+    _last_hit.set([None])
+
+
 def take_hit() -> dict[str, Any] | None:
     """The original usage of the reply the cache gave last in this context, once; None if
     the last lookup missed or was taken. MLflow converts a reply to OpenAI's format before
     the span processor (tracking.span_policy) sees it, which drops response_metadata; the
     processor runs on the thread, and in the context, of the call, right after it."""
-    hit = _last_hit.get()
-    _last_hit.set(None)
+    box = _last_hit.get()
+    if box is None:
+        return None
+    hit, box[0] = box[0], None
     return hit
 
 

@@ -10,13 +10,14 @@ What it answers is in ``simulated_replies``: seeded by the request, so a dry run
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
@@ -58,6 +59,30 @@ class SimulatedChatModel(BaseChatModel):
         messages: list[BaseMessage],
         stop: list[str] | None = None,
         run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        step = (run_manager.metadata or {}).get("langgraph_step") if run_manager else None
+        return self._answer(messages, step, **kwargs)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """The same answer; the latency is awaited, so calls in flight hold no thread."""
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        step = (run_manager.metadata or {}).get("langgraph_step") if run_manager else None
+        return self._answer(messages, step, **kwargs)
+
+    def _answer(
+        self,
+        messages: list[BaseMessage],
+        step: Any,
         response_json_schema: dict[str, Any] | None = None,
         response_mime_type: str | None = None,
         ls_structured_output_format: dict[str, Any] | None = None,
@@ -65,13 +90,10 @@ class SimulatedChatModel(BaseChatModel):
         value_hints: FieldHints | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if self.latency_s:
-            time.sleep(self.latency_s)
         prompt = "\n".join(message.text for message in messages)
         if tools and (call := _next_tool_call(messages, tools)) is not None:
             return self._tool_call_result(prompt, call)
         # The graph step is in the seed so that a loop asking the same question again ends.
-        step = (run_manager.metadata or {}).get("langgraph_step") if run_manager else None
         roles = [(message.type, str(message.text)) for message in messages]
         seed = request_seed(roles, response_json_schema, step)
         if response_json_schema is not None:

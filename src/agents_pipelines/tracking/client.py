@@ -34,7 +34,9 @@ def configured_client(tracking_uri: str) -> Any:
         # (comparing with get_tracking_uri() would not do: it prefers the environment).
         mlflow.set_tracking_uri(tracking_uri)
         if not _autolog_enabled:
-            mlflow.langchain.autolog(log_traces=True, silent=True)
+            # Inline: on LangGraph's async path (map items) MLflow would otherwise hand each
+            # span's start and end to a thread pool, two thread hops per span.
+            mlflow.langchain.autolog(log_traces=True, silent=True, run_tracer_inline=True)
             _autolog_enabled = True
     return mlflow.MlflowClient(tracking_uri)
 

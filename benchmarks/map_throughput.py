@@ -1,0 +1,109 @@
+"""8. Map throughput: one run maps over 500 items, 2 calls per item, 1 s per call, 32 at once.
+
+Two map nodes in a row (``summarize`` over 500 documents, then ``label`` over the 500
+summaries), each ``max_concurrency: 32``; ideal wall = 500 x 2 x 1 s / 32 = 31.25 s.
+``run_workflow`` in a fresh worker process (tracing on, one MLflow run), after an untimed
+warm-up run of 32 items. Two backends:
+
+- ``simulated``: the simulated model awaits its 1 s latency (``simulated_latency_s``);
+- ``gemini``: the real ``ChatGoogleGenerativeAI`` (its async client) against the Gemini
+  loopback server, which runs in this process (not the worker's) and answers each call
+  after 1 s. The worker's CPU time per call is the client's own cost, with ours and
+  MLflow's.
+
+Gated: wall time, peak RSS, every call in cost_summary.json and in the stored trace
+(distinct node and item pairs: 1,000), and the time from the graph's end to the run's end
+(the MLflow run closed, cost_summary.json written, the trace handed to the export). The
+drain of the export after the run is an info row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.core import BenchResult, Context, Worker, median
+from benchmarks.workflows import two_maps, write_workflow
+
+NAME = "map_throughput"
+ITEMS, CALLS_PER_ITEM, LATENCY_S, LIMIT = 500, 2, 1.0, 32
+IDEAL_S = ITEMS * CALLS_PER_ITEM * LATENCY_S / LIMIT
+WALL_RATIO, RSS_MB, TAIL_S = 1.15, 600.0, 1.0
+FAKE_KEY = "AIzaSy" + "B" * 33  # the loopback server takes any key
+
+
+def run(ctx: Context) -> BenchResult:
+    result = BenchResult(NAME)
+    work = ctx.workdir(NAME)
+    path = write_workflow(work / "workflows", "map_500", two_maps("map_500", ITEMS, LIMIT))
+    warm = write_workflow(work / "workflows", "map_warm", two_maps("map_warm", LIMIT, LIMIT))
+    params = {"path": str(path), "warm_path": str(warm)}
+    latency = {"AGENTS_PIPELINES_SIMULATED_LATENCY_S": str(LATENCY_S)}
+    simulated = _samples(ctx, work, "simulated", params, latency)
+    _gate(result, "simulated", simulated)
+    from agents_pipelines.testing import GeminiLoopbackServer
+    from agents_pipelines.testing.gemini_server import default_reply
+
+    with GeminiLoopbackServer() as server:
+        server.set_default(lambda r: _delayed(default_reply(r)))
+        env = {
+            "AGENTS_PIPELINES_LLM_BACKEND": "gemini",
+            "GOOGLE_API_KEY": FAKE_KEY,
+            "GOOGLE_GEMINI_BASE_URL": server.base_url,
+        }
+        gemini = _samples(ctx, work, "gemini", params, env)
+        in_flight = server.max_in_flight
+    _gate(result, "gemini client", gemini)
+    result.info("gemini client: most calls in flight (server)", in_flight, "calls")
+    return result
+
+
+def _delayed(reply: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(reply, delay_s=LATENCY_S)
+
+
+def _samples(
+    ctx: Context, work: Any, backend: str, params: dict[str, Any], extra: dict[str, str]
+) -> list[dict[str, Any]]:
+    """One run per fresh worker (so that peak RSS is one run's), ``reps`` times."""
+    samples = []
+    for i in range(ctx.reps(2, 1)):
+        env = ctx.env(ctx.mlflow_store(work), **extra)
+        worker = Worker("map_throughput", params, env, work, work / f"{backend}-{i}.log")
+        try:
+            reply = worker.call()
+            reply["maxrss_mb"] = worker.call("rss")["maxrss_kb"] / 1024
+        finally:
+            worker.close()
+        samples.append(reply)
+    return samples
+
+
+def _gate(result: BenchResult, label: str, samples: list[dict[str, Any]]) -> None:
+    calls = ITEMS * CALLS_PER_ITEM
+    wall = median(s["elapsed_s"] for s in samples)
+    ratio = wall / IDEAL_S
+    ok = ratio <= WALL_RATIO
+    result.gate(f"{label}: wall / ideal ({IDEAL_S:.2f} s)", ratio, "x", f"<= {WALL_RATIO}x", ok)
+    rss = max(s["maxrss_mb"] for s in samples)
+    result.gate(f"{label}: peak RSS", rss, "MB", f"<= {RSS_MB:.0f} MB", rss <= RSS_MB)
+    found = min(min(s["summary_calls"], s["traced_calls"], s["llm_calls"]) for s in samples)
+    where = f"{label}: calls in cost_summary.json and trace"
+    result.gate(where, found, "calls", f"= {calls}", found == calls)
+    tail = max(s["tail_s"] for s in samples)
+    result.gate(f"{label}: graph end -> run end", tail, "s", f"<= {TAIL_S:.1f} s", tail <= TAIL_S)
+    cpu_ms = median(s["cpu_s"] for s in samples) / calls * 1000
+    result.info(f"{label}: worker CPU per call", cpu_ms, "ms")
+    drain = median(s["drain_s"] for s in samples)
+    result.info(f"{label}: trace export drain after the run", drain, "s")
+    walls = ", ".join(f"{s['elapsed_s']:.2f}" for s in samples)
+    cpus = ", ".join(f"{s['cpu_s']:.1f}" for s in samples)
+    rsss = ", ".join(f"{s['maxrss_mb']:.0f}" for s in samples)
+    counts = ", ".join(
+        f"{s['llm_calls']}/{s['summary_calls']}/{s['traced_calls']}" for s in samples
+    )
+    result.note(
+        f"{label}: wall {walls} s; worker CPU {cpus} s; peak RSS {rsss} MB; "
+        f"calls (ledger/cost_summary/trace) {counts}"
+    )
