@@ -31,7 +31,7 @@ import yaml
 from agents_pipelines.errors import AgentsPipelinesError
 from agents_pipelines.orchestration import build_definitions
 from agents_pipelines.testing import GeminiLoopbackServer
-from agents_pipelines.testing.gemini_server.replies import default_reply
+from agents_pipelines.testing.gemini_server.replies import RecordedRequest, Reply, default_reply
 from conftest import (
     AGREED_FIGURES,
     EXAMPLES,
@@ -54,6 +54,7 @@ LATENCY_S = 1.0  # per Gemini call: long enough for steps on both workers to ove
 DAY_LIMIT_USD = 0.0025  # daily's spend limit: about five runs of two calls
 BUDGET_USD = 0.0003  # capped's budget: between one call and two of its three
 RUNS = ["daily", "daily", "daily", "capped"] * 4
+ARRIVALS: list[tuple[float, str]] = []  # when each Gemini call reached the server
 DAILY = workflow_yaml(
     "daily",
     ("draft", "Draft a note on {topic}.", "draft"),
@@ -85,23 +86,31 @@ def redis_url() -> str:
     return url
 
 
-def celery_config(tmp_path: Path) -> Path:
-    """deploy/celery/celery.yaml, with keys of this test's own in the shared Redis."""
+@pytest.fixture
+def celery_config(tmp_path: Path, redis_url: str) -> Iterator[Path]:
+    """deploy/celery/celery.yaml, with keys of this test's own in the shared Redis, deleted
+    afterwards."""
+    import redis
+
     config = yaml.safe_load(SHIPPED_CONFIG.read_text())
-    prefix = {"global_keyprefix": f"agents_pipelines_test_{uuid.uuid4().hex[:8]}:"}
+    prefix = f"agents_pipelines_test_{uuid.uuid4().hex[:8]}:"
     config["execution"]["config"]["config_source"] = {
-        "broker_transport_options": prefix,
-        "result_backend_transport_options": prefix,
+        "broker_transport_options": {"global_keyprefix": prefix},
+        "result_backend_transport_options": {"global_keyprefix": prefix},
     }
     path = tmp_path / "celery.yaml"
     path.write_text(yaml.safe_dump(config))
-    return path
+    yield path
+    with redis.Redis.from_url(redis_url) as client:
+        for key in client.scan_iter(match=f"{prefix}*"):
+            client.delete(key)
 
 
 @pytest.fixture
 def deployment(
     tmp_path: Path,
     redis_url: str,
+    celery_config: Path,
     postgres_database_factory: Any,
     mlflow_on_postgres: str,  # noqa: F811
     gemini: GeminiLoopbackServer,
@@ -121,13 +130,19 @@ def deployment(
         "DAGSTER_HOME": str(home),
         "DAGSTER_POSTGRES_URL": dagster_db,
         "AGENTS_PIPELINES_EXECUTOR": "celery",
-        "AGENTS_PIPELINES_CELERY_CONFIG": str(celery_config(tmp_path)),
+        "AGENTS_PIPELINES_CELERY_CONFIG": str(celery_config),
         "AGENTS_PIPELINES_CELERY_BROKER": redis_url,
         "AGENTS_PIPELINES_CELERY_BACKEND": redis_url,
         "AGENTS_PIPELINES_WORKFLOWS_DIR": str(workflows),
         "MLFLOW_TRACKING_URI": mlflow_on_postgres,
     }
-    gemini.set_default(lambda request: replace(default_reply(request), delay_s=LATENCY_S))
+
+    def slow(request: RecordedRequest) -> Reply:
+        ARRIVALS.append((time.time(), request.prompt_text[:12]))  # to explain a failure
+        return replace(default_reply(request), delay_s=LATENCY_S)
+
+    ARRIVALS.clear()
+    gemini.set_default(slow)
     with dg.DagsterInstance.from_config(str(home)) as instance:  # migrates the schema
         instance.event_log_storage.set_concurrency_slots("gemini", POOL_LIMIT)
     yield env
@@ -233,8 +248,10 @@ def test_sixteen_runs_on_two_celery_workers(
     assert calls == len(gemini.requests)  # every call the server saw is in a run's figures
     # The pool held across the workers: never more steps running, nor Gemini calls in flight
     # (a step has one at a time), than its slots; and every slot came back.
-    assert most_at_once([(s["starts"][0], s["end"]) for s in steps.values()]) <= POOL_LIMIT
-    assert 2 <= gemini.max_in_flight <= POOL_LIMIT
+    running = [(s["starts"][0], s["end"], s["worker"]) for s in steps.values()]
+    timeline = f"steps {sorted(running)}, calls {ARRIVALS} of {LATENCY_S} s"
+    assert most_at_once([(start, end) for start, end, _ in running]) <= POOL_LIMIT, timeline
+    assert 2 <= gemini.max_in_flight <= POOL_LIMIT, timeline
     assert pool.limit == POOL_LIMIT and not pool.claimed_slots and not pool.pending_steps
 
     by_asset: dict[str, list[dict[str, Any]]] = {"daily": [], "capped": []}
