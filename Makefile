@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
-EXTRAS := --extra dev --extra postgres
+EXTRAS := --extra dev --extra postgres --extra celery
 # Never download a Python: use the one that runs make.
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)

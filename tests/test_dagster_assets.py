@@ -71,8 +71,8 @@ def test_a_code_location_can_choose_its_own_executor() -> None:
 
 
 def test_an_unknown_executor_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AGENTS_PIPELINES_EXECUTOR", "celery")
-    with pytest.raises(AgentsPipelinesError, match="AGENTS_PIPELINES_EXECUTOR='celery'"):
+    monkeypatch.setenv("AGENTS_PIPELINES_EXECUTOR", "dask")
+    with pytest.raises(AgentsPipelinesError, match="AGENTS_PIPELINES_EXECUTOR='dask'"):
         build_definitions(EXAMPLES)
 
 

@@ -44,6 +44,12 @@ NOT_RUN = {
     "make bench": "the benchmarks take minutes and are never part of the test suite",
     "make upgrade": "re-resolves against PyPI and rewrites uv.lock",
     'git add uv.lock && git commit -m "Upgrade dependencies"': "commits to the repository",
+    "deploy/celery/worker.sh celery_a": "needs Redis and PostgreSQL: tests/test_celery.py "
+    "starts two workers with this script, each with a name of its own",
+    "deploy/celery/worker.sh celery_b --concurrency 4": "as above",
+    ".venv/bin/dagster dev -m agents_pipelines.definitions": "with the Celery profile it needs "
+    "Redis, PostgreSQL and workers; tests/test_celery.py launches its runs through the same "
+    "code location and executor, and `make dev` is run here",
 }
 # Run elsewhere, in the setting they need.
 DELEGATED = {
@@ -52,10 +58,7 @@ DELEGATED = {
     for command in DG_COMMANDS
 }
 # Python blocks not run, found by a line they hold.
-NOT_RUN_PYTHON = {
-    "from dagster_celery import celery_executor": "needs dagster-celery and a message broker, "
-    "neither of them a dependency of this project",
-}
+NOT_RUN_PYTHON: dict[str, str] = {}
 # Fenced blocks that are not commands.
 NOT_COMMANDS = {
     "text": "a diagram",

@@ -22,6 +22,7 @@ OURS = (
     "AGENTS_PIPELINES_WORKFLOWS_DIR",
     "AGENTS_PIPELINES_INVALID_WORKFLOWS",
     "AGENTS_PIPELINES_EXECUTOR",
+    "AGENTS_PIPELINES_CELERY_CONFIG",
     "AGENTS_PIPELINES_MLFLOW_UI_URL",
     "MLFLOW_TRACKING_URI",
     "GOOGLE_GEMINI_BASE_URL",
@@ -69,7 +70,7 @@ def test_defaults(clean_env: pytest.MonkeyPatch) -> None:
     [
         ("AGENTS_PIPELINES_LLM_BACKEND", "foo", "gemini, simulated, record, replay"),
         ("AGENTS_PIPELINES_INVALID_WORKFLOWS", "ignore", "fail, skip"),
-        ("AGENTS_PIPELINES_EXECUTOR", "celery", "in_process, multiprocess"),
+        ("AGENTS_PIPELINES_EXECUTOR", "dask", "in_process, multiprocess, celery"),
     ],
 )
 def test_a_bad_choice_names_the_variable_and_the_allowed_values(
@@ -93,12 +94,12 @@ def test_a_bad_backend_variable_fails_the_run_path(clean_env: pytest.MonkeyPatch
 
 
 def test_every_bad_variable_is_named_at_once(clean_env: pytest.MonkeyPatch) -> None:
-    clean_env.setenv("AGENTS_PIPELINES_EXECUTOR", "celery")
+    clean_env.setenv("AGENTS_PIPELINES_EXECUTOR", "dask")
     clean_env.setenv("AGENTS_PIPELINES_SIMULATED_LATENCY_S", "slow")
     with pytest.raises(AgentsPipelinesError) as raised:
         settings()
     message = str(raised.value)
-    assert "AGENTS_PIPELINES_EXECUTOR='celery' is not valid" in message
+    assert "AGENTS_PIPELINES_EXECUTOR='dask' is not valid" in message
     assert "AGENTS_PIPELINES_SIMULATED_LATENCY_S='slow' is not valid" in message
     assert "valid number" in message
 

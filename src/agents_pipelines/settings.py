@@ -26,6 +26,7 @@ CASSETTE_ENV = "AGENTS_PIPELINES_CASSETTE"
 WORKFLOWS_DIR_ENV = "AGENTS_PIPELINES_WORKFLOWS_DIR"
 ON_INVALID_ENV = "AGENTS_PIPELINES_INVALID_WORKFLOWS"
 EXECUTOR_ENV = "AGENTS_PIPELINES_EXECUTOR"
+CELERY_CONFIG_ENV = "AGENTS_PIPELINES_CELERY_CONFIG"
 UI_URL_ENV = "AGENTS_PIPELINES_MLFLOW_UI_URL"
 API_KEY_ENV = "GOOGLE_API_KEY"
 ALT_API_KEY_ENV = "GEMINI_API_KEY"
@@ -52,7 +53,11 @@ class Settings(BaseSettings):
     simulated_latency_s: float = Field(0.0, ge=0, alias=LATENCY_ENV)
     workflows_dir: str = Field("workflows", alias=WORKFLOWS_DIR_ENV)
     invalid_workflows: Literal["fail", "skip"] = Field("fail", alias=ON_INVALID_ENV)
-    executor: Literal["in_process", "multiprocess"] = Field("in_process", alias=EXECUTOR_ENV)
+    executor: Literal["in_process", "multiprocess", "celery"] = Field(
+        "in_process", alias=EXECUTOR_ENV
+    )
+    # The Celery workers' config YAML (deploy/celery/celery.yaml): one file for both sides.
+    celery_config: str | None = Field(None, alias=CELERY_CONFIG_ENV)
     mlflow_ui_url: str | None = Field(None, alias=UI_URL_ENV)
     mlflow_tracking_uri: str | None = Field(None, alias=TRACKING_URI_ENV)
     gemini_base_url: str | None = Field(None, alias=BASE_URL_ENV)
@@ -112,7 +117,7 @@ settings.cache_clear = _parse.cache_clear  # type: ignore[attr-defined]
 
 
 def _describe(error: Any) -> str:
-    """``AGENTS_PIPELINES_EXECUTOR='celery' is not valid: it must be one of in_process, ...``"""
+    """``AGENTS_PIPELINES_EXECUTOR='dask' is not valid: it must be one of in_process, ...``"""
     name = str(error["loc"][0]) if error["loc"] else "?"
     shown = "<hidden>" if name in (API_KEY_ENV, ALT_API_KEY_ENV) else repr(error["input"])
     field = next((f for f in Settings.model_fields.values() if f.alias == name), None)

@@ -21,6 +21,7 @@ from agents_pipelines.orchestration.automation import (
     build_schedule,
     workflow_job,
 )
+from agents_pipelines.orchestration.executors import executor_from_settings
 from agents_pipelines.orchestration.resource import WorkflowRunner
 from agents_pipelines.orchestration.translator import WorkflowTranslator
 from agents_pipelines.redaction import redacting_logger
@@ -45,8 +46,8 @@ def build_workflow_definitions(
 ) -> dg.Definitions:
     """Assets, plus a job, schedule and sensor for each workflow that asks for them.
 
-    ``executor`` defaults to the in-process executor (see ``_executor``); pass another, such
-    as dagster-celery's, to run steps elsewhere."""
+    ``executor`` defaults to the one AGENTS_PIPELINES_EXECUTOR names (see executors.py);
+    pass another to run steps elsewhere."""
     assets, jobs, schedules, sensors = [], [], [], []
     for workflow in workflows:
         asset = build_workflow_asset(workflow, translator)
@@ -66,19 +67,8 @@ def build_workflow_definitions(
         schedules=schedules,
         sensors=sensors,
         resources={RUNNER_KEY: runner or WorkflowRunner()},
-        executor=executor or _executor(),
+        executor=executor or executor_from_settings(),
     )
-
-
-def _executor() -> dg.ExecutorDefinition:
-    """In-process by default: a workflow asset is one step, and Dagster's multiprocess
-    executor would start a process for it that imports the code location again: seconds
-    per run (benchmarks/whole_process.py measures both executors). The step's LLM calls
-    already run concurrently inside it. AGENTS_PIPELINES_EXECUTOR=multiprocess restores
-    Dagster's default, for runs that select many independent workflows at once."""
-    if settings().executor == "multiprocess":
-        return dg.multiprocess_executor
-    return dg.in_process_executor
 
 
 def build_definitions(
