@@ -248,10 +248,8 @@ def test_sixteen_runs_on_two_celery_workers(
     assert calls == len(gemini.requests)  # every call the server saw is in a run's figures
     # The pool held across the workers: never more steps running, nor Gemini calls in flight
     # (a step has one at a time), than its slots; and every slot came back.
-    # Known to fail in about 1 run in 4 (README, "Past one machine: Celery"): on PostgreSQL,
-    # Dagster 1.13 claims a slot with SELECT ... FOR UPDATE SKIP LOCKED on an autocommit
-    # connection (SqlEventLogStorage._claim_concurrency_slot), so two runs claiming at the
-    # same instant can both take the same free slot, and 4 steps ran with 3 slots.
+    # With Dagster 1.13's own claim this failed in 2 of 8 trials (4 steps with 3 slots): the
+    # team profile's event log storage claims a slot in one statement (pool_slots.py).
     running = [(s["starts"][0], s["end"], s["worker"]) for s in steps.values()]
     timeline = f"steps {sorted(running)}, calls {ARRIVALS} of {LATENCY_S} s"
     assert most_at_once([(start, end) for start, end, _ in running]) <= POOL_LIMIT, timeline

@@ -5,12 +5,14 @@ backend store, under 16 concurrent runs in separate processes."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import mlflow
@@ -115,3 +117,55 @@ def test_sixteen_concurrent_runs_on_postgres(
         )
         assert summary["totals"]["total_cost_usd"] == meta["total_cost_usd"]
         assert runs[run_id].data.metrics["total_tokens"] == meta["total_tokens"]
+
+
+def _claim_at_once(args: tuple[str, int, Any]) -> bool:
+    """One process's claim of a `gemini` slot, once every process is ready."""
+    home, index, barrier = args
+    global _instance
+    if _instance is None:  # one instance per process, opened before the barrier
+        _instance = dg.DagsterInstance.from_config(home)
+    barrier.wait()
+    status = _instance.event_log_storage._claim_concurrency_slot(  # type: ignore[attr-defined]
+        "gemini", f"run-{index}", "release_notes"
+    )
+    return bool(status.name == "CLAIMED")
+
+
+_instance: dg.DagsterInstance | None = None
+
+
+@pytest.mark.postgres
+@pytest.mark.xdist_group("concurrency")  # one many-process test at a time
+def test_a_pool_slot_goes_to_one_claim_among_many_at_once(
+    tmp_path: Path, postgres_database_factory: Any
+) -> None:
+    # Dagster 1.13's own claim (SELECT ... FOR UPDATE SKIP LOCKED on an autocommit
+    # connection, then an UPDATE by id) gave one slot to two claims in 2 of 8 runs of
+    # tests/test_celery.py, and 6 or 7 claims of 3 slots here; now 12 processes claim 3 slots
+    # at the same instant, 5 times.
+    url = postgres_database_factory().replace("postgresql://", "postgresql+psycopg2://")
+    shutil.copy(REPO / "deploy" / "team" / "dagster.yaml", tmp_path / "dagster.yaml")
+    os.environ["DAGSTER_POSTGRES_URL"] = url
+    try:
+        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+            storage = instance.event_log_storage
+            assert type(storage).__name__ == "PoolSafePostgresEventLogStorage"
+            storage.set_concurrency_slots("gemini", 3)
+        context = multiprocessing.get_context("fork")  # dagster imported once, here
+        with context.Manager() as manager, context.Pool(12) as pool:
+            barrier = manager.Barrier(12)
+            for trial in range(5):
+                args = [(str(tmp_path), i, barrier) for i in range(12)]
+                claimed = pool.map(_claim_at_once, args)
+                assert sum(claimed) == 3, f"trial {trial}: {sum(claimed)} claims of 3 slots"
+                with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+                    info = instance.event_log_storage.get_concurrency_info("gemini")
+                    assert (info.slot_count, len(info.claimed_slots)) == (3, 3)
+                    for index, won in enumerate(claimed):
+                        if won:
+                            instance.event_log_storage.free_concurrency_slot_for_step(
+                                f"run-{index}", "release_notes"
+                            )
+    finally:
+        os.environ.pop("DAGSTER_POSTGRES_URL", None)
