@@ -298,3 +298,46 @@ def test_the_workflows_evals_score_each_case_once_beside_the_exact_matches(
         terse = next(a for a in trace.info.assessments if a.name == "terse")
         assert terse.source.source_type == "LLM_JUDGE"
         assert terse.source.source_id == "gemini-2.5-flash"
+
+
+def test_record_once_then_evaluate_offline_from_the_cassette(
+    gemini: GeminiLoopbackServer,
+    mlflow_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The README's CI loop: `eval --backend record` with a key, then `--backend replay`
+    with no key and no server gives the same verdicts, tokens and cost."""
+    import mlflow
+
+    gemini.set_default(model_answer)
+    workflow = write(tmp_path, CLASSIFY)
+    text, _ = twenty_lines()
+    dataset = write(tmp_path, "\n".join(text.splitlines()[:6]) + "\n", "cases.jsonl")
+    cassette = tmp_path / "triage.jsonl"
+    args = ["eval", str(workflow), "--dataset", str(dataset), "--cassette", str(cassette)]
+
+    assert main([*args, "--backend", "record", "--min-pass-rate", "0.5"]) == 0
+    recorded = capsys.readouterr().out
+    requests = len(gemini.requests)
+    assert requests == 6 and len(cassette.read_text().splitlines()) == 6
+    gemini.stop()
+    monkeypatch.delenv("GOOGLE_API_KEY")
+
+    assert main([*args, "--backend", "replay", "--min-pass-rate", "0.5"]) == 0
+    replayed = capsys.readouterr().out
+
+    assert len(gemini.requests) == requests  # nothing reached the (stopped) server
+    figures = [line for line in recorded.splitlines() if "%" in line or "cost" in line]
+    assert figures and figures == [
+        line for line in replayed.splitlines() if "%" in line or "cost" in line
+    ]
+    first, second = sorted(
+        mlflow.MlflowClient().search_runs(
+            ["1"], filter_string="tags.`mlflow.runType` = 'genai_evaluate'"
+        ),
+        key=lambda run: run.info.start_time,
+    )
+    for metric in ("total_tokens", "total_cost_usd"):
+        assert first.data.metrics[metric] == second.data.metrics[metric] > 0, metric
