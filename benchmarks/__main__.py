@@ -20,6 +20,7 @@ from benchmarks import (
     batch,
     code_location,
     critical_path,
+    daemon_backfill,
     materialization,
     memory,
     tracing,
@@ -35,6 +36,7 @@ BENCHMARKS: dict[str, Callable[[Context], BenchResult]] = {
     whole_process.NAME: whole_process.run,
     batch.NAME: batch.run,
     memory.NAME: memory.run,
+    daemon_backfill.NAME: daemon_backfill.run,
 }
 
 
