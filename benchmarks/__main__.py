@@ -21,6 +21,7 @@ from benchmarks import (
     code_location,
     critical_path,
     map_throughput,
+    daemon_backfill,
     materialization,
     memory,
     tracing,
@@ -37,6 +38,7 @@ BENCHMARKS: dict[str, Callable[[Context], BenchResult]] = {
     batch.NAME: batch.run,
     memory.NAME: memory.run,
     map_throughput.NAME: map_throughput.run,
+    daemon_backfill.NAME: daemon_backfill.run,
 }
 
 

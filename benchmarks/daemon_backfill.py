@@ -1,0 +1,236 @@
+"""8. A backfill through ``dagster dev``'s daemon, as a user runs one.
+
+A temporary DAGSTER_HOME with the repository's dagster.yaml (pool limit 4), ``dagster dev``
+on a workflow of 24 static partitions with 3 calls of 1 s each (simulated backend), and a
+backfill of every partition launched through the webserver's GraphQL
+``launchPartitionBackfill``, as the UI's "Materialize all" does. Wall time runs from the
+launch to the end of the last run (the run records' end times). Ideal = 24 x 3 s / 4 slots
+= 18 s: the pool, not the machine, would set the pace.
+
+Each run's time is broken down from its event log (medians over the runs): queued (enqueued
+to launched), process start and code-location load (RUN_STARTING to RUN_START), set-up
+before the step (RUN_START to STEP_START, which includes the wait for a pool slot), the
+step (STEP_START to STEP_SUCCESS: the workflow, its MLflow run and its events) and the
+end (STEP_SUCCESS to RUN_SUCCESS). The load average is printed beside the figures: the
+machine is shared. Apart from the backfill, a fresh process times in CPU seconds what
+every run worker imports before its step (benchmarks/_run_worker_cpu.py): 24 of those over
+the machine's cores is a floor that no run queue setting can go under.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.core import BIN, PYTHON, REPO, BenchResult, Context, median
+from benchmarks.workflows import linear, partitioned, write_workflow
+
+NAME = "daemon_backfill"
+PARTITIONS, CALLS, LATENCY_S, SLOTS = 24, 3, 1.0, 4
+TARGET = 0.60
+ASSET = "daemon_chain"
+
+BACKFILL = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}
+"""
+LOCATION = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } }"
+# Event-log phases of one run, in order: (label, from event, to event).
+PHASES = (
+    ("queued (enqueued to launched)", "RUN_ENQUEUED", "RUN_STARTING"),
+    ("worker start + code location (RUN_STARTING to RUN_START)", "RUN_STARTING", "RUN_START"),
+    ("before the step, incl. pool slot wait", "RUN_START", "STEP_START"),
+    ("step (workflow, MLflow run, events)", "STEP_START", "STEP_SUCCESS"),
+    ("after the step (STEP_SUCCESS to RUN_SUCCESS)", "STEP_SUCCESS", "RUN_SUCCESS"),
+)
+
+
+@dataclass
+class Backfill:
+    wall_s: float
+    first_run_s: float  # launch to the first run's creation: the backfill daemon's delay
+    phases: dict[str, float]  # label -> median seconds over the runs
+    load: tuple[float, float, float]
+
+
+def run(ctx: Context) -> BenchResult:
+    result = BenchResult(NAME)
+    work = ctx.workdir(NAME)
+    ideal = PARTITIONS * CALLS * LATENCY_S / SLOTS
+    backfills = measure(ctx, work, REPO / "dagster.yaml", ctx.reps(3, 1))
+    wall = median(b.wall_s for b in backfills)
+    efficiency = ideal / wall
+    target = f">= {TARGET * 100:.0f} %"
+    result.gate(
+        "throughput vs pool-bound ideal", efficiency * 100, "%", target, efficiency >= TARGET
+    )
+    result.info("backfill wall time (launch to last run's end)", wall, "s")
+    result.info("ideal wall time", ideal, "s")
+    # The backfill daemon looks for new backfills every 30 s (Dagster's fixed loop interval).
+    result.info("launch to the first run's creation", median(b.first_run_s for b in backfills), "s")
+    for label, _, _ in PHASES:
+        result.info(f"per run: {label}", median(b.phases[label] for b in backfills), "s")
+    imports = _import_cpu(ctx, work)
+    per_run = sum(imports.values())
+    result.info("per run: CPU of imports before the step", per_run, "s")
+    floor = PARTITIONS * per_run / (os.cpu_count() or 1)
+    result.info(f"CPU floor: {PARTITIONS} runs x imports / {os.cpu_count()} cores", floor, "s")
+    result.note(
+        f"{PARTITIONS} partitions x {CALLS} calls x {LATENCY_S:.0f} s, pool limit {SLOTS}, "
+        f"launched through GraphQL on `dagster dev`; ideal {ideal:.0f} s"
+    )
+    result.note(
+        "run worker imports (CPU s): " + ", ".join(f"{k} {v:.2f}" for k, v in imports.items())
+    )
+    for i, b in enumerate(backfills, 1):
+        load = ", ".join(f"{v:.2f}" for v in b.load)
+        result.note(
+            f"backfill {i}: {b.wall_s:.1f} s ({ideal / b.wall_s * 100:.0f} % of ideal); "
+            f"launch to first run {b.first_run_s:.1f} s; load average at the end {load}"
+        )
+    return result
+
+
+def measure(ctx: Context, work: Path, dagster_yaml: Path, repetitions: int) -> list[Backfill]:
+    """Start ``dagster dev`` once with ``dagster_yaml``, then run ``repetitions`` backfills
+    one after the other (each of every partition, so each launches 24 runs)."""
+    folder = work / "workflows"
+    write_workflow(folder, ASSET, partitioned(linear(ASSET, CALLS), PARTITIONS))
+    home = work / "dagster_home"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir()
+    shutil.copy(dagster_yaml, home / "dagster.yaml")
+    env = ctx.env(
+        ctx.mlflow_store(work),
+        DAGSTER_HOME=str(home),
+        AGENTS_PIPELINES_WORKFLOWS_DIR=str(folder),
+        AGENTS_PIPELINES_SIMULATED_LATENCY_S=str(LATENCY_S),
+    )
+    with _dagster_dev(env, work / "dagster_dev.log") as url:
+        _wait(lambda: _location_loaded(url), 180, "the code location to load")
+        return [_one_backfill(url, home) for _ in range(repetitions)]
+
+
+def _one_backfill(url: str, home: Path) -> Backfill:
+    import dagster as dg
+
+    keys = [f"p{i:02d}" for i in range(PARTITIONS)]
+    params = {"partitionNames": keys, "assetSelection": [{"path": [ASSET]}]}
+    launched = time.time()
+    reply = _graphql(url, BACKFILL, {"params": params})["launchPartitionBackfill"]
+    if reply["__typename"] != "LaunchBackfillSuccess":
+        raise RuntimeError(f"backfill not launched: {reply}")
+    tag = {"dagster/backfill": reply["backfillId"]}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+
+        def finished() -> list[Any] | None:
+            records = instance.get_run_records(filters=dg.RunsFilter(tags=tag))
+            done = [r for r in records if r.dagster_run.is_finished]
+            return records if len(done) == PARTITIONS else None
+
+        records = _wait(finished, 900, "the backfill's runs to finish")
+        failed = [r.dagster_run.run_id for r in records if not r.dagster_run.is_success]
+        if failed:
+            raise RuntimeError(f"{len(failed)} backfill run(s) failed, e.g. {failed[0]}")
+        phases = _phases(instance, [r.dagster_run.run_id for r in records])
+    wall = max(r.end_time for r in records) - launched
+    first = min(r.create_timestamp.timestamp() for r in records) - launched
+    return Backfill(wall, first, phases, os.getloadavg())
+
+
+def _import_cpu(ctx: Context, work: Path) -> dict[str, float]:
+    """CPU seconds of a run worker's imports, medians of 3 fresh processes."""
+    env = ctx.env("sqlite://", AGENTS_PIPELINES_WORKFLOWS_DIR=str(work / "workflows"))
+    samples = []
+    for _ in range(3):
+        done = subprocess.run(
+            [PYTHON, "-m", "benchmarks._run_worker_cpu"],
+            env=env, cwd=work, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        samples.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return {name: median(s[name] for s in samples) for name in samples[0]}
+
+
+def _phases(instance: Any, run_ids: list[str]) -> dict[str, float]:
+    spans: dict[str, list[float]] = {label: [] for label, _, _ in PHASES}
+    for run_id in run_ids:
+        times = {
+            record.dagster_event.event_type.name: record.timestamp
+            for record in instance.all_logs(run_id)
+            if record.dagster_event is not None
+        }
+        for label, start, end in PHASES:
+            if start in times and end in times:
+                spans[label].append(times[end] - times[start])
+    return {label: statistics.median(v) if v else float("nan") for label, v in spans.items()}
+
+
+@contextmanager
+def _dagster_dev(env: dict[str, str], log: Path) -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    argv = [str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml")]
+    argv += ["--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop_group(process)
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """dagster dev, its webserver, daemon, code server and run workers share its group."""
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        os.killpg(process.pid, signal.SIGTERM)
+        time.sleep(1)
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def _location_loaded(url: str) -> bool:
+    try:
+        data = _graphql(url, LOCATION, {})
+    except OSError:
+        return False
+    entries = data["workspaceOrError"].get("locationEntries", [])
+    return any(e["loadStatus"] == "LOADED" for e in entries)
+
+
+def _graphql(url: str, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    request = urllib.request.Request(f"{url}/graphql", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return dict(json.load(response)["data"])
+
+
+def _wait(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    # Poll gently: the webserver and the runs share two cores.
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(1.0)
+    raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {what}")
