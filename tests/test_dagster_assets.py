@@ -197,7 +197,6 @@ def test_dagster_asset_materialize_cli(tmp_path: Path, mlflow_uri: str) -> None:
 
 def test_a_typo_in_llm_backend_is_refused_as_the_runner_is_built() -> None:
     assert WorkflowRunner(llm_backend="simulated").llm_backend is Backend.SIMULATED  # type: ignore[arg-type]
-    with pytest.raises(
-        pydantic.ValidationError, match=r"llm_backend\n  Input should be 'gemini' or 'simulated'"
-    ):
+    refused = r"llm_backend\n  Input should be 'gemini', 'simulated', 'record' or 'replay'"
+    with pytest.raises(pydantic.ValidationError, match=refused):
         WorkflowRunner(llm_backend="gemni")  # type: ignore[arg-type]

@@ -25,7 +25,15 @@ from agents_pipelines.runner import Checkpointing, run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply
 from agents_pipelines.testing.gemini_server import default_reply
-from conftest import REPO, assert_usage_agrees, metadata_of, metadata_values, workflow_yaml, write
+from conftest import (
+    REPO,
+    assert_usage_agrees,
+    metadata_of,
+    metadata_values,
+    wait_until,
+    workflow_yaml,
+    write,
+)
 from reexecutable_job import WORKFLOWS_ENV, workflows_job
 from test_map_nodes import item_of, map_workflow, reviews
 
@@ -46,13 +54,19 @@ def three_calls(name: str, execution: str = "") -> str:
     )
 
 
-def fail_first(gemini: GeminiLoopbackServer, marker: str, times: int) -> None:
-    """The first ``times`` requests whose prompt holds ``marker`` fail with a 500."""
+def fail_first(
+    gemini: GeminiLoopbackServer, marker: str, times: int, once_received: int = 0
+) -> None:
+    """The first ``times`` requests whose prompt holds ``marker`` fail with a 500, each once
+    the server has received ``once_received`` requests in all (so that they are in flight)."""
     failed = Counter[str]()
 
     def answer(request: RecordedRequest) -> Reply | Fault:
         if marker in request.prompt_text and failed[marker] < times:
             failed[marker] += 1
+            wait_until(
+                lambda: len(gemini.requests) >= once_received, 60, "the calls in flight", 0.01
+            )
             return Fault.server_error(500, "backend unavailable")
         return default_reply(request)
 
@@ -146,13 +160,13 @@ def test_a_step_retry_calls_only_the_node_that_failed(
 def test_a_map_retry_calls_only_the_failed_item(
     tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer, instance: dg.DagsterInstance
 ) -> None:
-    # Ten calls in flight at once: every item is called before the 7th item's failure ends
-    # the pass (none waits for a slot; those that do are the next test's case).
+    # Ten calls in flight at once: the 7th item's failure comes once every item is called
+    # (none waits for a slot; those that do are the next test's case), and ends the pass.
     text = map_workflow(reviews(10), map_extra=", max_concurrency: 10")
     text = text.replace("max_concurrency: 3, ", "").replace(
         "orchestration:\n", "orchestration:\n  retry: {max_retries: 1, delay_s: 0}\n"
     )
-    fail_first(gemini, "review 6", times=1)
+    fail_first(gemini, "review 6", times=1, once_received=10)
     result = materialize(write(tmp_path, text), instance)
     assert result.success
     items = Counter(item_of(r) for r in gemini.requests)
