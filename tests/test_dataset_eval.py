@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agents_pipelines.cli import main
-from agents_pipelines.eval_dataset import read_dataset
+from agents_pipelines.dataset_eval.dataset import read_dataset
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply, Usage
 from conftest import workflow_yaml, write

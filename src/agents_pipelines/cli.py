@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_eval(commands: Any) -> None:
-    from agents_pipelines.eval_cli import add_eval_command
+    from agents_pipelines.dataset_eval.cli import add_eval_command
 
     add_eval_command(commands, _positive, _backend)
 

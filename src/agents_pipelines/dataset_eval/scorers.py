@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agents_pipelines.eval_dataset import Case
+from agents_pipelines.dataset_eval.dataset import Case
 from agents_pipelines.evals import Verdict
 from agents_pipelines.spec import Workflow
 

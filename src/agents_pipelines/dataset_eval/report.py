@@ -3,7 +3,7 @@ tokens in total and per case, the slowest cases, the failed cases and the skippe
 
 from __future__ import annotations
 
-from agents_pipelines.dataset_eval import CaseResult, EvalReport
+from agents_pipelines.dataset_eval.cases import CaseResult, EvalReport
 
 __all__ = ["SLOWEST", "render_report"]
 

@@ -17,15 +17,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents_pipelines.errors import AgentsPipelinesError
-from agents_pipelines.eval_dataset import Case, Dataset
-from agents_pipelines.eval_scorers import (
+from agents_pipelines.dataset_eval.dataset import Case, Dataset
+from agents_pipelines.dataset_eval.scorers import (
     CaseOutcome,
     Score,
     Scorer,
     exact_match_scorers,
     workflow_scorers,
 )
+from agents_pipelines.errors import AgentsPipelinesError
 from agents_pipelines.evals import Verdict
 from agents_pipelines.redaction import redact
 from agents_pipelines.spec import Workflow

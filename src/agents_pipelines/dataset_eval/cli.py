@@ -50,9 +50,9 @@ def add_eval_command(
 
 
 def _eval(args: argparse.Namespace, backend_rule: BackendRule) -> int:
-    from agents_pipelines.dataset_eval import evaluate_dataset
-    from agents_pipelines.eval_dataset import read_dataset
-    from agents_pipelines.eval_report import render_report
+    from agents_pipelines.dataset_eval.cases import evaluate_dataset
+    from agents_pipelines.dataset_eval.dataset import read_dataset
+    from agents_pipelines.dataset_eval.report import render_report
     from agents_pipelines.spec import load_workflow
 
     try:
