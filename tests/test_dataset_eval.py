@@ -311,6 +311,9 @@ def test_record_once_then_evaluate_offline_from_the_cassette(
     with no key and no server gives the same verdicts, tokens and cost."""
     import mlflow
 
+    # The command sets both for its runs: restored after the test.
+    monkeypatch.setenv("AGENTS_PIPELINES_CASSETTE", "")
+    monkeypatch.setenv("AGENTS_PIPELINES_LLM_BACKEND", "gemini")
     gemini.set_default(model_answer)
     workflow = write(tmp_path, CLASSIFY)
     text, _ = twenty_lines()

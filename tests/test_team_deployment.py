@@ -125,7 +125,7 @@ def _claim_at_once(args: tuple[str, int, Any]) -> bool:
     global _instance
     if _instance is None:  # one instance per process, opened before the barrier
         _instance = dg.DagsterInstance.from_config(home)
-    barrier.wait()
+    barrier.wait(timeout=120)
     status = _instance.event_log_storage._claim_concurrency_slot(  # type: ignore[attr-defined]
         "gemini", f"run-{index}", "release_notes"
     )
@@ -152,12 +152,13 @@ def test_a_pool_slot_goes_to_one_claim_among_many_at_once(
             storage = instance.event_log_storage
             assert type(storage).__name__ == "PoolSafePostgresEventLogStorage"
             storage.set_concurrency_slots("gemini", 3)
-        context = multiprocessing.get_context("fork")  # dagster imported once, here
+        # Spawned: a fork of this test process would copy its threads' held locks.
+        context = multiprocessing.get_context("spawn")
         with context.Manager() as manager, context.Pool(12) as pool:
             barrier = manager.Barrier(12)
             for trial in range(5):
                 args = [(str(tmp_path), i, barrier) for i in range(12)]
-                claimed = pool.map(_claim_at_once, args)
+                claimed = pool.map_async(_claim_at_once, args).get(timeout=240)
                 assert sum(claimed) == 3, f"trial {trial}: {sum(claimed)} claims of 3 slots"
                 with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
                     info = instance.event_log_storage.get_concurrency_info("gemini")
