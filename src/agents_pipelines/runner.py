@@ -120,10 +120,12 @@ def run_workflow(
     run_version = resume.version(workflow.sha256, state)
     start = resume.Start(state)
     on_event_loop = map_node.has_map(spec)
+    awaitable: AwaitableSaver | None = None
     if checkpointing is not None:
         resume.redact_errors(checkpointing.saver)
         saver = checkpointing.saver
-        graph = graph.copy({"checkpointer": AwaitableSaver(saver) if on_event_loop else saver})
+        awaitable = AwaitableSaver(saver) if on_event_loop else None
+        graph = graph.copy({"checkpointer": awaitable or saver})
         start = resume.start(graph, checkpointing, state, run_version)
     pricer = MlflowPriceTable(spec.config.pricing)
     ledger = UsageLedger(
@@ -140,7 +142,7 @@ def run_workflow(
     try:
         with recorder.traced(state, pricer, ledger.summary):
             if on_event_loop:  # a map node's items: awaited calls, no thread each
-                stream = _astream(graph, start.input, state, config, node_runs)
+                stream = _astream(graph, start.input, state, config, node_runs, awaitable)
                 final = event_loop.run(stream, config["configurable"][map_node.PASSES_KEY].stop)
             else:
                 final = _stream(graph, start.input, state, config, node_runs)
@@ -245,14 +247,22 @@ async def _astream(
     state: dict[str, Any],
     config: dict[str, Any],
     node_runs: list[str],
+    saver: AwaitableSaver | None,
 ) -> dict[str, Any]:
-    """``_stream`` on LangGraph's async path (graph.event_loop)."""
+    """``_stream`` on LangGraph's async path (graph.event_loop). A failed run ends once the
+    checkpoint writes of the items that finished beside the failure have landed."""
     final = state
-    async for mode, chunk in graph.astream(graph_input, config, stream_mode=["updates", "values"]):
-        if mode == "updates":
-            node_runs.extend(name for name in chunk if not name.startswith("__"))
-        else:
-            final = chunk
+    try:
+        async for mode, chunk in graph.astream(
+            graph_input, config, stream_mode=["updates", "values"]
+        ):
+            if mode == "updates":
+                node_runs.extend(name for name in chunk if not name.startswith("__"))
+            else:
+                final = chunk
+    finally:
+        if saver is not None:
+            await saver.settled()
     return dict(final)
 
 

@@ -105,6 +105,17 @@ class AwaitableSaver(BaseCheckpointSaver[Any]):
     def __init__(self, inner: BaseCheckpointSaver[Any]):
         super().__init__(serde=inner.serde)
         self.inner = inner
+        self._writes: set[asyncio.Future[None]] = set()
+
+    async def settled(self) -> None:
+        """Wait for the writes still in flight. When an item fails its map node, LangGraph
+        leaves the super-step and stops waiting for the other items; those whose calls were
+        already made still finish (map_node._ItemNode._finished), and their writes are
+        submitted after the graph has raised. A retry that started before they land would
+        pay for those items again."""
+        await asyncio.sleep(0)  # let writes submitted just before this start
+        while self._writes:
+            await asyncio.wait(set(self._writes))
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return self.inner.get_tuple(config)
@@ -176,7 +187,12 @@ class AwaitableSaver(BaseCheckpointSaver[Any]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        await asyncio.to_thread(self.inner.put_writes, config, writes, task_id, task_path)
+        write = asyncio.ensure_future(
+            asyncio.to_thread(self.inner.put_writes, config, writes, task_id, task_path)
+        )
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+        await write
 
     async def adelete_thread(self, thread_id: str) -> None:
         await asyncio.to_thread(self.inner.delete_thread, thread_id)

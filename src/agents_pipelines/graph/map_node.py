@@ -140,6 +140,22 @@ class _Pass:
         self.slots = asyncio.Semaphore(limit)
         self.stopped = False
         self.failure: BaseException | None = None  # the error that stopped the pass
+        self.items: set[asyncio.Task[Any]] = set()  # the item tasks of the pass
+
+    async def others_ended(self) -> None:
+        """Wait until the pass's other items have ended, then let their results be saved.
+
+        LangGraph leaves the super-step at its first failed task, and a task finishing
+        after that has its writes saved, if at all, after the run has failed: a retry that
+        starts first pays for those items again. So the item that fails the pass fails it
+        once the calls already made have ended and their tasks have returned (as on
+        threads, where LangGraph waits for the running ones)."""
+        me = asyncio.current_task()
+        others = {task for task in self.items if task is not me and not task.done()}
+        if others:
+            await asyncio.wait(others)
+        for _ in range(3):  # their done callbacks, which commit their writes, run first
+            await asyncio.sleep(0)
 
     def __repr__(self) -> str:  # how a trace at artifact_level full shows it
         return f"<at most {self.limit} item calls in flight>"
@@ -269,6 +285,11 @@ class _ItemNode:
             config, {"metadata": {NODE_KEY: self._node.id, ITEM_KEY: item.index}}
         )
         wait_s: float | None = None
+        fails_the_pass: Exception | None = None
+        me = asyncio.current_task()
+        if me is not None:
+            run.items.add(me)
+            me.add_done_callback(run.items.discard)
         try:
             async with run.slots:
                 if run.stopped:  # an item failed the node: make no more calls
@@ -286,10 +307,16 @@ class _ItemNode:
                     if self._retried(exc, runtime):
                         wait_s = retry_after_s(exc)
                         raise
-                    outputs = self._failed_for_good(item, run, exc, config)
+                    try:
+                        outputs = self._failed_for_good(item, run, exc, config)
+                    except Exception as failure:
+                        fails_the_pass = failure
         finally:
             if wait_s:  # the server's Retry-After, awaited with the slot given back
                 await asyncio.sleep(wait_s)
+        if fails_the_pass is not None:  # with its slot given back: the others may need it
+            await run.others_ended()
+            raise fails_the_pass
         return {
             _results(self._node): [(item.index, outputs)],
             **spend.entry(config, self._node.id, item.index),
