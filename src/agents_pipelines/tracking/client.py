@@ -41,6 +41,15 @@ def configured_client(tracking_uri: str) -> Any:
     return mlflow.MlflowClient(tracking_uri)
 
 
+def autolog_changed() -> None:
+    """MLflow's autolog configuration was changed by someone else (``mlflow.genai.evaluate``
+    overrides it during an evaluation and restores it without our settings, after which
+    runs in this process were not traced): the next run configures it again."""
+    global _autolog_enabled
+    with _configure_lock:
+        _autolog_enabled = False
+
+
 @contextmanager
 def untraced() -> Iterator[None]:
     """Keep a run out of MLflow even where autolog is on in this process.
