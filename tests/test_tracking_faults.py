@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import os
 import re
 import shutil
 import threading
@@ -33,7 +34,7 @@ from test_tracking_servers import _free_port
 
 # On `make pytest`'s two workers, this module's tests run together on one worker, as in a
 # serial run: its in-process server (below) sets MLflow's server variables for as long as
-# the module runs. Interleaved with other tests, a refused trace once went unreported.
+# the module runs.
 pytestmark = pytest.mark.xdist_group("tracking_faults")
 
 Action = Literal["pass", "fail", "hang"]
@@ -125,6 +126,7 @@ def tracking_server(
             warnings.simplefilter("ignore")
             from mlflow.server.fastapi_app import app
 
+        _open_server_stores()
         port = _free_port()
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
@@ -138,6 +140,34 @@ def tracking_server(
         yield f"http://127.0.0.1:{port}"
         server.should_exit = True
         thread.join(30)
+
+
+def _open_server_stores() -> None:
+    """Open the server's stores before it serves, and keep its URIs out of the client.
+
+    On its first request the server opens its stores and sets them as the process's
+    tracking and registry URIs (MLflow's ``handlers._get_tracking_store``). Sharing the
+    process, a run's trace then went straight to the server's database, around the
+    proxy, in 1 test run of 3: the store never refused it.
+    """
+    from mlflow.server import handlers
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved_uris = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+    saved_env = {
+        name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    }
+    handlers._get_tracking_store()
+    handlers._get_model_registry_store()
+    tracking_utils._tracking_uri, registry_utils._registry_uri = saved_uris
+    for name, value in saved_env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    # The server's set_tracking_uri reset MLflow's tracer: the next span makes a new one,
+    # for the URI the client has then.
 
 
 @pytest.fixture
