@@ -249,7 +249,7 @@ def test_sixteen_runs_on_two_celery_workers(
     # The pool held across the workers: never more steps running, nor Gemini calls in flight
     # (a step has one at a time), than its slots; and every slot came back.
     # With Dagster 1.13's own claim this failed in 2 of 8 trials (4 steps with 3 slots): the
-    # team profile's event log storage claims a slot in one statement (pool_slots.py).
+    # team profile's event log storage claims a slot in one statement (orchestration/pool_slots/).
     running = [(s["starts"][0], s["end"], s["worker"]) for s in steps.values()]
     timeline = f"steps {sorted(running)}, calls {ARRIVALS} of {LATENCY_S} s"
     assert most_at_once([(start, end) for start, end, _ in running]) <= POOL_LIMIT, timeline

@@ -1,23 +1,34 @@
-"""The shipped dagster.yaml, as Dagster reads it: the pool bound and the run queue settings
+"""The shipped dagster.yaml, as Dagster reads it: the pool bound, the run queue settings
 that let a backfill's run workers start while other runs hold the pool's slots (README
-"Performance", benchmarks/daemon_backfill.py)."""
+"Performance", benchmarks/daemon_backfill.py), and the event log storage whose pool slot
+claim two processes cannot both win."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from dagster._core.run_coordinator import QueuedRunCoordinator
 
 from conftest import REPO
+from pool_claims import assert_one_claim_per_slot
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A DAGSTER_HOME holding the shipped dagster.yaml, set as `make dev` sets it."""
+    shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    yield tmp_path
 
 
 def test_shipped_dagster_yaml_bounds_pools_and_launches_runs_ahead_of_free_slots(
-    tmp_path: Path,
+    home: Path,
 ) -> None:
-    shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
-    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         concurrency = instance.get_concurrency_config()
         assert concurrency.pool_config.default_pool_limit == 4
         assert concurrency.run_queue_config.max_concurrent_runs == 8
@@ -28,3 +39,25 @@ def test_shipped_dagster_yaml_bounds_pools_and_launches_runs_ahead_of_free_slots
         assert isinstance(coordinator, QueuedRunCoordinator)
         assert coordinator.dequeue_use_threads and coordinator.dequeue_num_workers == 4
         assert coordinator.dequeue_interval_seconds == 1
+
+
+@pytest.mark.xdist_group("concurrency")  # one many-process test at a time
+def test_a_pool_slot_goes_to_one_claim_among_many_at_once_on_sqlite(home: Path) -> None:
+    # Dagster 1.13's SQLite claim (a select in autocommit, then an update by id) let two
+    # backfill runs hold a pool of one slot at once under `dagster dev`
+    # (tests/test_dagster_dev_e2e.py), and gave 3 slots to 9 to 12 of 12 claims at once
+    # (the same trials with Dagster's SqliteEventLogStorage); now exactly 3, 5 times.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        assert type(storage).__name__ == "PoolSafeSqliteEventLogStorage"
+        # Where Dagster's default storage keeps event logs: a home keeps its history.
+        assert Path(storage._base_dir) == home / "history" / "runs"  # type: ignore[attr-defined]
+    assert_one_claim_per_slot(str(home), slots=3, processes=12, trials=5)
+
+
+def test_an_instance_loaded_from_another_home_is_refused(home: Path, tmp_path_factory) -> None:
+    other = tmp_path_factory.mktemp("other_home")
+    shutil.copy(REPO / "dagster.yaml", other / "dagster.yaml")
+    # DAGSTER_HOME names `home`: the storage would read and write that home's events.
+    with pytest.raises(dg.DagsterInvariantViolationError, match=r"dagster_home is .* loaded from"):
+        dg.DagsterInstance.from_config(str(other))

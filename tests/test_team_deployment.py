@@ -5,7 +5,6 @@ backend store, under 16 concurrent runs in separate processes."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import EXAMPLES, REPO, metadata_values
+from pool_claims import assert_one_claim_per_slot
 from test_tracking_servers import start_tracking_server
 
 RUNS = 16
@@ -119,22 +119,6 @@ def test_sixteen_concurrent_runs_on_postgres(
         assert runs[run_id].data.metrics["total_tokens"] == meta["total_tokens"]
 
 
-def _claim_at_once(args: tuple[str, int, Any]) -> bool:
-    """One process's claim of a `gemini` slot, once every process is ready."""
-    home, index, barrier = args
-    global _instance
-    if _instance is None:  # one instance per process, opened before the barrier
-        _instance = dg.DagsterInstance.from_config(home)
-    barrier.wait(timeout=120)
-    status = _instance.event_log_storage._claim_concurrency_slot(  # type: ignore[attr-defined]
-        "gemini", f"run-{index}", "release_notes"
-    )
-    return bool(status.name == "CLAIMED")
-
-
-_instance: dg.DagsterInstance | None = None
-
-
 @pytest.mark.postgres
 @pytest.mark.xdist_group("concurrency")  # one many-process test at a time
 def test_a_pool_slot_goes_to_one_claim_among_many_at_once(
@@ -146,27 +130,9 @@ def test_a_pool_slot_goes_to_one_claim_among_many_at_once(
     # at the same instant, 5 times.
     url = postgres_database_factory().replace("postgresql://", "postgresql+psycopg2://")
     shutil.copy(REPO / "deploy" / "team" / "dagster.yaml", tmp_path / "dagster.yaml")
-    os.environ["DAGSTER_POSTGRES_URL"] = url
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_POSTGRES_URL", url)
         with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
             storage = instance.event_log_storage
             assert type(storage).__name__ == "PoolSafePostgresEventLogStorage"
-            storage.set_concurrency_slots("gemini", 3)
-        # Spawned: a fork of this test process would copy its threads' held locks.
-        context = multiprocessing.get_context("spawn")
-        with context.Manager() as manager, context.Pool(12) as pool:
-            barrier = manager.Barrier(12)
-            for trial in range(5):
-                args = [(str(tmp_path), i, barrier) for i in range(12)]
-                claimed = pool.map_async(_claim_at_once, args).get(timeout=240)
-                assert sum(claimed) == 3, f"trial {trial}: {sum(claimed)} claims of 3 slots"
-                with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-                    info = instance.event_log_storage.get_concurrency_info("gemini")
-                    assert (info.slot_count, len(info.claimed_slots)) == (3, 3)
-                    for index, won in enumerate(claimed):
-                        if won:
-                            instance.event_log_storage.free_concurrency_slot_for_step(
-                                f"run-{index}", "release_notes"
-                            )
-    finally:
-        os.environ.pop("DAGSTER_POSTGRES_URL", None)
+        assert_one_claim_per_slot(str(tmp_path), slots=3, processes=12, trials=5)

@@ -1,0 +1,28 @@
+"""dagster-postgres's event log storage with the one-statement pool slot claim (the team
+profile's, deploy/team/dagster.yaml)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dagster._serdes import ConfigurableClassData
+from dagster_postgres import PostgresEventLogStorage
+from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+
+from agents_pipelines.orchestration.pool_slots import OneStatementSlotClaim
+
+__all__ = ["PoolSafePostgresEventLogStorage"]
+
+
+class PoolSafePostgresEventLogStorage(OneStatementSlotClaim, PostgresEventLogStorage):
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> PoolSafePostgresEventLogStorage:
+        return cls(
+            inst_data=inst_data,
+            postgres_url=pg_url_from_config(config_value),
+            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+            token_provider=get_token_provider_from_config(config_value),
+        )
