@@ -85,6 +85,12 @@ def run(ctx: Context) -> BenchResult:
     result.info("ideal wall time", ideal, "s")
     # The backfill daemon looks for new backfills every 30 s (Dagster's fixed loop interval).
     result.info("launch to the first run's creation", median(b.first_run_s for b in backfills), "s")
+    # What the runs take once they exist: the part the run queue, the pool and our runs set.
+    result.info(
+        "first run's creation to the last run's end",
+        median(b.wall_s - b.first_run_s for b in backfills),
+        "s",
+    )
     for label, _, _ in PHASES:
         result.info(f"per run: {label}", median(b.phases[label] for b in backfills), "s")
     imports = _import_cpu(ctx, work)

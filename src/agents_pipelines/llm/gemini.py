@@ -40,6 +40,12 @@ _CLIENT_LOGGERS = (
 )
 
 
+def import_client() -> None:
+    """Import langchain-google-genai and the google-genai SDK ahead of a run (they are
+    otherwise imported as the first client is built)."""
+    import langchain_google_genai  # noqa: F401
+
+
 def gemini_chat_model(
     config: LlmConfig, transport: CassetteTransport | None = None
 ) -> BaseChatModel:

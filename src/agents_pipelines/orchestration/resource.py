@@ -21,7 +21,7 @@ from agents_pipelines.errors import (
     InvalidInputsError,
     WorkflowRunError,
 )
-from agents_pipelines.llm import Backend
+from agents_pipelines.llm import Backend, resolve_backend
 from agents_pipelines.orchestration import checkpoints
 from agents_pipelines.orchestration.attempts import (
     POOL_TAG,
@@ -67,6 +67,14 @@ class WorkflowRunner(dg.ConfigurableResource):
     # An ISO time that spend limits judge their day or month by, instead of the clock (a
     # replay of a past day, tests); None: now.
     spend_limits_now: str | None = None
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Dagster builds a run's resources in the run's process before its steps claim pool
+        # slots. A run launched ahead of the free slots (op_granularity_run_buffer in the
+        # shipped dagster.yaml) imports the step's libraries here, while other runs hold the
+        # slots, instead of at the step's start with a slot held (README "Backfills through
+        # the daemon").
+        _import_run_libraries(self.llm_backend)
 
     def materialize(
         self, context: dg.AssetExecutionContext, workflow: Workflow, upstream: dict[str, Any]
@@ -141,6 +149,23 @@ class WorkflowRunner(dg.ConfigurableResource):
             yield check
         yield from output_results(workflow, result.state)
         yield from eval_results(result.verdicts)
+
+
+def _import_run_libraries(backend: Backend | None) -> None:
+    """What a step imports on its first run: LangGraph and LangChain (the runner), MLflow's
+    autolog (about 1 s of CPU, needed by every traced workflow), Gemini's client."""
+    import agents_pipelines.runner  # noqa: F401
+    from agents_pipelines.tracking.client import import_autolog
+
+    import_autolog()
+    try:
+        resolved = resolve_backend(backend)
+    except AgentsPipelinesError:
+        return  # the step reports it, as the run's failure
+    if resolved is not Backend.SIMULATED:
+        from agents_pipelines.llm.gemini import import_client
+
+        import_client()
 
 
 def _recorded(journal: AttemptJournal | None) -> None:

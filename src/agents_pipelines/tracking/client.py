@@ -41,6 +41,12 @@ def configured_client(tracking_uri: str) -> Any:
     return mlflow.MlflowClient(tracking_uri)
 
 
+def import_autolog() -> None:
+    """Import MLflow and its LangChain autolog ahead of a run: about 1 s of CPU, paid
+    otherwise as the first traced run of a process starts."""
+    import mlflow.langchain  # noqa: F401
+
+
 def autolog_changed() -> None:
     """MLflow's autolog configuration was changed by someone else (``mlflow.genai.evaluate``
     overrides it during an evaluation and restores it without our settings, after which
