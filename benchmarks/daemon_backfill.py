@@ -26,6 +26,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -68,6 +69,93 @@ class Backfill:
     first_run_s: float  # launch to the first run's creation: the backfill daemon's delay
     phases: dict[str, float]  # label -> median seconds over the runs
     load: tuple[float, float, float]
+    # The machine's busy CPU seconds (every process: daemon, webserver, code server, run
+    # workers) from the first run's creation to the last run's end, and by process role.
+    busy_cpu_s: float
+    cpu_by_role: dict[str, float]
+
+
+# Which Dagster process a command line is (`dagster dev` starts them all); the rest of the
+# machine is "other" (this benchmark, the system).
+_ROLES = (
+    ("run workers", ("spawn_main", "execute_run")),
+    ("code server", ("api grpc", "code-server start")),
+    ("daemon", ("dagster._daemon", "dagster-daemon")),
+    ("webserver", ("dagster_webserver", "dagster-webserver")),
+    ("dagster dev", ("dagster dev",)),
+)
+
+
+class _CpuSampler:
+    """The machine's busy CPU seconds (/proc/stat) and each process's CPU seconds
+    (/proc/PID/stat), sampled every 0.2 s on a thread. A process that exits keeps its last
+    sample: its total, to within 0.2 s."""
+
+    def __init__(self) -> None:
+        self._ticks = os.sysconf("SC_CLK_TCK")
+        self.samples: list[tuple[float, float]] = []  # (time, machine busy CPU s)
+        # pid -> (role, [(time, CPU s)])
+        self.processes: dict[int, tuple[str, list[tuple[float, float]]]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.time()
+            with open("/proc/stat") as stat:
+                fields = [int(v) for v in stat.readline().split()[1:]]
+            idle = fields[3] + fields[4]  # idle, iowait
+            self.samples.append((now, (sum(fields[:8]) - idle) / self._ticks))
+            for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
+                cpu = self._process_cpu(pid)
+                if cpu is None:
+                    continue
+                if pid not in self.processes:
+                    self.processes[pid] = (self._role(pid), [])
+                self.processes[pid][1].append((now, cpu))
+            self._stop.wait(0.2)
+
+    def _process_cpu(self, pid: int) -> float | None:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None  # gone
+        return (int(fields[11]) + int(fields[12])) / self._ticks  # utime, stime
+
+    @staticmethod
+    def _role(pid: int) -> str:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return "other"
+        for role, needles in _ROLES:
+            if any(needle in command for needle in needles):
+                return role
+        return "other"
+
+    def busy_between(self, start: float, end: float) -> float:
+        def at(moment: float) -> float:
+            return min(self.samples, key=lambda sample: abs(sample[0] - moment))[1]
+
+        return at(end) - at(start)
+
+    def by_role_between(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds each role's processes spent from ``start`` to ``end``."""
+        totals: dict[str, float] = {}
+        for role, samples in self.processes.values():
+            before = [cpu for moment, cpu in samples if moment <= start]
+            until = [cpu for moment, cpu in samples if moment <= end]
+            if until:
+                spent = until[-1] - (before[-1] if before else 0.0)
+                totals[role] = totals.get(role, 0.0) + spent
+        return totals
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def run(ctx: Context) -> BenchResult:
@@ -91,6 +179,14 @@ def run(ctx: Context) -> BenchResult:
         median(b.wall_s - b.first_run_s for b in backfills),
         "s",
     )
+    cores = os.cpu_count() or 1
+    busy = median(b.busy_cpu_s for b in backfills)
+    span = median(b.wall_s - b.first_run_s for b in backfills)
+    result.info("machine CPU busy over that span, all processes", busy / (span * cores) * 100, "%")
+    result.info("machine CPU per run, all processes", busy / PARTITIONS, "s")
+    for role in sorted({role for b in backfills for role in b.cpu_by_role}):
+        spent = median(b.cpu_by_role.get(role, 0.0) for b in backfills)
+        result.info(f"CPU per run over that span: {role}", spent / PARTITIONS, "s")
     for label, _, _ in PHASES:
         result.info(f"per run: {label}", median(b.phases[label] for b in backfills), "s")
     imports = _import_cpu(ctx, work)
@@ -109,7 +205,8 @@ def run(ctx: Context) -> BenchResult:
         load = ", ".join(f"{v:.2f}" for v in b.load)
         result.note(
             f"backfill {i}: {b.wall_s:.1f} s ({ideal / b.wall_s * 100:.0f} % of ideal); "
-            f"launch to first run {b.first_run_s:.1f} s; load average at the end {load}"
+            f"launch to first run {b.first_run_s:.1f} s; busy CPU from the first run to the "
+            f"end {b.busy_cpu_s:.1f} s; load average at the end {load}"
         )
     return result
 
@@ -149,6 +246,7 @@ def _one_backfill(url: str, home: Path) -> Backfill:
 
     keys = [f"p{i:02d}" for i in range(PARTITIONS)]
     params = {"partitionNames": keys, "assetSelection": [{"path": [ASSET]}]}
+    cpu = _CpuSampler()
     launched = time.time()
     reply = _graphql(url, BACKFILL, {"params": params})["launchPartitionBackfill"]
     if reply["__typename"] != "LaunchBackfillSuccess":
@@ -166,9 +264,14 @@ def _one_backfill(url: str, home: Path) -> Backfill:
         if failed:
             raise RuntimeError(f"{len(failed)} backfill run(s) failed, e.g. {failed[0]}")
         phases = _phases(instance, [r.dagster_run.run_id for r in records])
-    wall = max(r.end_time for r in records) - launched
-    first = min(r.create_timestamp.timestamp() for r in records) - launched
-    return Backfill(wall, first, phases, os.getloadavg())
+    cpu.stop()
+    end = max(r.end_time for r in records)
+    first_created = min(r.create_timestamp.timestamp() for r in records)
+    busy = cpu.busy_between(first_created, end)
+    by_role = cpu.by_role_between(first_created, end)
+    return Backfill(
+        end - launched, first_created - launched, phases, os.getloadavg(), busy, by_role
+    )
 
 
 def _import_cpu(ctx: Context, work: Path) -> dict[str, float]:
