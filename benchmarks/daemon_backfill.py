@@ -226,19 +226,9 @@ def measure(ctx: Context, work: Path, dagster_yaml: Path, repetitions: int) -> l
         AGENTS_PIPELINES_WORKFLOWS_DIR=str(folder),
         AGENTS_PIPELINES_SIMULATED_LATENCY_S=str(LATENCY_S),
     )
-    # The shipped event log storage names its home by DAGSTER_HOME: for this process's own
-    # DagsterInstance.from_config(home) too.
-    outer_home = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
-    try:
-        with _dagster_dev(env, work / "dagster_dev.log") as url:
-            _wait(lambda: _location_loaded(url), 180, "the code location to load")
-            return [_one_backfill(url, home) for _ in range(repetitions)]
-    finally:
-        if outer_home is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = outer_home
+    with _dagster_dev(env, work / "dagster_dev.log") as url:
+        _wait(lambda: _location_loaded(url), 180, "the code location to load")
+        return [_one_backfill(url, home) for _ in range(repetitions)]
 
 
 def _one_backfill(url: str, home: Path) -> Backfill:

@@ -102,21 +102,6 @@ def running_dagster_dev(
     for path in (home, folder):
         path.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    with pytest.MonkeyPatch.context() as patch:
-        # The shipped event log storage names its home by DAGSTER_HOME, here as in `make dev`:
-        # for this test's own DagsterInstance.from_config(home) too.
-        patch.setenv("DAGSTER_HOME", str(home))
-        yield from _serve_dagster_dev(tmp_path, migrated_mlflow_db, home, folder, workflows, env)
-
-
-def _serve_dagster_dev(
-    tmp_path: Path,
-    migrated_mlflow_db: Path,
-    home: Path,
-    folder: Path,
-    workflows: Mapping[str, str],
-    env: Mapping[str, str],
-) -> Iterator[tuple[str, Path]]:
     for name, text in workflows.items():
         (folder / name).write_text(text)
     with dg.DagsterInstance.from_config(str(home)) as instance:

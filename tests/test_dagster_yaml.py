@@ -6,11 +6,11 @@ claim two processes cannot both win."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.instance.ref import InstanceRef
 from dagster._core.run_coordinator import QueuedRunCoordinator
 
 from conftest import REPO
@@ -18,11 +18,10 @@ from pool_claims import assert_one_claim_per_slot
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A DAGSTER_HOME holding the shipped dagster.yaml, set as `make dev` sets it."""
+def home(tmp_path: Path) -> Path:
+    """A Dagster home holding the shipped dagster.yaml."""
     shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    yield tmp_path
+    return tmp_path
 
 
 def test_shipped_dagster_yaml_bounds_pools_and_launches_runs_ahead_of_free_slots(
@@ -55,9 +54,20 @@ def test_a_pool_slot_goes_to_one_claim_among_many_at_once_on_sqlite(home: Path) 
     assert_one_claim_per_slot(str(home), slots=3, processes=12, trials=5)
 
 
-def test_an_instance_loaded_from_another_home_is_refused(home: Path, tmp_path_factory) -> None:
-    other = tmp_path_factory.mktemp("other_home")
-    shutil.copy(REPO / "dagster.yaml", other / "dagster.yaml")
-    # DAGSTER_HOME names `home`: the storage would read and write that home's events.
-    with pytest.raises(dg.DagsterInvariantViolationError, match=r"dagster_home is .* loaded from"):
-        dg.DagsterInstance.from_config(str(other))
+def test_the_event_log_stays_in_the_instances_own_home_even_a_temporary_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `dagster dev` without DAGSTER_HOME reads the project's dagster.yaml and keeps its
+    # storage in a temporary home: the storage follows the instance, not a variable.
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    project, temporary = tmp_path / "project", tmp_path / ".tmp_dagster_home_x"
+    project.mkdir()
+    shutil.copy(REPO / "dagster.yaml", project / "dagster.yaml")
+    ref = InstanceRef.from_dir(str(temporary), config_dir=str(project))
+    with dg.DagsterInstance.from_ref(ref) as instance:
+        storage = instance.event_log_storage
+        assert type(storage).__name__ == "PoolSafeSqliteEventLogStorage"
+        storage.set_concurrency_slots("gemini", 2)
+        assert storage.get_concurrency_info("gemini").slot_count == 2
+    assert (temporary / "history" / "runs" / "index.db").is_file()
+    assert not (project / "history").exists()

@@ -225,10 +225,8 @@ def dagster_materialize(clone: Clone, command: str) -> None:
         assert clone.gemini.requests
         expected = dg.DagsterRunStatus.SUCCESS
     # DAGSTER_HOME=$PWD: the run is in this folder's storage, the one `make dev` serves.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DAGSTER_HOME", str(clone.root))  # as the command had it
-        with dg.DagsterInstance.from_config(str(clone.root)) as instance:
-            statuses = [record.dagster_run.status for record in instance.get_run_records()]
+    with dg.DagsterInstance.from_config(str(clone.root)) as instance:
+        statuses = [record.dagster_run.status for record in instance.get_run_records()]
     assert statuses[:1] == [expected]
 
 
