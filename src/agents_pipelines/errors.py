@@ -110,15 +110,17 @@ class WorkflowRunError(AgentsPipelinesError):
 
     def __init__(self, message: str, usage: UsageSummary | None = None):
         self.usage = usage
+        self.reason = message  # without the spend, which with_usage() states afresh
         if usage is not None and usage.llm_calls:
             message += f" Spent before failing: {usage.describe_spend()}."
         super().__init__(message)
 
     def with_usage(self, usage: UsageSummary) -> WorkflowRunError:
-        """The same error, with the spend so far attached to its message."""
+        """The same error, with the spend so far attached to its message (once: an error
+        raised with the spend of its moment states the run's spend instead)."""
         clone = type(self).__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        WorkflowRunError.__init__(clone, str(self), usage)
+        WorkflowRunError.__init__(clone, self.reason, usage)
         return clone
 
 

@@ -154,6 +154,8 @@ def run_workflow(
                     recorder.assess(verdicts)
     except BaseException as caught:
         exc = map_node.first_error(caught)
+        if not isinstance(exc, Exception):  # a stop: the calls it cut short count
+            ledger.cancel_in_flight()
         # A provider's error may repeat the API key: the chain that Dagster stores and
         # tracebacks print carries the redacted text only.
         redact_exception(exc)

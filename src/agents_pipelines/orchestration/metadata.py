@@ -62,6 +62,8 @@ def usage_metadata(summary: UsageSummary) -> dict[str, Any]:
         metadata |= _resumed_metadata(summary)
     if summary.unpriced_models:
         metadata["unpriced_models"] = dg.MetadataValue.text(", ".join(summary.unpriced_models))
+    if summary.cancelled_calls:  # in llm_calls, unpriced: a stop cut them short in flight
+        metadata["cancelled_calls"] = dg.MetadataValue.int(summary.cancelled_calls)
     return metadata
 
 
