@@ -4,6 +4,7 @@
     ├── WorkflowConfigError (ValueError)   a workflow file is wrong; carries every ConfigIssue
     ├── InvalidInputsError (ValueError)    run inputs do not fit the state types; nothing was spent
     ├── CassetteError (ValueError)         record/replay: no cassette, or a missing or malformed one
+    ├── StoreDamagedError                  a checkpoint store or spend journal file is damaged
     └── WorkflowRunError                   a run failed; carries the spend so far
         ├── MissingApiKeyError             Gemini was chosen but no key is set
         ├── StepLimitError                 the graph did not reach END within max_steps
@@ -45,6 +46,7 @@ __all__ = [
     "PythonStepError",
     "SpendLimitError",
     "StepLimitError",
+    "StoreDamagedError",
     "ToolCallLimitError",
     "TrackingFailedWarning",
     "UnrecordedRequestError",
@@ -97,6 +99,12 @@ class InvalidInputsError(AgentsPipelinesError, ValueError):
 
 class CassetteError(AgentsPipelinesError, ValueError):
     """The record or replay backend has no cassette, or its cassette is missing or malformed."""
+
+
+class StoreDamagedError(AgentsPipelinesError):
+    """A SQLite store a run cannot do without (the checkpoints, the spend journal) is not a
+    database, or a corrupt one. Raised before any LLM call; the message names the file and
+    says what to do. (The development cache, disposable, is set aside and made anew.)"""
 
 
 class WorkflowRunError(AgentsPipelinesError):
