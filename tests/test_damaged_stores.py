@@ -174,3 +174,42 @@ def test_a_deleted_checkpoint_store_is_said_when_a_re_execution_starts_over(
     assert "(attempt 1, failed, 4 LLM call(s), $0.000486) left one" in note
     logged = [r.user_message for r in instance.all_logs(run_id) if r.level == logging.WARNING]
     assert any(note in message for message in logged)
+
+
+def test_a_step_retry_that_finds_its_checkpoints_deleted_says_it_starts_over(
+    tmp_path: Path, gemini: GeminiLoopbackServer, instance: dg.DagsterInstance
+) -> None:
+    store = Path(instance.storage_directory(), checkpoints.SQLITE_FILE)
+    failed = Counter[str]()
+
+    def answer(request: RecordedRequest) -> Reply | Fault:
+        """The title fails on both tries of the first attempt; as the second fails, the
+        store is deleted (the attempt's connection writes on to the unlinked file)."""
+        if PROMPTS[2] in request.prompt_text and failed["title"] < 2:
+            failed["title"] += 1
+            if failed["title"] == 2:
+                for file in store.parent.glob(f"{store.name}*"):
+                    file.unlink()
+            return Fault.server_error(500, "backend unavailable")
+        return default_reply(request)
+
+    gemini.set_default(answer)
+    text = workflow_yaml(
+        "retried",
+        ("outline", PROMPTS[0], "outline"),
+        ("summarize", PROMPTS[1], "summary"),
+        ("title", PROMPTS[2], "title"),
+        orchestration="inputs: {topic: cats}\nretry: {max_retries: 1, delay_s: 0}",
+        config=f"llm: {{max_retries: 1}}\n{UNTRACKED}",
+    )
+    result = materialize(write(tmp_path, text, "retried.yaml"), instance)
+    assert result.success
+    sent = Counter(next(p for p in PROMPTS if p in r.prompt_text) for r in gemini.requests)
+    assert sent == {PROMPTS[0]: 2, PROMPTS[1]: 2, PROMPTS[2]: 3}
+    note = metadata_of(result, "retried")["resume"]
+    assert note.startswith(f"Started over: no checkpoint of thread {result.run_id}|retried| ")
+    assert "(attempt 1, retried, 4 LLM call(s), $0.000486) left one" in note
+    logged = [
+        r.user_message for r in instance.all_logs(result.run_id) if r.level == logging.WARNING
+    ]
+    assert any(note in message for message in logged)
