@@ -79,6 +79,7 @@ def test_a_damaged_checkpoint_store_fails_before_any_call_naming_the_file(
     result = materialize(one_call(tmp_path, "checkpointed"), instance)
     assert not result.success and gemini.requests == []
     message = failure_message(result, "checkpointed")
+    assert f"Workflow checkpointed ({tmp_path / 'checkpointed.yaml'}): The checkpoint" in message
     assert f"The checkpoint store {path} is damaged (SQLite: file is not a database)" in message
     assert f"Fix: move it aside (mv {path} {path}.damaged) and run again" in message
     assert "config.execution.resume: false" in message

@@ -91,7 +91,8 @@ class WorkflowRunner(dg.ConfigurableResource):
             with attempt_journal(context, workflow, limits_by_pool) as journal:
                 yield from self._run(context, workflow, inputs, now, limits_by_pool, journal)
         except StoreDamagedError as exc:  # before any call: the message says what to do
-            raise dg.Failure(description=redact(str(exc)), allow_retries=False) from None
+            description = f"Workflow {workflow.name} ({workflow.path}): {exc}"
+            raise dg.Failure(description=redact(description), allow_retries=False) from None
 
     def _run(
         self,
