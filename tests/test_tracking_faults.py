@@ -306,3 +306,24 @@ def test_a_hung_tracking_server_does_not_stall_the_run(
     with pytest.raises(WorkflowRunError, match="TrackingTimeoutError: MLflow did not"):
         run_workflow(load_workflow(required), simulated_latency_s=4.0)
     assert time.monotonic() - started < 30
+
+
+def _hang_the_end(method: str, path: str) -> Action:
+    return "hang" if path.endswith("/runs/update") else "pass"
+
+
+def test_the_deadline_still_bounds_the_end_of_a_run_longer_than_it(
+    tmp_path: Path, tracking_server: str, proxy_to: Callable[[str | None, Rule], str]
+) -> None:
+    """The deadline counts the waits on MLflow only (a run longer than it is tracked, see
+    test_long_runs.py), and still bounds them: a server that answers the start and then
+    never answers the call that ends the run holds the run for what the start left."""
+    proxy_to(tracking_server, _hang_the_end)
+    with pytest.warns(TrackingFailedWarning, match="TrackingTimeoutError"):
+        result = run_workflow(
+            load_workflow(workflow(tmp_path, "timeout_s: 3")), simulated_latency_s=4.0
+        )
+    assert result.state["summary"] and result.usage.llm_calls == 1
+    (warning,) = result.warnings
+    assert "MLflow did not finish ending run" in warning
+    assert "observability.mlflow.timeout_s (3 s for all of a run's MLflow calls)" in warning

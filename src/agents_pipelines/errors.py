@@ -4,6 +4,7 @@
     ├── WorkflowConfigError (ValueError)   a workflow file is wrong; carries every ConfigIssue
     ├── InvalidInputsError (ValueError)    run inputs do not fit the state types; nothing was spent
     ├── CassetteError (ValueError)         record/replay: no cassette, or a missing or malformed one
+    ├── StoreDamagedError                  a checkpoint store or spend journal file is damaged
     └── WorkflowRunError                   a run failed; carries the spend so far
         ├── MissingApiKeyError             Gemini was chosen but no key is set
         ├── StepLimitError                 the graph did not reach END within max_steps
@@ -45,6 +46,7 @@ __all__ = [
     "PythonStepError",
     "SpendLimitError",
     "StepLimitError",
+    "StoreDamagedError",
     "ToolCallLimitError",
     "TrackingFailedWarning",
     "UnrecordedRequestError",
@@ -99,6 +101,12 @@ class CassetteError(AgentsPipelinesError, ValueError):
     """The record or replay backend has no cassette, or its cassette is missing or malformed."""
 
 
+class StoreDamagedError(AgentsPipelinesError):
+    """A SQLite store a run cannot do without (the checkpoints, the spend journal) is not a
+    database, or a corrupt one. Raised before any LLM call; the message names the file and
+    says what to do. (The development cache, disposable, is set aside and made anew.)"""
+
+
 class WorkflowRunError(AgentsPipelinesError):
     """A run failed. ``usage`` holds what was spent before it failed (never lost).
 
@@ -110,15 +118,17 @@ class WorkflowRunError(AgentsPipelinesError):
 
     def __init__(self, message: str, usage: UsageSummary | None = None):
         self.usage = usage
+        self.reason = message  # without the spend, which with_usage() states afresh
         if usage is not None and usage.llm_calls:
             message += f" Spent before failing: {usage.describe_spend()}."
         super().__init__(message)
 
     def with_usage(self, usage: UsageSummary) -> WorkflowRunError:
-        """The same error, with the spend so far attached to its message."""
+        """The same error, with the spend so far attached to its message (once: an error
+        raised with the spend of its moment states the run's spend instead)."""
         clone = type(self).__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        WorkflowRunError.__init__(clone, str(self), usage)
+        WorkflowRunError.__init__(clone, self.reason, usage)
         return clone
 
 

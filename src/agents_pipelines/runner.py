@@ -64,6 +64,7 @@ class RunResult:
     spend_windows: tuple[WindowSpend, ...] = ()
     resume_note: str | None = None  # whether and how the run resumed an earlier attempt
     verdicts: tuple[Verdict, ...] = ()  # the evals' verdicts on the final state, in file order
+    cache_note: str | None = None  # a damaged development cache was set aside and made anew
 
     @property
     def node_count(self) -> int:
@@ -115,6 +116,7 @@ def run_workflow(
         raise SpendLimitError(message, UsageSummary())
     chosen = resolve_backend(backend.value if isinstance(backend, Backend) else backend)
     cache = _cache(workflow, cache_dir, chosen)
+    cache_note = cache.take_recovery_note() if cache is not None else None
     models = chat_model_factory(chosen, simulated_latency_s)
     graph = build_graph(spec, models, cache)
     run_version = resume.version(workflow.sha256, state)
@@ -154,6 +156,8 @@ def run_workflow(
                     recorder.assess(verdicts)
     except BaseException as caught:
         exc = map_node.first_error(caught)
+        if not isinstance(exc, Exception):  # a stop: the calls it cut short count
+            ledger.cancel_in_flight()
         # A provider's error may repeat the API key: the chain that Dagster stores and
         # tracebacks print carries the redacted text only.
         redact_exception(exc)
@@ -185,10 +189,12 @@ def run_workflow(
             *recorder.notes,
             *([skipped] if skipped else []),
             *_warning(start),
+            *([cache_note] if cache_note else []),
         ),
         windows,
         start.note,
         verdicts,
+        cache_note,
     )
 
 

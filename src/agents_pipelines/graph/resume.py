@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,9 @@ class Checkpointing:
 
     saver: Any
     thread_id: str
+    # What to warn when the thread holds no checkpoint although an earlier attempt should
+    # have left one (its store deleted or replaced); None: nothing is missing.
+    on_missing: Callable[[], str | None] | None = None
 
     def config(self) -> dict[str, Any]:
         return {"configurable": {"thread_id": self.thread_id, "checkpoint_ns": ""}}
@@ -63,7 +66,8 @@ def start(
     saver, thread = checkpointing.saver, checkpointing.thread_id
     found = saver.get_tuple(checkpointing.config())
     if found is None:
-        return Start(state)
+        missing = checkpointing.on_missing() if checkpointing.on_missing else None
+        return Start(state, note=missing, warning=missing is not None)
     if (found.metadata or {}).get(VERSION_KEY) != run_version:
         saver.delete_thread(thread)
         return Start(

@@ -35,10 +35,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, message_to_dict, messages_from_dict
 from langchain_core.outputs import ChatGeneration, Generation
 
+from agents_pipelines.redaction import redacting_logger
+from agents_pipelines.sqlite_damage import is_damaged, set_aside
 from agents_pipelines.usage.records import CACHE_HIT
 
 __all__ = ["CACHE_FILE", "ResponseCache", "cached_model", "open_cache", "take_hit"]
 
+logger = redacting_logger(__name__)
 CACHE_FILE = "llm_cache.sqlite"
 _BUSY_TIMEOUT_S = 30.0
 _SCHEMA = """
@@ -67,10 +70,44 @@ class ResponseCache(BaseCache):
         self.ttl_s = ttl_s
         self._local = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._recovery_note = self._create_or_recover()
+
+    def _create_or_recover(self) -> str | None:
+        """Create the table and prune the file; a damaged file (not a database, or a
+        corrupt one) is set aside and made anew, as the cache is disposable. Returns the
+        warning that says so, or None."""
+        try:
+            self._create()
+            return None
+        except sqlite3.DatabaseError as exc:
+            if not is_damaged(exc):
+                raise
+            damage = str(exc)
+        if (db := getattr(self._local, "db", None)) is not None:
+            db.close()  # bound to the damaged file, which is renamed
+        self._local.db = None
+        aside = set_aside(self.path)
+        self._create()
+        moved = f"moved to {aside}" if aside else "replaced by another process"
+        note = (
+            f"The development cache {self.path} was damaged (SQLite: {damage}): it was "
+            f"{moved}, and a new, empty one made. This run's calls were not answered from "
+            "the cache. Delete the damaged file once you no longer need it."
+        )
+        logger.warning("%s", note)
+        return note
+
+    def _create(self) -> None:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a writer
             db.execute(_SCHEMA)
         self.prune()
+
+    def take_recovery_note(self) -> str | None:
+        """The warning of a damaged file set aside as this cache opened, once: for the run
+        that opened it to report."""
+        note, self._recovery_note = self._recovery_note, None
+        return note
 
     def lookup(self, prompt: str, llm_string: str) -> Sequence[Generation] | None:
         now = clock()

@@ -12,7 +12,9 @@ success after a retry) reports every attempt and their total.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 
@@ -96,16 +98,65 @@ def earlier_attempts(context: dg.AssetExecutionContext) -> list[Attempt]:
     (so they are found when each attempt runs in its own process, too)."""
     if context.retry_number == 0:
         return []  # the common case costs no query
-    partition = context.partition_key if context.has_partition_key else None
     records = context.instance.all_logs(
         context.run.run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION
     )
+    found = _attempts(context, records)
+    return [attempt for attempt in found if attempt.number < attempt_number(context)]
+
+
+def unfinished_paid_attempt(context: dg.AssetExecutionContext) -> Attempt | None:
+    """The last earlier attempt of this step that paid for LLM calls and did not
+    materialize: in this run (a step retry), or in the nearest run it re-executes (the
+    parent, or further up) that ran the step. Its checkpoint should be there to resume.
+    None on a first attempt of a new run (no query made)."""
+    for run_id in _runs_back(context):
+        records = context.instance.all_logs(
+            run_id,
+            of_type={
+                dg.DagsterEventType.ASSET_OBSERVATION,
+                dg.DagsterEventType.ASSET_MATERIALIZATION,
+            },
+        )
+        if any(_is_mine(context, record.asset_materialization) for record in records):
+            return None  # it succeeded there: its thread was deleted, nothing to resume
+        if attempts := _attempts(context, records):
+            paid = [attempt for attempt in attempts if attempt.llm_calls]
+            return paid[-1] if paid else None
+    return None
+
+
+_ANCESTORS = 10  # re-executions looked through for the step's last attempt
+
+
+def _runs_back(context: dg.AssetExecutionContext) -> Iterator[str]:
+    """This run when it retries the step, then the runs it re-executes, nearest first."""
+    if context.retry_number:
+        yield context.run.run_id
+    parent = context.run.parent_run_id
+    for _ in range(_ANCESTORS):
+        if parent is None:
+            return
+        yield parent
+        run = context.instance.get_run_by_id(parent)
+        parent = run.parent_run_id if run is not None else None
+
+
+def _is_mine(context: dg.AssetExecutionContext, event: Any) -> bool:
+    """Whether an event of the log is about this step's asset and partition."""
+    partition = context.partition_key if context.has_partition_key else None
+    return event is not None and (event.asset_key, event.partition) == (
+        context.asset_key,
+        partition,
+    )
+
+
+def _attempts(context: dg.AssetExecutionContext, records: Iterable[Any]) -> list[Attempt]:
+    """The attempts of this step that ``records`` (a run's event log) observed, in order."""
     found: dict[int, Attempt] = {}
     for record in records:
         seen = record.asset_observation
-        if seen is None or ATTEMPT_TAG not in (seen.tags or {}):
-            continue
-        if seen.asset_key != context.asset_key or seen.partition != partition:
+        if not _is_mine(context, seen) or ATTEMPT_TAG not in (seen.tags or {}):
             continue
         meta = {key: value.value for key, value in seen.metadata.items()}
         number = int(meta["attempt"])
@@ -117,4 +168,4 @@ def earlier_attempts(context: dg.AssetExecutionContext) -> list[Attempt]:
             float(meta["total_cost_usd"]),
             str(meta.get("error") or ""),
         )
-    return [found[number] for number in sorted(found) if number < attempt_number(context)]
+    return [found[number] for number in sorted(found)]

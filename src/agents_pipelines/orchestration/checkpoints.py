@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from agents_pipelines.orchestration.attempts import unfinished_paid_attempt
 from agents_pipelines.orchestration.instance_stores import (
     instance_store,
     is_postgres,
@@ -30,6 +31,7 @@ from agents_pipelines.orchestration.instance_stores import (
     shared_sqlite,
 )
 from agents_pipelines.spec import Workflow
+from agents_pipelines.sqlite_damage import naming_damage
 
 if TYPE_CHECKING:  # the graph package imports LangGraph: not at code-location load
     from agents_pipelines.graph.resume import Checkpointing
@@ -60,7 +62,27 @@ def checkpointing(
         return
     with open_saver(context.instance) as saver:
         _prune_now_and_then(saver, execution.checkpoint_ttl_days, _store(context.instance))
-        yield Checkpointing(saver, thread_id(context))
+        thread = thread_id(context)
+        yield Checkpointing(saver, thread, on_missing=lambda: _lost_checkpoint(context, thread))
+
+
+def _lost_checkpoint(context: dg.AssetExecutionContext, thread: str) -> str | None:
+    """What a run says when it finds no checkpoint in its thread although an earlier
+    attempt that paid for calls left one (read from the event log only then): the store
+    was deleted or replaced since, and the run pays again for what that attempt finished."""
+    attempt = unfinished_paid_attempt(context)
+    if attempt is None:
+        return None
+    store = _store(context.instance)
+    where = "the instance's PostgreSQL database" if is_postgres(store) else store
+    return (
+        f"Started over: no checkpoint of thread {thread} was found in {where}, although "
+        f"an earlier attempt of this step (attempt {attempt.number}, {attempt.outcome}, "
+        f"{attempt.llm_calls} LLM call(s), ${attempt.cost_usd:.6f}) left one. The store was "
+        "deleted or replaced since (or the thread pruned after "
+        "config.execution.checkpoint_ttl_days): the nodes that attempt finished are called, "
+        "and paid for, again."
+    )
 
 
 def _store(instance: dg.DagsterInstance) -> str:
@@ -113,13 +135,24 @@ def _sqlite_saver(path: Path) -> Any:
     saver locks the connection, so concurrent runs in the process share it."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    conn = shared_sqlite(path)
-    with _sqlite_lock:
-        saver = _sqlite_savers.get(path)
-        if saver is None or saver.conn is not conn:
-            saver = _sqlite_savers[path] = SqliteSaver(conn)
-            saver.setup()
-        return saver
+    with naming_damage(path, "checkpoint store", _damaged_fix(path)):
+        conn = shared_sqlite(path)
+        with _sqlite_lock:
+            saver = _sqlite_savers.get(path)
+            if saver is None or saver.conn is not conn:
+                saver = SqliteSaver(conn)
+                saver.setup()
+                _sqlite_savers[path] = saver
+            return saver
+
+
+def _damaged_fix(path: Path) -> str:
+    return (
+        f"move it aside (mv {path} {path}.damaged) and run again: a new store is made, and "
+        "the failed runs checkpointed in the old one start over when retried or re-executed "
+        "(the nodes they finished are called, and paid for, again). Or set "
+        "config.execution.resume: false in the workflow file to run without checkpoints."
+    )
 
 
 _sqlite_savers: dict[Path, Any] = {}

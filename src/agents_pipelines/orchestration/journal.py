@@ -35,6 +35,7 @@ from agents_pipelines.orchestration.instance_stores import (
     psycopg_url,
     shared_sqlite,
 )
+from agents_pipelines.sqlite_damage import naming_damage
 
 SQLITE_FILE = "spend_journal.sqlite"
 KEEP_S = 32 * 86_400  # the longest window, a month, and a day
@@ -175,12 +176,21 @@ def postgres_journal(store: str) -> Iterator[Journal]:
 
 
 def sqlite_journal(path: Path) -> Journal:
-    conn = shared_sqlite(path)
-    with _sqlite_lock:
-        journal = _sqlite_journals.get(path)
-        if journal is None or journal.conn is not conn:
-            journal = _sqlite_journals[path] = Journal(conn, postgres=False)
-        return journal
+    with naming_damage(path, "spend journal", _damaged_fix(path)):
+        conn = shared_sqlite(path)
+        with _sqlite_lock:
+            journal = _sqlite_journals.get(path)
+            if journal is None or journal.conn is not conn:
+                journal = _sqlite_journals[path] = Journal(conn, postgres=False)
+            return journal
+
+
+def _damaged_fix(path: Path) -> str:
+    return (
+        f"move it aside (mv {path} {path}.damaged) and run again: a new journal is made. "
+        "The spend limits still count every attempt that has ended (from Dagster's "
+        "records); only the spend of attempts in flight right now goes unseen."
+    )
 
 
 _sqlite_journals: dict[Path, Journal] = {}

@@ -62,6 +62,8 @@ def usage_metadata(summary: UsageSummary) -> dict[str, Any]:
         metadata |= _resumed_metadata(summary)
     if summary.unpriced_models:
         metadata["unpriced_models"] = dg.MetadataValue.text(", ".join(summary.unpriced_models))
+    if summary.cancelled_calls:  # in llm_calls, unpriced: a stop cut them short in flight
+        metadata["cancelled_calls"] = dg.MetadataValue.int(summary.cancelled_calls)
     return metadata
 
 
@@ -165,9 +167,11 @@ def run_metadata(result: Any) -> dict[str, Any]:
             metadata["mlflow_trace_id"] = dg.MetadataValue.text(tracking.trace_id)
     if result.resume_note is not None:
         metadata["resume"] = dg.MetadataValue.text(result.resume_note)
-    # The skipped items' warning is shown as `failed_items`, the resume note as `resume`;
-    # the rest are tracking's.
-    shown = {result.usage.skipped_items_warning(), result.resume_note}
+    if result.cache_note is not None:
+        metadata["cache_warning"] = dg.MetadataValue.text(result.cache_note)
+    # The skipped items' warning is shown as `failed_items`, the resume note as `resume`,
+    # the cache's as `cache_warning`; the rest are tracking's.
+    shown = {result.usage.skipped_items_warning(), result.resume_note, result.cache_note}
     if tracking_notes := [w for w in result.warnings if w not in shown]:
         metadata["tracking_warning"] = dg.MetadataValue.text(redact(" | ".join(tracking_notes)))
     return metadata

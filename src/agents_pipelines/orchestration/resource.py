@@ -19,6 +19,7 @@ from agents_pipelines.errors import (
     AgentsPipelinesError,
     BudgetExceededError,
     InvalidInputsError,
+    StoreDamagedError,
     WorkflowRunError,
 )
 from agents_pipelines.llm import Backend, resolve_backend
@@ -84,10 +85,14 @@ class WorkflowRunner(dg.ConfigurableResource):
         inputs = resolve_inputs(workflow.spec, partition, config, upstream)
         now = _fixed_time(self.spend_limits_now)
         limits_by_pool = pool_limits(self.pool_spend_limits)
-        # Runs in flight at once see each other's spend through the journal; each attempt
-        # marks its row as its record (materialization or observation) is stored.
-        with attempt_journal(context, workflow, limits_by_pool) as journal:
-            yield from self._run(context, workflow, inputs, now, limits_by_pool, journal)
+        try:
+            # Runs in flight at once see each other's spend through the journal; each
+            # attempt marks its row as its record (materialization or observation) is stored.
+            with attempt_journal(context, workflow, limits_by_pool) as journal:
+                yield from self._run(context, workflow, inputs, now, limits_by_pool, journal)
+        except StoreDamagedError as exc:  # before any call: the message says what to do
+            description = f"Workflow {workflow.name} ({workflow.path}): {exc}"
+            raise dg.Failure(description=redact(description), allow_retries=False) from None
 
     def _run(
         self,

@@ -23,7 +23,7 @@ from typing import Any
 from agents_pipelines.redaction import redact, redact_value, redacting_logger
 from agents_pipelines.tracking import experiments, span_policy, stale_runs, trace_outcome
 from agents_pipelines.tracking.client import configured_client
-from agents_pipelines.tracking.deadline import TrackingTimeoutError, call_within
+from agents_pipelines.tracking.deadline import TrackingBudget, TrackingTimeoutError
 from agents_pipelines.tracking.export import wait_for_trace
 from agents_pipelines.tracking.settings import TrackingSettings
 from agents_pipelines.usage import Pricer, UsageSummary, round_usd
@@ -45,18 +45,19 @@ class TrackingSession:
     """Start with ``TrackingSession.start``; trace with ``traced``; finish with ``end``.
 
     The MLflow calls the run waits on, at the start and at the end together, get at most
-    ``config.timeout_s`` (see deadline.py). With async_logging off, the trace id is reported
-    only once MLflow has stored the trace.
+    ``config.timeout_s`` of waiting (see deadline.py): the workflow's own time between them
+    does not count. With async_logging off, the trace id is reported only once MLflow has
+    stored the trace.
     """
 
     def __init__(
-        self, settings: TrackingSettings, experiment_id: str, run_id: str, deadline: float
+        self, settings: TrackingSettings, experiment_id: str, run_id: str, budget: TrackingBudget
     ):
         self.settings = settings
         self.experiment_id = experiment_id
         self.run_id = run_id
         self.trace_id: str | None = None
-        self._deadline = deadline  # time.monotonic() by which the run stops waiting on MLflow
+        self._budget = budget  # what is left of the run's time to wait on MLflow
 
     @classmethod
     def start(
@@ -69,10 +70,8 @@ class TrackingSession:
     ) -> TrackingSession:
         import mlflow  # noqa: F401  (a first import takes seconds: not on the clock)
 
-        deadline = time.monotonic() + settings.config.timeout_s
-        experiment_id, run_id = call_within(
-            settings.config.timeout_s,
-            settings.config.timeout_s,
+        budget = TrackingBudget(settings.config.timeout_s)
+        experiment_id, run_id = budget.call(
             f"creating the run at {settings.tracking_uri}",
             lambda: _create_run(settings, run_name, dict(tags), params),
             # A run created after the run stopped waiting would stay RUNNING forever.
@@ -80,7 +79,7 @@ class TrackingSession:
                 created[1], "KILLED"
             ),
         )
-        return cls(settings, experiment_id, run_id, deadline)
+        return cls(settings, experiment_id, run_id, budget)
 
     @contextmanager
     def traced(
@@ -131,9 +130,7 @@ class TrackingSession:
         # replace the exporter that this trace's spans go to.
         client = mlflow.MlflowClient(self.settings.tracking_uri)
         try:
-            call_within(
-                self._deadline - time.monotonic(),
-                self.settings.config.timeout_s,
+            self._budget.call(
                 f"tagging the run with its trace at {self.settings.tracking_uri}",
                 lambda: stale_runs.link_trace(client, self.run_id, trace_id),
             )
@@ -160,9 +157,7 @@ class TrackingSession:
         trace_id = self.trace_id
         if not self.settings.config.async_logging:
             self.trace_id = None  # named again once MLflow has stored the trace
-        call_within(
-            self._deadline - time.monotonic(),
-            self.settings.config.timeout_s,
+        self._budget.call(
             f"ending run {self.run_id} at {self.settings.tracking_uri}",
             lambda: self._end(metrics, artifacts, status, trace_id),
         )

@@ -30,6 +30,7 @@ from langchain_core.outputs import LLMResult
 from agents_pipelines.redaction import redact
 from agents_pipelines.usage.records import (
     CACHE_HIT,
+    CANCELLED,
     EVAL_KEY,
     ITEM_FAILED,
     ITEM_KEY,
@@ -45,6 +46,7 @@ from agents_pipelines.usage.records import (
 )
 
 PYTHON_STEP_EVENT = "agents_pipelines.python_step"
+_CANCELLED_NOTE = "cancelled in flight by a stop: no usage came back, Gemini may bill it"
 CACHE_HIT_SOURCE = "development cache: not billed"
 
 
@@ -132,8 +134,22 @@ class UsageLedger(BaseCallbackHandler):
             self._after_call(self.summary())
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        if not isinstance(error, Exception):  # a stop (a signal, a cancelled task)
+            self._finish(run_id, TokenUsage(), CANCELLED, _CANCELLED_NOTE, None)
+            return
         message = redact(f"{type(error).__name__}: {error}")  # errors may repeat the API key
         self._finish(run_id, TokenUsage(), "error", message, None)
+
+    def cancel_in_flight(self) -> None:
+        """Record the calls still in flight as cancelled: a stop ended the run under them.
+
+        On LangGraph's async path (a map node's items) a stop cancels the item tasks, and
+        LangChain reports no end for their calls (3 calls in flight, 0 recorded, measured);
+        the requests were sent, and Gemini may bill them."""
+        with self._lock:
+            in_flight = list(self._pending)
+        for run_id in in_flight:
+            self._finish(run_id, TokenUsage(), CANCELLED, _CANCELLED_NOTE, None)
 
     def on_custom_event(
         self,

@@ -86,6 +86,9 @@ class Pricer(Protocol):
 
 
 PYTHON = "python"  # the ``kind`` and ``model`` of a Python step's record
+# The status of a request a stop cut short in flight. It was sent, and Gemini may bill it,
+# but no usage came back: it counts as an LLM call, unpriced (no tokens, no cost).
+CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ class CallRecord:
     usage: TokenUsage
     price: Price | None
     latency_s: float
-    status: str = "ok"  # "ok" or "error"
+    status: str = "ok"  # "ok", "error" or CANCELLED
     error: str | None = None
     prompt: str | None = None  # kept only for artifact_level "full"
     reply: str | None = None
@@ -172,6 +175,11 @@ class UsageSummary:
     def llm_calls(self) -> int:
         """LLM call attempts; a Python step is listed in ``calls`` but is not one."""
         return sum(call.is_llm for call in self.calls)
+
+    @property
+    def cancelled_calls(self) -> int:
+        """Requests a stop cut short in flight: counted in ``llm_calls``, unpriced."""
+        return sum(call.status == CANCELLED for call in self.calls)
 
     @property
     def tokens(self) -> TokenUsage:
@@ -273,4 +281,9 @@ class UsageSummary:
             )
         if self.unpriced_models:
             text += f" (unpriced: {', '.join(self.unpriced_models)})"
+        if self.cancelled_calls:
+            text += (
+                f" ({self.cancelled_calls} cancelled in flight by the stop, counted unpriced: "
+                "Gemini may bill them)"
+            )
         return text

@@ -17,7 +17,12 @@ def cost_summary(
         "status": status,
         "error": error,
         "currency": "USD",
-        "totals": {**summary.totals(), "unpriced_models": summary.unpriced_models},
+        "totals": {
+            **summary.totals(),
+            "unpriced_models": summary.unpriced_models,
+            # Requests a stop cut short in flight: in llm_calls, unpriced (Gemini may bill).
+            "cancelled_calls": summary.cancelled_calls,
+        },
         "by_model": summary.by_model(),
         "calls": [
             {
