@@ -8,6 +8,7 @@ from typing import Any, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from agents_pipelines.errors import InvalidInputsError
+from agents_pipelines.graph.value_limits import oversized
 from agents_pipelines.spec import field_types
 from agents_pipelines.spec.models import StateField, WorkflowSpec
 
@@ -68,6 +69,13 @@ def initial_state(spec: WorkflowSpec, inputs: Mapping[str, Any]) -> dict[str, An
             value = field.default
         else:  # "not written yet": the type's empty value, which need not be a choice
             state[name] = field_types.zero_value(field.type)
+            continue
+        limit = spec.config.execution.max_state_value_chars
+        if (size := oversized(value, limit)) is not None:
+            problems.append(
+                f"`{name}` holds at least {size} characters, over "
+                f"config.execution.max_state_value_chars {limit}: give less, or raise it"
+            )
             continue
         try:
             state[name] = _validator(field).model_validate({"v": value}, strict=True).v  # type: ignore[attr-defined]
