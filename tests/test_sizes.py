@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from agents_pipelines.errors import BudgetExceededError, InvalidInputsError
+from agents_pipelines.errors import BudgetExceededError, InvalidInputsError, StateValueTooLargeError
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.orchestration.checkpoints import SQLITE_FILE
 from agents_pipelines.runner import run_workflow
@@ -180,3 +180,38 @@ def test_the_budget_stops_a_prompt_that_would_pass_it_before_it_is_sent(
     )
     assert "over max_total_tokens 5000; prompt sized by characters / 4)" in message
     assert raised.value.usage is not None and raised.value.usage.tokens.total == 120
+
+
+MAPPED = """\
+schema_version: "1"
+flow: {{name: mapped}}
+state:
+  fields:
+    reviews: {{type: "list[str]", required: true}}
+    labels: {{type: "list[str]"}}
+nodes:
+  - id: classify
+    map: {{over: reviews, as: review}}
+    function: "{function}"
+    outputs: [labels]
+edges:
+  - {{from: START, to: classify}}
+  - {{from: classify, to: END}}
+config:
+  execution: {{max_state_value_chars: 50}}
+  observability: {{mlflow: {{enabled: false}}}}
+"""
+
+
+def test_a_map_item_over_the_configured_limit_fails_the_run(tmp_path: Path) -> None:
+    source = "def label(review: str) -> dict:\n    return {'labels': review * 20}\n"
+    function = f"{module_in(tmp_path, source)}:label"
+    workflow = load_workflow(write(tmp_path, MAPPED.format(function=function)))
+    passed = run_workflow(workflow, {"reviews": ["ok", "no"]})  # 40 characters each
+    assert passed.state["labels"] == ["ok" * 20, "no" * 20]
+    with pytest.raises(
+        StateValueTooLargeError,
+        match=r"^Node `classify` of workflow mapped wrote at least 60 characters to `labels`, "
+        r"over config\.execution\.max_state_value_chars 50;(.|\n)*In item 1 of map node `classify`",
+    ):
+        run_workflow(workflow, {"reviews": ["ok", "bad"]})
