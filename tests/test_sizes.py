@@ -155,10 +155,27 @@ def test_a_10_mb_tool_result_reaches_the_model_as_an_error_not_whole(
     assert "Node `answer` of workflow fetching: Error: the result of tool `fetch`" in caplog.text
 
 
+# The second call's prompt: "Answer about cats." and the tool's 80,000 characters (within
+# the tool result limit), 80,018 characters: 20,005 tokens by characters / 4, $0.0060015
+# at gemini-2.5-flash's $0.30 per million input tokens. The first call spent 120 tokens,
+# $0.00008.
+@pytest.mark.parametrize(
+    ("budget", "over"),
+    [
+        (
+            "{max_total_tokens: 5000}",
+            "120 tokens spent and about 20005 in its prompt, over max_total_tokens 5000",
+        ),
+        (
+            "{max_cost_usd: 0.001}",
+            "$0.000080 spent and about $0.006001 for its prompt, over max_cost_usd $0.001000",
+        ),
+    ],
+    ids=["tokens", "cost"],
+)
 def test_the_budget_stops_a_prompt_that_would_pass_it_before_it_is_sent(
-    tmp_path: Path, gemini: GeminiLoopbackServer
+    tmp_path: Path, gemini: GeminiLoopbackServer, budget: str, over: str
 ) -> None:
-    # 80,000 characters: within the tool result limit, about 20,000 tokens by chars / 4.
     source = 'def fetch(topic: str) -> str:\n    """Fetch a page."""\n    return "w " * 40_000\n'
     tool = f"{module_in(tmp_path, source)}:fetch"
     gemini.set_default(
@@ -168,17 +185,16 @@ def test_the_budget_stops_a_prompt_that_would_pass_it_before_it_is_sent(
             else Reply.text_reply("Cats purr.")
         )
     )
-    budget = "  budget: {max_total_tokens: 5000}\n"
-    workflow = load_workflow(write(tmp_path, TOOL_NODE.format(tool=tool, budget=budget)))
+    text = TOOL_NODE.format(tool=tool, budget=f"  budget: {budget}\n")
     with pytest.raises(BudgetExceededError) as raised:
-        run_workflow(workflow)
+        run_workflow(load_workflow(write(tmp_path, text)))
     assert len(gemini.requests) == 1  # the oversized prompt was never sent
-    message = str(raised.value)
-    assert message.startswith(
+    assert str(raised.value) == (
         "Workflow fetching stopped before the next LLM call of `answer`, unsent: its prompt "
-        "would pass the budget (120 tokens spent and about 2000"
+        f"would pass the budget ({over}; prompt sized by characters / 4). Send less (a "
+        "shorter input, a tool that returns less), or raise orchestration.budget. Spent "
+        "before failing: $0.000080 over 1 LLM call(s), 120 tokens."  # stated once
     )
-    assert "over max_total_tokens 5000; prompt sized by characters / 4)" in message
     assert raised.value.usage is not None and raised.value.usage.tokens.total == 120
 
 

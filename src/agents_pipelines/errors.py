@@ -112,6 +112,7 @@ class WorkflowRunError(AgentsPipelinesError):
 
     def __init__(self, message: str, usage: UsageSummary | None = None):
         self.usage = usage
+        self.reason = message  # without the spend, which with_usage states afresh
         if usage is not None and usage.llm_calls:
             message += f" Spent before failing: {usage.describe_spend()}."
         super().__init__(message)
@@ -120,7 +121,7 @@ class WorkflowRunError(AgentsPipelinesError):
         """The same error, with the spend so far attached to its message."""
         clone = type(self).__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        WorkflowRunError.__init__(clone, str(self), usage)
+        WorkflowRunError.__init__(clone, getattr(self, "reason", str(self)), usage)
         return clone
 
 
