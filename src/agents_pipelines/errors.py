@@ -12,6 +12,7 @@
         ├── BudgetExceededError            orchestration.budget was spent; no more calls made
         ├── SpendLimitError                a day's or month's spend limit is reached; no call made
         ├── PythonStepError                a `function` step raised, or returned the wrong outputs
+        ├── StateValueTooLargeError        a node wrote a value over max_state_value_chars
         ├── ToolCallLimitError             a node's model asked for more than max_tool_calls
         ├── UnrecordedRequestError         replay: a node sent a request the cassette lacks
         └── LlmCallError                   Gemini refused or failed a call (after retries)
@@ -45,6 +46,7 @@ __all__ = [
     "OutputValidationError",
     "PythonStepError",
     "SpendLimitError",
+    "StateValueTooLargeError",
     "StepLimitError",
     "StoreDamagedError",
     "ToolCallLimitError",
@@ -156,6 +158,11 @@ class SpendLimitError(WorkflowRunError):
 
 class PythonStepError(WorkflowRunError):
     """A Python step (``function``) raised, or returned other keys or types than its outputs."""
+
+
+class StateValueTooLargeError(WorkflowRunError):
+    """A node wrote a value over ``config.execution.max_state_value_chars``: the run stops
+    before the value is checkpointed, stored or sent to a model."""
 
 
 class ToolCallLimitError(WorkflowRunError):

@@ -38,6 +38,7 @@ from agents_pipelines.tracking import (
     TrackingInfo,
 )
 from agents_pipelines.usage import Budget, SpendLimits, UsageLedger, UsageSummary, WindowSpend
+from agents_pipelines.usage.budget import NextPrompt
 from agents_pipelines.usage.spend_limits import SpendJournal, first_reached
 
 __all__ = ["Checkpointing", "RunResult", "TrackingFailedWarning", "run_workflow", "spent_before"]
@@ -283,8 +284,9 @@ def _cache(workflow: Workflow, folder: Path | None, backend: Backend) -> Respons
 
 def _guard(
     workflow: Workflow, windows: tuple[WindowSpend, ...], journal: SpendJournal | None
-) -> Callable[[UsageSummary], None] | None:
+) -> Callable[[UsageSummary, NextPrompt], None] | None:
     """Stops the run before its next LLM call once ``orchestration.budget`` is spent, or
+    would be by that call's prompt alone (sized by characters / 4), or
     once a spend limit's window is (earlier runs' spend, other runs' in flight from the
     journal, and this run's)."""
     config = workflow.spec.orchestration.budget
@@ -296,9 +298,11 @@ def _guard(
         else None
     )
 
-    def guard(usage: UsageSummary) -> None:
+    def guard(usage: UsageSummary, prompt: NextPrompt) -> None:
         if budget is not None and (over := budget.overrun(usage)) is not None:
             raise BudgetExceededError(budget.stop_message(over), usage)
+        if budget is not None and (too_large := budget.prompt_overrun(usage, prompt)):
+            raise BudgetExceededError(too_large, usage)
         if (reached := first_reached(windows, usage, journal)) is not None:
             window, in_flight = reached
             raise SpendLimitError(window.stop_message(workflow.name, usage, in_flight), usage)

@@ -4,7 +4,8 @@ It takes the workflow nodes' path: the chat model of the run's backend, Gemini's
 with a schema (as graph.nodes does for structured outputs), the run's callbacks (so the
 usage ledger prices the call and its budget guard runs before it) and, inside a run's
 trace, an LLM span of its own. Transient failures are retried with the nodes' LangGraph
-RetryPolicy (graph.builder.retry_policy), Retry-After included.
+RetryPolicy (graph.builder.retry_policy), Retry-After included. The values it judges
+reach it fenced as data, never as instructions (evals.judge_prompt).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import RetryPolicy
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents_pipelines.evals.judge_prompt import SYSTEM, judge_request
 from agents_pipelines.graph.nodes import strip_fence
 from agents_pipelines.llm.simulated import SimulatedChatModel
 from agents_pipelines.spec.models import EvalSpec
@@ -28,12 +30,6 @@ from agents_pipelines.spec.placeholders import parse_template
 from agents_pipelines.usage.records import EVAL_KEY, NODE_KEY
 
 T = TypeVar("T")
-
-SYSTEM = (
-    "You grade the output of an LLM workflow. Answer the question about it: `passed` is "
-    "true when the answer is yes (the output meets the criterion), false when it is no; "
-    "`rationale` says why in one or two sentences."
-)
 
 
 class JudgeReply(BaseModel):
@@ -73,7 +69,8 @@ def ask_judge(
     spent (or at once, for a failure that is not transient), and ValueError for a reply
     that is not a verdict."""
     assert entry.judge is not None
-    messages = [SystemMessage(SYSTEM), HumanMessage(parse_template(entry.judge).render(state))]
+    request = judge_request(parse_template(entry.judge), state)
+    messages = [SystemMessage(SYSTEM), HumanMessage(request)]
     config = RunnableConfig(
         callbacks=list(callbacks),
         metadata={NODE_KEY: call_name(entry), EVAL_KEY: entry.name},

@@ -20,6 +20,7 @@ from agents_pipelines.graph.dry_run import dry_run_hints
 from agents_pipelines.graph.python_step import python_step
 from agents_pipelines.graph.state import output_model
 from agents_pipelines.graph.tool_loop import async_tool_node, tool_node
+from agents_pipelines.graph.value_limits import async_limited, limited
 from agents_pipelines.llm.cache import share_hits
 from agents_pipelines.llm.simulated import SimulatedChatModel
 from agents_pipelines.spec.models import Node, WorkflowSpec
@@ -30,11 +31,9 @@ AsyncNodeFunction = Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any
 
 
 def make_node(spec: WorkflowSpec, node: Node, model: BaseChatModel | None) -> NodeFunction:
-    """The action of one node: state in, the node's outputs out."""
-    if node.function is not None:
-        return python_step(spec, node)
-    assert model is not None  # an LLM node always has its model (graph.builder)
-    return _PromptNode(spec, node, model).action()
+    """The action of one node: state in, the node's outputs out (each within the state
+    value limit, graph.value_limits)."""
+    return limited(spec, node, _action(spec, node, model))
 
 
 def make_async_node(
@@ -43,6 +42,17 @@ def make_async_node(
     """The same action for LangGraph's async path (a map node's items): the model's calls
     are awaited, so a call in flight holds no thread. A Python step, being the user's sync
     code, runs on the event loop's thread pool."""
+    return async_limited(spec, node, _async_action(spec, node, model))
+
+
+def _action(spec: WorkflowSpec, node: Node, model: BaseChatModel | None) -> NodeFunction:
+    if node.function is not None:
+        return python_step(spec, node)
+    assert model is not None  # an LLM node always has its model (graph.builder)
+    return _PromptNode(spec, node, model).action()
+
+
+def _async_action(spec: WorkflowSpec, node: Node, model: BaseChatModel | None) -> AsyncNodeFunction:
     if node.function is not None:
         step = python_step(spec, node)
 

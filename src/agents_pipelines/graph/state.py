@@ -8,6 +8,7 @@ from typing import Any, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from agents_pipelines.errors import InvalidInputsError
+from agents_pipelines.graph.value_limits import oversized
 from agents_pipelines.spec import field_types
 from agents_pipelines.spec.models import StateField, WorkflowSpec
 
@@ -69,6 +70,9 @@ def initial_state(spec: WorkflowSpec, inputs: Mapping[str, Any]) -> dict[str, An
         else:  # "not written yet": the type's empty value, which need not be a choice
             state[name] = field_types.zero_value(field.type)
             continue
+        if (too_large := _too_large(spec, name, value)) is not None:
+            problems.append(too_large)
+            continue
         try:
             state[name] = _validator(field).model_validate({"v": value}, strict=True).v  # type: ignore[attr-defined]
         except ValidationError as exc:
@@ -83,6 +87,17 @@ def initial_state(spec: WorkflowSpec, inputs: Mapping[str, Any]) -> dict[str, An
             + "."
         )
     return state
+
+
+def _too_large(spec: WorkflowSpec, name: str, value: Any) -> str | None:
+    """An input over the state value limit (graph.value_limits), in words; None if it fits."""
+    limit = spec.config.execution.max_state_value_chars
+    if (size := oversized(value, limit)) is None:
+        return None
+    return (
+        f"`{name}` holds at least {size} characters, over "
+        f"config.execution.max_state_value_chars {limit}: give less, or raise it"
+    )
 
 
 _VALIDATORS: dict[tuple[str, tuple[str | int, ...]], type[BaseModel]] = {}

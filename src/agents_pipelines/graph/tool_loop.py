@@ -21,6 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCa
 from langchain_core.tools import BaseTool, StructuredTool
 
 from agents_pipelines.errors import ToolCallLimitError
+from agents_pipelines.graph.value_limits import bounded_result
 from agents_pipelines.spec.models import Node, WorkflowSpec
 from agents_pipelines.spec.python_refs import import_ref
 
@@ -58,6 +59,7 @@ def tool_node(
     tools = {tool.name: tool for tool in load_tools(node.tools)}
     bound = model.bind_tools(list(tools.values()))
     where = f"Node `{node.id}` of workflow {spec.flow.name}"
+    limit = spec.config.execution.max_tool_result_chars
 
     def action(state: dict[str, Any]) -> dict[str, Any]:
         conversation = messages(state)
@@ -68,7 +70,8 @@ def tool_node(
             if not isinstance(reply, AIMessage) or not reply.tool_calls:
                 break
             called = _count(called, reply, node, where)
-            conversation += [_run_tool(tools, call) for call in reply.tool_calls]
+            results = [_run_tool(tools, call) for call in reply.tool_calls]
+            conversation += [bounded_result(result, limit, where) for result in results]
         if structured is None:
             return {node.outputs[0]: reply.text}
         return structured(_as_json_request(messages(state), reply))
@@ -88,6 +91,7 @@ def async_tool_node(
     tools = {tool.name: tool for tool in load_tools(node.tools)}
     bound = model.bind_tools(list(tools.values()))
     where = f"Node `{node.id}` of workflow {spec.flow.name}"
+    limit = spec.config.execution.max_tool_result_chars
 
     async def action(state: dict[str, Any]) -> dict[str, Any]:
         conversation = messages(state)
@@ -98,7 +102,8 @@ def async_tool_node(
             if not isinstance(reply, AIMessage) or not reply.tool_calls:
                 break
             called = _count(called, reply, node, where)
-            conversation += [await _arun_tool(tools, call) for call in reply.tool_calls]
+            results = [await _arun_tool(tools, call) for call in reply.tool_calls]
+            conversation += [bounded_result(result, limit, where) for result in results]
         if structured is None:
             return {node.outputs[0]: reply.text}
         return await structured(_as_json_request(messages(state), reply))

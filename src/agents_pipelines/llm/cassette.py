@@ -31,6 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from agents_pipelines.errors import CassetteError
+from agents_pipelines.llm.cassette_file import (
+    cassette_lines,
+    implausible_usage,
+    implausible_usage_error,
+)
 from agents_pipelines.llm.json_diff import Difference, differences
 from agents_pipelines.redaction import redact_value
 
@@ -132,13 +137,14 @@ class Cassette:
 
     @classmethod
     def load(cls, path: Path) -> Cassette:
-        """Every line checked: a malformed one is named by file and line."""
+        """Every line checked: a malformed one, or one with implausible usage, is named by
+        file and line; a path that is not a regular file of a sane size is refused before
+        it is read (llm.cassette_file)."""
         try:
-            text = path.read_text(encoding="utf-8")
+            lines = cassette_lines(path)
+            exchanges = [_parse(path, n, line) for n, line in lines if line.strip()]
         except FileNotFoundError:
             raise missing_cassette(path) from None
-        lines = text.splitlines()
-        exchanges = [_parse(path, n, line) for n, line in enumerate(lines, 1) if line.strip()]
         return cls(path, tuple(exchanges))
 
     def take(self, request: dict[str, Any]) -> Exchange | None:
@@ -183,6 +189,8 @@ def _parse(path: Path, number: int, line: str) -> Exchange:
             f"{where}: an exchange needs a `request` and a `response` object. Fix: delete the "
             "line, or the cassette, and record again."
         )
+    if (problem := implausible_usage(response)) is not None:
+        raise implausible_usage_error(where, problem)
     node, item = entry.get("node"), entry.get("item")
     return Exchange(
         request,

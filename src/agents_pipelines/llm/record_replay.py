@@ -38,6 +38,7 @@ from agents_pipelines.llm.cassette import (
     missing_cassette,
     request_record,
 )
+from agents_pipelines.llm.cassette_file import check_recordable
 from agents_pipelines.usage.records import ITEM_KEY, NODE_KEY
 
 __all__ = ["CassetteTransport", "RecordingTransport", "ReplayTransport", "transport_for"]
@@ -161,6 +162,7 @@ def transport_for(mode: str, cassette: str | None) -> CassetteTransport:
         )
     path = Path(cassette).resolve()
     if mode == "record":
+        check_recordable(path)
         return _recording(path)
     try:
         stat = path.stat()

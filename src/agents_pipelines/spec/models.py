@@ -271,6 +271,21 @@ class ExecutionConfig(_Model):
     checkpoint_ttl_days: int = Field(
         7, ge=1, le=3650, description="Days a run's checkpoints are kept for resuming."
     )
+    max_state_value_chars: int = Field(
+        1_000_000,
+        ge=1,
+        le=100_000_000,
+        description="The largest value an input or a node (each map item) may put in a state "
+        "field, in characters of its text; a larger one fails the run before it is "
+        "checkpointed, stored or sent to a model.",
+    )
+    max_tool_result_chars: int = Field(
+        100_000,
+        ge=1,
+        le=10_000_000,
+        description="The largest tool result sent back to the model, in characters (about "
+        "25,000 tokens by default); a larger one reaches the model as an error instead.",
+    )
 
 
 class MlflowConfig(_Model):

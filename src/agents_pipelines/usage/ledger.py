@@ -17,6 +17,7 @@ no cost, marked ``cache_hit``, with its original usage priced as ``saved``.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from agents_pipelines.redaction import redact
+from agents_pipelines.usage.budget import NextPrompt
+from agents_pipelines.usage.estimate import CHARS_PER_TOKEN
 from agents_pipelines.usage.records import (
     CACHE_HIT,
     CANCELLED,
@@ -71,7 +74,7 @@ class UsageLedger(BaseCallbackHandler):
         self,
         pricer: Pricer,
         keep_text: bool = False,
-        before_call: Callable[[UsageSummary], None] | None = None,
+        before_call: Callable[[UsageSummary, NextPrompt], None] | None = None,
         after_call: Callable[[UsageSummary], None] | None = None,
     ):
         self._pricer = pricer
@@ -108,9 +111,9 @@ class UsageLedger(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if self._before_call is not None:
-            self._before_call(self.summary())  # may raise: the call is then never made
         metadata = metadata or {}
+        if self._before_call is not None:  # may raise: the call is then never made
+            self._before_call(self.summary(), self._next_prompt(messages, metadata))
         prompt = None
         if self._keep_text:
             prompt = "\n\n".join(f"[{m.type}] {m.text}" for batch in messages for m in batch)
@@ -120,6 +123,18 @@ class UsageLedger(BaseCallbackHandler):
         pending = _Pending(node, model, prompt, item, judged if isinstance(judged, str) else None)
         with self._lock:
             self._pending[run_id] = pending
+
+    def _next_prompt(
+        self, messages: list[list[BaseMessage]], metadata: dict[str, Any]
+    ) -> NextPrompt:
+        """The call's prompt sized by characters / 4 (usage.estimate's no-key rule): no
+        request to count it, and about 1 µs per thousand characters."""
+        characters = sum(len(message.text) for batch in messages for message in batch)
+        tokens = math.ceil(characters / CHARS_PER_TOKEN)
+        model = str(metadata.get("ls_model_name", ""))
+        price = self._pricer.price(model, TokenUsage(prompt=tokens, total=tokens))
+        node, _ = _node_and_item(metadata)
+        return NextPrompt(node, tokens, None if price is None else price.total_usd)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         generation = response.generations[0][0] if response.generations else None
