@@ -75,8 +75,13 @@ orchestration:
 def test_calls_a_stop_cuts_short_in_flight_are_counted_unpriced(
     tmp_path: Path, gemini: GeminiLoopbackServer
 ) -> None:
-    # Item 0 is answered; items 1 to 3 hang until the run is stopped (Ctrl-C).
-    gemini.plan(Reply.text_reply("positive"), *[Fault.hang(600)] * 3)
+    # Item 0 is answered; items 1 to 3 hang until the run is stopped (Ctrl-C). Keyed on the
+    # prompt, not the order: items 0 to 2 start together, and any of them may arrive first.
+    gemini.set_default(
+        lambda request: (
+            Reply.text_reply("positive") if request.prompt_text == "Classify a" else Fault.hang(600)
+        )
+    )
     asset = build_workflow_asset(load_workflow(write(tmp_path, MAPPED)))
 
     def stop_once_all_are_in_flight() -> None:
