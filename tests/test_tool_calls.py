@@ -231,3 +231,14 @@ def test_a_langchain_tool_is_bound_as_it_is(
     result = run_workflow(load_workflow(write(tmp_path, text)), backend="simulated")
     assert [call.tools for call in result.usage.calls] == [("stock_level",), ()]
     assert result.usage.llm_calls == 2
+
+
+def test_a_tool_node_text_answer_is_a_plain_str(
+    tmp_path: Path, gemini: GeminiLoopbackServer
+) -> None:
+    gemini.set_default(calls_then_answer(("lookup_order", {"order_id": "A1"})))
+    text = looping("typed_reply", "shop.orders:lookup_order").replace(
+        "mlflow: {artifact_level: full}", "mlflow: {enabled: false}"
+    )
+    reply = run_workflow(load_workflow(write(tmp_path, text))).state["reply"]
+    assert reply == "Your refund is on its way." and type(reply) is str

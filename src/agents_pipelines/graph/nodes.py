@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from agents_pipelines.errors import OutputValidationError
 from agents_pipelines.graph.dry_run import dry_run_hints
 from agents_pipelines.graph.python_step import python_step
+from agents_pipelines.graph.replies import text_of
 from agents_pipelines.graph.state import output_model
 from agents_pipelines.graph.tool_loop import async_tool_node, tool_node
 from agents_pipelines.llm.cache import share_hits
@@ -94,7 +95,9 @@ class _PromptNode:
             return tool_node(self.spec, self.node, self.model, self.messages, structured)
         if self.text_output is not None:
             out = self.text_output
-            return lambda state: {out: self.model.invoke(self.messages(state), **self.hints).text}
+            return lambda state: {
+                out: text_of(self.model.invoke(self.messages(state), **self.hints))
+            }
         return lambda state: self.structured_call(self.messages(state))
 
     def async_action(self) -> AsyncNodeFunction:
@@ -109,17 +112,19 @@ class _PromptNode:
             if tools is not None:
                 return await tools(state)
             if out is not None:
-                return {out: (await self.model.ainvoke(self.messages(state), **self.hints)).text}
+                return {out: text_of(await self.model.ainvoke(self.messages(state), **self.hints))}
             return await self.astructured_call(self.messages(state))
 
         return action
 
     def structured_call(self, conversation: list[BaseMessage]) -> dict[str, Any]:
-        return self._parsed(self.model.invoke(conversation, **self.json_mode, **self.hints).text)
+        return self._parsed(
+            text_of(self.model.invoke(conversation, **self.json_mode, **self.hints))
+        )
 
     async def astructured_call(self, conversation: list[BaseMessage]) -> dict[str, Any]:
         reply = await self.model.ainvoke(conversation, **self.json_mode, **self.hints)
-        return self._parsed(reply.text)
+        return self._parsed(text_of(reply))
 
     def _parsed(self, reply: str) -> dict[str, Any]:
         assert self.schema is not None

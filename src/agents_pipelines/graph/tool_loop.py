@@ -21,6 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCa
 from langchain_core.tools import BaseTool, StructuredTool
 
 from agents_pipelines.errors import ToolCallLimitError
+from agents_pipelines.graph.replies import text_of
 from agents_pipelines.spec.models import Node, WorkflowSpec
 from agents_pipelines.spec.python_refs import import_ref
 
@@ -70,7 +71,7 @@ def tool_node(
             called = _count(called, reply, node, where)
             conversation += [_run_tool(tools, call) for call in reply.tool_calls]
         if structured is None:
-            return {node.outputs[0]: reply.text}
+            return {node.outputs[0]: text_of(reply)}
         return structured(_as_json_request(messages(state), reply))
 
     return action
@@ -100,7 +101,7 @@ def async_tool_node(
             called = _count(called, reply, node, where)
             conversation += [await _arun_tool(tools, call) for call in reply.tool_calls]
         if structured is None:
-            return {node.outputs[0]: reply.text}
+            return {node.outputs[0]: text_of(reply)}
         return await structured(_as_json_request(messages(state), reply))
 
     return action
@@ -120,7 +121,7 @@ def _count(called: int, reply: AIMessage, node: Node, where: str) -> int:
 
 def _as_json_request(start: list[BaseMessage], reply: BaseMessage) -> list[BaseMessage]:
     """The last, JSON-mode call's conversation: the request, the model's answer in text."""
-    answer = [AIMessage(reply.text)] if reply.text else []  # Gemini refuses empty parts
+    answer = [AIMessage(text_of(reply))] if reply.text else []  # Gemini refuses empty parts
     return [*start, *answer, HumanMessage(AS_JSON)]
 
 
