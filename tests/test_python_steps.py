@@ -299,3 +299,52 @@ edges:
     assert {(c.node, c.model, c.status) for c in calls} == {("classify", "python", "ok")}
     assert result.usage.totals()["llm_calls"] == 0
     assert result.usage.totals()["total_cost_usd"] == 0.0
+
+
+MUTATING = """\
+def count(reviews: list) -> dict:
+    reviews.append("injected")
+    return {"count": len(reviews)}
+
+
+def label(review: str, seen: list) -> dict:
+    seen.append(review)
+    return {"labels": review.upper()}
+"""
+
+
+def test_a_step_that_mutates_its_inputs_changes_only_its_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_uri: str
+) -> None:
+    # `count` appends to the list it reads, and each item of `classify` to `seen`: neither
+    # field is among their outputs, so neither may change (on the sync and async paths).
+    module = module_in(tmp_path, MUTATING)
+    text = f"""\
+schema_version: "1"
+flow: {{name: mutating}}
+state:
+  fields:
+    reviews: {{type: "list[str]", required: true}}
+    seen: {{type: "list[str]", default: []}}
+    count: {{type: int}}
+    labels: {{type: "list[str]"}}
+nodes:
+  - {{id: counted, function: "{module}:count", outputs: [count]}}
+  - id: classify
+    map: {{over: reviews, as: review, max_concurrency: 1}}
+    function: {module}:label
+    outputs: [labels]
+edges:
+  - {{from: START, to: counted}}
+  - {{from: counted, to: classify}}
+  - {{from: classify, to: END}}
+config:
+  observability: {{mlflow: {{enabled: false}}}}
+"""
+    monkeypatch.chdir(tmp_path)
+    reviews = ["a", "b"]
+    result = run_workflow(load_workflow(write(tmp_path, text)), {"reviews": reviews})
+    assert result.state["reviews"] == ["a", "b"] == reviews
+    assert result.state["seen"] == []
+    assert result.state["labels"] == ["A", "B"]
+    assert result.state["count"] == 3  # the step saw its own copy grow

@@ -10,6 +10,7 @@ so ``node_calls`` shows it (at no cost) without counting it as an LLM call.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import inspect
 import time
@@ -65,9 +66,18 @@ def python_step(spec: WorkflowSpec, node: Node) -> NodeFunction:
     def action(state: dict[str, Any]) -> dict[str, Any]:
         # Called inside the LangGraph node: the node's config (callbacks, metadata) reaches
         # the lambda through LangChain's context, as it reaches a model's invoke.
-        return runnable.invoke({name: state[name] for name in parameters if name in state})
+        return runnable.invoke(_own_copies(state, parameters))
 
     return action
+
+
+def _own_copies(state: dict[str, Any], parameters: list[str]) -> dict[str, Any]:
+    """The fields the function takes, as copies of its own: LangGraph hands a node the
+    state's own objects, so a step that appended to an input list changed that field in
+    the final state (and in a map, every item's view of it), though it is not an output.
+    Only the parameters are copied: a 10,000-string list takes 2.6 ms, 10,000 small dicts
+    46 ms (measured); a map item's step that reads only its item copies only that."""
+    return copy.deepcopy({name: state[name] for name in parameters if name in state})
 
 
 class _OutputCheck:
