@@ -1,5 +1,8 @@
 """One LangGraph node per workflow node: render the prompt, call the model, write outputs.
 
+Outputs are redacted before LangGraph writes them: a reply (or a step's value) that repeats
+an API key would otherwise be stored in the checkpoints, the asset value and printed state.
+
 A node with ``tools`` loops through tool calls first (tool_loop.py); a node with
 ``function`` is a Python step (python_step.py).
 """
@@ -23,6 +26,7 @@ from agents_pipelines.graph.state import output_model
 from agents_pipelines.graph.tool_loop import async_tool_node, tool_node
 from agents_pipelines.llm.cache import share_hits
 from agents_pipelines.llm.simulated import SimulatedChatModel
+from agents_pipelines.redaction import redact_value
 from agents_pipelines.spec.models import Node, WorkflowSpec
 from agents_pipelines.spec.placeholders import parse_template
 
@@ -31,11 +35,13 @@ AsyncNodeFunction = Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any
 
 
 def make_node(spec: WorkflowSpec, node: Node, model: BaseChatModel | None) -> NodeFunction:
-    """The action of one node: state in, the node's outputs out."""
+    """The action of one node: state in, the node's outputs out (redacted)."""
     if node.function is not None:
-        return python_step(spec, node)
-    assert model is not None  # an LLM node always has its model (graph.builder)
-    return _PromptNode(spec, node, model).action()
+        action = python_step(spec, node)
+    else:
+        assert model is not None  # an LLM node always has its model (graph.builder)
+        action = _PromptNode(spec, node, model).action()
+    return lambda state: redact_value(action(state))
 
 
 def make_async_node(
@@ -45,7 +51,7 @@ def make_async_node(
     are awaited, so a call in flight holds no thread. A Python step, being the user's sync
     code, runs on the event loop's thread pool."""
     if node.function is not None:
-        step = python_step(spec, node)
+        step = make_node(spec, node, model)
 
         async def in_pool(state: dict[str, Any]) -> dict[str, Any]:
             context = contextvars.copy_context()  # the item's callbacks and metadata
@@ -53,7 +59,12 @@ def make_async_node(
 
         return in_pool
     assert model is not None
-    return _PromptNode(spec, node, model).async_action()
+    action = _PromptNode(spec, node, model).async_action()
+
+    async def redacted(state: dict[str, Any]) -> dict[str, Any]:
+        return redact_value(await action(state))
+
+    return redacted
 
 
 class _PromptNode:

@@ -23,6 +23,7 @@ from langchain_core.runnables import RunnableLambda
 from pydantic import TypeAdapter, ValidationError
 
 from agents_pipelines.errors import PythonStepError
+from agents_pipelines.redaction import redact
 from agents_pipelines.spec import field_types
 from agents_pipelines.spec.models import Node, WorkflowSpec
 from agents_pipelines.spec.python_refs import import_ref, split_ref
@@ -116,7 +117,7 @@ class _OutputCheck:
         )
 
     def raised(self, exc: Exception) -> PythonStepError:
-        return PythonStepError(f"{self._where} raised {type(exc).__name__}: {exc}")
+        return PythonStepError(redact(f"{self._where} raised {type(exc).__name__}: {exc}"))
 
 
 def _type_of(spec: WorkflowSpec, node: Node, field: str) -> str:

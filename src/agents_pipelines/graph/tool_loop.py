@@ -22,6 +22,7 @@ from langchain_core.tools import BaseTool, StructuredTool
 
 from agents_pipelines.errors import ToolCallLimitError
 from agents_pipelines.graph.replies import text_of
+from agents_pipelines.redaction import redact
 from agents_pipelines.spec.models import Node, WorkflowSpec
 from agents_pipelines.spec.python_refs import import_ref
 
@@ -142,9 +143,9 @@ def _as_message(result: Any, name: str, call_id: str) -> ToolMessage:
 
 
 def _failed(exc: Exception, name: str, call_id: str) -> ToolMessage:
-    return ToolMessage(
-        f"Error: {type(exc).__name__}: {exc}", tool_call_id=call_id, name=name, status="error"
-    )
+    # Redacted: the model may repeat what it is told, into the state, the cache and logs.
+    error = redact(f"Error: {type(exc).__name__}: {exc}")
+    return ToolMessage(error, tool_call_id=call_id, name=name, status="error")
 
 
 async def _arun_tool(tools: dict[str, BaseTool], call: ToolCall) -> ToolMessage:
