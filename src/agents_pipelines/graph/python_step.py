@@ -14,8 +14,7 @@ import copy
 import functools
 import inspect
 import time
-from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.callbacks import dispatch_custom_event
@@ -23,6 +22,7 @@ from langchain_core.runnables import RunnableLambda
 from pydantic import TypeAdapter, ValidationError
 
 from agents_pipelines.errors import PythonStepError
+from agents_pipelines.graph.time_limit import TimeLimit
 from agents_pipelines.redaction import redact
 from agents_pipelines.spec import field_types
 from agents_pipelines.spec.models import Node, WorkflowSpec
@@ -44,14 +44,12 @@ def python_step(spec: WorkflowSpec, node: Node) -> NodeFunction:
     readable = {*spec.state.fields, *([node.map.as_] if node.map is not None else [])}
     parameters = [name for name in _parameter_names(target) if name in readable]
     check = _OutputCheck(spec, node)
+    limit = TimeLimit(node.python_timeout_s, f"Python step `{node.id}` ({ref})")
 
     def call(arguments: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            result = target(**arguments)
-            if inspect.iscoroutine(result):
-                result = _run_to_completion(result)
-            outputs = check(result)
+            outputs = check(limit.call(lambda: _completed(target(**arguments), limit)))
         except PythonStepError as exc:  # wrong outputs
             _report(ref, started, str(exc))
             raise
@@ -149,12 +147,9 @@ def _report(ref: str, started: float, error: str | None) -> None:
     dispatch_custom_event(PYTHON_STEP_EVENT, data)
 
 
-def _run_to_completion(coroutine: Coroutine[Any, Any, Any]) -> Any:
-    """An async function's result. The graph runs synchronously; where this thread already
-    runs an event loop (a notebook), the coroutine gets a loop on a thread of its own."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with ThreadPoolExecutor(1, thread_name_prefix="python-step") as pool:
-        return pool.submit(asyncio.run, coroutine).result()
+def _completed(result: Any, limit: TimeLimit) -> Any:
+    """An async function's result, run to completion (cancelled at the time limit). This
+    runs on the time limit's own thread, where no event loop runs."""
+    if inspect.iscoroutine(result):
+        return asyncio.run(limit.await_(result))
+    return result
