@@ -117,7 +117,7 @@ def run_workflow(
     cache = _cache(workflow, cache_dir, chosen)
     models = chat_model_factory(chosen, simulated_latency_s)
     graph = build_graph(spec, models, cache)
-    run_version = resume.version(workflow.sha256, state)
+    run_version = resume.version(workflow.version_sha256(), state)
     start = resume.Start(state)
     on_event_loop = map_node.has_map(spec)
     awaitable: AwaitableSaver | None = None
