@@ -412,8 +412,10 @@ def test_a_step_hung_past_its_retries_fails_the_materialization(
     assert not result.success
     failure = result.failure_data_for_node("hung")
     assert failure is not None and failure.user_failure_data is not None
-    assert f"Python step `load` ({hanging_step}:fetch) did not return within timeout_s 0.3 s" in (
-        failure.user_failure_data.description or ""
+    description = failure.user_failure_data.description or ""
+    assert (
+        f"Python step `load` of workflow hung ({hanging_step}:fetch) did not return within "
+        "timeout_s 0.3 s" in description
     )
     # Transient, like a Gemini time-out: Dagster's step retry ran it once more.
     assert sys.modules[hanging_step].calls == ["always-hangs"] * 2

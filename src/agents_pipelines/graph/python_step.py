@@ -44,7 +44,8 @@ def python_step(spec: WorkflowSpec, node: Node) -> NodeFunction:
     readable = {*spec.state.fields, *([node.map.as_] if node.map is not None else [])}
     parameters = [name for name in _parameter_names(target) if name in readable]
     check = _OutputCheck(spec, node)
-    limit = TimeLimit(node.python_timeout_s, f"Python step `{node.id}` ({ref})")
+    where = f"Python step `{node.id}` of workflow {spec.flow.name} ({ref})"
+    limit = TimeLimit(node.python_timeout_s, where)
 
     def call(arguments: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
