@@ -79,5 +79,5 @@ def _source(module_name: str) -> bytes:
     try:
         spec = importlib.util.find_spec(module_name)
         return Path(spec.origin).read_bytes() if spec and spec.origin else b""
-    except (Exception, OSError):  # the user's package may raise anything while it imports
+    except Exception:  # an unreadable file, or a parent package that raises as it imports
         return b""
