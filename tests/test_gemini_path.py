@@ -261,3 +261,40 @@ def test_config_base_url_points_the_client_at_a_gateway(
     result = run_workflow(load_workflow(write(tmp_path, text)))
     assert result.state["summary"].startswith("Loopback reply")
     assert len(gemini.requests) == 1
+
+
+MAPPED_TEXT = """\
+schema_version: "1"
+flow: {name: mapped_text}
+state:
+  fields:
+    topics: {type: "list[str]", required: true}
+    notes: {type: "list[str]"}
+nodes:
+  - id: note
+    map: {over: topics, as: topic}
+    prompt: "A note on {topic}."
+    outputs: [notes]
+edges:
+  - {from: START, to: note}
+  - {from: note, to: END}
+config:
+  observability: {mlflow: {enabled: false}}
+orchestration:
+  inputs: {topics: [cats, dogs]}
+"""
+
+
+def test_text_outputs_are_plain_str_in_the_asset_value(
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
+) -> None:
+    # langchain-core's `message.text` is a TextAccessor (a str subclass): the state, the
+    # checkpoints and the pickled asset value must hold the str a `str` field declares.
+    result = dg.materialize(
+        [build_workflow_asset(load_workflow(write(tmp_path, LINEAR)))],
+        resources={"workflow_runner": WorkflowRunner()},
+    )
+    summary = result.asset_value("linear")["summary"]
+    assert summary.startswith("Loopback reply") and type(summary) is str
+    notes = run_workflow(load_workflow(write(tmp_path, MAPPED_TEXT, "map.yaml"))).state["notes"]
+    assert len(notes) == 2 and {type(note) for note in notes} == {str}

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -19,10 +21,11 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from agents_pipelines.cli import main
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.redaction import REDACTED_KEY, redact, redacting_logger
 from agents_pipelines.spec import load_workflow
-from agents_pipelines.testing import Fault, GeminiLoopbackServer
+from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply
 from agents_pipelines.tracking import drain_trace_export
 from conftest import LINEAR, materialize_command, write
 
@@ -182,3 +185,103 @@ def test_our_loggers_redact_the_message_and_the_traceback(
     assert "plain-configured-secret" not in caplog.text and KEY not in caplog.text
     assert f"?key={REDACTED_KEY} failed" in caplog.text
     assert f"ValueError: refused: {REDACTED_KEY}" in caplog.text
+
+
+LEAKY_MODULE = '''
+import os
+
+
+def lookup_order(order_id: str) -> dict:
+    """Look an order up."""
+    raise PermissionError(f"orders API refused key {os.environ['GOOGLE_API_KEY']}")
+
+
+def sign(reply: str) -> dict:
+    return {"signed": f"{reply} (sent with {os.environ['GOOGLE_API_KEY']})"}
+'''
+
+TOOL_THEN_STEP = """\
+schema_version: "1"
+flow: {{name: leaky}}
+state:
+  fields:
+    ticket: {{type: str, required: true}}
+    reply: {{type: str}}
+    signed: {{type: str}}
+nodes:
+  - id: answer
+    prompt: "Answer: {{ticket}}"
+    tools: [{module}:lookup_order]
+    outputs: [reply]
+  - {{id: sign, function: "{module}:sign", outputs: [signed]}}
+edges:
+  - {{from: START, to: answer}}
+  - {{from: answer, to: sign}}
+  - {{from: sign, to: END}}
+config:
+  execution: {{cache: {{ttl_s: 3600}}}}
+  observability:
+    mlflow: {{artifact_level: full}}
+orchestration:
+  inputs: {{ticket: "Where is order A1?"}}
+"""
+
+
+def repeat_the_tool_error(request: RecordedRequest) -> Reply:
+    """Call the tool once, then answer with what it said: a model repeating a tool's error."""
+    if not request.function_responses:
+        return Reply.function_call_reply("lookup_order", {"order_id": "A1"})
+    return Reply.text_reply(f"Sorry: {request.function_responses[0]['response']}")
+
+
+def test_a_key_in_a_tool_error_or_a_step_output_is_stored_nowhere(
+    tmp_path: Path,
+    mlflow_uri: str,
+    gemini_with_real_shaped_key: GeminiLoopbackServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "path", [*sys.path, str(tmp_path)])
+    module = f"leaky_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(LEAKY_MODULE, encoding="utf-8")
+    gemini_with_real_shaped_key.set_default(repeat_the_tool_error)
+    path = write(tmp_path, TOOL_THEN_STEP.format(module=module))
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        result = dg.materialize(
+            [build_workflow_asset(load_workflow(path))],
+            resources={"workflow_runner": WorkflowRunner()},
+            instance=instance,
+        )
+        events = _serialized_events(instance, result.run_id)
+    value = result.asset_value("leaky")
+    assert value["reply"].startswith("Sorry: ") and REDACTED_KEY in value["reply"]
+    assert value["signed"].endswith(f"(sent with {REDACTED_KEY})")
+    (response,) = gemini_with_real_shaped_key.requests[1].function_responses
+    assert f"PermissionError: orders API refused key {REDACTED_KEY}" in str(response)
+    stored = {p.name for p in (home / "storage").iterdir()}
+    assert {"llm_cache.sqlite", "checkpoints.sqlite"} <= stored, stored
+
+    assert main(["run", str(path), "--verbose"]) == 0  # prints the final state
+    output = capsys.readouterr()
+    assert f"(sent with {REDACTED_KEY})" in output.out
+    _assert_key_nowhere(tmp_path, output.out + output.err + events + repr(value))
+
+
+def test_a_reply_that_repeats_the_key_is_cached_and_checkpointed_redacted(
+    tmp_path: Path, mlflow_uri: str, gemini_with_real_shaped_key: GeminiLoopbackServer
+) -> None:
+    gemini_with_real_shaped_key.set_default(lambda _: Reply.text_reply(f"Your key is {KEY}."))
+    text = LINEAR + "config:\n  execution: {cache: {ttl_s: 3600}}\n"
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    asset = build_workflow_asset(load_workflow(write(tmp_path, text)))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for _ in range(2):  # the second run is answered from the cache
+            result = dg.materialize(
+                [asset], resources={"workflow_runner": WorkflowRunner()}, instance=instance
+            )
+            assert result.asset_value("linear")["summary"] == f"Your key is {REDACTED_KEY}."
+    assert len(gemini_with_real_shaped_key.requests) == 1
+    _assert_key_nowhere(tmp_path, "")

@@ -301,3 +301,49 @@ def test_skip_fails_the_node_when_every_item_failed(
         run_workflow(load_workflow(write(tmp_path, text)))
     assert failed.value.usage is not None
     assert [f.item for f in sorted(failed.value.usage.failed_items, key=lambda f: f.item)] == [0, 1]
+
+
+def hang_once_on_item(item: int) -> Any:
+    """A default answer that hangs the first request for ``item`` (longer than the client's
+    time-out), and answers every other request at once."""
+    hung: list[int] = []
+
+    def answer(request: RecordedRequest) -> Reply | Fault:
+        if item_of(request) == item and not hung:
+            hung.append(item)
+            return Fault.hang(30)
+        return Reply.text_reply(f"label {item_of(request)}")
+
+    return answer
+
+
+@pytest.mark.parametrize("on_item_error", ["skip", "fail"])
+def test_a_hung_item_call_is_retried_like_a_hung_node(
+    tmp_path: Path, gemini: GeminiLoopbackServer, on_item_error: str
+) -> None:
+    # On the async path the client's time-out is the built-in TimeoutError: transient.
+    gemini.set_default(hang_once_on_item(1))
+    text = map_workflow(
+        reviews(3),
+        map_extra=f", on_item_error: {on_item_error}",
+        llm="timeout_s: 0.5, max_retries: 1",
+        tracked=False,
+    )
+    result = run_workflow(load_workflow(write(tmp_path, text)))
+    assert result.state["labels"] == ["label 0", "label 1", "label 2"]
+    assert [item_of(r) for r in gemini.requests].count(1) == 2  # hung, then retried
+    assert result.usage.failed_items == ()
+    statuses = [c.status for c in result.usage.calls if c.item == 1]
+    assert statuses == ["error", "ok"]
+
+
+def test_a_hung_item_fails_the_run_as_transient_once_its_retries_are_spent(
+    tmp_path: Path, gemini: GeminiLoopbackServer
+) -> None:
+    # A step retry (Dagster's) follows only a failure marked transient.
+    gemini.set_default(lambda request: Fault.hang(30))
+    text = map_workflow(reviews(1), llm="timeout_s: 0.3, max_retries: 0", tracked=False)
+    with pytest.raises(WorkflowRunError) as failed:
+        run_workflow(load_workflow(write(tmp_path, text)))
+    assert getattr(failed.value, "transient", None) is True
+    assert "TimeoutError" in str(failed.value)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -299,3 +300,133 @@ edges:
     assert {(c.node, c.model, c.status) for c in calls} == {("classify", "python", "ok")}
     assert result.usage.totals()["llm_calls"] == 0
     assert result.usage.totals()["total_cost_usd"] == 0.0
+
+
+MUTATING = """\
+def count(reviews: list) -> dict:
+    reviews.append("injected")
+    return {"count": len(reviews)}
+
+
+def label(review: str, seen: list) -> dict:
+    seen.append(review)
+    return {"labels": review.upper()}
+"""
+
+
+def test_a_step_that_mutates_its_inputs_changes_only_its_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_uri: str
+) -> None:
+    # `count` appends to the list it reads, and each item of `classify` to `seen`: neither
+    # field is among their outputs, so neither may change (on the sync and async paths).
+    module = module_in(tmp_path, MUTATING)
+    text = f"""\
+schema_version: "1"
+flow: {{name: mutating}}
+state:
+  fields:
+    reviews: {{type: "list[str]", required: true}}
+    seen: {{type: "list[str]", default: []}}
+    count: {{type: int}}
+    labels: {{type: "list[str]"}}
+nodes:
+  - {{id: counted, function: "{module}:count", outputs: [count]}}
+  - id: classify
+    map: {{over: reviews, as: review, max_concurrency: 1}}
+    function: {module}:label
+    outputs: [labels]
+edges:
+  - {{from: START, to: counted}}
+  - {{from: counted, to: classify}}
+  - {{from: classify, to: END}}
+config:
+  observability: {{mlflow: {{enabled: false}}}}
+"""
+    monkeypatch.chdir(tmp_path)
+    reviews = ["a", "b"]
+    result = run_workflow(load_workflow(write(tmp_path, text)), {"reviews": reviews})
+    assert result.state["reviews"] == ["a", "b"] == reviews
+    assert result.state["seen"] == []
+    assert result.state["labels"] == ["A", "B"]
+    assert result.state["count"] == 3  # the step saw its own copy grow
+
+
+HANGING = """\
+import threading
+
+RELEASE = threading.Event()  # the test sets it: a hung call then returns
+calls = []
+
+
+def fetch(product: str) -> dict:
+    calls.append(product)
+    if len(calls) == 1 or product == "always-hangs":
+        RELEASE.wait(60)
+    return {"reviews": [product], "count": len(calls)}
+"""
+
+
+@pytest.fixture
+def hanging_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A module whose step hangs on its first call (and on every call for the product
+    `always-hangs`) until the test ends; its name."""
+    name = module_in(tmp_path, HANGING)
+    monkeypatch.chdir(tmp_path)
+    yield name
+    if name in sys.modules:
+        sys.modules[name].RELEASE.set()
+
+
+def test_a_hung_step_times_out_and_is_retried(
+    tmp_path: Path, mlflow_uri: str, simulated: None, hanging_step: str
+) -> None:
+    text = STEP_THEN_SUMMARY.format(name="hung", function=f"{hanging_step}:fetch", level="full")
+    text = text.replace(
+        "outputs: [reviews, count]", "outputs: [reviews, count]\n    timeout_s: 0.3"
+    )
+    text = text.replace("config:\n", "config:\n  llm: {max_retries: 1}\n")
+    result = run_workflow(load_workflow(write(tmp_path, text)))
+    assert result.state["reviews"] == ["kettle"] and result.state["count"] == 2
+    steps = [c for c in result.usage.calls if c.node == "load"]
+    assert [c.status for c in steps] == ["error", "ok"]
+    assert "did not return within timeout_s 0.3 s" in str(steps[0].error)
+
+
+def test_a_step_hung_past_its_retries_fails_the_materialization(
+    tmp_path: Path, mlflow_uri: str, simulated: None, hanging_step: str
+) -> None:
+    text = STEP_THEN_SUMMARY.format(name="hung", function=f"{hanging_step}:fetch", level="full")
+    text = text.replace(
+        "outputs: [reviews, count]", "outputs: [reviews, count]\n    timeout_s: 0.3"
+    )
+    text = text.replace(
+        "inputs: {product: kettle}",
+        "inputs: {product: always-hangs}\n  retry: {max_retries: 1, delay_s: 0}",
+    )
+    text = text.replace("config:\n", "config:\n  llm: {max_retries: 0}\n")
+    result = dg.materialize(
+        [build_workflow_asset(load_workflow(write(tmp_path, text)))],
+        resources={"workflow_runner": WorkflowRunner()},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.failure_data_for_node("hung")
+    assert failure is not None and failure.user_failure_data is not None
+    description = failure.user_failure_data.description or ""
+    assert (
+        f"Python step `load` of workflow hung ({hanging_step}:fetch) did not return within "
+        "timeout_s 0.3 s" in description
+    )
+    # Transient, like a Gemini time-out: Dagster's step retry ran it once more.
+    assert sys.modules[hanging_step].calls == ["always-hangs"] * 2
+
+
+def test_timeout_s_is_refused_on_a_node_without_python(tmp_path: Path) -> None:
+    text = STEP_THEN_SUMMARY.format(name="t", function="shop.reviews:fetch_reviews", level="full")
+    text = text.replace("outputs: [digest]", "outputs: [digest]\n    timeout_s: 5")
+    with pytest.raises(WorkflowConfigError) as refused:
+        load_workflow(write(tmp_path, text))
+    message = str(refused.value)
+    assert "nodes[1].timeout_s" in message and ":16" in message
+    assert "`timeout_s` limits a Python step or a tool call, and this node has neither" in message
+    assert "an LLM call's limit is `llm: {timeout_s: ...}`" in message

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -303,3 +305,77 @@ def test_checkpoints_older_than_the_ttl_are_pruned(
         later = time.time() + 2 * 86_400
         assert checkpoints.prune(saver, ttl_days=1, now=later) == ["old"]
         assert saver.get_tuple(Checkpointing(saver, "old").config()) is None
+
+
+STEP_THEN_CALL = """\
+schema_version: "1"
+flow: {{name: recoded}}
+state:
+  fields:
+    topic: {{type: str, required: true}}
+    outline: {{type: str}}
+    summary: {{type: str}}
+nodes:
+  - {{id: outline, function: "{module}:outline", outputs: [outline]}}
+  - {{id: summarize, prompt: "Summarize the outline.", outputs: [summary]}}
+edges:
+  - {{from: START, to: outline}}
+  - {{from: outline, to: summarize}}
+  - {{from: summarize, to: END}}
+config:
+  llm: {{max_retries: 0}}
+  observability: {{mlflow: {{enabled: false}}}}
+orchestration:
+  inputs: {{topic: cats}}
+"""
+
+
+def test_a_checkpoint_of_other_step_code_is_not_resumed(
+    tmp_path: Path, gemini: GeminiLoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the step's module is imported from the working directory
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    module = f"steps_{uuid.uuid4().hex[:8]}"
+    source = tmp_path / f"{module}.py"
+    source.write_text("def outline(topic: str) -> dict:\n    return {'outline': 'old'}\n")
+    path = write(tmp_path, STEP_THEN_CALL.format(module=module))
+    gemini.plan(Fault.server_error(500))  # the attempt fails after the step has finished
+    home = tmp_path / "home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        before = build_workflow_asset(load_workflow(path)).specs
+        with checkpoints.open_saver(instance) as saver:
+            checkpointing = Checkpointing(saver, "run-1|recoded|")
+            with pytest.raises(WorkflowRunError, match="Gemini 500"):
+                run_workflow(load_workflow(path), checkpointing=checkpointing)
+            # The step's code changes; the next attempt's process imports it anew.
+            source.write_text("def outline(topic: str) -> dict:\n    return {'outline': 'new'}\n")
+            del sys.modules[module]
+            result = run_workflow(load_workflow(path), checkpointing=checkpointing)
+        after = build_workflow_asset(load_workflow(path)).specs
+    assert result.state["outline"] == "new"  # not the old code's, from the checkpoint
+    assert result.usage.resumed == ()
+    (warning,) = result.warnings
+    assert warning.startswith("Not resumed: the checkpoint of this run (thread run-1|recoded|)")
+    assert "or of the Python its steps and tools name" in warning
+    # Dagster shows the asset as changed too.
+    (old_spec,), (new_spec,) = before, after
+    assert old_spec.code_version != new_spec.code_version
+
+
+def test_a_tool_module_change_is_a_new_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    module = f"tools_{uuid.uuid4().hex[:8]}"
+    source = tmp_path / f"{module}.py"
+    tool = 'def lookup(order_id: str) -> str:\n    """Look an order up."""\n    return "{}"\n'
+    source.write_text(tool.format("shipped"))
+    text = workflow_yaml("tooled", ("answer", "Where is {topic}?", "reply"))
+    text = text.replace("outputs: [reply]", f"tools: [{module}:lookup], outputs: [reply]")
+    path = write(tmp_path, text)
+    before = load_workflow(path).version_sha256()
+    assert before != load_workflow(path).sha256  # the tool's module is part of it
+    source.write_text(tool.format("lost"))
+    assert load_workflow(path).version_sha256() != before

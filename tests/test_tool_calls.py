@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
+from agents_pipelines.errors import PythonTimeoutError
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
@@ -231,3 +233,93 @@ def test_a_langchain_tool_is_bound_as_it_is(
     result = run_workflow(load_workflow(write(tmp_path, text)), backend="simulated")
     assert [call.tools for call in result.usage.calls] == [("stock_level",), ()]
     assert result.usage.llm_calls == 2
+
+
+def test_a_tool_node_text_answer_is_a_plain_str(
+    tmp_path: Path, gemini: GeminiLoopbackServer
+) -> None:
+    gemini.set_default(calls_then_answer(("lookup_order", {"order_id": "A1"})))
+    text = looping("typed_reply", "shop.orders:lookup_order").replace(
+        "mlflow: {artifact_level: full}", "mlflow: {enabled: false}"
+    )
+    reply = run_workflow(load_workflow(write(tmp_path, text))).state["reply"]
+    assert reply == "Your refund is on its way." and type(reply) is str
+
+
+HANGING_TOOL = '''
+import threading
+
+RELEASE = threading.Event()  # the test sets it: the hung calls then return
+
+
+def lookup_order(order_id: str) -> dict:
+    """Look an order up."""
+    RELEASE.wait(60)
+    return {"order_id": order_id}
+'''
+
+MAPPED_TOOLS = """\
+schema_version: "1"
+flow: {{name: {name}}}
+state:
+  fields:
+    tickets: {{type: "list[str]", required: true}}
+    replies: {{type: "list[str]"}}
+nodes:
+  - id: answer
+    map: {{over: tickets, as: ticket}}
+    prompt: "Answer: {{ticket}}"
+    tools: [{tools}]
+    timeout_s: 0.3
+    outputs: [replies]
+edges:
+  - {{from: START, to: answer}}
+  - {{from: answer, to: END}}
+config:
+  llm: {{max_retries: 0}}
+  observability: {{mlflow: {{enabled: false}}}}
+orchestration:
+  inputs: {{tickets: ["Where is order A1?"]}}
+"""
+
+
+@pytest.fixture
+def hanging_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A tool that hangs until the test ends: its `module:name`."""
+    module = f"tools_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(HANGING_TOOL, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    yield f"{module}:lookup_order"
+    if module in sys.modules:
+        sys.modules[module].RELEASE.set()
+
+
+def test_a_hung_tool_fails_the_node_at_its_timeout(
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer, hanging_tool: str
+) -> None:
+    gemini.set_default(calls_then_answer(("lookup_order", {"order_id": "A1"})))
+    text = looping("hung_tool", hanging_tool).replace(
+        "max_tool_calls: 2", "max_tool_calls: 2\n    timeout_s: 0.3"
+    )
+    text = text.replace("config:\n", "config:\n  llm: {max_retries: 0}\n")
+    text += "  retry: {max_retries: 0}\n"
+    result = materialize(write(tmp_path, text))
+    assert not result.success
+    failure = result.failure_data_for_node("hung_tool")
+    assert failure is not None and failure.user_failure_data is not None
+    assert "Tool `lookup_order` called by node `answer` did not return within timeout_s 0.3 s" in (
+        failure.user_failure_data.description or ""
+    )
+    meta = metadata_values(failure.user_failure_data.metadata)
+    assert meta["llm_calls"] == 1 and len(gemini.requests) == 1  # no answer was asked for
+    assert "tracking_warning" not in meta
+
+
+def test_a_hung_tool_in_a_map_item_fails_the_node_at_its_timeout(
+    tmp_path: Path, gemini: GeminiLoopbackServer, hanging_tool: str
+) -> None:
+    gemini.set_default(calls_then_answer(("lookup_order", {"order_id": "A1"})))
+    text = MAPPED_TOOLS.format(name="hung_mapped_tool", tools=hanging_tool)
+    with pytest.raises(PythonTimeoutError, match=r"did not return within timeout_s 0.3 s"):
+        run_workflow(load_workflow(write(tmp_path, text)))
+    assert len(gemini.requests) == 1

@@ -165,6 +165,13 @@ class StateValueTooLargeError(WorkflowRunError):
     before the value is checkpointed, stored or sent to a model."""
 
 
+class PythonTimeoutError(PythonStepError, TimeoutError):
+    """A Python step or a tool call ran past its node's ``timeout_s``. Transient, like a
+    Gemini time-out: the node's retries, then Dagster's step retries, run it again."""
+
+    transient = True
+
+
 class ToolCallLimitError(WorkflowRunError):
     """A node's model kept calling tools past ``max_tool_calls``."""
 

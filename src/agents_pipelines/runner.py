@@ -120,7 +120,7 @@ def run_workflow(
     cache_note = cache.take_recovery_note() if cache is not None else None
     models = chat_model_factory(chosen, simulated_latency_s)
     graph = build_graph(spec, models, cache)
-    run_version = resume.version(workflow.sha256, state)
+    run_version = resume.version(workflow.version_sha256(), state)
     start = resume.Start(state)
     on_event_loop = map_node.has_map(spec)
     awaitable: AwaitableSaver | None = None

@@ -1,5 +1,8 @@
 """One LangGraph node per workflow node: render the prompt, call the model, write outputs.
 
+Outputs are redacted before LangGraph writes them: a reply (or a step's value) that repeats
+an API key would otherwise be stored in the checkpoints, the asset value and printed state.
+
 A node with ``tools`` loops through tool calls first (tool_loop.py); a node with
 ``function`` is a Python step (python_step.py).
 """
@@ -18,11 +21,13 @@ from pydantic import BaseModel, ValidationError
 from agents_pipelines.errors import OutputValidationError
 from agents_pipelines.graph.dry_run import dry_run_hints
 from agents_pipelines.graph.python_step import python_step
+from agents_pipelines.graph.replies import text_of
 from agents_pipelines.graph.state import output_model
 from agents_pipelines.graph.tool_loop import async_tool_node, tool_node
 from agents_pipelines.graph.value_limits import async_limited, limited
 from agents_pipelines.llm.cache import share_hits
 from agents_pipelines.llm.simulated import SimulatedChatModel
+from agents_pipelines.redaction import redact_value
 from agents_pipelines.spec.models import Node, WorkflowSpec
 from agents_pipelines.spec.placeholders import parse_template
 
@@ -31,9 +36,10 @@ AsyncNodeFunction = Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any
 
 
 def make_node(spec: WorkflowSpec, node: Node, model: BaseChatModel | None) -> NodeFunction:
-    """The action of one node: state in, the node's outputs out (each within the state
-    value limit, graph.value_limits)."""
-    return limited(spec, node, _action(spec, node, model))
+    """The action of one node: state in, the node's outputs out, redacted and each within
+    the state value limit (graph.value_limits)."""
+    action = _action(spec, node, model)
+    return limited(spec, node, lambda state: redact_value(action(state)))
 
 
 def make_async_node(
@@ -42,7 +48,12 @@ def make_async_node(
     """The same action for LangGraph's async path (a map node's items): the model's calls
     are awaited, so a call in flight holds no thread. A Python step, being the user's sync
     code, runs on the event loop's thread pool."""
-    return async_limited(spec, node, _async_action(spec, node, model))
+    action = _async_action(spec, node, model)
+
+    async def redacted(state: dict[str, Any]) -> dict[str, Any]:
+        return redact_value(await action(state))
+
+    return async_limited(spec, node, redacted)
 
 
 def _action(spec: WorkflowSpec, node: Node, model: BaseChatModel | None) -> NodeFunction:
@@ -104,7 +115,9 @@ class _PromptNode:
             return tool_node(self.spec, self.node, self.model, self.messages, structured)
         if self.text_output is not None:
             out = self.text_output
-            return lambda state: {out: self.model.invoke(self.messages(state), **self.hints).text}
+            return lambda state: {
+                out: text_of(self.model.invoke(self.messages(state), **self.hints))
+            }
         return lambda state: self.structured_call(self.messages(state))
 
     def async_action(self) -> AsyncNodeFunction:
@@ -119,17 +132,19 @@ class _PromptNode:
             if tools is not None:
                 return await tools(state)
             if out is not None:
-                return {out: (await self.model.ainvoke(self.messages(state), **self.hints)).text}
+                return {out: text_of(await self.model.ainvoke(self.messages(state), **self.hints))}
             return await self.astructured_call(self.messages(state))
 
         return action
 
     def structured_call(self, conversation: list[BaseMessage]) -> dict[str, Any]:
-        return self._parsed(self.model.invoke(conversation, **self.json_mode, **self.hints).text)
+        return self._parsed(
+            text_of(self.model.invoke(conversation, **self.json_mode, **self.hints))
+        )
 
     async def astructured_call(self, conversation: list[BaseMessage]) -> dict[str, Any]:
         reply = await self.model.ainvoke(conversation, **self.json_mode, **self.hints)
-        return self._parsed(reply.text)
+        return self._parsed(text_of(reply))
 
     def _parsed(self, reply: str) -> dict[str, Any]:
         assert self.schema is not None

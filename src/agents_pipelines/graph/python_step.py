@@ -10,11 +10,11 @@ so ``node_calls`` shows it (at no cost) without counting it as an LLM call.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import inspect
 import time
-from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.callbacks import dispatch_custom_event
@@ -22,6 +22,8 @@ from langchain_core.runnables import RunnableLambda
 from pydantic import TypeAdapter, ValidationError
 
 from agents_pipelines.errors import PythonStepError
+from agents_pipelines.graph.time_limit import TimeLimit
+from agents_pipelines.redaction import redact
 from agents_pipelines.spec import field_types
 from agents_pipelines.spec.models import Node, WorkflowSpec
 from agents_pipelines.spec.python_refs import import_ref, split_ref
@@ -42,14 +44,13 @@ def python_step(spec: WorkflowSpec, node: Node) -> NodeFunction:
     readable = {*spec.state.fields, *([node.map.as_] if node.map is not None else [])}
     parameters = [name for name in _parameter_names(target) if name in readable]
     check = _OutputCheck(spec, node)
+    where = f"Python step `{node.id}` of workflow {spec.flow.name} ({ref})"
+    limit = TimeLimit(node.python_timeout_s, where)
 
     def call(arguments: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            result = target(**arguments)
-            if inspect.iscoroutine(result):
-                result = _run_to_completion(result)
-            outputs = check(result)
+            outputs = check(limit.call(lambda: _completed(target(**arguments), limit)))
         except PythonStepError as exc:  # wrong outputs
             _report(ref, started, str(exc))
             raise
@@ -65,9 +66,18 @@ def python_step(spec: WorkflowSpec, node: Node) -> NodeFunction:
     def action(state: dict[str, Any]) -> dict[str, Any]:
         # Called inside the LangGraph node: the node's config (callbacks, metadata) reaches
         # the lambda through LangChain's context, as it reaches a model's invoke.
-        return runnable.invoke({name: state[name] for name in parameters if name in state})
+        return runnable.invoke(_own_copies(state, parameters))
 
     return action
+
+
+def _own_copies(state: dict[str, Any], parameters: list[str]) -> dict[str, Any]:
+    """The fields the function takes, as copies of its own: LangGraph hands a node the
+    state's own objects, so a step that appended to an input list changed that field in
+    the final state (and in a map, every item's view of it), though it is not an output.
+    Only the parameters are copied: a 10,000-string list takes 2.6 ms, 10,000 small dicts
+    46 ms (measured); a map item's step that reads only its item copies only that."""
+    return copy.deepcopy({name: state[name] for name in parameters if name in state})
 
 
 class _OutputCheck:
@@ -106,7 +116,7 @@ class _OutputCheck:
         )
 
     def raised(self, exc: Exception) -> PythonStepError:
-        return PythonStepError(f"{self._where} raised {type(exc).__name__}: {exc}")
+        return PythonStepError(redact(f"{self._where} raised {type(exc).__name__}: {exc}"))
 
 
 def _type_of(spec: WorkflowSpec, node: Node, field: str) -> str:
@@ -138,12 +148,9 @@ def _report(ref: str, started: float, error: str | None) -> None:
     dispatch_custom_event(PYTHON_STEP_EVENT, data)
 
 
-def _run_to_completion(coroutine: Coroutine[Any, Any, Any]) -> Any:
-    """An async function's result. The graph runs synchronously; where this thread already
-    runs an event loop (a notebook), the coroutine gets a loop on a thread of its own."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with ThreadPoolExecutor(1, thread_name_prefix="python-step") as pool:
-        return pool.submit(asyncio.run, coroutine).result()
+def _completed(result: Any, limit: TimeLimit) -> Any:
+    """An async function's result, run to completion (cancelled at the time limit). This
+    runs on the time limit's own thread, where no event loop runs."""
+    if inspect.iscoroutine(result):
+        return asyncio.run(limit.await_(result))
+    return result

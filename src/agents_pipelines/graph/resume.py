@@ -6,7 +6,8 @@ unfinished checkpoint of the same workflow file and inputs is resumed: LangGraph
 tasks of the failed super-step again, except those that finished (their writes were kept
 as pending writes), so a map node calls again only the items that failed. Anything else
 starts fresh: no checkpoint, a finished one, or one written by another version of the file
-(or other inputs), which is said in a warning.
+or of the Python modules its steps and tools name (or with other inputs), which is said in
+a warning.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ class Start:
 
 
 def version(workflow_sha256: str, state: Mapping[str, Any]) -> str:
-    """The workflow file's hash and the run's inputs: a checkpoint made with others is not
-    resumed (its finished nodes answered another prompt)."""
+    """The workflow's version (its file's hash, with the Python it names: Workflow.
+    version_sha256) and the run's inputs: a checkpoint made with others is not resumed (its
+    finished nodes answered another prompt, or ran other code)."""
     inputs = json.dumps(state, sort_keys=True, default=str)
     return hashlib.sha256(f"{workflow_sha256}\n{inputs}".encode()).hexdigest()[:32]
 
@@ -73,7 +75,8 @@ def start(
         return Start(
             state,
             note=f"Not resumed: the checkpoint of this run (thread {thread}) was written by "
-            "another version of the workflow file or with other inputs, so its finished "
+            "another version of the workflow file (or of the Python its steps and tools "
+            "name) or with other inputs, so its finished "
             "nodes may not hold for this one. The run starts fresh.",
             warning=True,
         )

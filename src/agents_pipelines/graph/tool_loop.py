@@ -20,8 +20,11 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCall, ToolMessage
 from langchain_core.tools import BaseTool, StructuredTool
 
-from agents_pipelines.errors import ToolCallLimitError
+from agents_pipelines.errors import PythonTimeoutError, ToolCallLimitError
+from agents_pipelines.graph.replies import text_of
+from agents_pipelines.graph.time_limit import TimeLimit
 from agents_pipelines.graph.value_limits import bounded_result
+from agents_pipelines.redaction import redact
 from agents_pipelines.spec.models import Node, WorkflowSpec
 from agents_pipelines.spec.python_refs import import_ref
 
@@ -70,10 +73,10 @@ def tool_node(
             if not isinstance(reply, AIMessage) or not reply.tool_calls:
                 break
             called = _count(called, reply, node, where)
-            results = [_run_tool(tools, call) for call in reply.tool_calls]
+            results = [_run_tool(tools, call, node) for call in reply.tool_calls]
             conversation += [bounded_result(result, limit, where) for result in results]
         if structured is None:
-            return {node.outputs[0]: reply.text}
+            return {node.outputs[0]: text_of(reply)}
         return structured(_as_json_request(messages(state), reply))
 
     return action
@@ -102,10 +105,10 @@ def async_tool_node(
             if not isinstance(reply, AIMessage) or not reply.tool_calls:
                 break
             called = _count(called, reply, node, where)
-            results = [await _arun_tool(tools, call) for call in reply.tool_calls]
+            results = [await _arun_tool(tools, call, node) for call in reply.tool_calls]
             conversation += [bounded_result(result, limit, where) for result in results]
         if structured is None:
-            return {node.outputs[0]: reply.text}
+            return {node.outputs[0]: text_of(reply)}
         return await structured(_as_json_request(messages(state), reply))
 
     return action
@@ -125,7 +128,7 @@ def _count(called: int, reply: AIMessage, node: Node, where: str) -> int:
 
 def _as_json_request(start: list[BaseMessage], reply: BaseMessage) -> list[BaseMessage]:
     """The last, JSON-mode call's conversation: the request, the model's answer in text."""
-    answer = [AIMessage(reply.text)] if reply.text else []  # Gemini refuses empty parts
+    answer = [AIMessage(text_of(reply))] if reply.text else []  # Gemini refuses empty parts
     return [*start, *answer, HumanMessage(AS_JSON)]
 
 
@@ -146,25 +149,27 @@ def _as_message(result: Any, name: str, call_id: str) -> ToolMessage:
 
 
 def _failed(exc: Exception, name: str, call_id: str) -> ToolMessage:
-    return ToolMessage(
-        f"Error: {type(exc).__name__}: {exc}", tool_call_id=call_id, name=name, status="error"
-    )
+    # Redacted: the model may repeat what it is told, into the state, the cache and logs.
+    error = redact(f"Error: {type(exc).__name__}: {exc}")
+    return ToolMessage(error, tool_call_id=call_id, name=name, status="error")
 
 
-async def _arun_tool(tools: dict[str, BaseTool], call: ToolCall) -> ToolMessage:
+async def _arun_tool(tools: dict[str, BaseTool], call: ToolCall, node: Node) -> ToolMessage:
     """``_run_tool`` on the async path."""
     name, call_id = call["name"], call.get("id") or ""
     tool = tools.get(name)
     if tool is None:
         return _unknown_tool(tools, name, call_id)
     try:
-        result = await tool.ainvoke({**call, "type": "tool_call"})
+        result = await _ainvoke_within(tool, call, _time_limit(node, name))
+    except PythonTimeoutError:  # the node fails, like a Gemini time-out
+        raise
     except Exception as exc:  # the model hears of it and may try otherwise
         return _failed(exc, name, call_id)
     return _as_message(result, name, call_id)
 
 
-def _run_tool(tools: dict[str, BaseTool], call: ToolCall) -> ToolMessage:
+def _run_tool(tools: dict[str, BaseTool], call: ToolCall, node: Node) -> ToolMessage:
     """The tool's result, or its error, as the function response for ``call``."""
     name, call_id = call["name"], call.get("id") or ""
     tool = tools.get(name)
@@ -172,7 +177,22 @@ def _run_tool(tools: dict[str, BaseTool], call: ToolCall) -> ToolMessage:
         return _unknown_tool(tools, name, call_id)
     try:
         # A ToolCall in, a ToolMessage out; autolog makes the run a TOOL span.
-        result = tool.invoke({**call, "type": "tool_call"})
+        result = _time_limit(node, name).call(lambda: tool.invoke({**call, "type": "tool_call"}))
+    except PythonTimeoutError:  # the node fails, like a Gemini time-out
+        raise
     except Exception as exc:  # the model hears of it and may try otherwise
         return _failed(exc, name, call_id)
     return _as_message(result, name, call_id)
+
+
+def _time_limit(node: Node, tool: str) -> TimeLimit:
+    return TimeLimit(node.python_timeout_s, f"Tool `{tool}` called by node `{node.id}`")
+
+
+async def _ainvoke_within(tool: BaseTool, call: ToolCall, limit: TimeLimit) -> Any:
+    """An async tool is awaited (and cancelled at the limit); a sync one runs on the time
+    limit's thread, not on the loop's pool, whose threads the interpreter joins at exit."""
+    request = {**call, "type": "tool_call"}
+    if isinstance(tool, StructuredTool) and tool.func is None:
+        return await limit.await_(tool.ainvoke(request))
+    return await limit.acall(lambda: tool.invoke(request))

@@ -35,7 +35,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, message_to_dict, messages_from_dict
 from langchain_core.outputs import ChatGeneration, Generation
 
-from agents_pipelines.redaction import redacting_logger
+from agents_pipelines.redaction import redact, redacting_logger
 from agents_pipelines.sqlite_damage import is_damaged, set_aside
 from agents_pipelines.usage.records import CACHE_HIT
 
@@ -222,14 +222,17 @@ def take_hit() -> dict[str, Any] | None:
 
 
 def _dump(generations: Sequence[Generation]) -> str:
-    """Chat replies as LangChain's message dicts (a plain text Generation is kept as text)."""
-    return json.dumps(
-        [
-            {"message": message_to_dict(g.message), "info": g.generation_info}
-            if isinstance(g, ChatGeneration)
-            else {"text": g.text, "info": g.generation_info}
-            for g in generations
-        ]
+    """Chat replies as LangChain's message dicts (a plain text Generation is kept as text),
+    redacted: a reply may repeat an API key, and the file outlives the run."""
+    return redact(
+        json.dumps(
+            [
+                {"message": message_to_dict(g.message), "info": g.generation_info}
+                if isinstance(g, ChatGeneration)
+                else {"text": g.text, "info": g.generation_info}
+                for g in generations
+            ]
+        )
     )
 
 

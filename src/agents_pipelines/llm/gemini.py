@@ -150,8 +150,12 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """429, 5xx, time-outs and dropped connections: worth another attempt."""
-    transport_errors = _transport_errors()
+    """429, 5xx, time-outs and dropped connections: worth another attempt.
+
+    The built-in TimeoutError counts: on LangGraph's async path (a map node's items) the
+    client's time-out surfaces as ``asyncio``'s, which is the built-in one, not an HTTP
+    stack's error; and a Python step or a tool past its ``timeout_s`` raises it too."""
+    transport_errors = (*_transport_errors(), TimeoutError)
     if any(isinstance(err, transport_errors) for err in _chain(exc)):
         return True
     return status_code(exc) in _TRANSIENT_STATUS

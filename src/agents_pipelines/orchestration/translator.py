@@ -23,8 +23,8 @@ class WorkflowTranslator:
             group_name=spec.orchestration.group,
             description=spec.flow.description or None,
             kinds=set(KINDS),
-            # The file's digest: Dagster shows the asset as changed when the YAML changes.
-            code_version=workflow.sha256[:16],
+            # Dagster shows the asset as changed when the YAML, or the Python it names, changes.
+            code_version=workflow.version_sha256()[:16],
             deps=[dg.AssetDep(dg.AssetKey(dep.workflow)) for dep in spec.orchestration.deps],
             partitions_def=partitions_def(workflow),
             automation_condition=_automation(workflow),

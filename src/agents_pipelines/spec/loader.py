@@ -13,6 +13,7 @@ from agents_pipelines.errors import ConfigIssue, WorkflowConfigError
 from agents_pipelines.spec.dependency_rules import dependency_issues
 from agents_pipelines.spec.models import WorkflowSpec
 from agents_pipelines.spec.pydantic_errors import issues_from_validation_error
+from agents_pipelines.spec.python_refs import code_sha256
 from agents_pipelines.spec.rules import run_checks
 from agents_pipelines.spec.secrets import find_literal_keys
 from agents_pipelines.spec.yaml_source import PathKey, YamlDocument, parse_yaml, read_yaml
@@ -35,6 +36,15 @@ class Workflow:
     @property
     def name(self) -> str:
         return self.spec.flow.name
+
+    def version_sha256(self) -> str:
+        """The file's digest, and that of the Python its steps and tools name (read now):
+        a change to either is another version (resume, Dagster's code version)."""
+        refs = [ref for node in self.spec.nodes for ref in (*node.tools, node.function) if ref]
+        code = code_sha256(refs)
+        if code is None:  # YAML only: the file's digest, as before Python steps existed
+            return self.sha256
+        return hashlib.sha256(f"{self.sha256}\n{code}".encode()).hexdigest()
 
     def issue(self, path: PathKey, problem: str, fix: str | None = None) -> ConfigIssue:
         """A ConfigIssue located in this workflow's file."""

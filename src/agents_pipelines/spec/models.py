@@ -171,6 +171,11 @@ PythonRef = Annotated[
 ]
 
 
+# A step may load data (minutes are normal); a tool call holds up a model that waits for it.
+DEFAULT_STEP_TIMEOUT_S = 300.0
+DEFAULT_TOOL_TIMEOUT_S = 60.0
+
+
 class MapSpec(_Model):
     """Run the node once per element of a list field (LangGraph ``Send`` fan-out)."""
 
@@ -205,6 +210,13 @@ class Node(_Model):
     )
     max_tool_calls: int = Field(
         6, ge=1, le=100, description="Tool calls before the node fails; only with `tools`."
+    )
+    timeout_s: float | None = Field(
+        None,
+        gt=0,
+        le=86_400,
+        description="Seconds a Python step (default 300) or each tool call (default 60) may "
+        "run before the node fails; only with `function` or `tools`.",
     )
     map: MapSpec | None = None
     outputs: list[Identifier] = Field(min_length=1, description="State fields this node writes.")
@@ -245,6 +257,13 @@ class Node(_Model):
     @property
     def calls_llm(self) -> bool:
         return self.function is None
+
+    @property
+    def python_timeout_s(self) -> float:
+        """The limit of the node's Python: its step's whole call, or each tool call."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        return DEFAULT_STEP_TIMEOUT_S if self.function is not None else DEFAULT_TOOL_TIMEOUT_S
 
 
 class CacheConfig(_Model):

@@ -10,10 +10,14 @@ Standard library only, so the load-time rules can import it without langchain.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import os
 import sys
 import threading
+from collections.abc import Iterable
+from pathlib import Path
 
 _path_lock = threading.Lock()
 
@@ -51,3 +55,29 @@ def _working_directory_importable() -> None:
     with _path_lock:
         if cwd not in sys.path and "" not in sys.path:
             sys.path.append(cwd)
+
+
+def code_sha256(refs: Iterable[str]) -> str | None:
+    """sha256 of the source files of the modules ``refs`` name, or None if there are none.
+
+    Part of a workflow's version: a checkpoint of other code is not resumed. The module a
+    reference names is hashed, not the modules it imports in turn."""
+    modules = sorted({split_ref(ref)[0] for ref in refs})
+    if not modules:
+        return None
+    _working_directory_importable()
+    digest = hashlib.sha256()
+    for name in modules:
+        digest.update(b"\0".join((name.encode(), _source(name), b"")))
+    return digest.hexdigest()
+
+
+def _source(module_name: str) -> bytes:
+    """The module's source file as it is now, found without importing it (an imported
+    module's own spec); empty for a module without one (built in, or not importable,
+    which the load-time rules report)."""
+    try:
+        spec = importlib.util.find_spec(module_name)
+        return Path(spec.origin).read_bytes() if spec and spec.origin else b""
+    except Exception:  # an unreadable file, or a parent package that raises as it imports
+        return b""

@@ -36,6 +36,12 @@ def python_refs(spec: WorkflowSpec) -> Iterator[Finding]:
                 "`max_tool_calls` only applies to a node with `tools`",
                 "drop `max_tool_calls`, or give the node `tools: [module:function, ...]`",
             )
+        if node.timeout_s is not None and node.function is None and not node.tools:
+            yield (
+                (*path, "timeout_s"),
+                "`timeout_s` limits a Python step or a tool call, and this node has neither",
+                "drop `timeout_s`; an LLM call's limit is `llm: {timeout_s: ...}`",
+            )
 
 
 def _imported(ref: str, path: Path) -> tuple[object | None, Finding | None]:
