@@ -15,11 +15,11 @@ import os
 import sys
 import threading
 
+from agents_pipelines.spec.python_objects import RefError, load_object
+
+__all__ = ["RefError", "import_ref", "split_ref", "working_directory_importable"]
+
 _path_lock = threading.Lock()
-
-
-class RefError(Exception):
-    """A ``module:attribute`` reference that cannot be resolved; ``str()`` says why."""
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -29,23 +29,14 @@ def split_ref(ref: str) -> tuple[str, str]:
 
 def import_ref(ref: str) -> object:
     """The object ``ref`` names. Raises RefError naming the import error or the attribute."""
-    module_name, attribute = split_ref(ref)
-    _working_directory_importable()
+    module_name, _ = split_ref(ref)
+    working_directory_importable()
     if module_name not in sys.modules:
         importlib.invalidate_caches()  # a file written since the last import is found too
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # the user's module may raise anything while it imports
-        raise RefError(
-            f"module `{module_name}` does not import: {type(exc).__name__}: {exc}"
-        ) from exc
-    try:
-        return getattr(module, attribute)
-    except AttributeError:
-        raise RefError(f"module `{module_name}` has no attribute `{attribute}`") from None
+    return load_object(ref)
 
 
-def _working_directory_importable() -> None:
+def working_directory_importable() -> None:
     """Put the working directory on sys.path (at the end) unless it is there."""
     cwd = os.getcwd()
     with _path_lock:
