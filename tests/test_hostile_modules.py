@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from agents_pipelines.spec.python_objects import ParameterInfo
 from agents_pipelines.spec.python_refs import RefError, import_ref
+from agents_pipelines.spec.ref_probe import RefProbe
 from conftest import DAGSTER, LINEAR, write
 
 # Module bodies that each, on import, end a process that imports them in-process.
@@ -147,3 +149,35 @@ def test_a_run_that_imports_an_exiting_module_gets_a_ref_error(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RefError, match=r"calls sys\.exit\(3\) while it imports"):
         import_ref("exits_in_run:step")
+
+
+def test_a_module_whose_import_never_ends_is_reported_and_the_probe_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "endless.py").write_text("import time\nwhile True:\n    time.sleep(1)\n")
+    (tmp_path / "fine.py").write_text(STEP, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    probe = RefProbe(import_timeout_s=1)
+    with pytest.raises(RefError, match=r"module `endless` did not finish importing in 1 s"):
+        probe.describe("endless:step")
+    assert probe.describe("fine:step").parameters == (
+        ParameterInfo("topic", "POSITIONAL_OR_KEYWORD", has_default=False, annotated=True),
+    )
+    assert probe.close() == 0
+
+
+def test_threads_and_atexit_handlers_of_a_module_do_not_keep_the_child_alive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A normal exit would wait for the module's thread and run its atexit handler, which
+    never end: the child, killed after the grace period, would report SIGKILL (-9)."""
+    source = (
+        "import atexit, threading\n"
+        "threading.Thread(target=threading.Event().wait).start()\n"
+        "atexit.register(threading.Event().wait)\n" + STEP
+    )
+    (tmp_path / "lingering.py").write_text(source, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    probe = RefProbe(import_timeout_s=30)  # the grace the child gets to exit by itself
+    assert probe.describe("lingering:step").is_function
+    assert probe.close() == 0

@@ -174,6 +174,11 @@ def _main() -> None:
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.dup2(2, 1)
     serve(requests, answers)
+    # Not a normal exit: that would wait for threads a module started, and run its atexit
+    # handlers, either of which may never end.
+    for stream in (sys.stdout, sys.stderr):  # what the modules printed, to stderr
+        stream.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

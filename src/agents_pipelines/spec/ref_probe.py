@@ -20,9 +20,11 @@ here, without a child: importing it again runs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
+import select
 import signal
 import subprocess
 import sys
@@ -43,11 +45,17 @@ from agents_pipelines.spec.python_refs import (
 _CHILD = [sys.executable, "-I", python_objects.__file__]  # -I: sys.path comes from us
 
 
+# A module whose import never ends (a loop, a wait on a server) hung `validate`; a heavy one
+# is slow but finite (langchain_core.tools: 1 s of CPU), so the wait is generous.
+IMPORT_TIMEOUT_S = 120.0
+
+
 class RefProbe:
     """A child process that imports modules for this one; started on first use."""
 
-    def __init__(self) -> None:
+    def __init__(self, import_timeout_s: float = IMPORT_TIMEOUT_S) -> None:
         self._child: subprocess.Popen[str] | None = None
+        self._timeout_s = import_timeout_s
 
     def describe(self, ref: str) -> ObjectInfo:
         """What ``ref`` names. Raises RefError saying why it cannot be resolved."""
@@ -56,23 +64,28 @@ class RefProbe:
         try:
             child.stdin.write(json.dumps(ref) + "\n")
             child.stdin.flush()
-            line = child.stdout.readline()
         except BrokenPipeError:
-            line = ""
-        if not line:
+            self._ended(ref)
+        if not select.select([child.stdout], [], [], self._timeout_s)[0]:
+            self._stop()
+            raise RefError(
+                f"module `{split_ref(ref)[0]}` did not finish importing in {self._timeout_s:g} s",
+                module_failed=True,
+            )
+        if not (line := child.stdout.readline()):
             self._ended(ref)
         answer = json.loads(line)
         if "problem" in answer:
             raise RefError(answer["problem"], answer["module_failed"])
         return ObjectInfo.from_json(answer["info"])
 
-    def close(self) -> None:
-        if (child := self._child) is not None:
-            self._child = None
-            assert child.stdin is not None and child.stdout is not None
-            child.stdin.close()  # the child's loop ends at the end of its input
-            child.wait()
-            child.stdout.close()
+    def close(self) -> int | None:
+        """Stop the child, if one runs; its exit status (0 when it ended by itself)."""
+        if (child := self._child) is None:
+            return None
+        assert child.stdin is not None
+        child.stdin.close()  # the child's loop ends at the end of its input, and it exits
+        return self._stop(self._timeout_s)
 
     def _start(self) -> subprocess.Popen[str]:
         child = subprocess.Popen(
@@ -83,11 +96,25 @@ class RefProbe:
         self._child = child
         return child
 
+    def _stop(self, grace_s: float = 0.0) -> int:
+        """The child's exit status, once it has exited by itself within ``grace_s`` or been
+        killed."""
+        child, self._child = self._child, None
+        assert child is not None and child.stdout is not None
+        try:
+            code = child.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            code = child.wait()
+        child.stdout.close()
+        if child.stdin is not None and not child.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                child.stdin.close()
+        return code
+
     def _ended(self, ref: str) -> NoReturn:
         """The module ended the child as it imported: os._exit(), a signal, a crash."""
-        assert self._child is not None
-        code = self._child.wait()
-        self.close()
+        code = self._stop(self._timeout_s)  # its output is closed: it is exiting
         how = (
             f"killed by {_signal_name(-code)}"
             if code < 0
