@@ -181,3 +181,19 @@ def test_threads_and_atexit_handlers_of_a_module_do_not_keep_the_child_alive(
     probe = RefProbe(import_timeout_s=30)  # the grace the child gets to exit by itself
     assert probe.describe("lingering:step").is_function
     assert probe.close() == 0
+
+
+def test_a_module_getattr_that_exits_is_a_finding_in_the_child_and_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attribute is read in the child too: a module-level __getattr__ may exit."""
+    source = "import sys\n\ndef __getattr__(name):\n    sys.exit(5)\n"
+    (tmp_path / "exits_on_getattr.py").write_text(source, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    probe = RefProbe()
+    with pytest.raises(RefError, match=r"raised SystemExit for `step`: 5"):
+        probe.describe("exits_on_getattr:step")
+    assert probe.describe("exits_on_getattr:__name__").type_name == "str"
+    assert probe.close() == 0
+    with pytest.raises(RefError, match=r"raised SystemExit for `step`: 5"):
+        import_ref("exits_on_getattr:step")

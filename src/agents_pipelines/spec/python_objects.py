@@ -140,6 +140,23 @@ def load_object(ref: str) -> object:
         return getattr(module, attribute)
     except AttributeError:
         raise RefError(f"module `{module_name}` has no attribute `{attribute}`") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a module-level __getattr__ may raise anything too
+        problem = f"module `{module_name}` raised {type(exc).__name__} for `{attribute}`: {exc}"
+        raise RefError(problem, module_failed=True) from exc
+
+
+def resolve(ref: str) -> ObjectInfo:
+    """The ObjectInfo of what ``ref`` names; RefError if it cannot be had, or inspected."""
+    target = load_object(ref)
+    try:
+        return describe(target)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # an object whose attributes raise as they are read
+        problem = f"`{ref}` cannot be inspected: {type(exc).__name__}: {exc}"
+        raise RefError(problem, module_failed=True) from exc
 
 
 def _failed_in(module_name: str, exc: BaseException) -> bool:
@@ -156,7 +173,7 @@ def serve(requests: IO[str], answers: IO[str]) -> None:
         ref = json.loads(line)
         answer: dict[str, Any]
         try:
-            answer = {"info": describe(load_object(ref))}
+            answer = {"info": resolve(ref)}
         except RefError as exc:
             answer = {"problem": str(exc), "module_failed": exc.module_failed}
         except KeyboardInterrupt as exc:  # raised by the module: here it stops nothing

@@ -37,7 +37,6 @@ from agents_pipelines.spec import python_objects
 from agents_pipelines.spec.python_objects import ObjectInfo, import_problem
 from agents_pipelines.spec.python_refs import (
     RefError,
-    import_ref,
     split_ref,
     working_directory_importable,
 )
@@ -154,7 +153,7 @@ def describe_ref(ref: str) -> ObjectInfo:
     module_name, _ = split_ref(ref)
     working_directory_importable()
     if module_name in sys.modules:  # it imported here already: importing runs nothing
-        return python_objects.describe(import_ref(ref))
+        return python_objects.resolve(ref)
     top = module_name.partition(".")[0]
     if not _findable(top):
         raise RefError(import_problem(module_name, ModuleNotFoundError(f"No module named '{top}'")))
