@@ -27,9 +27,10 @@ import os
 import sys
 from typing import IO, Any, NamedTuple
 
-# The child imports as little as it can: python -I starts in 10 ms of CPU, inspect (for
-# signatures) adds 10 and json 2; dataclasses and traceback would add 10 more, so the
-# descriptions are named tuples and traceback is imported only for a failed import.
+# The child imports as little as it can (python -X importtime): inspect, for signatures,
+# costs 10 ms and json 2; dataclasses and traceback would add 10 more, so the descriptions
+# are named tuples and traceback is imported only for a failed import. The child then
+# takes 26 ms of CPU to start, python -I alone 10 ms.
 
 
 class ParameterInfo(NamedTuple):
