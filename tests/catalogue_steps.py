@@ -18,3 +18,8 @@ def untyped_tool(order_id):  # type: ignore[no-untyped-def]  # untyped on purpos
 
 def undocumented_tool(order_id: str) -> str:
     return order_id
+
+
+def lookup_order(order_id: str) -> str:
+    """A tool named like shop.orders:lookup_order: Gemini could reach only one of the two."""
+    return order_id

@@ -409,3 +409,29 @@ def test_an_unreadable_file_is_refused(workflows: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "linear.yaml: cannot read the file (Permission denied)" in done.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# The `agents-pipelines validate` command, as a CI step runs it, on the cases of issue 20
+# (duplicate tool names, partition bounds and time zones).
+
+ISSUE_20 = [p for p in COMMITTED if p.name[:3] in {"128", "129", *map(str, range(152, 160))}]
+
+
+def test_validate_command_refuses_duplicate_tools_and_partitions_out_of_bounds() -> None:
+    assert len(ISSUE_20) == 10, [p.name for p in ISSUE_20]
+    done = subprocess.run(
+        [sys.executable, "-m", "agents_pipelines.cli", "validate", *map(str, ISSUE_20)],
+        cwd=MALFORMED.parents[1],  # where shop/ is, as the code location runs
+        env={**os.environ, "PYTHONPATH": str(MALFORMED.parent)},  # for catalogue_steps
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    *found, summary = done.stdout.splitlines()
+    assert summary == "0 valid workflow(s), 10 invalid file(s), 10 problem(s)"
+    for path, line in zip(ISSUE_20, found, strict=True):
+        case = Case.parse(path)
+        assert line.startswith(f"{path}:{case.line}:"), line
+        assert re.search(case.expect, line), line

@@ -76,6 +76,41 @@ def test_daily_partitions_are_dagsters_with_start_end_and_time_zone(tmp_path: Pa
     assert keys_by_2030(definition) == ["2026-11-01", "2026-11-02", "2026-11-03"]
 
 
+@pytest.mark.parametrize(
+    ("partitions", "refused"),
+    [
+        # Dagster raised OverflowError as it listed these keys.
+        ('daily: {start: "9999-12-31", field: day}', r"daily\.start: `9999-12-31` is outside"),
+        # 739,954 daily keys: 9.6 s to list, whenever a schedule, a backfill or the UI asks.
+        ('daily: {start: "0001-01-01", field: day}', r"daily\.start: `0001-01-01` is outside"),
+        ('hourly: {start: "2000-01-01", field: day}', r"over the limit of 50,000"),
+        # Accepted by zoneinfo, but no zone of the IANA database.
+        ('daily: {start: "2026-11-01", timezone: localtime, field: day}', r"`localtime` is not"),
+    ],
+)
+def test_partitions_out_of_bounds_fail_the_code_location_before_dagster_lists_them(
+    tmp_path: Path, partitions: str, refused: str
+) -> None:
+    with pytest.raises(WorkflowConfigError) as caught:
+        defs_for(tmp_path, digest(partitions=partitions))
+    (issue,) = caught.value.issues
+    assert re.match(r".*wf0\.yaml:15:\d+: orchestration\.partitions\.", str(issue)), issue
+    assert re.search(refused, str(issue)) and issue.fix
+
+
+def test_partitions_at_the_bounds_load_and_list(tmp_path: Path) -> None:
+    partitions = 'daily: {start: "1970-01-01", end: "2100-01-01", timezone: US/Eastern, field: day}'
+    definition = (
+        defs_for(tmp_path, digest(partitions=partitions))
+        .resolve_assets_def("digest")
+        .partitions_def
+    )
+    assert definition is not None
+    keys = keys_by_2030(definition)
+    # US/Eastern, an IANA link name, is a zone: 2030-01-01 UTC is still Dec 31 in New York.
+    assert (keys[0], keys[-1], len(keys)) == ("1970-01-01", "2029-12-30", 21_914)
+
+
 def keys_by_2030(definition: dg.PartitionsDefinition) -> list[str]:
     """The keys once every partition has ended (Dagster lists only ended ones)."""
     with dg.partition_loading_context(effective_dt=datetime(2030, 1, 1, tzinfo=UTC)):

@@ -14,6 +14,7 @@ from agents_pipelines.spec.dependency_rules import dependency_issues
 from agents_pipelines.spec.models import WorkflowSpec
 from agents_pipelines.spec.pydantic_errors import issues_from_validation_error
 from agents_pipelines.spec.python_refs import code_sha256
+from agents_pipelines.spec.ref_probe import probing
 from agents_pipelines.spec.rules import run_checks
 from agents_pipelines.spec.secrets import find_literal_keys
 from agents_pipelines.spec.yaml_source import PathKey, YamlDocument, parse_yaml, read_yaml
@@ -107,11 +108,12 @@ def load_workflows(paths: Iterable[str | Path]) -> tuple[list[Workflow], list[Co
     """
     workflows: list[Workflow] = []
     issues: list[ConfigIssue] = []
-    for path in workflow_files(paths):
-        try:
-            workflows.append(load_workflow(path))
-        except WorkflowConfigError as exc:
-            issues += exc.issues
+    with probing():  # one child process imports the Python that all the files name
+        for path in workflow_files(paths):
+            try:
+                workflows.append(load_workflow(path))
+            except WorkflowConfigError as exc:
+                issues += exc.issues
     seen: dict[str, Workflow] = {}
     for workflow in workflows:
         if (other := seen.setdefault(workflow.name, workflow)) is not workflow:

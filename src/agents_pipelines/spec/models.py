@@ -367,12 +367,15 @@ class TimePartitions(_Model):
     """Dagster time partitions; the partition key is written to the input field ``field``."""
 
     start: str = Field(
-        description='The first partition: "2026-11-01" (hourly also "2026-11-01-06:00").'
+        description='The first partition: "2026-11-01" (hourly also "2026-11-01-06:00"), '
+        "from 1970-01-01 to 2100-01-01; at most 50,000 partitions up to today or `end`."
     )
     end: str | None = Field(
         None, description="Exclusive end, in the same form; left out, partitions go on."
     )
-    timezone: str = Field("UTC", description="IANA time zone, e.g. Europe/Paris.")
+    timezone: str = Field(
+        "UTC", description="IANA time zone, e.g. Europe/Paris (not localtime nor Factory)."
+    )
     field: Identifier = Field(description="A `str` input field that receives the partition key.")
 
 

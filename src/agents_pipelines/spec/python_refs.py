@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
+import importlib.machinery
 import os
 import sys
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 
+from agents_pipelines.spec.python_objects import RefError, load_object
+
+__all__ = ["RefError", "import_ref", "split_ref", "working_directory_importable"]
+
 _path_lock = threading.Lock()
-
-
-class RefError(Exception):
-    """A ``module:attribute`` reference that cannot be resolved; ``str()`` says why."""
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -33,23 +33,14 @@ def split_ref(ref: str) -> tuple[str, str]:
 
 def import_ref(ref: str) -> object:
     """The object ``ref`` names. Raises RefError naming the import error or the attribute."""
-    module_name, attribute = split_ref(ref)
-    _working_directory_importable()
+    module_name, _ = split_ref(ref)
+    working_directory_importable()
     if module_name not in sys.modules:
         importlib.invalidate_caches()  # a file written since the last import is found too
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # the user's module may raise anything while it imports
-        raise RefError(
-            f"module `{module_name}` does not import: {type(exc).__name__}: {exc}"
-        ) from exc
-    try:
-        return getattr(module, attribute)
-    except AttributeError:
-        raise RefError(f"module `{module_name}` has no attribute `{attribute}`") from None
+    return load_object(ref)
 
 
-def _working_directory_importable() -> None:
+def working_directory_importable() -> None:
     """Put the working directory on sys.path (at the end) unless it is there."""
     cwd = os.getcwd()
     with _path_lock:
@@ -65,7 +56,7 @@ def code_sha256(refs: Iterable[str]) -> str | None:
     modules = sorted({split_ref(ref)[0] for ref in refs})
     if not modules:
         return None
-    _working_directory_importable()
+    working_directory_importable()
     digest = hashlib.sha256()
     for name in modules:
         digest.update(b"\0".join((name.encode(), _source(name), b"")))
@@ -73,11 +64,28 @@ def code_sha256(refs: Iterable[str]) -> str | None:
 
 
 def _source(module_name: str) -> bytes:
-    """The module's source file as it is now, found without importing it (an imported
-    module's own spec); empty for a module without one (built in, or not importable,
-    which the load-time rules report)."""
+    """The module's source file as it is now, found without importing it or its parent
+    packages (``importlib.util.find_spec`` imports a dotted name's parents, and a parent
+    that exits as it imports would end the loading process: see spec/ref_probe.py). Empty
+    for a module without a source file (built in, or not findable, which the load-time
+    rules report)."""
+    origin = _source_file(module_name)
     try:
-        spec = importlib.util.find_spec(module_name)
-        return Path(spec.origin).read_bytes() if spec and spec.origin else b""
-    except Exception:  # an unreadable file, or a parent package that raises as it imports
+        return Path(origin).read_bytes() if origin else b""
+    except OSError:  # unreadable: the load-time rules report the import
         return b""
+
+
+def _source_file(module_name: str) -> str | None:
+    loaded = sys.modules.get(module_name)
+    if loaded is not None:
+        return getattr(loaded, "__file__", None)
+    search: list[str] | None = None  # sys.path for the top-level name
+    spec = None
+    for part in module_name.split("."):
+        name = part if spec is None else f"{spec.name}.{part}"
+        spec = importlib.machinery.PathFinder.find_spec(name, search)
+        if spec is None:
+            return None
+        search = list(spec.submodule_search_locations or [])
+    return spec.origin if spec is not None else None

@@ -1,85 +1,96 @@
 """Rules on the Python a workflow names: ``function`` steps and ``tools``.
 
-Each reference is imported here, at load, so that a typo or a broken module fails the
-code location (or is skipped, with AGENTS_PIPELINES_INVALID_WORKFLOWS=skip) with file:line,
-rather than the first run that reaches the node.
+Each reference is resolved here, at load (its module imported in a child process, see
+spec/ref_probe.py), so that a typo or a broken module fails the code location (or is
+skipped, with AGENTS_PIPELINES_INVALID_WORKFLOWS=skip) with file:line, rather than the
+first run that reaches the node.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Generator, Iterator
 
 from agents_pipelines.redaction import redact
 from agents_pipelines.spec.findings import Finding, Hint, Path
 from agents_pipelines.spec.models import Node, WorkflowSpec
-from agents_pipelines.spec.python_refs import RefError, import_ref
+from agents_pipelines.spec.python_objects import ObjectInfo
+from agents_pipelines.spec.python_refs import RefError, split_ref
+from agents_pipelines.spec.ref_probe import describe_ref, probing
 
 _BAD_KINDS = {
-    inspect.Parameter.VAR_POSITIONAL: "*args",
-    inspect.Parameter.VAR_KEYWORD: "**kwargs",
-    inspect.Parameter.POSITIONAL_ONLY: "a positional-only parameter",
+    "VAR_POSITIONAL": "*args",
+    "VAR_KEYWORD": "**kwargs",
+    "POSITIONAL_ONLY": "a positional-only parameter",
 }
 
 
 def python_refs(spec: WorkflowSpec) -> Iterator[Finding]:
-    for i, node in enumerate(spec.nodes):
-        path: Path = ("nodes", i)
-        if node.function is not None:
-            yield from _function(spec, node, (*path, "function"))
-        for j, ref in enumerate(node.tools):
-            yield from _tool(ref, (*path, "tools", j))
-        if "max_tool_calls" in node.model_fields_set and not node.tools:
-            yield (
-                (*path, "max_tool_calls"),
-                "`max_tool_calls` only applies to a node with `tools`",
-                "drop `max_tool_calls`, or give the node `tools: [module:function, ...]`",
-            )
-        if node.timeout_s is not None and node.function is None and not node.tools:
-            yield (
-                (*path, "timeout_s"),
-                "`timeout_s` limits a Python step or a tool call, and this node has neither",
-                "drop `timeout_s`; an LLM call's limit is `llm: {timeout_s: ...}`",
-            )
+    with probing():  # one child process imports the modules of every node
+        for i, node in enumerate(spec.nodes):
+            path: Path = ("nodes", i)
+            if node.function is not None:
+                yield from _function(spec, node, (*path, "function"))
+            yield from _tools(node, path)
+            if "max_tool_calls" in node.model_fields_set and not node.tools:
+                yield (
+                    (*path, "max_tool_calls"),
+                    "`max_tool_calls` only applies to a node with `tools`",
+                    "drop `max_tool_calls`, or give the node `tools: [module:function, ...]`",
+                )
+            if node.timeout_s is not None and node.function is None and not node.tools:
+                yield (
+                    (*path, "timeout_s"),
+                    "`timeout_s` limits a Python step or a tool call, and this node has neither",
+                    "drop `timeout_s`; an LLM call's limit is `llm: {timeout_s: ...}`",
+                )
 
 
-def _imported(ref: str, path: Path) -> tuple[object | None, Finding | None]:
+def _described(ref: str, path: Path) -> tuple[ObjectInfo | None, Finding | None]:
     try:
-        return import_ref(ref), None
+        return describe_ref(ref), None
     except RefError as exc:
-        return None, (
-            path,
-            f"cannot import `{ref}`: {redact(str(exc))}",
-            "check the `module:name` spelling; the module must be importable from the "
-            f"directory the code location runs in ({os.getcwd()}) or be installed",
+        return None, (path, f"cannot import `{ref}`: {redact(str(exc))}", _import_fix(ref, exc))
+
+
+def _import_fix(ref: str, error: RefError) -> str:
+    if error.module_failed:
+        module = split_ref(ref)[0]
+        return (
+            f"make `{module}` import cleanly: a step or tool module must not exit or raise "
+            f'as it imports (`python -c "import {module}"` in {os.getcwd()} shows how it fails)'
         )
+    return (
+        "check the `module:name` spelling; the module must be importable from the "
+        f"directory the code location runs in ({os.getcwd()}) or be installed"
+    )
 
 
 def _function(spec: WorkflowSpec, node: Node, path: Path) -> Iterator[Finding]:
     assert node.function is not None
-    target, failed = _imported(node.function, path)
+    target, failed = _described(node.function, path)
     if failed is not None:
         yield failed
         return
-    if not callable(target):
+    assert target is not None
+    if not target.is_callable:
         yield (
             path,
-            f"`{node.function}` is {type(target).__name__}, not a function",
+            f"`{node.function}` is {target.type_name}, not a function",
             "name a function (`def` or `async def`) that takes state fields as keyword "
             "arguments and returns a dict of the node's outputs",
         )
         return
     fields = list(spec.state.fields)
     item = [node.map.as_] if node.map is not None else []
-    for parameter in _parameters(target):
+    for parameter in target.parameters:
         if parameter.kind in _BAD_KINDS:
             yield (
                 path,
                 f"`{node.function}` takes {_BAD_KINDS[parameter.kind]} (`{parameter.name}`)",
                 "give it one keyword parameter per state field it reads",
             )
-        elif parameter.name not in (*fields, *item) and parameter.default is parameter.empty:
+        elif parameter.name not in (*fields, *item) and not parameter.has_default:
             yield (
                 path,
                 f"parameter `{parameter.name}` of `{node.function}` is not a state field",
@@ -93,46 +104,58 @@ def _function(spec: WorkflowSpec, node: Node, path: Path) -> Iterator[Finding]:
             )
 
 
-def _tool(ref: str, path: Path) -> Iterator[Finding]:
-    target, failed = _imported(ref, path)
+def _tools(node: Node, path: Path) -> Iterator[Finding]:
+    """Each tool, and their names: Gemini calls a tool by name, so two tools of one name
+    would leave the model one of them (the later one replaced the earlier at run time)."""
+    named: dict[str, tuple[int, str]] = {}
+    for j, ref in enumerate(node.tools):
+        target = yield from _tool(ref, (*path, "tools", j))
+        if target is None or target.tool_name is None:
+            continue
+        first = named.setdefault(target.tool_name, (j, ref))
+        if first[0] != j:
+            yield _same_name((*path, "tools", j), ref, target.tool_name, *first)
+
+
+def _same_name(path: Path, ref: str, name: str, first_index: int, first_ref: str) -> Finding:
+    if ref == first_ref:
+        return path, f"`{ref}` is listed twice (also tools[{first_index}])", "drop this one"
+    return (
+        path,
+        f"tool `{ref}` is named `{name}`, as is `{first_ref}` (tools[{first_index}]): Gemini "
+        "calls tools by name, so the model could reach only one of them",
+        "keep one of them, or rename one (the function, or a LangChain tool's `name`)",
+    )
+
+
+def _tool(ref: str, path: Path) -> Generator[Finding, None, ObjectInfo | None]:
+    """The tool's findings; returns what it names when that is a function or a tool."""
+    target, failed = _described(ref, path)
     if failed is not None:
         yield failed
-        return
-    if _is_langchain_tool(target):
-        return
-    if not inspect.isfunction(target) and not inspect.iscoroutinefunction(target):
+        return None
+    assert target is not None
+    if target.is_langchain_tool:
+        return target
+    if not target.is_function:
         yield (
             path,
-            f"`{ref}` is {type(target).__name__}, not a function or a LangChain tool",
+            f"`{ref}` is {target.type_name}, not a function or a LangChain tool",
             "name a typed function with a docstring, or a langchain_core BaseTool",
         )
-        return
-    untyped = [p.name for p in _parameters(target) if p.annotation is p.empty]
+        return None
+    untyped = [p.name for p in target.parameters if not p.annotated]
     if untyped:
         yield (
             path,
             f"tool `{ref}` has no type for parameter(s) {', '.join(untyped)}",
             "annotate every parameter (e.g. `order_id: str`): Gemini is sent their types",
         )
-    if not inspect.getdoc(target):
+    if not target.has_doc:
         yield (
             path,
             f"tool `{ref}` has no docstring",
             "add a docstring that says what the tool does: Gemini reads it to decide when "
             "to call the tool",
         )
-
-
-def _parameters(target: Callable[..., object]) -> list[inspect.Parameter]:
-    try:
-        return list(inspect.signature(target).parameters.values())
-    except (TypeError, ValueError):  # a builtin without a signature: nothing to check
-        return []
-
-
-def _is_langchain_tool(target: object) -> bool:
-    """A BaseTool, checked by name so that workflows without tools never import langchain."""
-    return any(
-        cls.__name__ == "BaseTool" and cls.__module__.startswith("langchain_core.tools")
-        for cls in type(target).__mro__
-    )
+    return target
