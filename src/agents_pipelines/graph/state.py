@@ -70,10 +70,9 @@ def initial_state(spec: WorkflowSpec, inputs: Mapping[str, Any]) -> dict[str, An
             state[name] = field_types.zero_value(field.type)
             continue
         try:
-            state[name] = _validator(field).model_validate({"v": value}, strict=True).v  # type: ignore[attr-defined]
-        except ValidationError as exc:
-            reason = exc.errors(include_url=False)[0]["msg"]
-            problems.append(f"`{name}` must be {field.type}: {reason} (got {value!r:.60})")
+            state[name] = checked_value(field, value)
+        except ValueError as exc:
+            problems.append(f"`{name}` {exc}")
     if problems:
         raise InvalidInputsError(
             f"Invalid inputs for workflow {spec.flow.name}: "
@@ -83,6 +82,15 @@ def initial_state(spec: WorkflowSpec, inputs: Mapping[str, Any]) -> dict[str, An
             + "."
         )
     return state
+
+
+def checked_value(field: StateField, value: Any) -> Any:
+    """``value`` as the field holds it. Raises ValueError saying what the field allows."""
+    try:
+        return _validator(field).model_validate({"v": value}, strict=True).v  # type: ignore[attr-defined]
+    except ValidationError as exc:
+        reason = exc.errors(include_url=False)[0]["msg"]
+        raise ValueError(f"must be {field.type}: {reason} (got {value!r:.60})") from None
 
 
 _VALIDATORS: dict[tuple[str, tuple[str | int, ...]], type[BaseModel]] = {}

@@ -1,0 +1,56 @@
+"""`agents-pipelines eval` skips a dataset line that can never be a fair case, with its reason,
+and goes on with the others (issue 20 item 11): an `expected` value its field can never hold
+(outside the field's `choices`), and a line that is not UTF-8."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agents_pipelines.cli import main
+from conftest import write
+
+CHOOSE = """\
+schema_version: "1"
+flow: {name: triage}
+state:
+  fields:
+    topic: {type: str, required: true}
+    category: {type: str, choices: [billing, bug]}
+nodes:
+  - id: classify
+    prompt: "Classify this ticket: {topic}"
+    outputs: [category]
+edges:
+  - {from: START, to: classify}
+  - {from: classify, to: END}
+"""
+
+
+def test_a_line_that_cannot_be_a_fair_case_is_skipped_with_its_reason(
+    simulated: None, mlflow_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workflow = write(tmp_path, CHOOSE)
+    lines = [
+        json.dumps({"topic": "charged twice", "expected": {"category": "billing"}}).encode(),
+        json.dumps({"topic": "which queue?", "expected": {"category": "urgent"}}).encode(),
+        '{"topic": "caf\u00e9 crashes"}'.encode("latin-1"),  # é as one byte: not UTF-8
+        json.dumps({"topic": "blank screen", "expected": {"category": "bug"}}).encode(),
+    ]
+    dataset = tmp_path / "cases.jsonl"
+    dataset.write_bytes(b"\n".join(lines) + b"\n")
+
+    assert main(["eval", str(workflow), "--dataset", str(dataset)]) == 0
+
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"Evaluation of triage over {dataset}: 4 line(s), 2 case(s), 2 skipped"
+    assert [line for line in out if line.startswith("  skipped:")] == [
+        "  skipped: line 2: \"expected.category\" must be str: Input should be 'billing' or "
+        "'bug' (got 'urgent'), which the field can never hold",
+        "  skipped: line 3: not UTF-8: byte 0xe9 at column 15",
+    ]
+    # The two fair cases ran, and each got its verdict on expected.category.
+    (verdicts,) = [line.split() for line in out if line.startswith("  expected.category")]
+    assert verdicts[2] == "2"
