@@ -54,3 +54,48 @@ def test_a_line_that_cannot_be_a_fair_case_is_skipped_with_its_reason(
     # The two fair cases ran, and each got its verdict on expected.category.
     (verdicts,) = [line.split() for line in out if line.startswith("  expected.category")]
     assert verdicts[2] == "2"
+
+
+def test_mlflow_holds_one_chunk_of_rows_at_a_time_and_the_run_covers_them_all(
+    simulated: None,
+    mlflow_uri: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """mlflow.genai.evaluate keeps every row's trace until it returns (88 KB a row: 1.23 GB
+    at 10,000 lines): it is given a chunk of rows at a time, so what it holds does not grow
+    with the dataset, and the one evaluation run still holds every case."""
+    import mlflow
+    import mlflow.genai
+
+    from agents_pipelines.tracking import evaluation
+
+    monkeypatch.setattr(evaluation, "CHUNK_ROWS", 2)
+    handed: list[int] = []
+    evaluate = mlflow.genai.evaluate
+
+    def counted(*, data: list[object], **kwargs: object) -> object:
+        handed.append(len(data))
+        return evaluate(data=data, **kwargs)
+
+    monkeypatch.setattr(mlflow.genai, "evaluate", counted)
+    workflow = write(tmp_path, CHOOSE)
+    topics = ["charged twice", "blank screen", "refund", "crash", "invoice"]
+    lines = [json.dumps({"topic": t, "expected": {"category": "bug"}}) for t in topics]
+    dataset = write(tmp_path, "\n".join(lines) + "\n", "cases.jsonl")
+
+    assert main(["eval", str(workflow), "--dataset", str(dataset)]) == 0
+
+    assert handed == [2, 2, 1]
+    out = capsys.readouterr().out.splitlines()
+    (verdicts,) = [line.split() for line in out if line.startswith("  expected.category")]
+    passed, given = int(verdicts[1]), int(verdicts[2])
+    assert given == 5
+    (run,) = mlflow.MlflowClient().search_runs(
+        ["1"], filter_string="tags.`mlflow.runType` = 'genai_evaluate'"
+    )
+    assert run.data.metrics["cases"] == 5
+    assert run.data.metrics["expected.category/mean"] == round(passed / 5, 6)
+    traces = mlflow.search_traces(locations=["1"], run_id=run.info.run_id, return_type="list")
+    assert len(traces) == 5  # every chunk's rows, one evaluation view

@@ -87,7 +87,7 @@ def _parsed_lines(path: Path, workflow: Workflow) -> Iterator[Case | LineProblem
         with path.open("rb") as file:
             for number, raw in enumerate(file, start=1):
                 try:
-                    line = raw.decode("utf-8")
+                    line = raw.decode("utf-8").rstrip("\r\n")
                 except UnicodeDecodeError as exc:
                     yield LineProblem(
                         number, f"not UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
