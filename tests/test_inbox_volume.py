@@ -147,3 +147,22 @@ def test_links_that_leave_the_inbox_are_refused_unread(
         ) in logged
     assert "from outside" not in logged and "storage" not in logged
     assert "postgres" not in (result.cursor or "")
+
+
+def test_a_cursor_of_the_earlier_form_runs_no_file_again(tmp_path: Path) -> None:
+    """Before, the cursor was the digest of every file seen: after an upgrade, those files
+    are not run again, a new one is, and the long list is dropped once passed."""
+    import hashlib
+
+    defs, inbox = inbox_defs(tmp_path)
+    old = json.dumps({"topic": "already run"}).encode()
+    (inbox / "old.json").write_bytes(old)
+    legacy = json.dumps([hashlib.sha256(old).hexdigest()])
+    (inbox / "new.json").write_text(json.dumps({"topic": "new"}))
+    with dg.instance_for_test() as instance:
+        first = tick(defs, legacy, instance)
+        assert topics(first) == ["new"]
+        settle()
+        second = tick(defs, first.cursor, instance)
+    assert second.run_requests == []
+    assert "legacy" not in json.loads(second.cursor or "")

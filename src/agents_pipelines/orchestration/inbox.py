@@ -135,7 +135,8 @@ def scan_inbox(
     if cursor.legacy and cursor.legacy_until is None:
         cursor.legacy_until = horizon[0]
     tick = InboxTick([], [], cursor, waiting=False)
-    candidates = heapq.nsmallest(limit + len(cursor.recent), _listing(pattern, cursor.after))
+    listed = limit + len(cursor.recent)
+    candidates = heapq.nsmallest(listed, _listing(pattern, cursor.after))
     root = inbox_root(pattern)
     handled_through = cursor.after
     examined = 0
@@ -153,13 +154,16 @@ def scan_inbox(
         handled_through = key
         if key > horizon:
             cursor.recent.add(key)
+    if not tick.waiting and len(candidates) < listed:
+        handled_through = horizon  # every file above the watermark was handled
     _advance(cursor, handled_through, horizon)
     return tick
 
 
 def _advance(cursor: InboxCursor, handled_through: Key | None, horizon: Key) -> None:
     if handled_through is not None:
-        cursor.after = min(handled_through, horizon)
+        passed = min(handled_through, horizon)
+        cursor.after = passed if cursor.after is None else max(cursor.after, passed)
     after = cursor.after
     cursor.recent = {key for key in cursor.recent if after is None or key > after}
     if cursor.legacy and after is not None and (cursor.legacy_until or 0) <= after[0]:
