@@ -130,7 +130,8 @@ class InboxTick:
 def scan_inbox(
     pattern: str, cursor: InboxCursor, read: Reader, *, limit: int, now_ns: int
 ) -> InboxTick:
-    """The inputs of at most ``limit`` files above the cursor, at most ``limit`` of them."""
+    """Reads at most ``limit`` files above the cursor's watermark, oldest first, and finds
+    at most ``limit`` inputs in them; ``cursor`` is moved on past what was handled."""
     horizon: Key = (now_ns - SETTLE_NS, "")
     if cursor.legacy and cursor.legacy_until is None:
         cursor.legacy_until = horizon[0]
