@@ -36,6 +36,7 @@ MLFLOW_DEFAULTS = (
     "MLFLOW_ASYNC_TRACE_LOGGING_MAX_SPAN_BATCH_SIZE",
     "MLFLOW_ASYNC_TRACE_LOGGING_MAX_INTERVAL_MILLIS",
     "MLFLOW_ALLOW_FILE_STORE",
+    "MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS",
 )
 
 
@@ -171,6 +172,9 @@ def test_resolving_tracking_settings_leaves_the_environment_alone(
         ("sqlite:///mlflow.db", {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": None}),
         ("file:///tmp/mlruns", {"MLFLOW_ALLOW_FILE_STORE": "true"}),
         ("sqlite:///mlflow.db", {"MLFLOW_ALLOW_FILE_STORE": None}),
+        # One writer at a time on SQLite: span batches queue in one thread, not on the lock.
+        ("sqlite:///mlflow.db", {"MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS": "1"}),
+        ("http://127.0.0.1:5000", {"MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS": None}),
     ],
 )
 def test_mlflow_env_defaults_fit_the_tracking_uri(

@@ -103,7 +103,18 @@ class EvalReport:
             "total_tokens": sum(r.tokens for r in self.results),
             "eval_cost_usd": round(sum(r.eval_cost_usd for r in self.results), 9),
             "failed_runs": sum(r.error is not None for r in self.results),
+            **self._scorer_means(),
         }
+
+    def _scorer_means(self) -> dict[str, float]:
+        """MLflow's own aggregate per scorer (``<name>/mean``), over every case: each chunk
+        of the evaluation logs it over its own cases only."""
+        means = {}
+        for name in self.scorers:
+            passed, given = self.scorer_counts(name)
+            if given:
+                means[f"{name}/mean"] = round(passed / given, 6)
+        return means
 
 
 def evaluate_dataset(

@@ -74,10 +74,9 @@ def initial_state(spec: WorkflowSpec, inputs: Mapping[str, Any]) -> dict[str, An
             problems.append(too_large)
             continue
         try:
-            state[name] = _validator(field).model_validate({"v": value}, strict=True).v  # type: ignore[attr-defined]
-        except ValidationError as exc:
-            reason = exc.errors(include_url=False)[0]["msg"]
-            problems.append(f"`{name}` must be {field.type}: {reason} (got {value!r:.60})")
+            state[name] = checked_value(field, value)
+        except ValueError as exc:
+            problems.append(f"`{name}` {exc}")
     if problems:
         raise InvalidInputsError(
             f"Invalid inputs for workflow {spec.flow.name}: "
@@ -98,6 +97,15 @@ def _too_large(spec: WorkflowSpec, name: str, value: Any) -> str | None:
         f"`{name}` holds at least {size} characters, over "
         f"config.execution.max_state_value_chars {limit}: give less, or raise it"
     )
+
+
+def checked_value(field: StateField, value: Any) -> Any:
+    """``value`` as the field holds it. Raises ValueError saying what the field allows."""
+    try:
+        return _validator(field).model_validate({"v": value}, strict=True).v  # type: ignore[attr-defined]
+    except ValidationError as exc:
+        reason = exc.errors(include_url=False)[0]["msg"]
+        raise ValueError(f"must be {field.type}: {reason} (got {value!r:.60})") from None
 
 
 _VALIDATORS: dict[tuple[str, tuple[str | int, ...]], type[BaseModel]] = {}

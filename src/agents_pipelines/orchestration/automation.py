@@ -1,29 +1,38 @@
 """Schedules and file-drop sensors built from ``orchestration.schedule`` and ``.sensor``.
 
-The sensor starts one run per input found in new files. Its cursor holds the SHA-256 of
-every file it has read, so a restart or a rename never runs a file twice (run keys are
-derived from the same digest, so Dagster would drop a repeat anyway). A file that is not
-valid input is reported by name and skipped; it never stops the files after it. Files are
-never deleted or moved. Inbox files meet the limits of workflow files (``spec.files`` and the
-YAML reader): a poison file is reported once, by its digest; a file that cannot be read at all
-has no digest, and is reported on every tick until it is fixed, for the cost of a stat.
+The sensor starts one run per input found in new files, at most ``max_runs_per_tick`` a
+tick; which files are new, and the bounded cursor that says so, is ``inbox.py``'s. A file
+that is not valid input is reported once by name and skipped; it never stops the files
+after it. Files are never deleted or moved. Inbox files meet the limits of workflow files
+(``inbox_inputs.py``), and a link that leads out of the inbox is refused unread.
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import json
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from agents_pipelines.errors import ConfigIssue, InvalidInputsError, WorkflowConfigError
+from agents_pipelines.orchestration.inbox import Found, InboxCursor, scan_inbox
+from agents_pipelines.orchestration.inbox_inputs import (
+    InputFileError,
+    InputRecord,
+    read_inputs,
+    read_records,
+)
 from agents_pipelines.spec import Workflow
-from agents_pipelines.spec.files import UnreadableFileError, read_limited
-from agents_pipelines.spec.yaml_source import MAX_DEPTH, parse_yaml
+
+__all__ = [
+    "InputFileError",
+    "build_inbox_sensor",
+    "build_schedule",
+    "read_inputs",
+    "run_config",
+    "workflow_job",
+]
 
 _STATUS = {"running": dg.DefaultScheduleStatus.RUNNING, "stopped": dg.DefaultScheduleStatus.STOPPED}
 _SENSOR_STATUS = {
@@ -104,85 +113,6 @@ def _latest_partition(
     return dg.RunRequest(run_key=key, run_config=run_config(asset, dict(inputs)), partition_key=key)
 
 
-class InputFileError(ValueError):
-    """A dropped file does not hold valid input for the workflow."""
-
-
-def read_inputs(path: Path, raw: bytes, workflow: Workflow) -> list[dict[str, Any]]:
-    """The input objects in ``raw``, the bytes of ``path`` (JSON or YAML: one object; JSONL:
-    one per line), held to the limits of workflow files: YAML goes through the workflow
-    reader (aliases, depth), and JSON is held to the same depth."""
-    # The graph package pulls in LangGraph: import on a sensor tick, not at load.
-    from agents_pipelines.graph.state import initial_state
-
-    records = _records(path, raw)
-    for index, record in enumerate(records):
-        where = f"line {index + 1}: " if len(records) > 1 else ""
-        if not isinstance(record, dict):
-            raise InputFileError(f"{where}an input must be a mapping of field to value")
-        try:
-            initial_state(workflow.spec, record)
-        except InvalidInputsError as exc:
-            raise InputFileError(f"{where}{exc}") from None
-    if not records:
-        raise InputFileError("it holds no input")
-    return records
-
-
-def _records(path: Path, raw: bytes) -> list[Any]:
-    suffix = path.suffix.lower()
-    if suffix not in (".json", ".jsonl"):
-        try:
-            return [parse_yaml(raw, str(path)).data]
-        except WorkflowConfigError as exc:
-            raise InputFileError(_yaml_problem(exc.issues[0])) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputFileError(
-            f"byte 0x{raw[exc.start]:02x} at offset {exc.start} is not UTF-8"
-        ) from None
-    if suffix == ".json":
-        return [_parse_json(text, "the file")]
-    lines = enumerate(text.splitlines(), start=1)
-    return [_parse_json(line, f"line {number}") for number, line in lines if line.strip()]
-
-
-def _yaml_problem(issue: ConfigIssue) -> str:
-    """The problem the YAML reader found; its fix speaks of workflow files, so it is left out."""
-    return f"line {issue.line}: {issue.problem}" if issue.line else issue.problem
-
-
-def _parse_json(text: str, where: str) -> Any:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputFileError(f"{where} is not valid JSON/YAML ({exc})") from None
-    except ValueError as exc:  # a 5,000-digit integer: Python's int-string conversion limit
-        raise InputFileError(f"{where} cannot be read ({str(exc).split(';')[0]})") from None
-    except RecursionError:  # json recurses once per bracket: 200 KB of `[` is enough
-        raise InputFileError(f"{where} nests deeper than {MAX_DEPTH} levels") from None
-    if _deeper_than(value, MAX_DEPTH):
-        raise InputFileError(f"{where} nests deeper than {MAX_DEPTH} levels")
-    return value
-
-
-def _deeper_than(value: Any, depth: int) -> bool:
-    """Whether a value lies more than ``depth`` levels down (the YAML reader's count)."""
-    level = [value]
-    for _ in range(depth + 1):
-        level = [child for item in level for child in _children(item)]
-        if not level:
-            return False
-    return True
-
-
-def _children(value: Any) -> Iterable[Any]:
-    if isinstance(value, dict):
-        return value.values()
-    return value if isinstance(value, list) else ()
-
-
 def build_inbox_sensor(
     workflow: Workflow, asset: dg.AssetsDefinition, job: dg.UnresolvedAssetJobDefinition
 ) -> dg.SensorDefinition | None:
@@ -200,40 +130,31 @@ def build_inbox_sensor(
         description=f"One run of {workflow.name} per input dropped in `{config.path}`.",
     )
     def _inbox(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        seen: set[str] = set(json.loads(context.cursor)) if context.cursor else set()
-        requests: list[dg.RunRequest] = []
-        problems: list[str] = []
-        for name in sorted(glob.glob(config.path)):
-            path = Path(name)
-            if path.is_dir():
-                continue  # a subfolder, such as one for processed files
-            try:
-                raw = read_limited(path)
-            except UnreadableFileError as exc:
-                # No digest without the bytes: reported on every tick until it is fixed or
-                # removed, which costs a stat (and an open), never a read.
-                problems.append(_skip(context, path, exc.problem))
-                continue
-            digest = hashlib.sha256(raw).hexdigest()
-            if digest in seen:
-                continue
-            seen.add(digest)  # a bad file is reported once; fixing it changes its digest
-            try:
-                records = read_inputs(path, raw, workflow)
-            except InputFileError as exc:
-                problems.append(_skip(context, path, str(exc)))
-                continue
-            requests += _requests(asset, path, digest, records, dynamic is not None)
-        cursor = json.dumps(sorted(seen))
+        def read(path: Path, raw: bytes, start: int) -> list[InputRecord]:
+            return read_records(path, raw, workflow, start)
+
+        cursor = InboxCursor.from_json(context.cursor)
+        tick = scan_inbox(
+            config.path, cursor, read, limit=config.max_runs_per_tick, now_ns=time.time_ns()
+        )
+        problems = [_skip(context, path, problem) for path, problem in tick.problems]
+        if tick.waiting:
+            context.log.info(
+                f"{len(tick.found)} run(s) requested, the most a tick requests "
+                f"(max_runs_per_tick: {config.max_runs_per_tick}): the next tick goes on"
+            )
+        requests = [_request(asset, found, dynamic is not None) for found in tick.found]
         if not requests:
             reason = "; ".join(problems) if problems else f"no new files in {config.path}"
-            return dg.SensorResult(skip_reason=reason, cursor=cursor)
+            return dg.SensorResult(skip_reason=reason, cursor=tick.cursor.to_json())
         partition_requests = []
         if dynamic is not None:
             keys = [r.partition_key for r in requests if r.partition_key]
             partition_requests.append(dynamic.build_add_request(keys))
         return dg.SensorResult(
-            run_requests=requests, cursor=cursor, dynamic_partitions_requests=partition_requests
+            run_requests=requests,
+            cursor=tick.cursor.to_json(),
+            dynamic_partitions_requests=partition_requests,
         )
 
     return _inbox
@@ -244,22 +165,11 @@ def _skip(context: dg.SensorEvaluationContext, path: Path, problem: str) -> str:
     return f"{path}: {problem}"
 
 
-def _requests(
-    asset: dg.AssetsDefinition,
-    path: Path,
-    digest: str,
-    records: list[dict[str, Any]],
-    dynamic: bool,
-) -> list[dg.RunRequest]:
-    requests = []
-    for index, record in enumerate(records):
-        suffix = f"-{index + 1}" if len(records) > 1 else ""
-        requests.append(
-            dg.RunRequest(
-                run_key=f"{digest}{suffix}",
-                run_config=run_config(asset, record),
-                partition_key=f"{path.stem}-{digest[:8]}{suffix}" if dynamic else None,
-                tags={"agents_pipelines/input_file": str(path)},
-            )
-        )
-    return requests
+def _request(asset: dg.AssetsDefinition, found: Found, dynamic: bool) -> dg.RunRequest:
+    suffix = f"-{found.line}" if found.line is not None else ""
+    return dg.RunRequest(
+        run_key=found.run_key,
+        run_config=run_config(asset, found.inputs),
+        partition_key=f"{found.path.stem}-{found.run_key[:8]}{suffix}" if dynamic else None,
+        tags={"agents_pipelines/input_file": str(found.path)},
+    )

@@ -4,6 +4,8 @@ A path found by a folder walk or a glob may be anything: a FIFO named ``x.yaml``
 reader until some process writes to it, a device never ends, and a 1 GB file would be read
 whole before a length check. So the path is stat'ed first, only a regular file is opened,
 and at most ``limit + 1`` bytes are read (a file that grows after the stat is still caught).
+With ``follow_links=False`` (the sensor's inbox) a symbolic link is refused, at the stat and
+again at the open (``O_NOFOLLOW``), so a link swapped in between the two is refused too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ MAX_FILE_BYTES = 1_000_000
 # O_NONBLOCK: should the path become a FIFO between the stat and the open, the open returns
 # at once instead of waiting for a writer; the fstat after it then refuses the FIFO.
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
     (stat.S_ISDIR, "a folder"),
     (stat.S_ISFIFO, "a named pipe (FIFO)"),
     (stat.S_ISSOCK, "a socket"),
@@ -40,12 +44,13 @@ def too_large(size: int, limit: int = MAX_FILE_BYTES) -> UnreadableFileError:
     )
 
 
-def read_limited(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of ``path``, a regular file of at most ``limit`` bytes."""
+def read_limited(path: Path, limit: int = MAX_FILE_BYTES, *, follow_links: bool = True) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``limit`` bytes; with
+    ``follow_links=False``, not a symbolic link either."""
     try:
-        info = os.stat(path)
+        info = os.stat(path) if follow_links else os.lstat(path)
         _check_regular(info.st_mode, info.st_size, limit)  # before opening: a FIFO would block
-        descriptor = os.open(path, _OPEN_FLAGS)
+        descriptor = os.open(path, _OPEN_FLAGS | (0 if follow_links else _NO_FOLLOW))
     except OSError as exc:
         raise _os_error(exc) from None
     with os.fdopen(descriptor, "rb") as file:

@@ -360,6 +360,12 @@ class SensorConfig(_Model):
 
     path: str = Field(description='A glob, relative to the code location, e.g. "inbox/*.json".')
     minimum_interval_seconds: int = Field(30, ge=1, le=86_400)
+    max_runs_per_tick: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="The most runs (and files read) a tick requests; the rest go on the next.",
+    )
     default_status: Literal["running", "stopped"] = "running"
 
 
