@@ -29,7 +29,9 @@ def test_hostile_text_stays_literal_and_agrees_everywhere(
 ) -> None:
     topic = (HOSTILE * (FIVE_MB // len(HOSTILE) + 1))[:FIVE_MB]
     gemini.plan(Reply.text_reply(HOSTILE))
-    workflow = load_workflow(write(tmp_path, LINEAR))
+    # A 5 MB input is over the default state value limit (1,000,000 characters): raised.
+    roomy = LINEAR + "config:\n  execution: {max_state_value_chars: 6000000}\n"
+    workflow = load_workflow(write(tmp_path, roomy))
     result = dg.materialize(
         [build_workflow_asset(workflow)],
         resources={"workflow_runner": WorkflowRunner()},

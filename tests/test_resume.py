@@ -348,12 +348,16 @@ def test_a_checkpoint_of_other_step_code_is_not_resumed(
             checkpointing = Checkpointing(saver, "run-1|recoded|")
             with pytest.raises(WorkflowRunError, match="Gemini 500"):
                 run_workflow(load_workflow(path), checkpointing=checkpointing)
-            # The step's code changes; the next attempt's process imports it anew.
-            source.write_text("def outline(topic: str) -> dict:\n    return {'outline': 'new'}\n")
+            # The step's code changes; the next attempt's process imports it anew. (Another
+            # size: a rewrite within the same second of the same size would import the
+            # bytecode Python cached for the old source, which it checks by mtime and size.)
+            source.write_text(
+                "def outline(topic: str) -> dict:\n    return {'outline': 'renewed'}\n"
+            )
             del sys.modules[module]
             result = run_workflow(load_workflow(path), checkpointing=checkpointing)
         after = build_workflow_asset(load_workflow(path)).specs
-    assert result.state["outline"] == "new"  # not the old code's, from the checkpoint
+    assert result.state["outline"] == "renewed"  # not the old code's, from the checkpoint
     assert result.usage.resumed == ()
     (warning,) = result.warnings
     assert warning.startswith("Not resumed: the checkpoint of this run (thread run-1|recoded|)")
