@@ -220,5 +220,5 @@ def test_a_step_that_kills_its_process_every_time_fails_after_three_starts(
         pool = instance.event_log_storage.get_concurrency_info("gemini")
     # Three starts died with their process; the fourth refused to run the step again.
     assert len(step["starts"]) == 4, step
-    assert "has started 4 times: the process running it died each time" in step["error"]
+    assert "has started 4 times: the process running it died under each of the 3" in step["error"]
     assert not pool.claimed_slots and not pool.pending_steps

@@ -164,10 +164,11 @@ def _refuse_a_step_that_keeps_dying(context: dg.AssetExecutionContext) -> None:
     raise dg.Failure(
         description=(
             f"Step {step} of run {context.run.run_id} has started {starts} times: the "
-            f"process running it died each time (kill -9, out of memory, a lost Celery "
-            "worker) and the broker delivered the step again, so it is not run again. Find "
-            "why its process dies (the workers' logs, the machine's memory), then "
-            "re-execute the run from failure: it resumes after the nodes already finished."
+            f"process running it died under each of the {starts - 1} starts before (kill -9, "
+            "out of memory, a lost Celery worker) and the broker delivered the step again, "
+            "so it is not run again. Find why its process dies (the workers' logs, the "
+            "machine's memory), then re-execute the run from failure: it resumes after the "
+            "nodes already finished."
         ),
         allow_retries=False,
     )
