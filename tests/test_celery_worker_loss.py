@@ -25,6 +25,7 @@ from agents_pipelines.testing import GeminiLoopbackServer
 from agents_pipelines.testing.gemini_server.replies import RecordedRequest, Reply, default_reply
 from conftest import REPO, wait_until
 from test_celery import (  # noqa: F401  (fixtures)
+    DAILY,
     WORKERS,
     deployment,
     isolated_celery_config,
@@ -33,6 +34,9 @@ from test_celery import (  # noqa: F401  (fixtures)
     step_events,
     stop_worker,
 )
+from test_dagster_dev_e2e import final_status, graphql, launch_run, running_dagster_dev
+from test_pool_slot_release import PROFILES, claimed_by, pool_is_free, with_short_intervals
+from test_stop_and_spend import TERMINATE
 
 # The shipped settings but for Redis's intervals, where a whole worker dies: a step
 # unacknowledged for 30 s (its worker is gone) is delivered again, and the workers look for
@@ -222,3 +226,52 @@ def test_a_step_that_kills_its_process_every_time_fails_after_three_starts(
     assert len(step["starts"]) == 4, step
     assert "has started 4 times: the process running it died under each of the 3" in step["error"]
     assert not pool.claimed_slots and not pool.pending_steps
+
+
+CELERY_ENV = (
+    "AGENTS_PIPELINES_EXECUTOR",
+    "AGENTS_PIPELINES_CELERY_CONFIG",
+    "AGENTS_PIPELINES_CELERY_BROKER",
+    "AGENTS_PIPELINES_CELERY_BACKEND",
+)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.xdist_group("concurrency")  # one many-process test at a time
+def test_a_terminated_celery_run_gives_its_slot_back(
+    tmp_path: Path,
+    migrated_mlflow_db: Path,
+    deployment: dict[str, str],  # noqa: F811
+    workers: dict[str, subprocess.Popen[bytes]],
+    gemini: GeminiLoopbackServer,
+) -> None:
+    # A Terminate revokes the step's Celery task, which goes on running on its worker: the
+    # run stays CANCELING until run monitoring's cancel_timeout_seconds marks it CANCELED
+    # (1 s here, 180 s shipped); then the daemon frees the slot its process still holds.
+    polishing = threading.Event()
+
+    def reply(request: RecordedRequest) -> Reply:
+        if "Polish" in request.prompt_text:
+            polishing.set()  # a step that outlasts the test: it cannot free its slot itself
+            return replace(default_reply(request), delay_s=300)
+        return default_reply(request)
+
+    gemini.set_default(reply)
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    env = {name: deployment[name] for name in CELERY_ENV}
+    profile = with_short_intervals(PROFILES["postgres"])
+    workflows = {"daily.yaml": DAILY}
+    with running_dagster_dev(dev, migrated_mlflow_db, workflows, env, profile) as (url, home):
+        run_id = launch_run(url, "daily")
+        wait_until(polishing.is_set, 180, "the step's second Gemini call")
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            assert claimed_by(instance) == [run_id]
+            terminated = graphql(url, TERMINATE, {"runId": run_id})["terminateRun"]
+            assert terminated["__typename"] == "TerminateRunSuccess", terminated
+            assert final_status(url, run_id) == "CANCELED"
+            wait_until(lambda: pool_is_free(instance), 60, "the terminated run's slot")
+    for worker in workers.values():  # its step still runs: a warm shutdown would wait for it
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)

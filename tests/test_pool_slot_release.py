@@ -22,7 +22,7 @@ from test_dagster_dev_e2e import final_status, launch_run, running_dagster_dev
 PROFILES = {"sqlite": REPO / "dagster.yaml", "postgres": REPO / "deploy" / "team" / "dagster.yaml"}
 # The run monitoring settings a test shortens to a second, so that it sees the daemon free a
 # slot without waiting for the shipped intervals; a setting the profile lacks stays absent.
-SHORTENED = ("poll_interval_seconds", "free_slots_after_run_end_seconds")
+SHORTENED = ("poll_interval_seconds", "free_slots_after_run_end_seconds", "cancel_timeout_seconds")
 
 
 def with_short_intervals(profile: Path) -> str:
