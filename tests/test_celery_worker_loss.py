@@ -3,7 +3,9 @@ dies) on deploy/celery/ with Redis and PostgreSQL: its step runs again on the ot
 resuming after the nodes it finished, and the run succeeds and gives its pool slot back.
 
 With Celery's defaults (the message acknowledged as the worker took it) the step was lost:
-the run stayed STARTED on a dead pid for 169 s and more, holding its slot (issue 19)."""
+the run stayed STARTED on a dead pid for 169 s and more, holding its slot (issue 19). Also
+here: a step that kills its process every time fails on its fourth start, and a UI
+Terminate of a Celery run, under `dagster dev`, gives its slot back."""
 
 from __future__ import annotations
 
