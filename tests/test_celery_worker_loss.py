@@ -99,6 +99,7 @@ def launch(env: dict[str, str], cwd: Path, asset: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its group: the driver and the run process it forks
     )
 
 
@@ -107,12 +108,17 @@ def ended(driver: subprocess.Popen[str]) -> dict[str, Any]:
     try:
         out, err = driver.communicate(timeout=120)
     finally:
-        if driver.poll() is None:
-            driver.kill()
-            driver.wait()
+        stop_group(driver)
     assert driver.returncode == 0, err[-3000:]
     (result,) = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return dict(result)
+
+
+def stop_group(driver: subprocess.Popen[str]) -> None:
+    """Kill the driver and the run process it forked, if a run never ended."""
+    if driver.poll() is None:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
 
 
 @pytest.mark.postgres
@@ -149,7 +155,7 @@ def test_a_step_whose_worker_dies_runs_again_and_resumes(
             first = step_events(instance, run.run_id)
     finally:
         if not polishing.is_set():
-            driver.kill()
+            stop_group(driver)
     taken_by = first["worker"].split("@")[0]
     if lost == "worker":  # the worker and its pool processes, as a machine that dies
         os.killpg(workers[taken_by].pid, signal.SIGKILL)
