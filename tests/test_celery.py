@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -90,14 +90,23 @@ def redis_url() -> str:
 def celery_config(tmp_path: Path, redis_url: str) -> Iterator[Path]:
     """deploy/celery/celery.yaml, with keys of this test's own in the shared Redis, deleted
     afterwards."""
+    yield from isolated_celery_config(tmp_path, redis_url)
+
+
+def isolated_celery_config(
+    tmp_path: Path, redis_url: str, transport: Mapping[str, Any] | None = None
+) -> Iterator[Path]:
+    """deploy/celery/celery.yaml with its Redis keys under a prefix of this test's own (and
+    ``transport`` over its broker transport options), written to a file; the keys are
+    deleted afterwards."""
     import redis
 
     config = yaml.safe_load(SHIPPED_CONFIG.read_text())
     prefix = f"agents_pipelines_test_{uuid.uuid4().hex[:8]}:"
-    config["execution"]["config"]["config_source"] = {
-        "broker_transport_options": {"global_keyprefix": prefix},
-        "result_backend_transport_options": {"global_keyprefix": prefix},
-    }
+    source = config["execution"]["config"].setdefault("config_source", {})
+    transport_options = source.setdefault("broker_transport_options", {})
+    transport_options.update(global_keyprefix=prefix, **(transport or {}))
+    source["result_backend_transport_options"] = {"global_keyprefix": prefix}
     path = tmp_path / "celery.yaml"
     path.write_text(yaml.safe_dump(config))
     yield path
@@ -107,12 +116,18 @@ def celery_config(tmp_path: Path, redis_url: str) -> Iterator[Path]:
 
 
 @pytest.fixture
+def tracking_uri(mlflow_on_postgres: str) -> str:  # noqa: F811
+    """Where the deployment's runs are tracked: an MLflow server on PostgreSQL."""
+    return mlflow_on_postgres
+
+
+@pytest.fixture
 def deployment(
     tmp_path: Path,
     redis_url: str,
     celery_config: Path,
     postgres_database_factory: Any,
-    mlflow_on_postgres: str,  # noqa: F811
+    tracking_uri: str,
     gemini: GeminiLoopbackServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[dict[str, str]]:
@@ -134,7 +149,7 @@ def deployment(
         "AGENTS_PIPELINES_CELERY_BROKER": redis_url,
         "AGENTS_PIPELINES_CELERY_BACKEND": redis_url,
         "AGENTS_PIPELINES_WORKFLOWS_DIR": str(workflows),
-        "MLFLOW_TRACKING_URI": mlflow_on_postgres,
+        "MLFLOW_TRACKING_URI": tracking_uri,
     }
 
     def slow(request: RecordedRequest) -> Reply:
@@ -339,10 +354,9 @@ def test_the_celery_executor_reads_the_workers_config_file(
     job = build_definitions(EXAMPLES).resolve_implicit_global_asset_job_def()
     assert job.executor_def.name == "celery"
     # The shipped file names variables: the same file serves every machine.
-    assert yaml.safe_load(SHIPPED_CONFIG.read_text())["execution"]["config"] == {
-        "broker": {"env": "AGENTS_PIPELINES_CELERY_BROKER"},
-        "backend": {"env": "AGENTS_PIPELINES_CELERY_BACKEND"},
-    }
+    config = yaml.safe_load(SHIPPED_CONFIG.read_text())["execution"]["config"]
+    assert config["broker"] == {"env": "AGENTS_PIPELINES_CELERY_BROKER"}
+    assert config["backend"] == {"env": "AGENTS_PIPELINES_CELERY_BACKEND"}
 
 
 @pytest.mark.parametrize(

@@ -93,15 +93,19 @@ def running_dagster_dev(
     migrated_mlflow_db: Path,
     workflows: Mapping[str, str],
     env: Mapping[str, str],
+    dagster_yaml: str | None = None,
 ) -> Iterator[tuple[str, Path]]:
-    """`dagster dev` with the shipped dagster.yaml in a fresh DAGSTER_HOME, serving
-    ``workflows`` (file name -> YAML) and tracking to a copy of the migrated MLflow store;
-    ``env`` adds to the environment (the LLM backend, say). Yields the webserver's URL and
-    DAGSTER_HOME, and stops every process it started."""
+    """`dagster dev` with the shipped dagster.yaml (or the text ``dagster_yaml``) in a fresh
+    DAGSTER_HOME, serving ``workflows`` (file name -> YAML) and tracking to a copy of the
+    migrated MLflow store; ``env`` adds to the environment (the LLM backend, say). Yields the
+    webserver's URL and DAGSTER_HOME, and stops every process it started."""
     home, folder = tmp_path / "home", tmp_path / "workflows"
     for path in (home, folder):
         path.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    if dagster_yaml is None:
+        shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    else:
+        (home / "dagster.yaml").write_text(dagster_yaml)
     for name, text in workflows.items():
         (folder / name).write_text(text)
     with dg.DagsterInstance.from_config(str(home)) as instance:

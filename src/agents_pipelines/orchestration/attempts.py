@@ -25,6 +25,13 @@ ATTEMPT_TAG = "agents_pipelines/attempt"
 # The workflow's pool, on every record of spend: a pool's spend limit finds them by it.
 POOL_TAG = "agents_pipelines/pool"
 ERROR_CHARS = 300  # an error's text in the attempts table; the full text is in the log
+# Starts of one attempt: a Celery worker that dies under a step (kill -9, out of memory, its
+# machine lost) hands the step back to the broker (deploy/celery/celery.yaml), which
+# delivers it again, so one attempt may start twice. A step that kills its process every
+# time would otherwise start again for good, paying each time for the node it dies in.
+MAX_STARTS = 3
+_STARTS = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_RESTARTED}
+_RETRIED = dg.DagsterEventType.STEP_UP_FOR_RETRY
 
 _BACKOFF = {"exponential": dg.Backoff.EXPONENTIAL, "linear": dg.Backoff.LINEAR}
 _JITTER = {"full": dg.Jitter.FULL, "plus_minus": dg.Jitter.PLUS_MINUS, "none": None}
@@ -169,3 +176,17 @@ def _attempts(context: dg.AssetExecutionContext, records: Iterable[Any]) -> list
             str(meta.get("error") or ""),
         )
     return [found[number] for number in sorted(found)]
+
+
+def starts_of_this_attempt(context: dg.AssetExecutionContext) -> int:
+    """How many times this attempt of the step has started, this start included: more than
+    once when the process running it died and the broker delivered the step again."""
+    step_key = context.get_step_execution_context().step.key
+    records = context.instance.all_logs(context.run.run_id, of_type={*_STARTS, _RETRIED})
+    starts = 0
+    for record in records:
+        if record.step_key != step_key or record.dagster_event is None:
+            continue
+        retried = record.dagster_event.event_type == _RETRIED
+        starts = 0 if retried else starts + 1  # a retry is a new attempt
+    return starts

@@ -25,6 +25,7 @@ from agents_pipelines.errors import (
 from agents_pipelines.llm import Backend, resolve_backend
 from agents_pipelines.orchestration import checkpoints
 from agents_pipelines.orchestration.attempts import (
+    MAX_STARTS,
     POOL_TAG,
     Attempt,
     attempt_number,
@@ -32,6 +33,7 @@ from agents_pipelines.orchestration.attempts import (
     may_retry,
     observation,
     retry_delay,
+    starts_of_this_attempt,
 )
 from agents_pipelines.orchestration.checks import budget_result, eval_results, output_results
 from agents_pipelines.orchestration.inputs import resolve_inputs
@@ -43,7 +45,7 @@ from agents_pipelines.orchestration.spend import (
     run_spend_limits,
 )
 from agents_pipelines.redaction import redact
-from agents_pipelines.settings import PoolSpendLimits
+from agents_pipelines.settings import PoolSpendLimits, settings
 from agents_pipelines.spec import Workflow
 from agents_pipelines.usage import UsageSummary, round_usd
 
@@ -80,6 +82,7 @@ class WorkflowRunner(dg.ConfigurableResource):
     def materialize(
         self, context: dg.AssetExecutionContext, workflow: Workflow, upstream: dict[str, Any]
     ) -> Iterator[StepEvent]:
+        _refuse_a_step_that_keeps_dying(context)
         partition = context.partition_key if context.has_partition_key else None
         config = dict(context.op_execution_context.op_config or {})
         inputs = resolve_inputs(workflow.spec, partition, config, upstream)
@@ -154,6 +157,26 @@ class WorkflowRunner(dg.ConfigurableResource):
             yield check
         yield from output_results(workflow, result.state)
         yield from eval_results(result.verdicts)
+
+
+def _refuse_a_step_that_keeps_dying(context: dg.AssetExecutionContext) -> None:
+    """Fail, before any call, a step whose process died under it MAX_STARTS times."""
+    if settings().executor != "celery":
+        return  # only a broker starts a step again: other runs skip the query (6.6 ms)
+    if (starts := starts_of_this_attempt(context)) <= MAX_STARTS:
+        return
+    step = context.get_step_execution_context().step.key
+    raise dg.Failure(
+        description=(
+            f"Step {step} of run {context.run.run_id} has started {starts} times: the "
+            f"process running it died under each of the {starts - 1} starts before (kill -9, "
+            "out of memory, a lost Celery worker) and the broker delivered the step again, "
+            "so it is not run again. Find why its process dies (the workers' logs, the "
+            "machine's memory), then re-execute the run from failure: it resumes after the "
+            "nodes already finished."
+        ),
+        allow_retries=False,
+    )
 
 
 def _import_run_libraries(backend: Backend | None) -> None:

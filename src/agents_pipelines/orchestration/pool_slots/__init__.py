@@ -15,7 +15,10 @@ Here the claim is one statement that takes a free slot only while it is still fr
 PostgreSQL update keeps the selected row locked until it ends, and a SQLite update holds
 the database's write lock from its start. The shipped dagster.yaml names the SQLite class,
 the team profile (deploy/team/dagster.yaml) the PostgreSQL one; everything else is
-Dagster's own.
+Dagster's own, freeing included: a step's own release, and the run monitoring daemon's
+``free_concurrency_slots_for_run`` for a run that ended without its step ending
+(``free_slots_after_run_end_seconds`` in both profiles; tests/test_pool_slot_release.py
+kills a run worker on each storage and sees its slot come back).
 """
 
 from __future__ import annotations
