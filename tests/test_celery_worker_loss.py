@@ -1,7 +1,8 @@
 """A Celery worker lost mid-step (SIGKILL of the worker and its pool, as a machine that
-dies) on deploy/celery/ with its shipped settings, RabbitMQ and PostgreSQL: its step runs
-again on the other worker at once, resuming after the nodes it finished, and the run
-succeeds and gives its pool slot back.
+dies; SIGSTOP of them, as one that freezes or leaves the network) on deploy/celery/ with its
+shipped settings, RabbitMQ and PostgreSQL: its step runs again on the other worker within
+seconds, resuming after the nodes it finished, and the run succeeds and gives its pool slot
+back. (A frozen worker's step waited past 120 s with Celery's default heartbeat.)
 
 With Celery's defaults (the message acknowledged as the worker took it) the step was lost:
 the run stayed STARTED on a dead pid for 169 s and more, holding its slot (issue 19). On
@@ -112,7 +113,7 @@ def stop_group(driver: subprocess.Popen[str]) -> None:
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.xdist_group("concurrency")  # one many-process test at a time
-@pytest.mark.parametrize("lost", ["worker", "pool_process"])
+@pytest.mark.parametrize("lost", ["worker", "frozen_worker", "pool_process"])
 def test_a_step_whose_worker_dies_runs_again_and_resumes(
     lost: str,
     tmp_path: Path,
@@ -139,20 +140,28 @@ def test_a_step_whose_worker_dies_runs_again_and_resumes(
         if not polishing.is_set():
             stop_group(driver)
     taken_by = first["worker"].split("@")[0]
+    lost_worker = workers[taken_by]
     if lost == "worker":  # the worker and its pool processes, as a machine that dies
-        os.killpg(workers[taken_by].pid, signal.SIGKILL)
-        workers[taken_by].wait(timeout=30)
+        os.killpg(lost_worker.pid, signal.SIGKILL)
+        lost_worker.wait(timeout=30)
+    elif lost == "frozen_worker":  # as a machine gone off the network: no FIN, no heartbeat
+        os.killpg(lost_worker.pid, signal.SIGSTOP)
     else:  # the pool process running the step, as the out-of-memory killer does
         os.kill(first["pid"], signal.SIGKILL)
     killed = time.time()
-    result = ended(driver)  # within its 120 s: on Redis, the step waited an hour
+    try:
+        result = ended(driver)  # within its 120 s: on Redis, the step waited an hour
+    finally:
+        if lost == "frozen_worker":  # a stopped worker would ignore the warm shutdown
+            os.killpg(lost_worker.pid, signal.SIGKILL)
+            lost_worker.wait(timeout=30)
     assert result["success"], result
 
     with dg.DagsterInstance.from_config(deployment["DAGSTER_HOME"]) as instance:
         step = step_events(instance, result["run_id"])
         pool = instance.event_log_storage.get_concurrency_info("gemini")
     assert len(step["starts"]) == 2 and step["pid"] != first["pid"]
-    if lost == "worker":
+    if lost != "pool_process":
         (survivor,) = set(WORKERS) - {taken_by}
         assert step["worker"].split("@")[0] == survivor
     # The re-run resumed after the finished draft: it paid for the lost polish call only.
