@@ -47,6 +47,8 @@ from test_team_deployment import mlflow_on_postgres  # noqa: F401  (a fixture)
 
 SHIPPED_CONFIG = REPO / "deploy" / "celery" / "celery.yaml"
 REDIS_URL = os.environ.get("AGENTS_PIPELINES_TEST_REDIS", "redis://127.0.0.1:6379")
+RABBITMQ_HOST = "127.0.0.1:5672"  # the machine's RabbitMQ, its default guest user
+RABBITMQ_USER = "guest"
 POOL_LIMIT = 3
 WORKERS = ("celery_a", "celery_b")
 WORKER_PROCESSES = 2  # per worker: 4 steps could run at once, one more than the pool allows
@@ -84,6 +86,35 @@ def redis_url() -> str:
             )
         pytest.skip(f"no Redis reachable at {url} ({exc}); set {REQUIRE_POSTGRES_ENV}=1 to fail")
     return url
+
+
+@pytest.fixture
+def rabbitmq_url() -> Iterator[str]:
+    """A vhost of this test's own on the machine's RabbitMQ (others share the server),
+    deleted afterwards; required like PostgreSQL when REQUIRE_POSTGRES_ENV is set."""
+    vhost = f"agents_pipelines_test_{uuid.uuid4().hex[:8]}"
+    try:
+        rabbitmqctl("add_vhost", vhost)
+    except (OSError, subprocess.SubprocessError) as exc:
+        if os.environ.get(REQUIRE_POSTGRES_ENV):
+            pytest.fail(f"RabbitMQ is required ({REQUIRE_POSTGRES_ENV} is set): {exc}")
+        pytest.skip(f"no RabbitMQ vhost ({exc}); set {REQUIRE_POSTGRES_ENV}=1 to fail")
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, RABBITMQ_USER, ".*", ".*", ".*")
+        yield f"amqp://{RABBITMQ_USER}:{RABBITMQ_USER}@{RABBITMQ_HOST}/{vhost}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=60, check=True)
+
+
+@pytest.fixture
+def broker_url(redis_url: str) -> str:
+    """Where the steps are queued: Redis here (a module may override it, as
+    test_celery_worker_loss does with RabbitMQ)."""
+    return redis_url
 
 
 @pytest.fixture
@@ -125,6 +156,7 @@ def tracking_uri(mlflow_on_postgres: str) -> str:  # noqa: F811
 def deployment(
     tmp_path: Path,
     redis_url: str,
+    broker_url: str,
     celery_config: Path,
     postgres_database_factory: Any,
     tracking_uri: str,
@@ -146,7 +178,7 @@ def deployment(
         "DAGSTER_POSTGRES_URL": dagster_db,
         "AGENTS_PIPELINES_EXECUTOR": "celery",
         "AGENTS_PIPELINES_CELERY_CONFIG": str(celery_config),
-        "AGENTS_PIPELINES_CELERY_BROKER": redis_url,
+        "AGENTS_PIPELINES_CELERY_BROKER": broker_url,
         "AGENTS_PIPELINES_CELERY_BACKEND": redis_url,
         "AGENTS_PIPELINES_WORKFLOWS_DIR": str(workflows),
         "MLFLOW_TRACKING_URI": tracking_uri,

@@ -12,7 +12,7 @@ set -euo pipefail
 name="${1:?usage: deploy/celery/worker.sh NAME [celery worker options]}"
 shift
 : "${DAGSTER_HOME:?set DAGSTER_HOME: dagster-celery keeps the worker settings it writes there}"
-: "${AGENTS_PIPELINES_CELERY_BROKER:?set AGENTS_PIPELINES_CELERY_BROKER, e.g. redis://127.0.0.1:6379/0}"
+: "${AGENTS_PIPELINES_CELERY_BROKER:?set AGENTS_PIPELINES_CELERY_BROKER, e.g. amqp://guest:guest@127.0.0.1:5672//}"
 : "${AGENTS_PIPELINES_CELERY_BACKEND:?set AGENTS_PIPELINES_CELERY_BACKEND, e.g. redis://127.0.0.1:6379/1}"
 
 here="$(cd "$(dirname "$0")" && pwd)"
