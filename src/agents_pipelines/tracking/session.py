@@ -110,6 +110,7 @@ class TrackingSession:
                 self.trace_id = root.trace_id
                 self._link_trace(root.trace_id)
                 span_policy.apply_to(root.trace_id, span_policy.TracePolicy(pricer, full))
+                trace_outcome.install()  # span batches that grow with the trace
                 if not self.settings.config.async_logging:
                     trace_outcome.watch(root.trace_id)
                 root.set_inputs(dict(inputs) if full else {"inputs": sorted(inputs)})

@@ -5,6 +5,9 @@ MLflow's span exporter catches every error from the store (a server that refuses
 trace id that names no trace. For the traces a run waits for (async_logging: false), the
 exporter's store client is wrapped to record, per trace, whether the trace was written
 and the first error. Only watched traces are recorded: nothing is kept for the others.
+
+The same wrapper sends the exporter's span batches through span_batches.BATCHES, so a long
+trace's batches grow with it (see span_batches.py).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from typing import Any
+
+from agents_pipelines.tracking import span_batches
 
 
 @dataclass
@@ -26,7 +31,7 @@ _watched: dict[str, TraceOutcome] = {}
 
 def watch(trace_id: str) -> bool:
     """Record what becomes of ``trace_id``; False if MLflow's exporter cannot be watched."""
-    if not _install():
+    if not install():
         return False
     with _lock:
         _watched[trace_id] = TraceOutcome()
@@ -39,9 +44,10 @@ def outcome(trace_id: str) -> TraceOutcome | None:
         return _watched.pop(trace_id, None)
 
 
-def _install() -> bool:
-    """Wrap the current exporter's client. Checked on every run: MLflow makes a new
-    exporter whenever the tracking URI changes."""
+def install() -> bool:
+    """Wrap the current exporter's client; False if it cannot be. Checked on every run:
+    MLflow makes a new exporter whenever the tracking URI changes. Uses MLflow's private
+    ``_get_trace_exporter`` and the exporter's ``_client`` (MLflow 3.17.2 checked)."""
     from mlflow.tracing.provider import _get_trace_exporter
 
     exporter = _get_trace_exporter()
@@ -64,7 +70,8 @@ def _record(trace_id: str, error: Exception | None) -> None:
 
 
 class _RecordingClient:
-    """MLflow's TracingClient, with the two calls that write a whole trace recorded."""
+    """MLflow's TracingClient, with the two calls that write a whole trace recorded, and
+    its span batches grown (span_batches.py)."""
 
     def __init__(self, inner: Any):
         self._inner = inner
@@ -80,6 +87,13 @@ class _RecordingClient:
             raise
         _record(trace_info.trace_id, None)
         return stored
+
+    def log_spans(self, location: str, spans: list[Any]) -> list[Any]:
+        # MLflow's exporter ignores what this returns (the spans the store logged).
+        logged: list[Any] = []
+        for batch_location, batch in span_batches.BATCHES.take(location, spans):
+            logged.extend(self._inner.log_spans(batch_location, batch) or ())
+        return logged
 
     def _upload_trace_data(self, trace_info: Any, trace_data: Any) -> None:
         # Spans go here, as an artifact, when the store cannot keep them itself.
