@@ -186,6 +186,22 @@ def test_mlflow_env_defaults_fit_the_tracking_uri(
     assert {name: os.environ.get(name) for name in expected} == expected
 
 
+def test_the_defaults_of_one_store_are_withdrawn_for_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SQLite's one export thread is not kept for a server the process tracks to next; an
+    operator's own setting is never withdrawn."""
+    unset(monkeypatch, MLFLOW_DEFAULTS)
+    set_mlflow_env_defaults("sqlite:///mlflow.db")
+    assert os.environ["MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS"] == "1"
+    set_mlflow_env_defaults("http://127.0.0.1:5000")
+    assert "MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS" not in os.environ
+    monkeypatch.setenv("MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS", "4")
+    set_mlflow_env_defaults("sqlite:///mlflow.db")
+    set_mlflow_env_defaults("http://127.0.0.1:5000")
+    assert os.environ["MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS"] == "4"
+
+
 def test_the_operators_mlflow_settings_win(monkeypatch: pytest.MonkeyPatch) -> None:
     unset(monkeypatch, MLFLOW_DEFAULTS)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

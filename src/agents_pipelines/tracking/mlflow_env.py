@@ -67,8 +67,25 @@ def set_mlflow_env_defaults(tracking_uri: str) -> None:
         defaults |= _FILE_STORE_DEFAULTS
     if tracking_uri.startswith("sqlite:"):
         defaults |= _SQLITE_DEFAULTS
+    _withdraw_defaults_of_another_uri(defaults)
     for name, value in defaults.items():
-        os.environ.setdefault(name, value)
+        if name not in os.environ:
+            os.environ[name] = value
+            _ours[name] = value
+
+
+# The defaults this module set (not the operator): a process that tracks to a SQLite store
+# and then to a server must not keep SQLite's one export thread (whose exporter, retired as
+# the URI changes, then drained a dead server's traces one at a time: a run's start waited
+# past its 60 s deadline in the test suite, which switches stores).
+_ours: dict[str, str] = {}
+
+
+def _withdraw_defaults_of_another_uri(defaults: dict[str, str]) -> None:
+    for name, value in list(_ours.items()):
+        if name not in defaults and os.environ.get(name) == value:
+            del os.environ[name]
+            del _ours[name]
 
 
 def is_file_store(tracking_uri: str) -> bool:
