@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import sys
@@ -29,6 +30,38 @@ EXAMPLES = REPO / "workflows"
 sys.path.append(str(REPO))
 FAKE_KEY = "fake-gemini-key-7f3a9c1e5b"  # recognizable, so leaks can be searched for
 DAGSTER = Path(sys.executable).parent / "dagster"  # the project environment's CLI
+
+
+def doc_pages() -> list[Path]:
+    """The README, then the documentation site's pages in its navigation order: the order a
+    reader meets them, and the order tests/test_readme.py runs their commands in."""
+    import yaml
+
+    nav = yaml.safe_load((REPO / "mkdocs.yml").read_text())["nav"]
+
+    def pages(entries: Any) -> list[str]:
+        found: list[str] = []
+        for entry in entries:
+            value = next(iter(entry.values())) if isinstance(entry, dict) else entry
+            found += pages(value) if isinstance(value, list) else [value]
+        return found
+
+    written = [REPO / "docs" / page for page in pages(nav)]
+    return [REPO / "README.md", *(page for page in written if page.exists())]
+
+
+def docs_text() -> str:
+    """Every page a user reads, README first, as one text."""
+    return "\n".join(page.read_text() for page in doc_pages())
+
+
+def docs_section(title: str) -> str:
+    """The text under the heading `title` (any level), up to the next heading, in whichever
+    page holds it."""
+    match = re.search(rf"^#+ {re.escape(title)}\n(.*?)(?=^#|\Z)", docs_text(), re.S | re.M)
+    assert match, f"no section titled {title!r} in README.md or docs/"
+    return match.group(1)
+
 
 # MLflow must not try to download its model catalog during tests (there is no network).
 os.environ["MLFLOW_MODEL_CATALOG_URI"] = ""

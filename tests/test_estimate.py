@@ -19,7 +19,7 @@ from agents_pipelines.testing.gemini_server.replies import count_tokens
 from agents_pipelines.tracking.pricing import BundledCatalogPrices, MlflowPriceTable
 from agents_pipelines.usage import TokenUsage
 from agents_pipelines.usage.estimate import DEFAULT_OUTPUT_TOKENS, UNKNOWN_FIELD_TOKENS
-from conftest import EXAMPLES, FAKE_KEY, REPO, write
+from conftest import EXAMPLES, FAKE_KEY, docs_text, write
 
 WORKFLOW = """\
 schema_version: "1"
@@ -245,6 +245,6 @@ def measured_error() -> tuple[int, int, float]:
 
 def test_the_readme_states_the_measured_error() -> None:
     by_chars, by_rule, error = measured_error()
-    readme = re.sub(r"\s+", " ", (REPO / "README.md").read_text())
+    readme = re.sub(r"\s+", " ", docs_text())
     assert f"{by_chars} tokens by characters / 4 against {by_rule}" in readme
     assert f"({error:+.0%})" in readme

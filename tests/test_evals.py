@@ -18,7 +18,7 @@ from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.spec.models import OutputCheck, Rule
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply, Usage
-from conftest import REPO, assert_usage_agrees, metadata_of, workflow_yaml, write
+from conftest import assert_usage_agrees, docs_section, metadata_of, workflow_yaml, write
 
 TITLE = "Charged twice for order 4411"
 # Judges answer with a usage of their own, so their share of the spend is told apart.
@@ -329,7 +329,7 @@ def test_output_checks_are_rules() -> None:
 
 
 def test_the_readme_evals_load(tmp_path: Path) -> None:
-    block = (REPO / "README.md").read_text().split("### Evals\n\n```yaml\n", 1)[1]
+    block = docs_section("Evals").split("```yaml\n", 1)[1]
     evals = block.split("```", 1)[0]
     text = TRIAGE.split("evals:\n")[0].replace(
         "    title: {type: str}\n",

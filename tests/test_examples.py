@@ -32,10 +32,9 @@ from agents_pipelines.orchestration import build_definitions
 from agents_pipelines.orchestration.automation import read_inputs
 from agents_pipelines.orchestration.inputs import resolve_inputs
 from agents_pipelines.spec import Workflow, load_workflow
-from conftest import EXAMPLES, REPO, metadata_of
+from conftest import EXAMPLES, REPO, docs_section, metadata_of
 
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
-README = (REPO / "README.md").read_text()
 STOPPED = (dg.DefaultScheduleStatus.STOPPED, dg.DefaultSensorStatus.STOPPED)
 
 
@@ -206,6 +205,6 @@ def test_each_sample_inbox_file_starts_a_valid_run() -> None:
 
 
 def test_the_readme_says_what_each_example_shows() -> None:
-    table = README.split("### The shipped examples\n", 1)[1].split("\n#", 1)[0]
+    table = docs_section("The shipped examples")
     listed = re.findall(r"^\| `([\w.]+\.yaml)` \|", table, re.M)
     assert sorted(listed) == [path.name for path in EXAMPLE_FILES]  # each file, once

@@ -21,7 +21,7 @@ from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import draw_mermaid, load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply
 from agents_pipelines.tracking import drain_trace_export
-from conftest import REPO, metadata_of, metadata_values, write
+from conftest import docs_text, metadata_of, metadata_values, write
 
 ITEM_INDEX = "agents_pipelines.item_index"
 
@@ -233,7 +233,7 @@ def test_a_list_over_max_items_fails_before_any_call(
 
 
 def test_the_readme_map_example_loads(tmp_path: Path) -> None:
-    readme = (REPO / "README.md").read_text()
+    readme = docs_text()
     (fragment,) = re.findall(r"```yaml\n(state:\n.*?)```", readme, re.S)
     text = f"""schema_version: "1"\nflow: {{name: readme_map}}\n{fragment}edges:
   - {{from: START, to: classify}}

@@ -1,4 +1,5 @@
-"""README.md runs as written: every fenced block is run here, or listed with the reason it is not.
+"""README.md and the documentation site (docs/) run as written: every fenced block is run
+here, or listed with the reason it is not, in the order a reader meets them.
 
 A new block, or a new command in a bash block, that this file does not know fails
 `test_every_block_is_run_or_listed`, so the README cannot drift from the product again.
@@ -29,7 +30,7 @@ import yaml
 
 from agents_pipelines import WorkflowsComponent, load_workflow
 from agents_pipelines.testing import GeminiLoopbackServer
-from conftest import FAKE_KEY, REPO
+from conftest import FAKE_KEY, REPO, doc_pages
 from test_component import DG_COMMANDS
 
 README = REPO / "README.md"
@@ -42,6 +43,7 @@ NOT_RUN = {
     "make test": "the whole test suite, this test included: CI runs it",
     "make format": "rewrites the sources; `make test` runs the same tools read-only",
     "make bench": "the benchmarks take minutes and are never part of the test suite",
+    "make docs": "`make test` builds the site the same way, so CI runs it",
     "make upgrade": "re-resolves against PyPI and rewrites uv.lock",
     'git add uv.lock && git commit -m "Upgrade dependencies"': "commits to the repository",
     "deploy/celery/worker.sh celery_a": "needs Redis and PostgreSQL: tests/test_celery.py "
@@ -84,14 +86,20 @@ class Block:
     language: str
     text: str
     line: int
+    page: str = "README.md"
 
 
 def readme_blocks() -> list[Block]:
-    text = README.read_text()
-    return [
-        Block(match.group(1), match.group(2), text.count("\n", 0, match.start()) + 1)
-        for match in FENCE.finditer(text)
-    ]
+    """The fenced blocks of the README and of every docs page, in reading order."""
+    blocks = []
+    for page in doc_pages():
+        text = page.read_text()
+        name = str(page.relative_to(REPO))
+        blocks += [
+            Block(match.group(1), match.group(2), text.count("\n", 0, match.start()) + 1, name)
+            for match in FENCE.finditer(text)
+        ]
+    return blocks
 
 
 def shell_commands(block: Block) -> list[str]:
@@ -412,7 +420,7 @@ class Step:
 
 def plan(block: Block) -> list[Step]:
     """How each part of ``block`` is handled; an unknown one fails with where it is."""
-    where = f"README.md:{block.line}"
+    where = f"{block.page}:{block.line}"
     if block.language == "bash":
         return [
             Step(block, command, _command_runner(command, where))
@@ -447,6 +455,18 @@ def _command_runner(command: str, where: str) -> Runner | None:
 
 def all_steps() -> list[Step]:
     return [step for block in readme_blocks() for step in plan(block)]
+
+
+def steps_to_run() -> list[Step]:
+    """Each distinct command or snippet once, where a reader first meets it: the README's two
+    commands are also on the docs' Getting started page."""
+    seen: set[str] = set()
+    steps = []
+    for step in all_steps():
+        if step.runner and step.text not in seen:
+            seen.add(step.text)
+            steps.append(step)
+    return steps
 
 
 def test_every_block_is_run_or_listed() -> None:
@@ -494,7 +514,7 @@ def test_yaml_blocks(tmp_path: Path) -> None:
             component = WorkflowsComponent(**data["attributes"])
             assert component.path == "workflows"
         else:
-            assert next(iter(data)) in YAML_FRAGMENTS, f"README.md:{block.line}: {block.text}"
+            assert next(iter(data)) in YAML_FRAGMENTS, f"{block.page}:{block.line}: {block.text}"
 
 
 def _clean_path() -> str:
@@ -539,7 +559,7 @@ def keyed(clone: Clone) -> Iterator[Clone]:
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_readme_commands_without_a_key(clone: Clone) -> None:
-    for step in all_steps():
+    for step in steps_to_run():
         if step.runner and not step.runner.server:
             step.runner.handler(clone, step.text)
 
@@ -547,7 +567,7 @@ def test_readme_commands_without_a_key(clone: Clone) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_readme_commands_with_a_key(keyed: Clone) -> None:
-    for step in all_steps():
+    for step in steps_to_run():
         if step.runner and step.runner.key_sensitive:
             step.runner.handler(keyed, step.text)
 
@@ -555,6 +575,6 @@ def test_readme_commands_with_a_key(keyed: Clone) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_readme_servers(clone: Clone) -> None:
-    for step in all_steps():
+    for step in steps_to_run():
         if step.runner and step.runner.server:
             step.runner.handler(clone, step.text)

@@ -1,19 +1,14 @@
-"""The README's YAML reference lists every key of the JSON Schema, with its default, and names
-the asset checks as Dagster names them.
-
-The table's conventions, which the parser below reads:
-- the key column names one or more key paths: `flow.name`, `nodes[].llm`, with `NAME`, `MODEL`
-  or `KEY` standing for a name the user chooses (`state.fields.NAME.type`);
-- the meaning column may list a key's sub-keys in backticks (`nodes[].llm`: per-node `model`,
-  `temperature`...);
-- a default is written `(default VALUE)` right after a sub-key, or, in a row about one key
-  only, `default VALUE` anywhere in the meaning.
+"""The YAML reference (docs/reference/yaml.md) is generated from the JSON Schema: it lists
+every key with its type and default, every key is described, and the committed page is the one
+the schema gives. The docs name the asset checks as Dagster names them.
 """
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import re
-from collections.abc import Iterator
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,167 +17,88 @@ import yaml
 from agents_pipelines.orchestration import build_definitions
 from agents_pipelines.spec import workflow_json_schema
 from agents_pipelines.spec.models import OutputCheck
-from conftest import EXAMPLES, REPO
+from conftest import EXAMPLES, REPO, docs_section
 
-README = (REPO / "README.md").read_text()
-NO_DEFAULT = object()
-# Defaults that mean "not set": nothing to state.
-UNSET = (None, "", [], {})
-
-
-# The schema's keys ----------------------------------------------------------------------
-
-
-def schema_keys() -> dict[str, Any]:
-    """Every leaf key path of the JSON Schema, with its default (or NO_DEFAULT)."""
-    schema = workflow_json_schema()
-    return dict(_walk(schema, schema, "", NO_DEFAULT))
+_spec = importlib.util.spec_from_file_location(
+    "yaml_reference", REPO / "docs" / "hooks" / "yaml_reference.py"
+)
+assert _spec and _spec.loader
+reference = importlib.util.module_from_spec(_spec)
+sys.modules["yaml_reference"] = reference  # dataclasses look their module up
+_spec.loader.exec_module(reference)
+PAGE = (REPO / "docs" / "reference" / "yaml.md").read_text()
 
 
-def _walk(root: dict[str, Any], node: dict[str, Any], path: str, default: Any) -> Iterator[Any]:
-    node = _resolve(root, node)
-    if "anyOf" in node:
-        for branch in node["anyOf"]:
-            if branch.get("type") != "null":
-                yield from _walk(root, branch, path, default)
-    elif node.get("properties"):
-        for name, child in node["properties"].items():
-            key = f"{path}.{name}" if path else name
-            yield from _walk(root, child, key, child.get("default", NO_DEFAULT))
-    elif _has_keys(root, child := _map_values(node)):
-        yield from _walk(root, child, f"{path}.*", NO_DEFAULT)
-    elif node.get("type") == "array" and _has_keys(root, node["items"]):
-        yield from _walk(root, node["items"], f"{path}[]", NO_DEFAULT)
-    else:
-        yield path, default
-
-
-def _resolve(root: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
-    if "$ref" in node:
-        return dict(root["$defs"][node["$ref"].split("/")[-1]])
-    return node
-
-
-def _map_values(node: dict[str, Any]) -> dict[str, Any]:
-    """The schema of a mapping's values (`state.fields`, `config.pricing`), else {}."""
-    patterns = list(node.get("patternProperties", {}).values())
-    extra = node.get("additionalProperties")
-    return patterns[0] if patterns else extra if isinstance(extra, dict) else {}
-
-
-def _has_keys(root: dict[str, Any], node: dict[str, Any]) -> bool:
-    """Whether values of this schema are objects with named keys of their own."""
-    node = _resolve(root, node)
-    if "anyOf" in node:
-        return any(_has_keys(root, branch) for branch in node["anyOf"])
-    return bool(node.get("properties"))
-
-
-# The README's table -----------------------------------------------------------------------
-
-
-def reference_rows(text: str = README) -> list[tuple[list[str], str]]:
-    """(key paths, meaning) per row of the YAML reference table; a chosen name is `*`."""
-    section = text.split("### YAML reference\n", 1)[1].split("\n#", 1)[0]
-    rows = []
-    for line in section.splitlines():
-        if not line.startswith("| `"):
-            continue
-        _, keys, meaning, _ = re.split(r"(?<!\\)\|", line)
-        paths = [re.sub(r"\b[A-Z]+\b", "*", key) for key in re.findall(r"`([^`]+)`", keys)]
-        rows.append((paths, meaning.strip()))
-    return rows
-
-
-def covered(row: tuple[list[str], str]) -> set[str]:
-    """The key paths a row documents: its keys, and each with the sub-keys it lists."""
-    paths, meaning = row
-    subkeys = re.findall(r"`([a-z_]+)`", meaning)
-    return set(paths) | {f"{path}.{sub}" for path in paths for sub in subkeys}
-
-
-def states_default(row: tuple[list[str], str], path: str, default: Any) -> bool:
-    paths, meaning = row
-    values = "|".join(re.escape(value) for value in _written(default))
-    value = rf"`?(?:{values})`?(?=[\s),;:]|$)"
-    if paths == [path] and re.search(rf"\bdefault:?\s+{value}", meaning):
-        return True
-    return re.search(rf"`{re.escape(path.split('.')[-1])}` \(default {value}", meaning) is not None
-
-
-def _written(default: Any) -> list[str]:
-    if isinstance(default, bool):
-        return [str(default).lower()]
-    if isinstance(default, int | float):
-        number = int(default) if float(default).is_integer() else default
-        return [str(number), f"{number:,}"]
-    return [str(default)]
-
-
-def undocumented(rows: list[tuple[list[str], str]]) -> set[str]:
-    documented = set().union(*map(covered, rows))
-    return set(schema_keys()) - documented
-
-
-# Tests ------------------------------------------------------------------------------------
+def test_the_shipped_schema_is_the_models_schema() -> None:
+    # The page is generated from the shipped file; test_spec_validation holds it to the models.
+    assert reference.schema() == workflow_json_schema()
 
 
 def test_the_schema_walk_finds_keys_at_every_depth_with_their_defaults() -> None:
-    keys = schema_keys()
-    assert keys["schema_version"] is NO_DEFAULT
-    assert keys["state.fields.*.required"] is False
+    keys = reference.leaf_keys()
+    assert keys["schema_version"] is reference.NO_DEFAULT
+    assert keys["state.fields.NAME.required"] is False
     assert keys["nodes[].map.on_item_error"] == "fail"
     assert keys["edges[].routes[].when.in"] is None
-    assert keys["config.pricing.*.input_per_million"] is NO_DEFAULT
+    assert keys["config.pricing.NAME.input_per_million"] is reference.NO_DEFAULT
     assert keys["orchestration.retry.jitter"] == "plus_minus"
     assert keys["orchestration.partitions.daily.timezone"] == "UTC"
     # Free-form mappings and lists of names are keys in themselves.
     assert {"orchestration.inputs", "orchestration.partitions.static", "nodes[].tools"} <= set(keys)
-    assert {"orchestration.automation", "orchestration.automation.on_cron"} <= set(keys)
+    # `automation: eager`, or an object: both the key and its sub-key are listed.
+    assert "orchestration.automation.on_cron" in keys
+    assert "orchestration.automation" in {key.path for key in reference.all_keys()}
 
 
-def test_the_reference_lists_every_key_of_the_schema() -> None:
-    assert undocumented(reference_rows()) == set()
+def test_the_committed_page_is_the_one_the_schema_gives() -> None:
+    assert reference.stale() is None, f"run `{reference.REGENERATE}`"
 
 
-def test_a_key_left_out_of_the_reference_is_found() -> None:
-    rows = [row for row in reference_rows() if row[0] != ["nodes[].description"]]
-    assert undocumented(rows) == {"nodes[].description"}
-    trimmed = README.replace("`max_retries` (default 2), ", "")
-    assert undocumented(reference_rows(trimmed)) == {"orchestration.retry.max_retries"}
+def test_every_key_is_on_the_page_with_its_type_and_default() -> None:
+    for key in reference.all_keys():
+        row = re.search(rf"^\| `{re.escape(key.path)}` \| (.*?) \| (.*?) \| (.*) \|$", PAGE, re.M)
+        assert row, key.path
+        assert row[1] == key.type
+        if key.leaf and key.default not in (reference.NO_DEFAULT, None, "", [], {}):
+            assert row[2].strip("`").replace(",", "") == str(_written(key.default)), key.path
 
 
-def test_every_key_named_in_the_key_column_is_in_the_schema() -> None:
-    keys = schema_keys()
-    for paths, _ in reference_rows():
-        for path in paths:
-            assert any(k == path or k.startswith((f"{path}.", f"{path}[]")) for k in keys), path
+def _written(value: Any) -> Any:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
-def test_the_reference_states_every_default() -> None:
-    rows = reference_rows()
-    missing = {
-        path: default
-        for path, default in schema_keys().items()
-        if default is not NO_DEFAULT
-        and default not in UNSET
-        and not any(path in covered(row) and states_default(row, path, default) for row in rows)
-    }
-    assert missing == {}
+def test_every_key_is_described() -> None:
+    assert reference.undocumented(reference.all_keys()) == []
 
 
-def test_a_wrong_default_is_found() -> None:
-    row = (["orchestration.retry"], "`max_retries` (default 3), `delay_s` (default 10)")
-    assert states_default(row, "orchestration.retry.delay_s", 10.0)
-    assert not states_default(row, "orchestration.retry.max_retries", 2)
-    assert not states_default(row, "orchestration.retry.delay_s", 1)
+def test_a_key_without_a_description_fails_the_build() -> None:
+    schema = copy.deepcopy(reference.schema())
+    del schema["$defs"]["RetryConfig"]["properties"]["max_retries"]["description"]
+    assert reference.undocumented(reference.all_keys(schema)) == ["orchestration.retry.max_retries"]
+    try:
+        reference.render(schema)
+    except ValueError as error:
+        assert "orchestration.retry.max_retries" in str(error)
+        assert "spec/models.py" in str(error)
+    else:
+        raise AssertionError("render() took a key with no description")
+
+
+def test_a_key_its_parent_describes_needs_no_description_of_its_own() -> None:
+    keys = {key.path: key for key in reference.all_keys()}
+    assert keys["edges[].routes[].when.equals"].description == ""
+    assert "`equals`" in keys["edges[].routes[].when"].description
 
 
 # Asset check names ------------------------------------------------------------------------
 
 
 def section(title: str) -> str:
-    return README.split(f"### {title}\n", 1)[1].split("\n#", 1)[0]
+    return docs_section(title)
 
 
 def prose(text: str) -> str:

@@ -43,7 +43,7 @@ def rule_broken(problem: str, fix: str) -> PydanticCustomError:
 
 class FlowSpec(_Model):
     name: Identifier = Field(description="The workflow's name; it becomes the Dagster asset key.")
-    description: str = ""
+    description: str = Field("", description="The Dagster asset's description.")
 
 
 class StateField(_Model):
@@ -56,7 +56,9 @@ class StateField(_Model):
     )
     required: bool = Field(False, description="A run must supply this field as an input.")
     default: Any = Field(None, description="The value before any node writes the field.")
-    description: str = ""
+    description: str = Field(
+        "", description="Shown in the Launchpad, and given to the model for structured output."
+    )
 
 
 class StateSpec(_Model):
@@ -73,19 +75,31 @@ EXPECTED_OUTPUT = (
 class LlmOverride(_Model):
     """Per-node settings; each one left out falls back to ``config.llm``."""
 
-    model: str | None = Field(None, min_length=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    max_output_tokens: int | None = Field(None, ge=1)
-    timeout_s: float | None = Field(None, gt=0, le=3600)
-    max_retries: int | None = Field(None, ge=0, le=10)
+    model: str | None = Field(None, min_length=1, description="This node's Gemini model.")
+    temperature: float | None = Field(None, ge=0, le=2, description="This node's temperature.")
+    max_output_tokens: int | None = Field(
+        None, ge=1, description="This node's cap on output tokens per call."
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, le=3600, description="This node's per-request time-out in seconds."
+    )
+    max_retries: int | None = Field(
+        None, ge=0, le=10, description="This node's retries of transient failures."
+    )
     expected_output_tokens: int | None = Field(None, ge=1, description=EXPECTED_OUTPUT)
 
 
 class LlmConfig(_Model):
-    provider: Literal["google"] = "google"
-    model: str = Field("gemini-2.5-flash", min_length=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    max_output_tokens: int | None = Field(None, ge=1)
+    """The LLM every node calls, unless the node's own `llm` says otherwise."""
+
+    provider: Literal["google"] = Field("google", description="Gemini, the only provider.")
+    model: str = Field("gemini-2.5-flash", min_length=1, description="The Gemini model.")
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Sampling temperature; left out: the model's own."
+    )
+    max_output_tokens: int | None = Field(
+        None, ge=1, description="Cap on output tokens per call (thinking included)."
+    )
     timeout_s: float = Field(60, gt=0, le=3600, description="Per-request time-out in seconds.")
     max_retries: int = Field(
         3, ge=0, le=10, description="Retries of transient failures (429, 5xx, time-outs)."
@@ -102,7 +116,8 @@ class LlmConfig(_Model):
 
 
 class Condition(_Model):
-    """One comparison of a state field; exactly one operator is set."""
+    """One comparison of a state field: exactly one operator of `equals`, `not_equals`, `gt`,
+    `gte`, `lt`, `lte`, `in`, `contains` or `is_empty` is set."""
 
     field: Identifier
     equals: Scalar | None = None
@@ -132,15 +147,19 @@ class Condition(_Model):
 
 class Route(_Model):
     when: Condition | None = Field(None, description="Left out on the last, default route.")
-    to: str
+    to: str = Field(description="The node this route goes to, or END.")
 
 
 class Edge(_Model):
     source: str | Annotated[list[str], Field(min_length=1)] = Field(
         alias="from", description="A node id, START, or a list of node ids to join."
     )
-    to: str | None = None
-    routes: list[Route] | None = Field(None, min_length=1)
+    to: str | None = Field(None, description="A node id, or END; or `routes` instead.")
+    routes: list[Route] | None = Field(
+        None,
+        min_length=1,
+        description="Conditional edges, tried in order (one `from` only); the last has no `when`.",
+    )
 
     @model_validator(mode="after")
     def _to_or_routes(self) -> Edge:
@@ -226,7 +245,9 @@ class Node(_Model):
         description="`false`: always call the model, even with `config.execution.cache` set; "
         "only for an LLM node.",
     )
-    description: str = ""
+    description: str = Field(
+        "", description="A note for people reading the file; not sent to the model."
+    )
 
     @model_validator(mode="after")
     def _prompt_or_function(self) -> Node:
@@ -308,15 +329,21 @@ class ExecutionConfig(_Model):
 
 
 class MlflowConfig(_Model):
-    enabled: bool = True
+    enabled: bool = Field(True, description="Trace and log each run to MLflow.")
     tracking_uri: str = Field(
         "sqlite:///mlflow.db", description="Overridden by MLFLOW_TRACKING_URI in the environment."
     )
     experiment_name: str | None = Field(None, description="Defaults to the flow name.")
-    async_logging: bool = True
-    log_artifacts: bool = True
-    artifact_level: Literal["minimal", "standard", "full"] = "standard"
-    run_name: str | None = None
+    async_logging: bool = Field(
+        True, description="Log the trace in the background, off the run's critical path."
+    )
+    log_artifacts: bool = Field(True, description="Log cost_summary.json and the state files.")
+    artifact_level: Literal["minimal", "standard", "full"] = Field(
+        "standard",
+        description="`minimal`: the cost summary only; `standard`: also inputs and outputs; "
+        "`full`: also the whole final state.",
+    )
+    run_name: str | None = Field(None, description="The MLflow run's name; left out: MLflow's.")
     required: bool = Field(False, description="Fail the run when tracking fails.")
     timeout_s: float = Field(
         60,
@@ -334,9 +361,13 @@ class ObservabilityConfig(_Model):
 class ModelPrice(_Model):
     """USD per million tokens; overrides MLflow's bundled price table for one model."""
 
-    input_per_million: float = Field(ge=0)
-    output_per_million: float = Field(ge=0)
-    cached_input_per_million: float | None = Field(None, ge=0)
+    input_per_million: float = Field(ge=0, description="USD per million input tokens.")
+    output_per_million: float = Field(
+        ge=0, description="USD per million output tokens (thinking included)."
+    )
+    cached_input_per_million: float | None = Field(
+        None, ge=0, description="USD per million cached input tokens; left out: the input price."
+    )
 
 
 class WorkflowConfig(_Model):
@@ -351,22 +382,30 @@ class ScheduleConfig(_Model):
 
     cron: str = Field(description='Cron expression, e.g. "0 9 * * *".')
     timezone: str = Field("UTC", description="IANA time zone, e.g. Europe/Paris.")
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    default_status: Literal["running", "stopped"] = "stopped"
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="Inputs of the scheduled runs, over the defaults."
+    )
+    default_status: Literal["running", "stopped"] = Field(
+        "stopped", description="Whether the schedule runs before anyone turns it on in the UI."
+    )
 
 
 class SensorConfig(_Model):
     """Start one run per input dropped into a folder (JSON, YAML, or JSONL for many)."""
 
     path: str = Field(description='A glob, relative to the code location, e.g. "inbox/*.json".')
-    minimum_interval_seconds: int = Field(30, ge=1, le=86_400)
+    minimum_interval_seconds: int = Field(
+        30, ge=1, le=86_400, description="Seconds between two looks at the folder."
+    )
     max_runs_per_tick: int = Field(
         100,
         ge=1,
         le=10_000,
         description="The most runs (and files read) a tick requests; the rest go on the next.",
     )
-    default_status: Literal["running", "stopped"] = "running"
+    default_status: Literal["running", "stopped"] = Field(
+        "running", description="Whether the sensor runs before anyone turns it on in the UI."
+    )
 
 
 class TimePartitions(_Model):
@@ -389,12 +428,18 @@ class PartitionsConfig(_Model):
     """Static partitions (each key with its inputs), dynamic ones (added by the sensor), or
     time partitions (hourly, daily, weekly or monthly)."""
 
-    static: dict[str, dict[str, Any]] | None = Field(None, min_length=1)
-    dynamic: bool = False
-    hourly: TimePartitions | None = None
-    daily: TimePartitions | None = None
-    weekly: TimePartitions | None = None
-    monthly: TimePartitions | None = None
+    static: dict[str, dict[str, Any]] | None = Field(
+        None, min_length=1, description="`{KEY: {input: value}}`: each key with its inputs."
+    )
+    dynamic: bool = Field(
+        False, description="The file-drop sensor adds one partition per input (needs `sensor`)."
+    )
+    hourly: TimePartitions | None = Field(None, description="One partition per hour.")
+    daily: TimePartitions | None = Field(None, description="One partition per day.")
+    weekly: TimePartitions | None = Field(None, description="One partition per week, from Sunday.")
+    monthly: TimePartitions | None = Field(
+        None, description="One partition per month, from the 1st."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> PartitionsConfig:
@@ -431,22 +476,28 @@ class Dependency(_Model):
 
 
 class OnCron(_Model):
-    on_cron: str
-    timezone: str = "UTC"
+    on_cron: str = Field(description="Materialize when this cron tick passes and inputs are newer.")
+    timezone: str = Field("UTC", description="IANA time zone of the cron expression.")
 
 
 class RetryConfig(_Model):
     """Dagster step retries of transient failures (429, 5xx, time-outs)."""
 
-    max_retries: int = Field(2, ge=0, le=10)
-    delay_s: float = Field(10, ge=0, le=3600)
-    backoff: Literal["exponential", "linear"] = "exponential"
-    jitter: Literal["full", "plus_minus", "none"] = "plus_minus"
+    max_retries: int = Field(2, ge=0, le=10, description="Retries of a failed step.")
+    delay_s: float = Field(10, ge=0, le=3600, description="Seconds before the first retry.")
+    backoff: Literal["exponential", "linear"] = Field(
+        "exponential", description="How the delay grows between retries."
+    )
+    jitter: Literal["full", "plus_minus", "none"] = Field(
+        "plus_minus", description="Random spread of the delay, so retries do not collide."
+    )
 
 
 class BudgetConfig(_Model):
-    max_cost_usd: float | None = Field(None, gt=0)
-    max_total_tokens: int | None = Field(None, gt=0)
+    """The asset check `budget`: a call that would take the run past it is not sent."""
+
+    max_cost_usd: float | None = Field(None, gt=0, description="USD per run.")
+    max_total_tokens: int | None = Field(None, gt=0, description="Tokens per run.")
     blocking: bool = Field(True, description="Downstream workflows wait for a passing check.")
 
     @model_validator(mode="after")
@@ -463,12 +514,15 @@ class SpendLimitConfig(_Model):
     """At most ``max_cost_usd`` per calendar day or month, over every run of the workflow."""
 
     per: Literal["day", "month"] = Field(description="The calendar window: day or month.")
-    max_cost_usd: float = Field(gt=0)
+    max_cost_usd: float = Field(
+        gt=0, description="USD over every run of the workflow in the window."
+    )
     timezone: str = Field("UTC", description="IANA time zone the window's calendar follows.")
 
 
 class OutputCheck(_Model):
-    """An asset check on one output field; exactly one rule is set."""
+    """An asset check on one output field: exactly one rule of `min_length`, `max_length`,
+    `min`, `max` or `not_empty` is set; `blocking` checks keep downstream assets waiting."""
 
     field: Identifier
     min_length: int | None = Field(None, ge=0)
@@ -505,8 +559,9 @@ EXTRA_RULE_OPERATORS = ("min_length", "max_length", "min", "max", "not_empty")
 
 
 class Rule(Condition):
-    """An eval's test of one state field: a route condition's operator, or one of an output
-    check's bounds; exactly one is set."""
+    """An eval's test of one state field, with exactly one operator: a route's `equals`,
+    `not_equals`, `gt`, `gte`, `lt`, `lte`, `in`, `contains`, `is_empty`, or an output check's
+    `min_length`, `max_length`, `min`, `max`, `not_empty`."""
 
     min_length: int | None = Field(None, ge=0)
     max_length: int | None = Field(None, ge=0)
@@ -576,7 +631,7 @@ class EvalSpec(_Model):
 
 
 class OrchestrationConfig(_Model):
-    group: Identifier | None = None
+    group: Identifier | None = Field(None, description="The Dagster asset group.")
     pool: Identifier = Field(
         "gemini", description="The Dagster pool bounding concurrent runs of this workflow."
     )
@@ -587,7 +642,11 @@ class OrchestrationConfig(_Model):
     sensor: SensorConfig | None = None
     partitions: PartitionsConfig | None = None
     deps: list[Dependency] = Field(default_factory=list)
-    automation: Literal["eager"] | OnCron | None = None
+    automation: Literal["eager"] | OnCron | None = Field(
+        None,
+        description="Declarative automation: `eager` (materialize when an upstream workflow "
+        "does), or `on_cron` with its `timezone`.",
+    )
     retry: RetryConfig = RetryConfig()
     budget: BudgetConfig | None = None
     spend_limits: list[SpendLimitConfig] = Field(default_factory=list)
@@ -595,7 +654,7 @@ class OrchestrationConfig(_Model):
 
 
 class WorkflowSpec(_Model):
-    schema_version: Literal["1"]
+    schema_version: Literal["1"] = Field(description='The file format\'s version: "1".')
     flow: FlowSpec
     state: StateSpec
     nodes: list[Node] = Field(min_length=1)
