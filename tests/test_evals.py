@@ -214,6 +214,32 @@ def test_a_transient_judge_failure_is_retried(tmp_path: Path, gemini: GeminiLoop
     assert verdict.cost_usd == result.usage.eval_cost_usd > 0
 
 
+def test_a_judge_failure_that_is_not_transient_is_not_retried(
+    tmp_path: Path, gemini: GeminiLoopbackServer
+) -> None:
+    gemini.plan(Reply.text_reply("Cats purr."), Fault.bad_request("no such field"))
+    result = run_workflow(load_workflow(write(tmp_path, judged())))
+    (verdict,) = result.verdicts
+    assert not verdict.passed and verdict.error is not None
+    assert verdict.error.startswith("Gemini 400: the request was invalid")
+    assert [c.status for c in result.usage.calls if c.eval] == ["error"]
+    assert len(gemini.requests) == 2  # the node's call and the judge's one attempt
+
+
+def test_a_judge_stops_retrying_after_config_llm_max_retries(
+    tmp_path: Path, gemini: GeminiLoopbackServer
+) -> None:
+    text = judged().replace(
+        "config:\n", "config:\n  llm: {provider: google, model: gemini-2.5-flash, max_retries: 1}\n"
+    )
+    gemini.plan(Reply.text_reply("Cats purr."), Fault.server_error(503), Fault.server_error(503))
+    result = run_workflow(load_workflow(write(tmp_path, text)))
+    (verdict,) = result.verdicts
+    assert verdict.error is not None and verdict.error.startswith("Gemini 503")
+    assert [c.status for c in result.usage.calls if c.eval] == ["error", "error"]
+    assert len(gemini.requests) == 3
+
+
 def test_the_budget_counts_judge_calls(tmp_path: Path, gemini: GeminiLoopbackServer) -> None:
     # The node's call spends 205 tokens: the budget is spent before the judge's call.
     text = judged("  budget: {max_total_tokens: 200}\n")

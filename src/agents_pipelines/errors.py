@@ -206,3 +206,21 @@ class TrackingFailedWarning(AgentsPipelinesWarning):
 
 class FileStoreDeprecationWarning(AgentsPipelinesWarning, FutureWarning):
     """The workflow tracks to a file:// store, which MLflow keeps only in maintenance mode."""
+
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it was raised from (``__cause__``) or while handling
+    (``__context__``), each once, ``exc`` first and a cause before a context.
+
+    Both links are followed, even where ``raise ... from`` hides the context in a
+    traceback: a provider's error there still carries its status (llm.gemini reads it to
+    retry) and may carry the API key (redaction scrubs it). A cycle ends the walk."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        err = pending.pop()
+        if err is None or any(err is known for known in seen):
+            continue
+        seen.append(err)
+        pending += [err.__context__, err.__cause__]  # pop() takes the cause first
+    return seen

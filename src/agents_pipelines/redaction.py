@@ -18,6 +18,8 @@ import os
 import re
 from typing import Any, TypeVar, cast
 
+from agents_pipelines.errors import exception_chain
+
 __all__ = [
     "REDACTED_KEY",
     "RedactingFilter",
@@ -76,7 +78,7 @@ def redact_exception(exc: BaseException) -> BaseException:
     it: a provider's error deep in the chain would carry the key there. Each error keeps
     its type and traceback; its arguments and its text attributes are redacted.
     """
-    for err in _chain(exc):
+    for err in exception_chain(exc):
         err.args = tuple(redact_value(arg) for arg in err.args)
         for name, attribute in list(getattr(err, "__dict__", {}).items()):
             if isinstance(attribute, str | dict | list | tuple):
@@ -130,15 +132,3 @@ def _keep_prefix(match: re.Match[str]) -> str:
 def _configured_keys() -> list[str]:
     values = (os.environ.get(name, "") for name in KEY_ENV_VARS)
     return [value for value in values if len(value) >= _MIN_CONFIGURED_LENGTH]
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    pending: list[BaseException | None] = [exc]
-    while pending:
-        err = pending.pop()
-        if err is None or any(err is known for known in seen):
-            continue
-        seen.append(err)
-        pending += [err.__cause__, err.__context__]
-    return seen

@@ -95,7 +95,13 @@ def ask_judge(
 def with_retries(call: Callable[[], T], policy: RetryPolicy) -> T:
     """``call`` under a LangGraph RetryPolicy, as LangGraph runs a node under it: the same
     attempts, backoff and jitter, and the same ``retry_on`` test (which also waits for the
-    server's Retry-After)."""
+    server's Retry-After).
+
+    Kept over the libraries, measured on 2026-12-05: tenacity's ``Retrying`` with the same
+    stop, wait and ``retry_if_exception`` costs 62 to 75 us per judge call that succeeds
+    (40 us prebuilt) against under 1 us here, on a call the simulated backend answers in
+    about 830 us; LangChain's ``Runnable.with_retry`` retries by exception type only (not
+    by status code, nor after Retry-After) and adds a run of its own to the callbacks."""
     attempt = 1
     while True:
         try:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
-from agents_pipelines.errors import MissingApiKeyError
+from agents_pipelines.errors import MissingApiKeyError, exception_chain
 from agents_pipelines.redaction import redact, redacting_logger
 from agents_pipelines.settings import API_KEY_ENV, settings
 from agents_pipelines.spec.models import LlmConfig
@@ -115,7 +115,7 @@ def _chat_model(
 
 def status_code(exc: BaseException) -> int | None:
     """The HTTP status behind ``exc`` or the errors it wraps, if there is one."""
-    for err in _chain(exc):
+    for err in exception_chain(exc):
         code = getattr(err, "code", None)
         if isinstance(code, int) and 100 <= code < 600:
             return code
@@ -156,14 +156,14 @@ def is_transient(exc: BaseException) -> bool:
     client's time-out surfaces as ``asyncio``'s, which is the built-in one, not an HTTP
     stack's error; and a Python step or a tool past its ``timeout_s`` raises it too."""
     transport_errors = (*_transport_errors(), TimeoutError)
-    if any(isinstance(err, transport_errors) for err in _chain(exc)):
+    if any(isinstance(err, transport_errors) for err in exception_chain(exc)):
         return True
     return status_code(exc) in _TRANSIENT_STATUS
 
 
 def retry_after_s(exc: BaseException) -> float | None:
     """The server's suggested wait (Retry-After header), capped at two minutes."""
-    for err in _chain(exc):
+    for err in exception_chain(exc):
         headers = getattr(getattr(err, "response", None), "headers", None)
         value = headers.get("retry-after") if headers is not None else None
         if value is not None:
@@ -185,15 +185,6 @@ def wait_for_retry_after(exc: BaseException) -> bool:
     if (delay := retry_after_s(exc)) is not None:
         time.sleep(delay)
     return True
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen and len(seen) < 10:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
 
 
 def describe_failure(exc: BaseException) -> str:

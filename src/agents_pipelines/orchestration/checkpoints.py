@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from agents_pipelines._compat.langgraph_checkpoint import (
+    newest_checkpoint_per_thread,
+    saver_connection,
+)
 from agents_pipelines.orchestration.attempts import unfinished_paid_attempt
 from agents_pipelines.orchestration.instance_stores import (
     instance_store,
@@ -124,7 +127,7 @@ def postgres_saver(store: str) -> Iterator[Any]:
 
     with PostgresSaver.from_conn_string(psycopg_url(store)) as saver:
         if store not in _postgres_set_up:
-            with postgres_schema_lock(saver.conn):
+            with postgres_schema_lock(saver_connection(saver)):
                 saver.setup()
             _postgres_set_up.add(store)
         yield saver
@@ -139,7 +142,7 @@ def _sqlite_saver(path: Path) -> Any:
         conn = shared_sqlite(path)
         with _sqlite_lock:
             saver = _sqlite_savers.get(path)
-            if saver is None or saver.conn is not conn:
+            if saver is None or saver_connection(saver) is not conn:
                 saver = SqliteSaver(conn)
                 saver.setup()
                 _sqlite_savers[path] = saver
@@ -168,7 +171,7 @@ def prune(saver: Any, ttl_days: int, now: float | None = None) -> list[str]:
     from langgraph.checkpoint.base.id import UUID
 
     cutoff = (time.time() if now is None else now) - ttl_days * _DAY_S
-    rows = _query(saver, "SELECT thread_id, MAX(checkpoint_id) FROM checkpoints GROUP BY thread_id")
+    rows = newest_checkpoint_per_thread(saver)
     stale = [thread for thread, newest in rows if _unix_s(UUID(newest).time) < cutoff]
     for thread in stale:
         saver.delete_thread(thread)
@@ -177,12 +180,3 @@ def prune(saver: Any, ttl_days: int, now: float | None = None) -> list[str]:
 
 def _unix_s(uuid6_time: int) -> float:
     return (uuid6_time - _UUID6_EPOCH) / 1e7
-
-
-def _query(saver: Any, sql: str) -> list[tuple[str, str]]:
-    if isinstance(saver.conn, sqlite3.Connection):
-        with saver.lock:
-            return [tuple(row) for row in saver.conn.execute(sql).fetchall()]
-    with saver.lock, saver.conn.cursor() as cursor:  # psycopg, rows as dicts
-        cursor.execute(sql)
-        return [tuple(row.values()) for row in cursor.fetchall()]
