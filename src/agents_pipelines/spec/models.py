@@ -70,6 +70,14 @@ EXPECTED_OUTPUT = (
 )
 
 
+# Gemini's service tiers a call can ask for (Batch Mode is a setting of its own).
+ServiceTierName = Literal["standard", "flex", "priority"]
+SERVICE_TIER = (
+    "Gemini's service tier: standard (the interactive price), flex (about half the price, "
+    "slower and may be refused when busy: 429/503, retried) or priority (above the price)."
+)
+
+
 class LlmOverride(_Model):
     """Per-node settings; each one left out falls back to ``config.llm``."""
 
@@ -79,6 +87,7 @@ class LlmOverride(_Model):
     timeout_s: float | None = Field(None, gt=0, le=3600)
     max_retries: int | None = Field(None, ge=0, le=10)
     expected_output_tokens: int | None = Field(None, ge=1, description=EXPECTED_OUTPUT)
+    service_tier: ServiceTierName | None = Field(None, description=SERVICE_TIER)
 
 
 class LlmConfig(_Model):
@@ -94,6 +103,7 @@ class LlmConfig(_Model):
         None, description="A gateway in front of the Gemini API, e.g. https://gw.example.com."
     )
     expected_output_tokens: int | None = Field(None, ge=1, description=EXPECTED_OUTPUT)
+    service_tier: ServiceTierName = Field("standard", description=SERVICE_TIER)
 
     def merged(self, override: LlmOverride | None) -> LlmConfig:
         if override is None:

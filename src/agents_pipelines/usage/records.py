@@ -21,6 +21,10 @@ EVAL_KEY = "agents_pipelines.eval"  # the eval whose judge made a call (evals.ju
 # How a reply of the development cache (llm.cache) says so: a response_metadata key whose
 # value holds the original usage, {"usage": {...}}.
 CACHE_HIT = "agents_pipelines_cache_hit"
+# The service tier that served a call (llm.served_tier): a response_metadata key of the reply.
+SERVED_TIER = "agents_pipelines_service_tier"
+# The service tier a call asked for: a LangChain callback metadata key (llm.tiered_gemini).
+TIER_KEY = "agents_pipelines.service_tier"
 
 # USD figures are rounded to a nano-dollar so that sums agree exactly wherever they are made.
 USD_DIGITS = 9
