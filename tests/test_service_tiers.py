@@ -124,8 +124,7 @@ def test_each_call_is_sent_at_its_tier_and_priced_at_the_tier_that_served_it(
     trace = assert_usage_agrees(meta, meta["mlflow_run_id"])
     spans = [s for s in trace.data.spans if s.span_type == "CHAT_MODEL"]
     span_tiers = sorted(
-        (s.attributes[SERVICE_TIER], s.attributes["mlflow.llm.cost"]["total_cost"])
-        for s in spans
+        (s.attributes[SERVICE_TIER], s.attributes["mlflow.llm.cost"]["total_cost"]) for s in spans
     )
     assert span_tiers == sorted((tier, cost) for _, tier, cost in rows)
     summary = cost_summary(meta["mlflow_run_id"])
@@ -250,3 +249,57 @@ def test_an_unknown_tier_is_refused_with_file_line_and_the_choices(
     assert any(re.search(expected, str(issue)) for issue in info.value.issues), [
         str(issue) for issue in info.value.issues
     ]
+
+
+def test_a_recorded_flex_run_replays_offline_at_the_tier_that_served_it(
+    mlflow_uri: str,
+    gemini: GeminiLoopbackServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gemini.set_default(lambda request: Reply.text_reply("ok", usage=USAGE))
+    gemini.plan(
+        *[Reply.text_reply("ok", usage=USAGE)] * 4,
+        Reply(text="ok", served_tier="standard", usage=USAGE),
+    )
+    workflow = load_workflow(write(tmp_path, TIERED))
+    monkeypatch.setenv("AGENTS_PIPELINES_CASSETTE", str(tmp_path / "tiers.jsonl"))
+    recorded = run_workflow(workflow, backend="record")
+    gemini.stop()
+    monkeypatch.delenv("GOOGLE_API_KEY")
+    replayed = run_workflow(workflow, backend="replay")
+
+    def calls(result: Any) -> list[tuple[str, str, float | None]]:
+        return sorted((c.node, c.tier, c.cost_usd) for c in result.usage.calls)
+
+    assert calls(replayed) == calls(recorded)
+    assert [tier for _, tier, _ in calls(replayed)] == [
+        "priority",
+        "standard",  # judge: asked for priority, served at standard, as recorded
+        "flex",
+        "flex",
+        "standard",
+    ]
+
+
+def test_a_standard_client_keys_the_development_cache_as_the_plain_client_did() -> None:
+    from langchain_google_genai import ChatGoogleGenerativeAI
+    from pydantic import SecretStr
+
+    from agents_pipelines.llm.gemini import _chat_model
+
+    def tiered(tier: str) -> Any:
+        return _chat_model("gemini-2.5-flash", None, None, 30, "http://x", "k", None, tier)
+
+    plain = ChatGoogleGenerativeAI(
+        model="gemini-2.5-flash",
+        google_api_key=SecretStr("k"),
+        temperature=None,
+        max_output_tokens=None,
+        timeout=30,
+        max_retries=1,
+        base_url="http://x",
+    )
+    assert tiered("standard")._get_llm_string() == plain._get_llm_string()
+    assert tiered("flex")._get_llm_string() != plain._get_llm_string()
+    assert tiered("flex").get_name() == "ChatGoogleGenerativeAI"  # the trace's span name

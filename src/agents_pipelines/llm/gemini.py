@@ -104,7 +104,7 @@ def _chat_model(
         redacting_logger(name)
     return TieredChatGoogleGenerativeAI(
         model=model,
-        service_tier=service_tier,
+        service_tier=None if service_tier == "standard" else service_tier,
         google_api_key=SecretStr(key),
         temperature=temperature,
         max_output_tokens=max_output_tokens,

@@ -47,13 +47,19 @@ _reply_tier: ContextVar[str | None] = ContextVar("agents_pipelines_reply_tier", 
 
 
 class TieredChatGoogleGenerativeAI(ChatGoogleGenerativeAI):
-    service_tier: str = STANDARD
+    # None is standard: a default LangChain leaves out of the serialized model (a truthy
+    # default would be written into it, and change every standard request's cache key).
+    service_tier: str | None = None
 
+    # The parent's id and name: the development cache keys a request by the serialized
+    # model, and a standard-tier model must key exactly as the plain client did; trace
+    # spans keep the client's name too.
     @classmethod
     def lc_id(cls) -> list[str]:
-        # The parent's id: the development cache keys a request by the serialized model,
-        # and a standard-tier model must key exactly as the plain client did.
         return ChatGoogleGenerativeAI.lc_id()
+
+    def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
+        return super().get_name(suffix, name=name or ChatGoogleGenerativeAI.__name__)
 
     @model_validator(mode="after")
     def _read_served_tiers(self) -> Self:
@@ -63,7 +69,7 @@ class TieredChatGoogleGenerativeAI(ChatGoogleGenerativeAI):
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop, **kwargs)
-        params[TIER_KEY] = self.service_tier  # type: ignore[literal-required]
+        params[TIER_KEY] = self.service_tier or STANDARD  # type: ignore[literal-required]
         return params
 
     def _generate(
@@ -91,12 +97,12 @@ class TieredChatGoogleGenerativeAI(ChatGoogleGenerativeAI):
         return self._stamped(result)
 
     def _with_tier(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        if self.service_tier == STANDARD or "service_tier" in kwargs:
+        if self.service_tier in (None, STANDARD) or "service_tier" in kwargs:
             return kwargs
         return {**kwargs, "service_tier": self.service_tier}
 
     def _stamped(self, result: ChatResult) -> ChatResult:
-        tier = _reply_tier.get() or self.service_tier
+        tier = _reply_tier.get() or self.service_tier or STANDARD
         for generation in result.generations:
             generation.message.response_metadata[SERVED_TIER] = tier
         note_served(tier)
