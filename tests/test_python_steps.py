@@ -116,6 +116,7 @@ def test_a_python_step_feeds_the_llm_and_costs_nothing(
         "node": "load",
         "item": None,
         "model": "python",
+        "tier": None,
         "tools_called": "",
         "status": "ok",
         "prompt_tokens": 0,

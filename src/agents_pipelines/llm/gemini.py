@@ -63,6 +63,7 @@ def gemini_chat_model(
         config.base_url or environment.gemini_base_url,
         key,
         transport,
+        config.service_tier,
     )
 
 
@@ -88,6 +89,7 @@ def _chat_model(
     base_url: str | None,
     key: str,
     transport: CassetteTransport | None = None,
+    service_tier: str = "standard",
 ) -> BaseChatModel:
     """One client per distinct setting, shared by nodes, runs and threads.
 
@@ -96,12 +98,13 @@ def _chat_model(
     its HTTP connections to Gemini alive between calls. The key is part of the cache key,
     so a rotated key takes effect on the next run.
     """
-    from langchain_google_genai import ChatGoogleGenerativeAI  # heavy: imported on first use
+    from agents_pipelines.llm.tiered_gemini import TieredChatGoogleGenerativeAI  # heavy
 
     for name in _CLIENT_LOGGERS:
         redacting_logger(name)
-    return ChatGoogleGenerativeAI(
+    return TieredChatGoogleGenerativeAI(
         model=model,
+        service_tier=None if service_tier == "standard" else service_tier,
         google_api_key=SecretStr(key),
         temperature=temperature,
         max_output_tokens=max_output_tokens,

@@ -28,6 +28,7 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
+from agents_pipelines.llm.served_tier import note_served
 from agents_pipelines.llm.simulated_replies import (
     FieldHints,
     request_seed,
@@ -35,6 +36,7 @@ from agents_pipelines.llm.simulated_replies import (
     text_reply,
 )
 from agents_pipelines.schema_sample import schema_example
+from agents_pipelines.usage.records import SERVED_TIER, STANDARD, TIER_KEY
 
 
 class SimulatedChatModel(BaseChatModel):
@@ -44,15 +46,18 @@ class SimulatedChatModel(BaseChatModel):
     latency_s: float = 0.0
     reply_words: int = 120
     temperature: float | None = None
+    service_tier: str = STANDARD  # a dry run is priced at the tier a Gemini run asks for
 
     @property
     def _llm_type(self) -> str:
         return "simulated"
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        return LangSmithParams(
+        params = LangSmithParams(
             ls_provider="simulated", ls_model_name=self.model, ls_model_type="chat"
         )
+        params[TIER_KEY] = self.service_tier  # type: ignore[literal-required]
+        return params
 
     def _generate(
         self,
@@ -105,10 +110,13 @@ class SimulatedChatModel(BaseChatModel):
             output_tokens=max(1, len(text) // 4),
             total_tokens=max(1, len(prompt) // 4) + max(1, len(text) // 4),
         )
-        message = AIMessage(
-            content=text, usage_metadata=usage, response_metadata={"model_name": self.model}
-        )
+        message = AIMessage(content=text, usage_metadata=usage, response_metadata=self._metadata())
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _metadata(self) -> dict[str, Any]:
+        """What Gemini's reply says of itself: its model, and the tier that served it."""
+        note_served(self.service_tier)
+        return {"model_name": self.model, SERVED_TIER: self.service_tier}
 
     def _tool_call_result(self, prompt: str, call: dict[str, Any]) -> ChatResult:
         prompt_tokens = max(1, len(prompt) // 4)
@@ -122,7 +130,7 @@ class SimulatedChatModel(BaseChatModel):
             content="",
             tool_calls=[call],
             usage_metadata=usage,
-            response_metadata={"model_name": self.model},
+            response_metadata=self._metadata(),
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 

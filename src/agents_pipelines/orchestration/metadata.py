@@ -18,6 +18,12 @@ _CALL_COLUMNS = [
     dg.TableColumn("node", "string"),
     dg.TableColumn("item", "int", description="The list index of a map node's item call."),
     dg.TableColumn("model", "string", description="`python` for a Python step."),
+    dg.TableColumn(
+        "tier",
+        "string",
+        description="The service tier that served the call (standard, flex, priority, "
+        "batch), at whose price it is counted; empty for a Python step.",
+    ),
     dg.TableColumn("tools_called", "string", description="The tools the model called."),
     dg.TableColumn("status", "string"),
     dg.TableColumn("prompt_tokens", "int"),
@@ -134,6 +140,7 @@ def _call_record(call: Any) -> dg.TableRecord:
             "node": call.node,
             "item": call.item,
             "model": call.model,
+            "tier": call.tier if call.is_llm else None,
             "tools_called": ", ".join(call.tools),
             "status": call.status,
             "prompt_tokens": call.usage.prompt,

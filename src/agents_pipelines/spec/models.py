@@ -72,6 +72,14 @@ EXPECTED_OUTPUT = (
 )
 
 
+# Gemini's service tiers a call can ask for (Batch Mode is a setting of its own).
+ServiceTierName = Literal["standard", "flex", "priority"]
+SERVICE_TIER = (
+    "Gemini's service tier: standard (the interactive price), flex (about half the price, "
+    "slower and may be refused when busy: 429/503, retried) or priority (above the price)."
+)
+
+
 class LlmOverride(_Model):
     """Per-node settings; each one left out falls back to ``config.llm``."""
 
@@ -87,6 +95,7 @@ class LlmOverride(_Model):
         None, ge=0, le=10, description="This node's retries of transient failures."
     )
     expected_output_tokens: int | None = Field(None, ge=1, description=EXPECTED_OUTPUT)
+    service_tier: ServiceTierName | None = Field(None, description=SERVICE_TIER)
 
 
 class LlmConfig(_Model):
@@ -108,6 +117,7 @@ class LlmConfig(_Model):
         None, description="A gateway in front of the Gemini API, e.g. https://gw.example.com."
     )
     expected_output_tokens: int | None = Field(None, ge=1, description=EXPECTED_OUTPUT)
+    service_tier: ServiceTierName = Field("standard", description=SERVICE_TIER)
 
     def merged(self, override: LlmOverride | None) -> LlmConfig:
         if override is None:
@@ -358,8 +368,8 @@ class ObservabilityConfig(_Model):
     mlflow: MlflowConfig = MlflowConfig()
 
 
-class ModelPrice(_Model):
-    """USD per million tokens; overrides MLflow's bundled price table for one model."""
+class TierPrice(_Model):
+    """USD per million tokens at one service tier."""
 
     input_per_million: float = Field(ge=0, description="USD per million input tokens.")
     output_per_million: float = Field(
@@ -367,6 +377,17 @@ class ModelPrice(_Model):
     )
     cached_input_per_million: float | None = Field(
         None, ge=0, description="USD per million cached input tokens; left out: the input price."
+    )
+
+
+class ModelPrice(TierPrice):
+    """USD per million tokens; overrides MLflow's bundled price table for one model. The
+    rates above are the standard tier's; ``service_tiers`` prices the others."""
+
+    service_tiers: dict[Literal["flex", "priority", "batch"], TierPrice] = Field(
+        default_factory=dict,
+        description="Rates per service tier (flex, priority, batch). A tier left out is "
+        "priced at the standard rates above.",
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 # How a map node's item calls identify themselves to the ledger (usage.ledger) and the
 # trace (tracking.span_policy): LangChain callback metadata keys, and a custom event.
@@ -21,6 +21,10 @@ EVAL_KEY = "agents_pipelines.eval"  # the eval whose judge made a call (evals.ju
 # How a reply of the development cache (llm.cache) says so: a response_metadata key whose
 # value holds the original usage, {"usage": {...}}.
 CACHE_HIT = "agents_pipelines_cache_hit"
+# The service tier that served a call (llm.served_tier): a response_metadata key of the reply.
+SERVED_TIER = "agents_pipelines_service_tier"
+# The service tier a call asked for: a LangChain callback metadata key (llm.tiered_gemini).
+TIER_KEY = "agents_pipelines.service_tier"
 
 # USD figures are rounded to a nano-dollar so that sums agree exactly wherever they are made.
 USD_DIGITS = 9
@@ -79,9 +83,18 @@ class Price:
         return round_usd(self.input_usd + self.output_usd)
 
 
+# Gemini's service tiers, as the pricer takes them: ``standard`` (the interactive price),
+# ``flex`` and ``batch`` (about half of it), ``priority`` (above it). A call is priced at the
+# tier that served it (llm.service_tier reads it from the reply).
+ServiceTier = Literal["standard", "flex", "priority", "batch"]
+STANDARD: ServiceTier = "standard"
+SERVICE_TIERS: tuple[ServiceTier, ...] = ("standard", "flex", "priority", "batch")
+
+
 class Pricer(Protocol):
-    def price(self, model: str, usage: TokenUsage) -> Price | None:
-        """The cost of ``usage`` on ``model``; None when the model has no known price."""
+    def price(self, model: str, usage: TokenUsage, tier: str = STANDARD) -> Price | None:
+        """The cost of ``usage`` on ``model`` at service ``tier`` (one of SERVICE_TIERS);
+        None when the model has no known price."""
         ...
 
 
@@ -110,6 +123,7 @@ class CallRecord:
     cache_hit: bool = False  # answered by the development cache: no tokens billed
     saved: Price | None = None  # a hit's original usage, priced: what it saved
     eval: str | None = None  # the eval whose judge made the call; None: the workflow's own
+    tier: str = STANDARD  # the service tier that served the call (asked for, if no reply)
 
     @property
     def is_llm(self) -> bool:

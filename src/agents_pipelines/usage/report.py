@@ -29,6 +29,7 @@ def cost_summary(
                 "node": call.node,
                 "kind": call.kind,
                 "model": call.model,
+                "service_tier": call.tier if call.is_llm else None,
                 "tools_called": list(call.tools),
                 "status": call.status,
                 "error": call.error,

@@ -18,6 +18,10 @@ Wire format (google-genai 2.x, Gemini Developer API backend):
 * ``POST /v1beta/models/{model}:countTokens`` answered ``{"totalTokens": N}`` by a simple
   rule (``replies.count_tokens``: one token per word and per punctuation mark); these
   requests go to ``server.count_requests``, apart from the calls, and consume no plan.
+* A request's ``serviceTier`` (``flex``, ``priority``; left out: standard) is answered
+  with the tier that served it in ``usageMetadata.serviceTier`` and
+  ``usageMetadata.trafficType`` (``ON_DEMAND``, ``ON_DEMAND_FLEX``, ``ON_DEMAND_PRIORITY``);
+  ``Reply(served_tier=...)`` answers another (a priority request downgraded to standard).
 * Errors use Google's shape ``{"error": {"code", "message", "status", "details"}}``.
 
 Modules: ``server`` (HTTP and the answer queue), ``faults`` (planned failures in Google's
