@@ -7,7 +7,7 @@
   (langgraph-checkpoint-postgres, installed with the ``postgres`` extra), or else
   ``checkpoints.sqlite`` in its storage folder (langgraph-checkpoint-sqlite).
 - Threads not written for ``config.execution.checkpoint_ttl_days`` are deleted as a run
-  opens the store. A run that succeeds deletes its own (runner.py).
+  opens the store. A run that succeeds deletes its own (run_parts.Checkpoints).
 """
 
 from __future__ import annotations
