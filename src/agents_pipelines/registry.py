@@ -10,8 +10,10 @@ runs use, a run takes it through ``RunOptions.registry``, and a test starts from
 process's state with one call, ``process_registry().reset()``.
 
 What stays module-level, on purpose (each says why where it is):
-- pure memos of immutable input: ``functools.cache`` on functions of strings or specs, the
-  state validators (graph/state.py), the asset signatures (orchestration/asset_factory.py);
+- memos of immutable input (``functools.cache`` and ``lru_cache`` on type names, installed
+  files, settings), the state validators (graph/state.py), the asset signatures
+  (orchestration/asset_factory.py), and the chat models and cassette transports of a
+  setting (llm/gemini.py, backend.py, record_replay.py), which keep no run state;
 - state that mirrors a process-wide upstream state and would be wrong once reset without
   it: MLflow's span processors (tracking/span_policy.py, trace_outcome.py), the environment
   variables we set (tracking/mlflow_env.py), the autolog switch (tracking/client.py),

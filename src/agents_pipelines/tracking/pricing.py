@@ -82,6 +82,7 @@ class BundledCatalogPrices:
         return Price(round_usd(input_usd), round_usd(output_usd), self._source)
 
 
+# Module-level, not in the registry: the installed MLflow's bundled files, fixed for the process.
 @functools.cache
 def _catalog_rates(model: str) -> dict[str, float] | None:
     """USD per token of ``model`` in the first bundled catalog file that prices it."""

@@ -225,6 +225,7 @@ def _process_start(pid: int) -> float | None:
     return round(boot + ticks / os.sysconf("SC_CLK_TCK"), 2)
 
 
+# Module-level, not in the registry: the machine's boot time, fixed for the process.
 @cache
 def _boot_time() -> float | None:
     try:
@@ -234,6 +235,7 @@ def _boot_time() -> float | None:
     return next((float(line.split()[1]) for line in lines if line.startswith("btime ")), None)
 
 
+# Module-level, not in the registry: fixed for the process.
 @cache
 def _pid_namespace() -> str:
     """This process's pid namespace: containers sharing a host name do not share pids."""
