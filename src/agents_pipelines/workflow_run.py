@@ -29,7 +29,7 @@ from agents_pipelines.evals import Verdict, evaluate
 from agents_pipelines.graph import build_graph, event_loop, initial_state, map_node, resume, spend
 from agents_pipelines.graph.event_loop import AwaitableSaver
 from agents_pipelines.graph.resume import Checkpointing
-from agents_pipelines.llm import Backend, chat_model_factory, resolve_backend
+from agents_pipelines.llm import Backend, ChatModelFactory, chat_model_factory, resolve_backend
 from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s
 from agents_pipelines.redaction import redact_exception
 from agents_pipelines.registry import ProcessRegistry, process_registry
@@ -104,6 +104,28 @@ class RunEnding:
     error: BaseException | None = None
 
 
+@dataclass(frozen=True)
+class _RunSetup:
+    """A run as it is about to make its first call."""
+
+    state: dict[str, Any]
+    backend: Backend
+    models: ChatModelFactory
+    graph: Any
+    config: dict[str, Any]
+    on_event_loop: bool
+    pricer: MlflowPriceTable
+    ledger: UsageLedger
+    guard: SpendGuard
+    checkpoints: Checkpoints
+    cache: DevCache
+
+    @property
+    def parts(self) -> tuple[RunPart, ...]:
+        """The collaborators, in the order their notes are reported."""
+        return (self.guard, self.checkpoints, self.cache)
+
+
 class WorkflowRun:
     """One run of ``workflow``: ``execute`` once, then read ``ending``."""
 
@@ -127,6 +149,47 @@ class WorkflowRun:
         return result
 
     def _execute(self, inputs: dict[str, Any]) -> RunResult:
+        setup = self._set_up(inputs)
+        recorder = RunRecorder.start(
+            self.workflow, setup.backend.value, self.options.tags, self.options.mlflow_ui_url
+        )
+        ledger, state = setup.ledger, setup.state
+        started = time.perf_counter()
+        node_runs: list[str] = []
+        try:
+            with recorder.traced(state, setup.pricer, ledger.summary):
+                final = _run_graph(setup, node_runs)
+                # In the trace and the ledger: the judges' spans, cost and budget are the run's.
+                verdicts = self._evaluate(final, setup.models, ledger, recorder)
+        except BaseException as caught:
+            elapsed = time.perf_counter() - started
+            failed = RunOutcome(state, None, UsageSummary(), len(node_runs), elapsed)
+            self._end_in_failure(caught, ledger, recorder, failed)
+        duration = time.perf_counter() - started
+        outcome = RunOutcome(state, final, ledger.summary(), len(node_runs), duration)
+        recorder.finish(outcome)
+        for part in setup.parts:
+            part.succeeded()
+        skipped = outcome.usage.skipped_items_warning()
+        notes = (*recorder.notes, *([skipped] if skipped else []))
+        return RunResult(
+            self.workflow.spec.flow.name,
+            final,
+            outcome.usage,
+            tuple(node_runs),
+            duration,
+            setup.backend,
+            recorder.info(),
+            (*notes, *(note for part in setup.parts for note in part.notes())),
+            setup.guard.windows,
+            setup.checkpoints.start.note,
+            verdicts,
+            setup.cache.recovery_note,
+        )
+
+    def _set_up(self, inputs: dict[str, Any]) -> _RunSetup:
+        """Everything before the first LLM call: inputs checked, spend limits read, the
+        graph built (and checkpointed), the ledger made."""
         workflow, options = self.workflow, self.options
         spec = workflow.spec
         registry = options.registry or process_registry()
@@ -137,13 +200,15 @@ class WorkflowRun:
         chosen = resolve_backend(backend.value if isinstance(backend, Backend) else backend)
         cache = DevCache(workflow, options.cache_dir, chosen, registry)
         models = chat_model_factory(chosen, options.simulated_latency_s)
-        graph = build_graph(spec, models, cache.cache, registry)
         run_version = resume.version(workflow.version_sha256(), state)
         on_event_loop = map_node.has_map(spec)
         checkpoints, graph = Checkpoints.attach(
-            options.checkpointing, graph, state, run_version, on_event_loop
+            options.checkpointing,
+            build_graph(spec, models, cache.cache, registry),
+            state,
+            run_version,
+            on_event_loop,
         )
-        parts: tuple[RunPart, ...] = (guard, checkpoints, cache)
         pricer = MlflowPriceTable(spec.config.pricing)
         ledger = UsageLedger(
             pricer,
@@ -153,42 +218,17 @@ class WorkflowRun:
         )
         ledger.resumed = checkpoints.start.resumed
         config = _run_config(ledger, spec.config.execution.max_steps, options, run_version)
-        recorder = RunRecorder.start(workflow, chosen.value, options.tags, options.mlflow_ui_url)
-        started = time.perf_counter()
-        node_runs: list[str] = []
-        try:
-            with recorder.traced(state, pricer, ledger.summary):
-                final = _run_graph(graph, checkpoints, state, config, node_runs, on_event_loop)
-                # In the trace and the ledger: the judges' spans, cost and budget are the run's.
-                verdicts = self._evaluate(final, models, ledger, recorder)
-        except BaseException as caught:
-            elapsed = time.perf_counter() - started
-            failed = RunOutcome(state, None, UsageSummary(), len(node_runs), elapsed)
-            self._end_in_failure(caught, ledger, recorder, failed)
-        duration = time.perf_counter() - started
-        outcome = RunOutcome(state, final, ledger.summary(), len(node_runs), duration)
-        recorder.finish(outcome)
-        for part in parts:
-            part.succeeded()
-        skipped = outcome.usage.skipped_items_warning()
-        notes = (*recorder.notes, *([skipped] if skipped else []), *checkpoints.notes())
-        return RunResult(
-            spec.flow.name,
-            final,
-            outcome.usage,
-            tuple(node_runs),
-            duration,
-            chosen,
-            recorder.info(),
-            (*notes, *cache.notes()),
-            guard.windows,
-            checkpoints.start.note,
-            verdicts,
-            cache.recovery_note,
-        )
+        return _RunSetup(
+            state, chosen, models, graph, config, on_event_loop, pricer, ledger,
+            guard, checkpoints, cache,
+        )  # fmt: skip
 
     def _evaluate(
-        self, final: dict[str, Any], models: Any, ledger: UsageLedger, recorder: RunRecorder
+        self,
+        final: dict[str, Any],
+        models: ChatModelFactory,
+        ledger: UsageLedger,
+        recorder: RunRecorder,
     ) -> tuple[Verdict, ...]:
         if not self.options.evals:
             return ()
@@ -239,19 +279,13 @@ def _run_config(
     }
 
 
-def _run_graph(
-    graph: Any,
-    checkpoints: Checkpoints,
-    state: dict[str, Any],
-    config: dict[str, Any],
-    node_runs: list[str],
-    on_event_loop: bool,
-) -> dict[str, Any]:
+def _run_graph(setup: _RunSetup, node_runs: list[str]) -> dict[str, Any]:
     """The graph's final state; a map node's items run as awaited calls, no thread each."""
-    graph_input = checkpoints.start.input
-    if not on_event_loop:
+    graph, config, state = setup.graph, setup.config, setup.state
+    graph_input = setup.checkpoints.start.input
+    if not setup.on_event_loop:
         return _stream(graph, graph_input, state, config, node_runs)
-    stream = _astream(graph, graph_input, state, config, node_runs, checkpoints.awaitable)
+    stream = _astream(graph, graph_input, state, config, node_runs, setup.checkpoints.awaitable)
     return event_loop.run(stream, config["configurable"][map_node.PASSES_KEY].stop)
 
 
