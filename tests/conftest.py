@@ -317,3 +317,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     long ones then start early and the short ones fill in at the end, instead of one worker
     finishing a long test alone."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture
+def fresh_registry() -> Iterator[Any]:
+    """The process registry (what runs reuse between them) emptied, as a new process has
+    it, before the test and again after it."""
+    from agents_pipelines.registry import process_registry
+
+    registry = process_registry()
+    registry.reset()
+    yield registry
+    registry.reset()

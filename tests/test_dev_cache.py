@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 
 from agents_pipelines.llm import cache as dev_cache
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
+from agents_pipelines.registry import process_registry
 from agents_pipelines.runner import RunResult, run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import GeminiLoopbackServer, RecordedRequest, Reply
@@ -59,7 +60,7 @@ config:
 def materialize(path: Path, home: Path) -> dg.ExecuteInProcessResult:
     """A materialization by a fresh Dagster instance on ``home``, and a fresh cache object:
     what a second process sees is the file alone."""
-    dev_cache.forget_open_caches()
+    process_registry().reset()
     home.mkdir(exist_ok=True)
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         return dg.materialize(
@@ -179,13 +180,15 @@ def test_an_entry_expires_after_its_ttl_and_is_pruned(
     tmp_path: Path, gemini: GeminiLoopbackServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [1_000_000.0]
-    monkeypatch.setattr(dev_cache, "clock", lambda: now[0])
+    registry = process_registry()
+    monkeypatch.setattr(registry, "cache_clock", lambda: now[0])
     path = write(tmp_path, chain(config=f"  {UNTRACKED}\n"))
     run(path, tmp_path)
     now[0] += 3599  # within ttl_s 3600
     assert run(path, tmp_path).usage.cache_hits == 3 and len(gemini.requests) == 3
     now[0] += 2  # past it
-    dev_cache.forget_open_caches()  # a new process: opening the cache prunes it
+    registry.reset()  # a new process (with the same clock): opening the cache prunes it
+    monkeypatch.setattr(registry, "cache_clock", lambda: now[0])
     assert rows_in(tmp_path / dev_cache.CACHE_FILE) == 0
     late = run(path, tmp_path)
     assert late.usage.cache_hits == 0 and len(gemini.requests) == 6

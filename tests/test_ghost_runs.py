@@ -17,6 +17,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.tracing.constant import SpanAttributeKey
 
+from agents_pipelines.registry import process_registry
 from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, Reply, Usage
@@ -149,7 +150,7 @@ def test_runs_of_other_hosts_are_closed_only_past_the_age_limit(
             experiment_id, now_ms - 25 * hours, {stale_runs.WORKFLOW_TAG: "other"}
         ),
     }
-    stale_runs._checked.clear()  # a new process, as far as the check is concerned
+    process_registry().stale_runs_checked.clear()  # a new process, to the check
     run_workflow(load_workflow(path), {"topic": "owls"})
     statuses = {name: client.get_run(run.info.run_id).info.status for name, run in runs.items()}
     assert statuses == {
@@ -199,14 +200,14 @@ def test_runs_of_eight_live_processes_are_kept_and_closed_once_they_die(
             client.create_run(experiment_id, tags=_owned_by(sleeper.pid)).info.run_id
             for sleeper in sleepers
         ]
-        stale_runs._checked.clear()  # a new process, as far as the check is concerned
+        process_registry().stale_runs_checked.clear()  # a new process, to the check
         run_workflow(load_workflow(path), {"topic": "owls"})
         assert {client.get_run(run).info.status for run in runs} == {"RUNNING"}
     finally:
         for sleeper in sleepers:
             sleeper.kill()
             sleeper.wait()
-    stale_runs._checked.clear()
+    process_registry().stale_runs_checked.clear()
     run_workflow(load_workflow(path), {"topic": "owls"})
     assert {client.get_run(run).info.status for run in runs} == {"KILLED"}
 

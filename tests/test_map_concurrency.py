@@ -20,7 +20,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from agents_pipelines.runner import run_workflow, spent_before
+from agents_pipelines.runner import WorkflowRun, run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import GeminiLoopbackServer, RecordedRequest, Reply
 from agents_pipelines.tracking import drain_trace_export
@@ -134,15 +134,18 @@ def test_a_stop_cancels_the_calls_in_flight_and_makes_no_more(
 
     stopper = threading.Thread(target=stop_once_all_in_flight, daemon=True)
     stopper.start()
-    workflow = load_workflow(write(tmp_path, mapped(40, 8)))
+    run = WorkflowRun(load_workflow(write(tmp_path, mapped(40, 8))))
     try:
         with pytest.raises(Stopped) as stopped:
-            run_workflow(workflow)
+            run.execute()
         made = len(gemini.requests)
     finally:
         signal.signal(signal.SIGUSR1, previous)
         stopper.join()
     assert 8 <= made < 40  # stopped while the first calls were in flight
-    assert spent_before(stopped.value) is not None
+    # The spend of a stop, as data: the calls it cut short count.
+    assert run.ending is not None and run.ending.status == "stopped"
+    assert run.ending.error is stopped.value
+    assert run.ending.usage.llm_calls == made
     time.sleep(2.5)  # longer than a call: an item still running would have called by now
     assert len(gemini.requests) == made  # nothing was called after the stop

@@ -96,6 +96,7 @@ def settings() -> Settings:
     return _parse(tuple(os.environ.get(name) for name in _ENV_NAMES))
 
 
+# Module-level, not in the registry: keyed by the environment's values, so never stale.
 @functools.lru_cache(maxsize=8)
 def _parse(values: tuple[str | None, ...]) -> Settings:
     """``values`` is only the cache key: BaseSettings reads the environment itself."""

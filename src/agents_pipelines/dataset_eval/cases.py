@@ -179,7 +179,7 @@ def _import_run_path(workflow: Workflow) -> None:
     import hooks, and a first import in its worker threads warned (ImportWarning, an error
     under -W error) and risks the import-lock deadlocks MLflow's harness itself avoids."""
     from agents_pipelines.llm import chat_model_factory, resolve_backend
-    from agents_pipelines.runner import run_workflow  # noqa: F401
+    from agents_pipelines.workflow_run import WorkflowRun  # noqa: F401
 
     chat_model_factory(resolve_backend())(workflow.spec.config.llm)  # Gemini's is lazy
 
@@ -200,20 +200,22 @@ class _Cases:
         """MLflow's predict function: one workflow run, with the case's inputs as read (not
         as MLflow's table holds them). A failure is recorded, then raised for MLflow to show
         on the case's row."""
-        from agents_pipelines.runner import run_workflow
+        from agents_pipelines.workflow_run import RunOptions, WorkflowRun
 
         result = self._results[key]
         started = time.perf_counter()
+        workflow_run = WorkflowRun(
+            self._workflow, RunOptions(tags={**tags, LINE_TAG: key}, assess=False)
+        )
         try:
-            run = run_workflow(
-                self._workflow, result.case.inputs, tags={**tags, LINE_TAG: key}, assess=False
-            )
+            run = workflow_run.execute(result.case.inputs)
         except Exception as exc:
-            usage = getattr(exc, "usage", None)
+            ending = workflow_run.ending
             with self._lock:
                 result.error = " ".join(redact(f"{type(exc).__name__}: {exc}").split())
                 result.duration_s = time.perf_counter() - started
-                if usage is not None:
+                if ending is not None:
+                    usage = ending.usage
                     result.cost_usd, result.tokens = usage.total_cost_usd, usage.tokens.total
             raise
         with self._lock:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import functools
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, TypedDict
 
@@ -24,47 +22,55 @@ from agents_pipelines.graph.state import state_schema
 from agents_pipelines.llm.backend import ChatModelFactory
 from agents_pipelines.llm.cache import ResponseCache, cached_model
 from agents_pipelines.llm.gemini import is_transient, retry_after_s, wait_for_retry_after
+from agents_pipelines.registry import ProcessRegistry, process_registry
 from agents_pipelines.spec.models import END, START, LlmConfig, Node, WorkflowSpec
 
-# Compiled graphs, newest last: (spec, models) -> graph. A compiled graph holds no run
-# state, so runs and threads share it; compiling costs about 9 ms per run of a 3-node
-# workflow (measured), a fifth of the whole overhead budget. Entries hold the spec and
-# the models, so the ids in a key cannot be reused while the entry lives.
-_compiled: OrderedDict[tuple[int, ...], tuple[WorkflowSpec, tuple[Any, ...], Any]] = OrderedDict()
-_compiled_lock = threading.Lock()
+# Compiled graphs kept (newest last, in the registry's compiled_graphs): a compiled graph
+# holds no run state, so runs and threads share it; compiling costs about 9 ms per run of
+# a 3-node workflow (measured), a fifth of the whole overhead budget.
 _MAX_COMPILED = 256
 
 
 def build_graph(
-    spec: WorkflowSpec, model_factory: ChatModelFactory, cache: ResponseCache | None = None
+    spec: WorkflowSpec,
+    model_factory: ChatModelFactory,
+    cache: ResponseCache | None = None,
+    registry: ProcessRegistry | None = None,
 ) -> CompiledStateGraph:
     """The compiled graph of ``spec`` with the models ``model_factory`` gives its nodes,
     those of nodes that do not say ``cache: false`` answering from ``cache`` first.
 
-    Reused while the spec object and the models are the same (the factories share models
-    between runs); a changed file is a new spec, a rotated key a new model.
+    Reused (kept in ``registry``, by default the process's) while the spec object and the
+    models are the same (the factories share models between runs); a changed file is a
+    new spec, a rotated key a new model.
     """
-    models = tuple(_model(spec, node, model_factory, cache) for node in spec.nodes)
+    registry = registry or process_registry()
+    models = tuple(_model(spec, node, model_factory, cache, registry) for node in spec.nodes)
     key = (id(spec), *map(id, models))
-    with _compiled_lock:
-        if (entry := _compiled.get(key)) is not None:
-            _compiled.move_to_end(key)
+    compiled = registry.compiled_graphs
+    with registry.graphs_lock:
+        if (entry := compiled.get(key)) is not None:
+            compiled.move_to_end(key)
             return entry[2]
     graph = _compile(spec, models)
-    with _compiled_lock:
-        _compiled[key] = (spec, models, graph)
-        while len(_compiled) > _MAX_COMPILED:
-            _compiled.popitem(last=False)
+    with registry.graphs_lock:
+        compiled[key] = (spec, models, graph)
+        while len(compiled) > _MAX_COMPILED:
+            compiled.popitem(last=False)
     return graph
 
 
 def _model(
-    spec: WorkflowSpec, node: Node, factory: ChatModelFactory, cache: ResponseCache | None
+    spec: WorkflowSpec,
+    node: Node,
+    factory: ChatModelFactory,
+    cache: ResponseCache | None,
+    registry: ProcessRegistry,
 ) -> Any:
     if not node.calls_llm:
         return None
     model = factory(spec.config.llm.merged(node.llm))
-    return cached_model(model, cache) if cache is not None and node.cache else model
+    return cached_model(model, cache, registry) if cache is not None and node.cache else model
 
 
 def _compile(spec: WorkflowSpec, models: tuple[Any, ...]) -> CompiledStateGraph:

@@ -53,6 +53,8 @@ class _LoopThread:
         self.thread.start()
 
 
+# Module-level, not in the registry: the one loop thread a process runs async graphs on,
+# which a registry reset must not orphan while its runs are on it.
 _current: _LoopThread | None = None
 _lock = threading.Lock()
 

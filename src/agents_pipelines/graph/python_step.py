@@ -137,6 +137,7 @@ def _parameter_names(target: Callable[..., Any]) -> list[str]:
         return []
 
 
+# Module-level, not in the registry: a pure memo of type names.
 @functools.cache
 def _adapter(type_name: str, choices: tuple[str | int, ...] = ()) -> TypeAdapter[Any]:
     return TypeAdapter(field_types.choice_type(type_name, choices))

@@ -108,6 +108,7 @@ def checked_value(field: StateField, value: Any) -> Any:
         raise ValueError(f"must be {field.type}: {reason} (got {value!r:.60})") from None
 
 
+# Module-level, not in the registry: a pure memo of its key (types only), never stale.
 _VALIDATORS: dict[tuple[str, tuple[str | int, ...]], type[BaseModel]] = {}
 
 

@@ -89,6 +89,7 @@ def check_backend(explicit: str | None = None) -> Backend:
     return backend
 
 
+# Module-level, not in the registry: a memo of immutable settings; the model keeps no run state.
 @functools.lru_cache(maxsize=64)
 def _simulated_model(
     model: str, temperature: float | None, latency_s: float, service_tier: str = "standard"

@@ -36,6 +36,7 @@ from langchain_core.messages import AIMessage, message_to_dict, messages_from_di
 from langchain_core.outputs import ChatGeneration, Generation
 
 from agents_pipelines.redaction import redact, redacting_logger
+from agents_pipelines.registry import ProcessRegistry, process_registry
 from agents_pipelines.sqlite_damage import is_damaged, set_aside
 from agents_pipelines.usage.records import CACHE_HIT
 
@@ -54,20 +55,19 @@ CREATE TABLE IF NOT EXISTS responses (
 """
 
 # A box, so that a context copied from the one that made it writes where it reads.
+# A ContextVar, not data on the reply: see take_hit.
 _last_hit: ContextVar[list[dict[str, Any] | None] | None] = ContextVar(
     "agents_pipelines_last_hit", default=None
 )
-
-# The clock of every cache: tests replace it to expire entries without sleeping.
-clock: Callable[[], float] = time.time
 
 
 class ResponseCache(BaseCache):
     """Replies to LLM requests, for ``ttl_s`` seconds, in the SQLite file ``path``."""
 
-    def __init__(self, path: Path, ttl_s: float):
+    def __init__(self, path: Path, ttl_s: float, clock: Callable[[], float] = time.time):
         self.path = path
         self.ttl_s = ttl_s
+        self._clock = clock  # what a test sets (ProcessRegistry.cache_clock) to expire entries
         self._local = threading.local()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._recovery_note = self._create_or_recover()
@@ -110,7 +110,7 @@ class ResponseCache(BaseCache):
         return note
 
     def lookup(self, prompt: str, llm_string: str) -> Sequence[Generation] | None:
-        now = clock()
+        now = self._clock()
         with self._connect() as db:
             row = db.execute(
                 "SELECT generations FROM responses WHERE key = ? AND expires_at > ? "
@@ -125,7 +125,7 @@ class ResponseCache(BaseCache):
         return generations
 
     def update(self, prompt: str, llm_string: str, return_val: Sequence[Generation]) -> None:
-        now = clock()
+        now = self._clock()
         with self._connect() as db:
             db.execute(
                 "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)",
@@ -148,7 +148,9 @@ class ResponseCache(BaseCache):
     def prune(self) -> int:
         """Delete the expired rows (each by the TTL of the run that wrote it)."""
         with self._connect() as db:
-            return db.execute("DELETE FROM responses WHERE expires_at <= ?", (clock(),)).rowcount
+            return db.execute(
+                "DELETE FROM responses WHERE expires_at <= ?", (self._clock(),)
+            ).rowcount
 
     def _connect(self) -> sqlite3.Connection:
         """This thread's connection. Kept open: closing the file's last connection
@@ -213,7 +215,12 @@ def take_hit() -> dict[str, Any] | None:
     """The original usage of the reply the cache gave last in this context, once; None if
     the last lookup missed or was taken. MLflow converts a reply to OpenAI's format before
     the span processor (tracking.span_policy) sees it, which drops response_metadata; the
-    processor runs on the thread, and in the context, of the call, right after it."""
+    processor runs on the thread, and in the context, of the call, right after it.
+
+    Why a ContextVar rather than data: the processor is MLflow's (``configure(span_
+    processors=...)``) and is given the span only; the span carries neither the reply's
+    metadata nor LangChain's run id, so no record (the ledger's included) can be matched to
+    it. The context is what the call and its span's end share."""
     box = _last_hit.get()
     if box is None:
         return None
@@ -250,40 +257,35 @@ def _as_hit(stored: dict[str, Any]) -> Generation:
     return ChatGeneration(message=hit, generation_info=stored["info"])
 
 
-_caches: dict[tuple[Path, float], ResponseCache] = {}
-_caches_lock = threading.Lock()
-
-
-def open_cache(folder: Path, ttl_s: float) -> ResponseCache:
-    """The cache of ``folder`` for ``ttl_s``; one object per pair in a process, so that the
-    models bound to it (and the compiled graphs holding them) are reused between runs."""
+def open_cache(
+    folder: Path, ttl_s: float, registry: ProcessRegistry | None = None
+) -> ResponseCache:
+    """The cache of ``folder`` for ``ttl_s``; one object per pair in ``registry`` (by
+    default the process's), so that the models bound to it (and the compiled graphs
+    holding them) are reused between runs."""
+    registry = registry or process_registry()
     key = (folder.resolve() / CACHE_FILE, float(ttl_s))
-    with _caches_lock:
-        if (cache := _caches.get(key)) is None:
-            cache = _caches[key] = ResponseCache(*key)
+    with registry.caches_lock:
+        if (cache := registry.response_caches.get(key)) is None:
+            cache = ResponseCache(*key, clock=registry.cache_clock)
+            registry.response_caches[key] = cache
         else:
             cache.prune()
     return cache
 
 
-def forget_open_caches() -> None:
-    """Drop this process's cache objects and cached models (the files stay): the next run
-    opens its cache as a new process would. For tests."""
-    with _caches_lock:
-        _caches.clear()
-        _models.clear()
-
-
-_models: dict[tuple[int, int], tuple[BaseChatModel, ResponseCache, BaseChatModel]] = {}
-
-
-def cached_model(model: BaseChatModel, cache: ResponseCache) -> BaseChatModel:
+def cached_model(
+    model: BaseChatModel, cache: ResponseCache, registry: ProcessRegistry | None = None
+) -> BaseChatModel:
     """``model`` answering from ``cache`` first: a shallow copy, sharing its HTTP client.
 
-    The same copy each time (keyed by identity; the entry holds both, so the ids cannot
-    be reused), so that graph.builder reuses the compiled graph that holds it."""
+    The same copy each time (kept in ``registry`` by identity; the entry holds both, so
+    the ids cannot be reused), so that graph.builder reuses the compiled graph that holds
+    it."""
+    registry = registry or process_registry()
     key = (id(model), id(cache))
-    with _caches_lock:
-        if (entry := _models.get(key)) is None:
-            entry = _models[key] = (model, cache, model.model_copy(update={"cache": cache}))
+    with registry.caches_lock:
+        if (entry := registry.cached_models.get(key)) is None:
+            entry = (model, cache, model.model_copy(update={"cache": cache}))
+            registry.cached_models[key] = entry
     return entry[2]

@@ -80,6 +80,8 @@ def api_key() -> str:
     return key.get_secret_value()
 
 
+# Module-level, not in the registry: a memo of immutable settings (the key included); a client
+# keeps no run state, only its connections, so a reset would only cost TLS set-ups.
 @functools.lru_cache(maxsize=64)
 def _chat_model(
     model: str,
@@ -128,6 +130,7 @@ def status_code(exc: BaseException) -> int | None:
     return None
 
 
+# Module-level, not in the registry: the installed HTTP stacks, fixed for the process.
 @functools.cache
 def _transport_errors() -> tuple[type[BaseException], ...]:
     """Time-outs and dropped connections, from every HTTP stack google-genai may use.

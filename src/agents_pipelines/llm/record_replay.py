@@ -171,6 +171,8 @@ def transport_for(mode: str, cassette: str | None) -> CassetteTransport:
     return _replaying(path, stat.st_mtime_ns, stat.st_size)
 
 
+# Module-level, not in the registry: one writer per cassette file in a process (its state is the
+# file); a replay is loaded again whenever its file changes (mtime and size in the key).
 @functools.cache
 def _recording(path: Path) -> RecordingTransport:
     return RecordingTransport(path)

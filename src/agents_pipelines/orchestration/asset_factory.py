@@ -67,6 +67,7 @@ def asset_spec(workflow: Workflow, translator: WorkflowTranslator | None = None)
     return spec
 
 
+# Module-level, not in the registry: a pure memo of immutable code objects, never stale.
 _SIGNATURES: dict[CodeType, inspect.Signature] = {}
 
 

@@ -7,12 +7,12 @@
   (langgraph-checkpoint-postgres, installed with the ``postgres`` extra), or else
   ``checkpoints.sqlite`` in its storage folder (langgraph-checkpoint-sqlite).
 - Threads not written for ``config.execution.checkpoint_ttl_days`` are deleted as a run
-  opens the store. A run that succeeds deletes its own (runner.py).
+  opens the store. A run that succeeds deletes its own (run_parts.Checkpoints).
 """
 
 from __future__ import annotations
 
-import threading
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +33,7 @@ from agents_pipelines.orchestration.instance_stores import (
     psycopg_url,
     shared_sqlite,
 )
+from agents_pipelines.registry import ProcessRegistry, process_registry
 from agents_pipelines.spec import Workflow
 from agents_pipelines.sqlite_damage import naming_damage
 
@@ -53,18 +54,21 @@ def thread_id(context: dg.AssetExecutionContext) -> str:
 
 @contextmanager
 def checkpointing(
-    context: dg.AssetExecutionContext, workflow: Workflow
+    context: dg.AssetExecutionContext, workflow: Workflow, registry: ProcessRegistry | None = None
 ) -> Iterator[Checkpointing | None]:
     """The run's checkpointing, or None when ``config.execution.resume`` is false (then
-    nothing is written)."""
+    nothing is written). ``registry`` keeps the store's connection (default: the
+    process's)."""
     from agents_pipelines.graph.resume import Checkpointing
 
     execution = workflow.spec.config.execution
     if not execution.resume:
         yield None
         return
-    with open_saver(context.instance) as saver:
-        _prune_now_and_then(saver, execution.checkpoint_ttl_days, _store(context.instance))
+    registry = registry or process_registry()
+    with open_saver(context.instance, registry) as saver:
+        ttl_days = execution.checkpoint_ttl_days
+        _prune_now_and_then(saver, ttl_days, _store(context.instance), registry)
         thread = thread_id(context)
         yield Checkpointing(saver, thread, on_missing=lambda: _lost_checkpoint(context, thread))
 
@@ -93,59 +97,63 @@ def _store(instance: dg.DagsterInstance) -> str:
     return instance_store(instance, SQLITE_FILE)
 
 
-def _prune_now_and_then(saver: Any, ttl_days: int, store: str) -> None:
+def _prune_now_and_then(saver: Any, ttl_days: int, store: str, registry: ProcessRegistry) -> None:
     """Prune once an hour per store and TTL in this process: not a query per run."""
     key = (store, ttl_days)
     now = time.time()
-    with _sqlite_lock:
-        if now - _pruned.get(key, 0.0) < _PRUNE_EVERY_S:
+    pruned = registry.checkpoints_pruned
+    with registry.checkpoints_lock:
+        if now - pruned.get(key, 0.0) < _PRUNE_EVERY_S:
             return
-        _pruned[key] = now
+        pruned[key] = now
     prune(saver, ttl_days, now)
 
 
-_pruned: dict[tuple[str, int], float] = {}
 _PRUNE_EVERY_S = 3600.0
 
 
 @contextmanager
-def open_saver(instance: dg.DagsterInstance) -> Iterator[Any]:
+def open_saver(
+    instance: dg.DagsterInstance, registry: ProcessRegistry | None = None
+) -> Iterator[Any]:
     """A LangGraph checkpointer in the instance's storage, its tables created."""
     store = _store(instance)
+    registry = registry or process_registry()
     if is_postgres(store):
-        with postgres_saver(store) as saver:
+        with postgres_saver(store, registry) as saver:
             yield saver
         return
-    yield _sqlite_saver(Path(store))
+    yield _sqlite_saver(Path(store), registry)
 
 
 @contextmanager
-def postgres_saver(store: str) -> Iterator[Any]:
+def postgres_saver(store: str, registry: ProcessRegistry | None = None) -> Iterator[Any]:
     """A LangGraph checkpointer on its own connection to the PostgreSQL ``store``; the
-    first in a process creates the tables, under the schema lock."""
+    first in a process (``registry``) creates the tables, under the schema lock."""
     from langgraph.checkpoint.postgres import PostgresSaver
 
+    set_up = (registry or process_registry()).postgres_checkpoints_set_up
     with PostgresSaver.from_conn_string(psycopg_url(store)) as saver:
-        if store not in _postgres_set_up:
+        if store not in set_up:
             with postgres_schema_lock(saver_connection(saver)):
                 saver.setup()
-            _postgres_set_up.add(store)
+            set_up.add(store)
         yield saver
 
 
-def _sqlite_saver(path: Path) -> Any:
-    """The process's saver for the SQLite file at ``path``, on its shared connection. The
+def _sqlite_saver(path: Path, registry: ProcessRegistry) -> Any:
+    """The registry's saver for the SQLite file at ``path``, on its shared connection. The
     saver locks the connection, so concurrent runs in the process share it."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     with naming_damage(path, "checkpoint store", _damaged_fix(path)):
-        conn = shared_sqlite(path)
-        with _sqlite_lock:
-            saver = _sqlite_savers.get(path)
+        conn = shared_sqlite(path, registry)
+        with registry.checkpoints_lock:
+            saver = registry.checkpoint_savers.get(path)
             if saver is None or saver_connection(saver) is not conn:
                 saver = SqliteSaver(conn)
                 saver.setup()
-                _sqlite_savers[path] = saver
+                registry.checkpoint_savers[path] = saver
             return saver
 
 
@@ -156,11 +164,6 @@ def _damaged_fix(path: Path) -> str:
         "(the nodes they finished are called, and paid for, again). Or set "
         "config.execution.resume: false in the workflow file to run without checkpoints."
     )
-
-
-_sqlite_savers: dict[Path, Any] = {}
-_postgres_set_up: set[str] = set()  # stores whose tables this process has seen created
-_sqlite_lock = threading.Lock()
 
 
 def prune(saver: Any, ttl_days: int, now: float | None = None) -> list[str]:

@@ -10,7 +10,6 @@ runs (opening a file and creating its tables cost 9 ms of a 3-node run's 40 ms, 
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+
+from agents_pipelines.registry import ProcessRegistry, process_registry
 
 _SQLITE_TIMEOUT_S = 30.0  # runs in other processes may hold the write lock for a moment
 
@@ -72,12 +73,14 @@ def _try_lock(cursor: Any) -> bool:
     return bool(row[0])
 
 
-def shared_sqlite(path: Path) -> sqlite3.Connection:
-    """This process's connection to the SQLite file ``path``, opened on first use (and
-    again if the file was deleted: a test's temporary instance). Its users serialize their
-    statements on it; check ``is`` against the connection they wrapped to see a new one."""
-    with _lock:
-        conn = _connections.get(path)
+def shared_sqlite(path: Path, registry: ProcessRegistry | None = None) -> sqlite3.Connection:
+    """The connection to the SQLite file ``path`` kept in ``registry`` (by default the
+    process's), opened on first use (and again if the file was deleted: a test's temporary
+    instance). Its users serialize their statements on it; check ``is`` against the
+    connection they wrapped to see a new one."""
+    registry = registry or process_registry()
+    with registry.connections_lock:
+        conn = registry.sqlite_connections.get(path)
         if conn is not None and path.exists():
             return conn
         if conn is not None:
@@ -93,9 +96,5 @@ def shared_sqlite(path: Path) -> sqlite3.Connection:
         except BaseException:
             conn.close()  # not kept: the next run opens the file again
             raise
-        _connections[path] = conn
+        registry.sqlite_connections[path] = conn
         return conn
-
-
-_connections: dict[Path, sqlite3.Connection] = {}
-_lock = threading.Lock()

@@ -35,6 +35,7 @@ from agents_pipelines.orchestration.instance_stores import (
     psycopg_url,
     shared_sqlite,
 )
+from agents_pipelines.registry import ProcessRegistry, process_registry
 from agents_pipelines.sqlite_damage import naming_damage
 
 SQLITE_FILE = "spend_journal.sqlite"
@@ -152,15 +153,18 @@ class Journal:
 
 
 @contextmanager
-def open_journal(instance: dg.DagsterInstance) -> Iterator[Journal]:
+def open_journal(
+    instance: dg.DagsterInstance, registry: ProcessRegistry | None = None
+) -> Iterator[Journal]:
     """The instance's journal, its table created. A PostgreSQL connection lasts the run;
-    a SQLite one the process (opening it costs more than a run's writes)."""
+    a SQLite one the process (kept in ``registry``: opening it costs more than a run's
+    writes)."""
     store = instance_store(instance, SQLITE_FILE)
     if is_postgres(store):
         with postgres_journal(store) as journal:
             yield journal
         return
-    yield sqlite_journal(Path(store))
+    yield sqlite_journal(Path(store), registry)
 
 
 @contextmanager
@@ -175,13 +179,14 @@ def postgres_journal(store: str) -> Iterator[Journal]:
         journal.close()
 
 
-def sqlite_journal(path: Path) -> Journal:
+def sqlite_journal(path: Path, registry: ProcessRegistry | None = None) -> Journal:
+    registry = registry or process_registry()
     with naming_damage(path, "spend journal", _damaged_fix(path)):
-        conn = shared_sqlite(path)
-        with _sqlite_lock:
-            journal = _sqlite_journals.get(path)
+        conn = shared_sqlite(path, registry)
+        with registry.journals_lock:
+            journal = registry.spend_journals.get(path)
             if journal is None or journal.conn is not conn:
-                journal = _sqlite_journals[path] = Journal(conn, postgres=False)
+                journal = registry.spend_journals[path] = Journal(conn, postgres=False)
             return journal
 
 
@@ -191,7 +196,3 @@ def _damaged_fix(path: Path) -> str:
         "The spend limits still count every attempt that has ended (from Dagster's "
         "records); only the spend of attempts in flight right now goes unseen."
     )
-
-
-_sqlite_journals: dict[Path, Journal] = {}
-_sqlite_lock = threading.Lock()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from agents_pipelines.errors import (
     AgentsPipelinesError,
@@ -45,6 +46,7 @@ from agents_pipelines.orchestration.spend import (
     run_spend_limits,
 )
 from agents_pipelines.redaction import redact
+from agents_pipelines.registry import ProcessRegistry, process_registry
 from agents_pipelines.settings import PoolSpendLimits, settings
 from agents_pipelines.spec import Workflow
 from agents_pipelines.usage import UsageSummary, round_usd
@@ -71,6 +73,10 @@ class WorkflowRunner(dg.ConfigurableResource):
     # replay of a past day, tests); None: now.
     spend_limits_now: str | None = None
 
+    # What the runs of this resource reuse (compiled graphs, store connections, the
+    # development cache): the process's registry, which a test resets with one call.
+    _registry: ProcessRegistry = PrivateAttr(default_factory=process_registry)
+
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Dagster builds a run's resources in the run's process before its steps claim pool
         # slots. A run launched ahead of the free slots (op_granularity_run_buffer in the
@@ -91,7 +97,7 @@ class WorkflowRunner(dg.ConfigurableResource):
         try:
             # Runs in flight at once see each other's spend through the journal; each
             # attempt marks its row as its record (materialization or observation) is stored.
-            with attempt_journal(context, workflow, limits_by_pool) as journal:
+            with attempt_journal(context, workflow, limits_by_pool, self._registry) as journal:
                 yield from self._run(context, workflow, inputs, now, limits_by_pool, journal)
         except StoreDamagedError as exc:  # before any call: the message says what to do
             description = f"Workflow {workflow.name} ({workflow.path}): {exc}"
@@ -106,14 +112,13 @@ class WorkflowRunner(dg.ConfigurableResource):
         limits_by_pool: PoolSpendLimits,
         journal: AttemptJournal | None,
     ) -> Iterator[StepEvent]:
-        from agents_pipelines.runner import run_workflow  # heavy: not at code-location load
+        from agents_pipelines.workflow_run import RunOptions, WorkflowRun  # heavy: not at load
 
         limits = run_spend_limits(context, workflow, limits_by_pool, now, journal)
+        run: WorkflowRun | None = None
         try:
-            with checkpoints.checkpointing(context, workflow) as checkpointing:
-                result = run_workflow(
-                    workflow,
-                    inputs,
+            with checkpoints.checkpointing(context, workflow, self._registry) as checkpointing:
+                options = RunOptions(
                     backend=self.llm_backend,
                     tags=_mlflow_tags(context),
                     mlflow_ui_url=self.mlflow_ui_url,
@@ -122,16 +127,20 @@ class WorkflowRunner(dg.ConfigurableResource):
                     spend_limits=limits,
                     # Beside the checkpoints: the instance's storage folder, shared by its runs.
                     cache_dir=Path(context.instance.storage_directory()),
+                    registry=self._registry,
                 )
+                run = WorkflowRun(workflow, options)
+                result = run.execute(inputs)
         except InvalidInputsError as exc:
             raise dg.Failure(description=redact(str(exc)), allow_retries=False) from exc
         except WorkflowRunError as exc:
-            overspent = isinstance(exc, BudgetExceededError) and exc.usage is not None
-            if overspent and (check := budget_result(workflow, exc.usage)) is not None:  # type: ignore[arg-type]
+            spent = exc.usage if isinstance(exc, BudgetExceededError) else None
+            if spent is not None and (check := budget_result(workflow, spent)) is not None:
                 yield check
             yield from _retry_or_fail(context, workflow, exc, journal)
         except _STOPS as stop:
-            failure, this = _stopped(context, workflow, stop)
+            spent = run.ending.usage if run is not None and run.ending is not None else None
+            failure, this = _stopped(context, workflow, stop, spent)
             # The spend limits count a stopped run too.
             yield observation(context, this, workflow.spec.orchestration.pool)
             _recorded(journal)
@@ -182,7 +191,7 @@ def _refuse_a_step_that_keeps_dying(context: dg.AssetExecutionContext) -> None:
 def _import_run_libraries(backend: Backend | None) -> None:
     """What a step imports on its first run: LangGraph and LangChain (the runner), MLflow's
     autolog (about 1 s of CPU, needed by every traced workflow), Gemini's client."""
-    import agents_pipelines.runner  # noqa: F401
+    import agents_pipelines.runner  # noqa: F401  (and the run lifecycle, workflow_run)
     from agents_pipelines.tracking.client import import_autolog
 
     import_autolog()
@@ -236,13 +245,13 @@ def _retry_or_fail(
 
 
 def _stopped(
-    context: dg.AssetExecutionContext, workflow: Workflow, stop: BaseException
+    context: dg.AssetExecutionContext,
+    workflow: Workflow,
+    stop: BaseException,
+    usage: UsageSummary | None,
 ) -> tuple[dg.Failure, Attempt]:
-    """The failure that ends a stopped step (never retried, with what it spent), and the
-    attempt it ends."""
-    from agents_pipelines.runner import spent_before
-
-    usage = spent_before(stop)
+    """The failure that ends a stopped step (never retried, with ``usage``, what it spent;
+    None: stopped before the run started), and the attempt it ends."""
     attempt = attempt_number(context)
     spent = usage.describe_spend() if usage is not None else "nothing recorded"
     description = (

@@ -28,6 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 from agents_pipelines.errors import AgentsPipelinesError
 from agents_pipelines.orchestration.attempts import ATTEMPT_TAG, POOL_TAG
 from agents_pipelines.orchestration.journal import AttemptKey, Journal, open_journal
+from agents_pipelines.registry import ProcessRegistry
 from agents_pipelines.settings import PoolSpendLimits, settings
 from agents_pipelines.spec import Workflow
 from agents_pipelines.usage import SpendLimit, SpendLimits, round_usd
@@ -52,13 +53,17 @@ class AttemptJournal:
 
 @contextmanager
 def attempt_journal(
-    context: dg.AssetExecutionContext, workflow: Workflow, pool_limits: PoolSpendLimits
+    context: dg.AssetExecutionContext,
+    workflow: Workflow,
+    pool_limits: PoolSpendLimits,
+    registry: ProcessRegistry | None = None,
 ) -> Iterator[AttemptJournal | None]:
-    """The journal row of this attempt; None (no store opened) when no limit applies."""
+    """The journal row of this attempt; None (no store opened) when no limit applies.
+    ``registry`` keeps the store's connection (default: the process's)."""
     if not _limits(workflow, pool_limits):
         yield None
         return
-    with open_journal(context.instance) as journal:
+    with open_journal(context.instance, registry) as journal:
         journal.prune_now_and_then()
         yield AttemptJournal(journal, AttemptKey.of(context, workflow.spec.orchestration.pool))
 

@@ -89,6 +89,7 @@ def timezone_problem(name: str) -> str | None:
     return None
 
 
+# Module-level, not in the registry: the installed zone names, fixed for the process.
 @functools.cache
 def _iana_zone_names() -> frozenset[str]:
     """Canonical names and their IANA links (`US/Eastern`), without `posix/` and `right/`

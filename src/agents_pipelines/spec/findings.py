@@ -61,6 +61,7 @@ def type_error(type_name: str, value: Any) -> str | None:
     return None
 
 
+# Module-level, not in the registry: a pure memo of type names.
 @functools.cache
 def _adapter(type_name: str) -> TypeAdapter[Any]:
     """Building a TypeAdapter costs far more than using it; there are a dozen type names."""

@@ -15,6 +15,7 @@ from typing import Any
 from agents_pipelines.tracking.mlflow_env import set_mlflow_env_defaults
 from agents_pipelines.tracking.sqlite_store import prepare_sqlite_store
 
+# Module-level, not in the registry: mirrors MLflow's autolog switch, which is process-wide.
 _configure_lock = threading.Lock()
 _autolog_enabled = False
 

@@ -77,7 +77,8 @@ def set_mlflow_env_defaults(tracking_uri: str) -> None:
 # The defaults this module set (not the operator): a process that tracks to a SQLite store
 # and then to a server must not keep SQLite's one export thread (whose exporter, retired as
 # the URI changes, then drained a dead server's traces one at a time: a run's start waited
-# past its 60 s deadline in the test suite, which switches stores).
+# past its 60 s deadline in the test suite, which switches stores). Module-level, not in
+# the registry: it mirrors os.environ, which a registry reset would not undo.
 _ours: dict[str, str] = {}
 
 

@@ -117,6 +117,7 @@ def _has_tier(model: str, tier: str) -> bool:
     return tier in (pricing.get("service_tiers") or {})
 
 
+# Module-level, not in the registry: the installed MLflow's bundled files, fixed for the process.
 @functools.cache
 def _catalog_pricing(model: str) -> dict[str, Any] | None:
     """The ``pricing`` entry of ``model`` in the first bundled catalog file that prices it."""

@@ -192,5 +192,5 @@ def _tracking_failed(
             usage,
         ) from exc
     notes.append(reason)
-    # stacklevel 3: the warning points at run_workflow, the caller of start or finish.
+    # stacklevel 3: the warning points at WorkflowRun, the caller of start or finish.
     warnings.warn(reason, TrackingFailedWarning, stacklevel=3)

@@ -53,6 +53,8 @@ class TracePolicy:
     keep_content: bool
 
 
+# Module-level, not in the registry: read by our span processor, which MLflow keeps
+# process-wide; an entry lives as long as its trace is open.
 _lock = threading.Lock()
 _policies: dict[str, TracePolicy] = {}
 

@@ -33,6 +33,8 @@ from agents_pipelines.errors import AgentsPipelinesError
 # Creating and migrating a new store took 21 to 40 s on this project's 2-core machine at a
 # load average of 20 (measured); five minutes of waiting means the creator is stuck.
 CREATE_LOCK_TIMEOUT_S = 300.0
+# Module-level, not in the registry: the SQLAlchemy listener below is process-wide and reads
+# these files for as long as MLflow's engines live, which a registry reset would not end.
 _lock = threading.Lock()
 _store_files: set[str] = set()
 _listening = False

@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from agents_pipelines.registry import process_registry
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,6 @@ CLOSED_TAG = "agents_pipelines.closed_as_killed"
 MAX_RUN_AGE_S = 24 * 3600
 # A pid's start time is read to 1/100 s (clock ticks) and rounded to 2 decimals.
 _START_TIME_TOLERANCE_S = 1.0
-# (tracking URI, experiment id, workflow) already checked by this process.
-_checked: set[tuple[str, str, str]] = set()
-_checked_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -128,10 +126,11 @@ def close_dead_runs(client: Any, tracking_uri: str, experiment_id: str, workflow
     raises: a run must not fail for want of closing another's.
     """
     key = (tracking_uri, experiment_id, workflow)
-    with _checked_lock:
-        if key in _checked:
+    registry = process_registry()  # MLflow's client is the process's: so is this check
+    with registry.stale_runs_lock:
+        if key in registry.stale_runs_checked:
             return
-        _checked.add(key)
+        registry.stale_runs_checked.add(key)
     try:
         for run in _running_runs(client, experiment_id, workflow):
             if is_dead(run.data.tags, run.info.start_time):
@@ -226,6 +225,7 @@ def _process_start(pid: int) -> float | None:
     return round(boot + ticks / os.sysconf("SC_CLK_TCK"), 2)
 
 
+# Module-level, not in the registry: the machine's boot time, fixed for the process.
 @cache
 def _boot_time() -> float | None:
     try:
@@ -235,6 +235,7 @@ def _boot_time() -> float | None:
     return next((float(line.split()[1]) for line in lines if line.startswith("btime ")), None)
 
 
+# Module-level, not in the registry: fixed for the process.
 @cache
 def _pid_namespace() -> str:
     """This process's pid namespace: containers sharing a host name do not share pids."""

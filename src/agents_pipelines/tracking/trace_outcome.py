@@ -25,6 +25,8 @@ class TraceOutcome:
     error: Exception | None = None  # the first error writing it
 
 
+# Module-level, not in the registry: fed by MLflow's process-wide trace export; an entry
+# lives as long as its trace is being written.
 _lock = threading.Lock()
 _watched: dict[str, TraceOutcome] = {}
 
