@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from agents_pipelines.errors import MissingApiKeyError
 from agents_pipelines.redaction import redact, redacting_logger
 from agents_pipelines.settings import API_KEY_ENV, settings
-from agents_pipelines.spec.models import LlmConfig
+from agents_pipelines.spec.models import BatchConfig, LlmConfig
 
 if TYPE_CHECKING:
     from agents_pipelines.llm.record_replay import CassetteTransport
@@ -37,6 +37,7 @@ _CLIENT_LOGGERS = (
     "langchain_google_genai.chat_models",
     "httpx",
     "httpx2",
+    "agents_pipelines.llm.batch",
 )
 
 
@@ -63,6 +64,7 @@ def gemini_chat_model(
         config.base_url or environment.gemini_base_url,
         key,
         transport,
+        config.batch_mode,
     )
 
 
@@ -88,8 +90,10 @@ def _chat_model(
     base_url: str | None,
     key: str,
     transport: CassetteTransport | None = None,
+    batch: BatchConfig | None = None,
 ) -> BaseChatModel:
-    """One client per distinct setting, shared by nodes, runs and threads.
+    """One client per distinct setting, shared by nodes, runs and threads; with ``batch``,
+    one whose calls go through the Batch API (llm.batch).
 
     Each new client builds three TLS contexts from the CA bundle: about 50 ms on an idle
     machine, 146 ms under load, per node per run (measured). A shared client also keeps
@@ -100,7 +104,12 @@ def _chat_model(
 
     for name in _CLIENT_LOGGERS:
         redacting_logger(name)
-    return ChatGoogleGenerativeAI(
+    model_class: Any = ChatGoogleGenerativeAI
+    if batch is not None:
+        from agents_pipelines.llm.batch import BatchGemini
+
+        model_class = functools.partial(BatchGemini, poll_s=batch.poll_s, batch_timeout_s=batch.timeout_s)
+    return model_class(
         model=model,
         google_api_key=SecretStr(key),
         temperature=temperature,

@@ -18,6 +18,9 @@ NODE_KEY = "agents_pipelines.node"  # the workflow node of a call
 ITEM_KEY = "agents_pipelines.item"  # a map item's list index
 ITEM_FAILED = "agents_pipelines.item_failed"  # an item skipped for good; data: ItemFailure
 EVAL_KEY = "agents_pipelines.eval"  # the eval whose judge made a call (evals.judge)
+# The custom event a batched call (llm.batch) sends once answered: its job, as a dict of
+# name, state, requests, failures and attached.
+BATCH_JOB = "agents_pipelines.batch_job"
 # How a reply of the development cache (llm.cache) says so: a response_metadata key whose
 # value holds the original usage, {"usage": {...}}.
 CACHE_HIT = "agents_pipelines_cache_hit"
@@ -165,6 +168,9 @@ class UsageSummary:
     calls: Sequence[CallRecord] = field(default_factory=tuple)
     failed_items: Sequence[ItemFailure] = field(default_factory=tuple)
     resumed: Sequence[ResumedNode] = field(default_factory=tuple)
+    # The Batch API jobs of the run's batch nodes (llm.batch), in submission order: name,
+    # state, requests, failures, attached (a job of an earlier attempt, not paid again).
+    batch_jobs: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
 
     @property
     def resumed_cost_usd(self) -> float:
