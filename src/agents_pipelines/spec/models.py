@@ -364,12 +364,23 @@ class ObservabilityConfig(_Model):
     mlflow: MlflowConfig = MlflowConfig()
 
 
-class ModelPrice(_Model):
-    """USD per million tokens; overrides MLflow's bundled price table for one model."""
+class TierPrice(_Model):
+    """USD per million tokens at one service tier."""
 
     input_per_million: float = Field(ge=0)
     output_per_million: float = Field(ge=0)
     cached_input_per_million: float | None = Field(None, ge=0)
+
+
+class ModelPrice(TierPrice):
+    """USD per million tokens; overrides MLflow's bundled price table for one model. The
+    rates above are the standard tier's; ``service_tiers`` prices the others."""
+
+    service_tiers: dict[Literal["flex", "priority", "batch"], TierPrice] = Field(
+        default_factory=dict,
+        description="Rates per service tier (flex, priority, batch). A tier left out is "
+        "priced at the standard rates above.",
+    )
 
 
 class WorkflowConfig(_Model):

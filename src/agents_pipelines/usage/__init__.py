@@ -4,11 +4,14 @@ from typing import TYPE_CHECKING, Any
 
 from agents_pipelines.usage.budget import Budget
 from agents_pipelines.usage.records import (
+    SERVICE_TIERS,
+    STANDARD,
     CallRecord,
     ItemFailure,
     Price,
     Pricer,
     ResumedNode,
+    ServiceTier,
     TokenUsage,
     UsageSummary,
     round_usd,
@@ -20,12 +23,15 @@ if TYPE_CHECKING:
     from agents_pipelines.usage.ledger import UsageLedger
 
 __all__ = [
+    "SERVICE_TIERS",
+    "STANDARD",
     "Budget",
     "CallRecord",
     "ItemFailure",
     "Price",
     "Pricer",
     "ResumedNode",
+    "ServiceTier",
     "SpendLimit",
     "SpendLimits",
     "TokenUsage",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 # How a map node's item calls identify themselves to the ledger (usage.ledger) and the
 # trace (tracking.span_policy): LangChain callback metadata keys, and a custom event.
@@ -82,9 +82,18 @@ class Price:
         return round_usd(self.input_usd + self.output_usd)
 
 
+# Gemini's service tiers, as the pricer takes them: ``standard`` (the interactive price),
+# ``flex`` and ``batch`` (about half of it), ``priority`` (above it). A call is priced at the
+# tier that served it (llm.service_tier reads it from the reply).
+ServiceTier = Literal["standard", "flex", "priority", "batch"]
+STANDARD: ServiceTier = "standard"
+SERVICE_TIERS: tuple[ServiceTier, ...] = ("standard", "flex", "priority", "batch")
+
+
 class Pricer(Protocol):
-    def price(self, model: str, usage: TokenUsage) -> Price | None:
-        """The cost of ``usage`` on ``model``; None when the model has no known price."""
+    def price(self, model: str, usage: TokenUsage, tier: str = STANDARD) -> Price | None:
+        """The cost of ``usage`` on ``model`` at service ``tier`` (one of SERVICE_TIERS);
+        None when the model has no known price."""
         ...
 
 
@@ -113,6 +122,7 @@ class CallRecord:
     cache_hit: bool = False  # answered by the development cache: no tokens billed
     saved: Price | None = None  # a hit's original usage, priced: what it saved
     eval: str | None = None  # the eval whose judge made the call; None: the workflow's own
+    tier: str = STANDARD  # the service tier that served the call (asked for, if no reply)
 
     @property
     def is_llm(self) -> bool:
