@@ -74,6 +74,7 @@ def test_one_truth_for_usage_and_cost(mlflow_uri: str, gemini: GeminiLoopbackSer
         "latency_s": 0,
         "cache_hit": False,
         "saved_cost_usd": None,
+        "tier": "standard",
     }
     # The asset's value is the final state; the loop ended on approved == true.
     state = result.asset_value("article_writer")

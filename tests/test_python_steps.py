@@ -126,6 +126,7 @@ def test_a_python_step_feeds_the_llm_and_costs_nothing(
         "latency_s": 0,
         "cache_hit": False,
         "saved_cost_usd": None,
+        "tier": "standard",
     }
     assert call["node"] == "summarize" and call["model"] == "gemini-2.5-flash"
 

@@ -155,6 +155,7 @@ class _Pass:
         self.slots = asyncio.Semaphore(limit)
         self.stopped = False
         self.failure: BaseException | None = None  # the error that stopped the pass
+        self.reporter: int | None = None  # the item that failed it: it waits for the others
         self.items: set[asyncio.Task[Any]] = set()  # the item tasks of the pass
 
     async def others_ended(self) -> None:
@@ -333,7 +334,10 @@ class _ItemNode:
             if wait_s:  # the server's Retry-After, awaited with the slot given back
                 await asyncio.sleep(wait_s)
         if fails_the_pass is not None:  # with its slot given back: the others may need it
-            await run.others_ended()
+            # Only the item that stopped the pass waits: items failing at once (a batch
+            # job's answers arrive together) would otherwise each wait for the others.
+            if run.reporter == item.index:
+                await run.others_ended()
             raise fails_the_pass
         return {
             _results(self._node): [(item.index, outputs)],
@@ -382,7 +386,8 @@ class _ItemNode:
         stops_the_run = isinstance(exc, BudgetExceededError | UnrecordedRequestError)
         if self._map.on_item_error == "fail" or stops_the_run:
             exc.add_note(f"In item {item.index} of map node `{self._node.id}`.")
-            run.failure = exc
+            if run.failure is None:  # the first failure is the one reported
+                run.failure, run.reporter = exc, item.index
             run.stopped = True
             raise exc
         error = _describe(exc)

@@ -70,4 +70,5 @@ def jsonl_request(client: Any, request: types.InlinedRequest) -> dict[str, Any]:
     from google.genai.batches import _InlinedRequest_to_mldev
 
     body: dict[str, Any] = _InlinedRequest_to_mldev(client._api_client, request)
-    return body["request"] if "request" in body else {}
+    request_body: dict[str, Any] = body.get("request", {})
+    return request_body

@@ -24,6 +24,7 @@ each item as they do interactively.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import io
 import json
@@ -35,10 +36,10 @@ from typing import Any
 from google.genai import errors as genai_errors
 from google.genai import types
 from langchain_core.callbacks import (
+    AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
+    CallbackManager,
     CallbackManagerForLLMRun,
-    adispatch_custom_event,
-    dispatch_custom_event,
 )
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
@@ -47,7 +48,7 @@ from pydantic import PrivateAttr
 
 from agents_pipelines.errors import WorkflowRunError
 from agents_pipelines.llm import _genai_compat as compat
-from agents_pipelines.usage.records import BATCH_JOB
+from agents_pipelines.usage.records import BATCH_JOB, TIER_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -108,9 +109,15 @@ class BatchGemini(ChatGoogleGenerativeAI):
 
     poll_s: float = 30.0
     batch_timeout_s: float = 86_400.0
-    inline_limit_bytes: int = INLINE_LIMIT_BYTES
 
     _gatherings: dict[tuple[int, str, str], _Gathering] = PrivateAttr(default_factory=dict)
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        """LangChain's ls_ parameters, which go into each call's callback metadata, with the
+        tier: the ledger and the trace price the call at the batch price."""
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params[TIER_KEY] = BATCH_TIER  # type: ignore[literal-required]
+        return params
 
     async def _agenerate(
         self,
@@ -125,8 +132,11 @@ class BatchGemini(ChatGoogleGenerativeAI):
         try:
             response = await call.answer
         finally:
-            if call.report is not None:
-                await adispatch_custom_event(BATCH_JOB, call.report.as_dict())
+            if call.report is not None and run_manager is not None:
+                events = AsyncCallbackManager(
+                    run_manager.handlers, parent_run_id=run_manager.run_id
+                )
+                await events.on_custom_event(BATCH_JOB, call.report.as_dict())
         return _result(response)
 
     def _generate(
@@ -143,8 +153,9 @@ class BatchGemini(ChatGoogleGenerativeAI):
         try:
             asyncio.run(self._run_job([call], node, thread, sync=True))
         finally:
-            if call.report is not None:
-                dispatch_custom_event(BATCH_JOB, call.report.as_dict())
+            if call.report is not None and run_manager is not None:
+                events = CallbackManager(run_manager.handlers, parent_run_id=run_manager.run_id)
+                events.on_custom_event(BATCH_JOB, call.report.as_dict())
         return _result(call.answer.value())
 
     # -- gathering ----------------------------------------------------------------------------
@@ -182,8 +193,8 @@ class BatchGemini(ChatGoogleGenerativeAI):
                 if not call.answer.done():
                     if isinstance(exc, asyncio.CancelledError):
                         call.answer.cancel()
-                    else:
-                        call.answer.set_exception(exc)
+                    else:  # one error object per call: each item adds its own notes
+                        call.answer.set_exception(copy.copy(exc))
             if not isinstance(exc, Exception):
                 raise
 
@@ -224,7 +235,7 @@ class BatchGemini(ChatGoogleGenerativeAI):
             for index, call in enumerate(calls)
         ]
         size = sum(len(r.model_dump_json(exclude_none=True)) for r in inlined)
-        if size <= self.inline_limit_bytes:
+        if size <= INLINE_LIMIT_BYTES:
             return inlined
         return await client.upload(inlined)
 
@@ -410,10 +421,7 @@ def _item_error(error: Any, job: str, index: int) -> Exception:
 
 
 def _result(response: types.GenerateContentResponse) -> ChatResult:
-    result = compat.response_to_result(response)
-    for generation in result.generations:
-        generation.message.response_metadata["service_tier"] = BATCH_TIER
-    return result
+    return compat.response_to_result(response)
 
 
 def _scope(run_manager: Any) -> tuple[str, str]:
@@ -431,10 +439,15 @@ def _display_name(model: str, node: str, thread: str, requests: list[dict[str, A
 
 
 def _plain(request: dict[str, Any]) -> Any:
-    contents = [c.model_dump(exclude_none=True) if hasattr(c, "model_dump") else c for c in request["contents"]]
-    config = request.get("config")
-    config_dump = _batch_config(config).model_dump(exclude_none=True) if config is not None else None
-    return {"contents": contents, "config": config_dump}
+    contents = [
+        c.model_dump(exclude_none=True) if hasattr(c, "model_dump") else c
+        for c in request["contents"]
+    ]
+    config = _batch_config(request.get("config"))
+    return {
+        "contents": contents,
+        "config": None if config is None else config.model_dump(exclude_none=True),
+    }
 
 
 def _batch_config(config: Any) -> types.GenerateContentConfig | None:

@@ -108,7 +108,9 @@ def _chat_model(
     if batch is not None:
         from agents_pipelines.llm.batch import BatchGemini
 
-        model_class = functools.partial(BatchGemini, poll_s=batch.poll_s, batch_timeout_s=batch.timeout_s)
+        model_class = functools.partial(
+            BatchGemini, poll_s=batch.poll_s, batch_timeout_s=batch.timeout_s
+        )
     return model_class(
         model=model,
         google_api_key=SecretStr(key),

@@ -35,6 +35,7 @@ from agents_pipelines.llm.simulated_replies import (
     text_reply,
 )
 from agents_pipelines.schema_sample import schema_example
+from agents_pipelines.usage.records import STANDARD, TIER_KEY
 
 
 class SimulatedChatModel(BaseChatModel):
@@ -44,15 +45,21 @@ class SimulatedChatModel(BaseChatModel):
     latency_s: float = 0.0
     reply_words: int = 120
     temperature: float | None = None
+    # The tier a dry run prices the calls at: "batch" for a batch node (llm.batch), whose
+    # calls the simulated model answers at once, as if its job had.
+    service_tier: str = STANDARD
 
     @property
     def _llm_type(self) -> str:
         return "simulated"
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        return LangSmithParams(
+        params = LangSmithParams(
             ls_provider="simulated", ls_model_name=self.model, ls_model_type="chat"
         )
+        if self.service_tier != STANDARD:
+            params[TIER_KEY] = self.service_tier  # type: ignore[literal-required]
+        return params
 
     def _generate(
         self,

@@ -28,6 +28,7 @@ _CALL_COLUMNS = [
     dg.TableColumn("latency_s", "float"),
     dg.TableColumn("cache_hit", "bool", description="Answered by the development cache."),
     dg.TableColumn("saved_cost_usd", "float", description="What a cache hit would have cost."),
+    dg.TableColumn("tier", "string", description="The service tier it was priced at (batch...)."),
 ]
 
 _FAILED_ITEM_COLUMNS = [
@@ -71,6 +72,9 @@ def usage_metadata(summary: UsageSummary) -> dict[str, Any]:
         metadata["batch_jobs"] = dg.MetadataValue.table(
             [dg.TableRecord(dict(job)) for job in summary.batch_jobs],
             dg.TableSchema(_BATCH_JOB_COLUMNS),
+        )
+        metadata["saved_vs_interactive_usd"] = dg.MetadataValue.float(
+            summary.saved_vs_interactive_usd
         )
     if summary.resumed:
         metadata |= _resumed_metadata(summary)
@@ -158,6 +162,7 @@ def _call_record(call: Any) -> dg.TableRecord:
             "latency_s": round(call.latency_s, 3),
             "cache_hit": call.cache_hit,
             "saved_cost_usd": call.saved_cost_usd,
+            "tier": call.tier,
         }
     )
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from agents_pipelines.redaction import redact, redact_value
 from agents_pipelines.usage import Pricer, TokenUsage
-from agents_pipelines.usage.records import EVAL_KEY, ITEM_KEY, NODE_KEY
+from agents_pipelines.usage.records import EVAL_KEY, ITEM_KEY, NODE_KEY, STANDARD, TIER_KEY
 
 REDACTED = "[not recorded: set observability.mlflow.artifact_level: full to record content]"
 ITEM_INDEX = "agents_pipelines.item_index"  # span attribute: a map item's list index
@@ -40,6 +40,7 @@ NODE = "agents_pipelines.node"  # span attribute: the workflow node of a map ite
 EVAL = "agents_pipelines.eval"  # span attribute: the eval whose judge made the call
 CACHE_HIT_ATTRIBUTE = "agents_pipelines.cache_hit"  # span attribute: the cache answered
 SAVED_COST = "agents_pipelines.saved_cost_usd"  # span attribute: what a cache hit saved
+TIER_ATTRIBUTE = "agents_pipelines.service_tier"  # span attribute: a tier other than standard
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -175,6 +176,12 @@ def _mark_cache_hit(span: Any, pricer: Pricer) -> None:
 def _set_cost(span: Any, pricer: Pricer) -> None:
     from mlflow.tracing.constant import SpanAttributeKey
 
+    metadata = span.get_attribute("metadata")
+    tier: str = STANDARD
+    if isinstance(metadata, dict):
+        tier = str(metadata.get(TIER_KEY) or STANDARD)
+    if tier != STANDARD:  # a failed attempt's span too: it was sent at that tier
+        span.set_attribute(TIER_ATTRIBUTE, tier)
     usage = span.get_attribute(SpanAttributeKey.CHAT_USAGE)
     model = span.get_attribute(SpanAttributeKey.MODEL)
     if not usage or not model:
@@ -185,7 +192,7 @@ def _set_cost(span: Any, pricer: Pricer) -> None:
         total=int(usage.get("total_tokens", 0)),
         cached=int(usage.get("cache_read_input_tokens", 0) or 0),
     )
-    if (price := pricer.price(str(model), tokens)) is not None:
+    if (price := pricer.price(str(model), tokens, tier)) is not None:
         span.set_attribute(
             SpanAttributeKey.LLM_COST,
             {

@@ -20,7 +20,7 @@ from typing import Any
 
 from agents_pipelines.spec.models import LlmConfig, Node, WorkflowSpec
 from agents_pipelines.spec.placeholders import Template, as_text, parse_template
-from agents_pipelines.usage.records import Pricer, TokenUsage, round_usd
+from agents_pipelines.usage.records import STANDARD, Pricer, TokenUsage, round_usd
 
 # A reply of a few paragraphs plus Gemini 2.5's thinking tokens, which are billed as output.
 DEFAULT_OUTPUT_TOKENS = 1000
@@ -101,7 +101,7 @@ def estimate_run(
     """The estimate of one run whose input fields hold ``values`` (those left out are
     sized by stand-ins); ``items`` sets every map node's item count."""
     estimator = _Estimator(spec, values, counter, items)
-    nodes = tuple(_priced(estimator.node(node), pricer) for node in spec.nodes)
+    nodes = tuple(_priced(estimator.node(node), pricer, _tier(spec, node)) for node in spec.nodes)
     return Estimate(spec.flow.name, counted_by, nodes, tuple(estimator.notes))
 
 
@@ -109,10 +109,16 @@ def output_tokens_per_call(llm: LlmConfig) -> int:
     return llm.expected_output_tokens or llm.max_output_tokens or DEFAULT_OUTPUT_TOKENS
 
 
-def _priced(node: NodeEstimate, pricer: Pricer) -> NodeEstimate:
+def _tier(spec: WorkflowSpec, node: Node) -> str:
+    """The tier a node's calls are priced at: ``batch`` in batch mode (llm.batch)."""
+    batch = node.calls_llm and spec.config.llm.merged(node.llm).batch_mode is not None
+    return "batch" if batch else STANDARD
+
+
+def _priced(node: NodeEstimate, pricer: Pricer, tier: str = STANDARD) -> NodeEstimate:
     if node.model == "python":
         return replace(node, cost_usd=0.0)
-    price = pricer.price(node.model, TokenUsage(node.input_tokens, node.output_tokens))
+    price = pricer.price(node.model, TokenUsage(node.input_tokens, node.output_tokens), tier)
     if price is None:
         return node
     return replace(node, cost_usd=price.total_usd, price_source=price.source)

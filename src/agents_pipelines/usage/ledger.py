@@ -41,6 +41,8 @@ from agents_pipelines.usage.records import (
     ITEM_KEY,
     NODE_KEY,
     PYTHON,
+    STANDARD,
+    TIER_KEY,
     CallRecord,
     ItemFailure,
     Price,
@@ -56,13 +58,19 @@ CACHE_HIT_SOURCE = "development cache: not billed"
 
 
 class _Pending:
-    __slots__ = ("eval", "item", "model", "node", "prompt", "started")
+    __slots__ = ("eval", "item", "model", "node", "prompt", "started", "tier")
 
     def __init__(
-        self, node: str, model: str, prompt: str | None, item: int | None, eval: str | None
+        self,
+        node: str,
+        model: str,
+        prompt: str | None,
+        item: int | None,
+        eval: str | None,
+        tier: str = STANDARD,
     ):
         self.node, self.model, self.prompt, self.item = node, model, prompt, item
-        self.eval = eval
+        self.eval, self.tier = eval, tier
         self.started = time.perf_counter()
 
 
@@ -128,7 +136,10 @@ class UsageLedger(BaseCallbackHandler):
         node, item = _node_and_item(metadata)
         judged = metadata.get(EVAL_KEY)
         model = str(metadata.get("ls_model_name", ""))
-        pending = _Pending(node, model, prompt, item, judged if isinstance(judged, str) else None)
+        tier = str(metadata.get(TIER_KEY) or STANDARD)
+        pending = _Pending(
+            node, model, prompt, item, judged if isinstance(judged, str) else None, tier
+        )
         with self._lock:
             self._pending[run_id] = pending
 
@@ -227,7 +238,11 @@ class UsageLedger(BaseCallbackHandler):
             pending = self._pending.pop(run_id, None)
         if pending is None:
             return
-        price = self._pricer.price(pending.model, usage) if usage.total else None
+        tier = pending.tier
+        price = self._pricer.price(pending.model, usage, tier) if usage.total else None
+        interactive = None
+        if tier != STANDARD and price is not None:
+            interactive = self._pricer.price(pending.model, usage)
         if saved is not None:  # a cache hit: nothing billed, its original usage priced apart
             price = Price(0.0, 0.0, CACHE_HIT_SOURCE)
         record = CallRecord(
@@ -245,6 +260,8 @@ class UsageLedger(BaseCallbackHandler):
             cache_hit=saved is not None,
             saved=None if saved is None else self._pricer.price(pending.model, saved),
             eval=pending.eval,
+            tier=tier,
+            interactive_cost_usd=None if interactive is None else interactive.total_usd,
         )
         self._append(record)
 

@@ -21,6 +21,9 @@ EVAL_KEY = "agents_pipelines.eval"  # the eval whose judge made a call (evals.ju
 # The custom event a batched call (llm.batch) sends once answered: its job, as a dict of
 # name, state, requests, failures and attached.
 BATCH_JOB = "agents_pipelines.batch_job"
+# The service tier a call is sent at, as the chat model puts it in its callback metadata
+# (with LangChain's other ls_ parameters): the ledger and the trace price the call at it.
+TIER_KEY = "ls_service_tier"
 # How a reply of the development cache (llm.cache) says so: a response_metadata key whose
 # value holds the original usage, {"usage": {...}}.
 CACHE_HIT = "agents_pipelines_cache_hit"
@@ -123,6 +126,8 @@ class CallRecord:
     saved: Price | None = None  # a hit's original usage, priced: what it saved
     eval: str | None = None  # the eval whose judge made the call; None: the workflow's own
     tier: str = STANDARD  # the service tier that served the call (asked for, if no reply)
+    # Off the standard tier: what the call would have cost at the interactive price.
+    interactive_cost_usd: float | None = None
 
     @property
     def is_llm(self) -> bool:
@@ -224,6 +229,18 @@ class UsageSummary:
     def saved_cost_usd(self) -> float:
         """What the cache hits would have cost, had they been calls; not in the total."""
         return round_usd(sum(call.saved_cost_usd or 0.0 for call in self.calls))
+
+    @property
+    def saved_vs_interactive_usd(self) -> float:
+        """What the calls off the standard tier (batch mode) saved against the interactive
+        price of the same tokens; not in the total."""
+        return round_usd(
+            sum(
+                (c.interactive_cost_usd or 0.0) - (c.cost_usd or 0.0)
+                for c in self.calls
+                if c.interactive_cost_usd is not None
+            )
+        )
 
     @property
     def unpriced_models(self) -> list[str]:
