@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from agents_pipelines.spec import load_workflow
 from agents_pipelines.spec.models import BatchConfig, LlmConfig, LlmOverride
 from agents_pipelines.testing import BatchScript, Fault, GeminiLoopbackServer, Reply
 from agents_pipelines.tracking import drain_trace_export
-from conftest import metadata_of, write
+from conftest import REPO, materialize_command, metadata_of, metadata_values, write
 
 # gemini-2.5-flash in MLflow's bundled catalog, USD per million tokens, written out so the
 # test is not circular: standard 0.30 in / 2.50 out / 0.03 cached; the batch tier halves
@@ -308,3 +310,39 @@ def test_compat_hooks_exist() -> None:
             owner = genai.Client(api_key="unused")
         assert hasattr(owner, attribute), f"upstream moved {hook}: update llm/_genai_compat.py"
     assert json.dumps(list(_genai_compat.HOOKS))
+
+
+def test_the_dagster_cli_materializes_a_batch_map_through_one_job(
+    mlflow_uri: str, gemini: GeminiLoopbackServer, tmp_path: Path
+) -> None:
+    """`dagster asset materialize`, as a user runs it: the real client in a process of its
+    own, against the loopback server's Batch API."""
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    labels_workflow(workflows)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "AGENTS_PIPELINES_WORKFLOWS_DIR": str(workflows),
+    }
+    gemini.plan(*(Reply.json_reply({"labels": label}) for label in ("bad", "good", "good")))
+    done = subprocess.run(
+        materialize_command("labels"),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert [(job.keys, job.state) for job in gemini.batch_jobs] == [
+        (("0", "1", "2"), "SUCCEEDED"),
+        (("0",), "SUCCEEDED"),
+    ]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        (record,) = instance.fetch_materializations(dg.AssetKey("labels"), limit=5).records
+    meta = metadata_values(record.asset_materialization.metadata)
+    assert [row.data["requests"] for row in meta["batch_jobs"].records] == [3, 1]
+    assert meta["total_cost_usd"] == pytest.approx(4 * call_cost(BATCH), abs=1e-12)
