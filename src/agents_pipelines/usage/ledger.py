@@ -151,7 +151,8 @@ class UsageLedger(BaseCallbackHandler):
         characters = sum(len(message.text) for batch in messages for message in batch)
         tokens = math.ceil(characters / CHARS_PER_TOKEN)
         model = str(metadata.get("ls_model_name", ""))
-        price = self._pricer.price(model, TokenUsage(prompt=tokens, total=tokens))
+        tier = str(metadata.get(TIER_KEY) or STANDARD)  # a batch call: at the batch price
+        price = self._pricer.price(model, TokenUsage(prompt=tokens, total=tokens), tier)
         node, _ = _node_and_item(metadata)
         return NextPrompt(node, tokens, None if price is None else price.total_usd)
 
