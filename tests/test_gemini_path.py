@@ -64,6 +64,7 @@ def test_one_truth_for_usage_and_cost(mlflow_uri: str, gemini: GeminiLoopbackSer
         "node": "write",
         "item": None,  # only a map node's calls have an item index
         "model": "gemini-2.5-pro",
+        "tier": "standard",
         "tools_called": "",
         "status": "ok",
         "prompt_tokens": 120,
@@ -74,7 +75,6 @@ def test_one_truth_for_usage_and_cost(mlflow_uri: str, gemini: GeminiLoopbackSer
         "latency_s": 0,
         "cache_hit": False,
         "saved_cost_usd": None,
-        "tier": "standard",
     }
     # The asset's value is the final state; the loop ended on approved == true.
     state = result.asset_value("article_writer")

@@ -116,6 +116,7 @@ def test_a_python_step_feeds_the_llm_and_costs_nothing(
         "node": "load",
         "item": None,
         "model": "python",
+        "tier": None,
         "tools_called": "",
         "status": "ok",
         "prompt_tokens": 0,
@@ -126,7 +127,6 @@ def test_a_python_step_feeds_the_llm_and_costs_nothing(
         "latency_s": 0,
         "cache_hit": False,
         "saved_cost_usd": None,
-        "tier": "standard",
     }
     assert call["node"] == "summarize" and call["model"] == "gemini-2.5-flash"
 

@@ -93,7 +93,7 @@ def render_estimate(estimate: Estimate, partitions: int | None = None) -> str:
     for node in estimate.nodes:
         cost = "no price" if node.cost_usd is None else f"${node.cost_usd:.6f}"
         lines.append(
-            f"  {node.node:<20} {node.model:<24} {node.calls:>6} {node.input_tokens:>9} "
+            f"  {node.node:<20} {node.priced_as:<24} {node.calls:>6} {node.input_tokens:>9} "
             f"{node.output_tokens:>9}  {cost}"
         )
     lines.append(_total("one run", estimate))

@@ -26,6 +26,7 @@ from agents_pipelines.graph.state import output_model
 from agents_pipelines.graph.tool_loop import async_tool_node, tool_node
 from agents_pipelines.graph.value_limits import async_limited, limited
 from agents_pipelines.llm.cache import share_hits
+from agents_pipelines.llm.served_tier import share_served_tiers
 from agents_pipelines.llm.simulated import SimulatedChatModel
 from agents_pipelines.redaction import redact_value
 from agents_pipelines.spec.models import Node, WorkflowSpec
@@ -129,6 +130,7 @@ class _PromptNode:
 
         async def action(state: dict[str, Any]) -> dict[str, Any]:
             share_hits()  # so that the trace marks this task's cache hits
+            share_served_tiers()  # and prices its calls at the tier that served them
             if tools is not None:
                 return await tools(state)
             if out is not None:

@@ -59,7 +59,7 @@ def chat_model_factory(
             latency = settings().simulated_latency_s
 
         def simulated(config: LlmConfig) -> BaseChatModel:
-            tier = "batch" if config.batch_mode is not None else "standard"
+            tier = "batch" if config.batch_mode is not None else config.service_tier
             return _simulated_model(config.model, config.temperature, latency, tier)
 
         return simulated
@@ -92,11 +92,11 @@ def check_backend(explicit: str | None = None) -> Backend:
 
 @functools.lru_cache(maxsize=64)
 def _simulated_model(
-    model: str, temperature: float | None, latency_s: float, tier: str = "standard"
+    model: str, temperature: float | None, latency_s: float, service_tier: str = "standard"
 ) -> BaseChatModel:
     """Shared like the Gemini clients, so the compiled graph can be reused (graph.builder)."""
     from agents_pipelines.llm.simulated import SimulatedChatModel
 
     return SimulatedChatModel(
-        model=model, temperature=temperature, latency_s=latency_s, service_tier=tier
+        model=model, temperature=temperature, latency_s=latency_s, service_tier=service_tier
     )

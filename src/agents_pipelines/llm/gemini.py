@@ -64,6 +64,7 @@ def gemini_chat_model(
         config.base_url or environment.gemini_base_url,
         key,
         transport,
+        config.service_tier,
         config.batch_mode,
     )
 
@@ -90,6 +91,7 @@ def _chat_model(
     base_url: str | None,
     key: str,
     transport: CassetteTransport | None = None,
+    service_tier: str = "standard",
     batch: BatchConfig | None = None,
 ) -> BaseChatModel:
     """One client per distinct setting, shared by nodes, runs and threads; with ``batch``,
@@ -100,19 +102,28 @@ def _chat_model(
     its HTTP connections to Gemini alive between calls. The key is part of the cache key,
     so a rotated key takes effect on the next run.
     """
-    from langchain_google_genai import ChatGoogleGenerativeAI  # heavy: imported on first use
+    from agents_pipelines.llm.tiered_gemini import TieredChatGoogleGenerativeAI  # heavy
 
     for name in _CLIENT_LOGGERS:
         redacting_logger(name)
-    model_class: Any = ChatGoogleGenerativeAI
-    if batch is not None:
+    if batch is not None:  # the Batch API prices the calls itself: no service tier
         from agents_pipelines.llm.batch import BatchGemini
 
-        model_class = functools.partial(
-            BatchGemini, poll_s=batch.poll_s, batch_timeout_s=batch.timeout_s
+        return BatchGemini(
+            model=model,
+            poll_s=batch.poll_s,
+            batch_timeout_s=batch.timeout_s,
+            google_api_key=SecretStr(key),
+            temperature=temperature,
+            max_output_tokens=max_output_tokens,
+            timeout=timeout_s,
+            max_retries=1,
+            base_url=base_url,
+            client_args={"transport": transport, "trust_env": False} if transport else None,
         )
-    return model_class(
+    return TieredChatGoogleGenerativeAI(
         model=model,
+        service_tier=None if service_tier == "standard" else service_tier,
         google_api_key=SecretStr(key),
         temperature=temperature,
         max_output_tokens=max_output_tokens,

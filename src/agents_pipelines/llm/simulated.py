@@ -28,6 +28,7 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
+from agents_pipelines.llm.served_tier import note_served
 from agents_pipelines.llm.simulated_replies import (
     FieldHints,
     request_seed,
@@ -35,7 +36,7 @@ from agents_pipelines.llm.simulated_replies import (
     text_reply,
 )
 from agents_pipelines.schema_sample import schema_example
-from agents_pipelines.usage.records import STANDARD, TIER_KEY
+from agents_pipelines.usage.records import SERVED_TIER, STANDARD, TIER_KEY
 
 
 class SimulatedChatModel(BaseChatModel):
@@ -45,8 +46,8 @@ class SimulatedChatModel(BaseChatModel):
     latency_s: float = 0.0
     reply_words: int = 120
     temperature: float | None = None
-    # The tier a dry run prices the calls at: "batch" for a batch node (llm.batch), whose
-    # calls the simulated model answers at once, as if its job had.
+    # The tier a dry run prices the calls at: the tier a Gemini run asks for, "batch" for a
+    # batch node (llm.batch), whose calls the simulated model answers at once.
     service_tier: str = STANDARD
 
     @property
@@ -57,8 +58,7 @@ class SimulatedChatModel(BaseChatModel):
         params = LangSmithParams(
             ls_provider="simulated", ls_model_name=self.model, ls_model_type="chat"
         )
-        if self.service_tier != STANDARD:
-            params[TIER_KEY] = self.service_tier  # type: ignore[literal-required]
+        params[TIER_KEY] = self.service_tier  # type: ignore[literal-required]
         return params
 
     def _generate(
@@ -112,10 +112,13 @@ class SimulatedChatModel(BaseChatModel):
             output_tokens=max(1, len(text) // 4),
             total_tokens=max(1, len(prompt) // 4) + max(1, len(text) // 4),
         )
-        message = AIMessage(
-            content=text, usage_metadata=usage, response_metadata={"model_name": self.model}
-        )
+        message = AIMessage(content=text, usage_metadata=usage, response_metadata=self._metadata())
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _metadata(self) -> dict[str, Any]:
+        """What Gemini's reply says of itself: its model, and the tier that served it."""
+        note_served(self.service_tier)
+        return {"model_name": self.model, SERVED_TIER: self.service_tier}
 
     def _tool_call_result(self, prompt: str, call: dict[str, Any]) -> ChatResult:
         prompt_tokens = max(1, len(prompt) // 4)
@@ -129,7 +132,7 @@ class SimulatedChatModel(BaseChatModel):
             content="",
             tool_calls=[call],
             usage_metadata=usage,
-            response_metadata={"model_name": self.model},
+            response_metadata=self._metadata(),
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
 

@@ -18,6 +18,12 @@ _CALL_COLUMNS = [
     dg.TableColumn("node", "string"),
     dg.TableColumn("item", "int", description="The list index of a map node's item call."),
     dg.TableColumn("model", "string", description="`python` for a Python step."),
+    dg.TableColumn(
+        "tier",
+        "string",
+        description="The service tier that served the call (standard, flex, priority, "
+        "batch), at whose price it is counted; empty for a Python step.",
+    ),
     dg.TableColumn("tools_called", "string", description="The tools the model called."),
     dg.TableColumn("status", "string"),
     dg.TableColumn("prompt_tokens", "int"),
@@ -28,7 +34,6 @@ _CALL_COLUMNS = [
     dg.TableColumn("latency_s", "float"),
     dg.TableColumn("cache_hit", "bool", description="Answered by the development cache."),
     dg.TableColumn("saved_cost_usd", "float", description="What a cache hit would have cost."),
-    dg.TableColumn("tier", "string", description="The service tier it was priced at (batch...)."),
 ]
 
 _FAILED_ITEM_COLUMNS = [
@@ -152,6 +157,7 @@ def _call_record(call: Any) -> dg.TableRecord:
             "node": call.node,
             "item": call.item,
             "model": call.model,
+            "tier": call.tier if call.is_llm else None,
             "tools_called": ", ".join(call.tools),
             "status": call.status,
             "prompt_tokens": call.usage.prompt,
@@ -162,7 +168,6 @@ def _call_record(call: Any) -> dg.TableRecord:
             "latency_s": round(call.latency_s, 3),
             "cache_hit": call.cache_hit,
             "saved_cost_usd": call.saved_cost_usd,
-            "tier": call.tier,
         }
     )
 

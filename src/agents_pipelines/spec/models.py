@@ -88,6 +88,12 @@ BATCH = (
     "`true` (or `{poll_s, timeout_s}`): send the calls through Gemini's Batch API, at the "
     "batch price, in one job per node; turnaround can take hours."
 )
+# Gemini's service tiers a call can ask for (Batch Mode is a setting of its own).
+ServiceTierName = Literal["standard", "flex", "priority"]
+SERVICE_TIER = (
+    "Gemini's service tier: standard (the interactive price), flex (about half the price, "
+    "slower and may be refused when busy: 429/503, retried) or priority (above the price)."
+)
 
 
 class LlmOverride(_Model):
@@ -100,6 +106,7 @@ class LlmOverride(_Model):
     max_retries: int | None = Field(None, ge=0, le=10)
     expected_output_tokens: int | None = Field(None, ge=1, description=EXPECTED_OUTPUT)
     batch: bool | BatchConfig | None = Field(None, description=BATCH)
+    service_tier: ServiceTierName | None = Field(None, description=SERVICE_TIER)
 
 
 class LlmConfig(_Model):
@@ -116,6 +123,7 @@ class LlmConfig(_Model):
     )
     expected_output_tokens: int | None = Field(None, ge=1, description=EXPECTED_OUTPUT)
     batch: bool | BatchConfig = Field(False, description=BATCH)
+    service_tier: ServiceTierName = Field("standard", description=SERVICE_TIER)
 
     def merged(self, override: LlmOverride | None) -> LlmConfig:
         if override is None:

@@ -18,6 +18,9 @@ A reply of the development cache has no usage, so its span costs 0; the processo
 (CACHE_HIT_ATTRIBUTE) with what it saved (SAVED_COST), priced from the original usage the
 cache hands over (llm.cache.take_hit).
 
+A call's span names the service tier that served it (SERVICE_TIER), and its cost is at
+that tier: llm.served_tier hands the tier over as the cache hands over a hit.
+
 A failed call's span holds the provider's error three times: an exception event (message
 and stacktrace), the status description and, from autolog, the attributes. The error may
 repeat the API key, so the processor redacts API keys from every span it sees, ours or not.
@@ -31,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents_pipelines.redaction import redact, redact_value
-from agents_pipelines.usage import Pricer, TokenUsage
-from agents_pipelines.usage.records import EVAL_KEY, ITEM_KEY, NODE_KEY, STANDARD, TIER_KEY
+from agents_pipelines.usage import STANDARD, Pricer, TokenUsage
+from agents_pipelines.usage.records import EVAL_KEY, ITEM_KEY, NODE_KEY, TIER_KEY
 
 REDACTED = "[not recorded: set observability.mlflow.artifact_level: full to record content]"
 ITEM_INDEX = "agents_pipelines.item_index"  # span attribute: a map item's list index
@@ -40,7 +43,7 @@ NODE = "agents_pipelines.node"  # span attribute: the workflow node of a map ite
 EVAL = "agents_pipelines.eval"  # span attribute: the eval whose judge made the call
 CACHE_HIT_ATTRIBUTE = "agents_pipelines.cache_hit"  # span attribute: the cache answered
 SAVED_COST = "agents_pipelines.saved_cost_usd"  # span attribute: what a cache hit saved
-TIER_ATTRIBUTE = "agents_pipelines.service_tier"  # span attribute: a tier other than standard
+SERVICE_TIER = "agents_pipelines.service_tier"  # span attribute: the tier that served a call
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -83,8 +86,9 @@ def _process(span: Any) -> None:
     with _lock:
         policy = _policies.get(span.trace_id)
     if policy is not None:  # one of our workflow traces
-        _set_cost(span, policy.pricer)
-        _mark_cache_hit(span, policy.pricer)
+        tier = _mark_tier(span)
+        _set_cost(span, policy.pricer, tier)
+        _mark_cache_hit(span, policy.pricer, tier)
         _lift_item(span)
         if policy.keep_content:
             _escape_lone_surrogates(span)
@@ -155,7 +159,21 @@ def _lift_item(span: Any) -> None:
         span.set_attribute(EVAL, metadata[EVAL_KEY])
 
 
-def _mark_cache_hit(span: Any, pricer: Pricer) -> None:
+def _mark_tier(span: Any) -> str:
+    """The service tier that served a chat model span's call (SERVICE_TIER), taken from
+    llm.served_tier; a span that is no call, or a cache hit, has the tier it asked for."""
+    from agents_pipelines.llm.served_tier import take_served_tier
+
+    metadata = span.get_attribute("metadata")
+    asked = metadata.get(TIER_KEY) if isinstance(metadata, dict) else None
+    if span.span_type != "CHAT_MODEL":
+        return asked or STANDARD
+    tier = take_served_tier(asked)
+    span.set_attribute(SERVICE_TIER, tier)
+    return tier
+
+
+def _mark_cache_hit(span: Any, pricer: Pricer, tier: str) -> None:
     """A reply of the development cache: its span says so, and what the call would have
     cost (its own cost, set above from its zeroed usage, is 0)."""
     from mlflow.tracing.constant import SpanAttributeKey
@@ -169,19 +187,13 @@ def _mark_cache_hit(span: Any, pricer: Pricer) -> None:
         return
     span.set_attribute(CACHE_HIT_ATTRIBUTE, True)
     model = str(span.get_attribute(SpanAttributeKey.MODEL))
-    price = pricer.price(model, TokenUsage.from_langchain(original))
+    price = pricer.price(model, TokenUsage.from_langchain(original), tier)
     span.set_attribute(SAVED_COST, None if price is None else price.total_usd)
 
 
-def _set_cost(span: Any, pricer: Pricer) -> None:
+def _set_cost(span: Any, pricer: Pricer, tier: str) -> None:
     from mlflow.tracing.constant import SpanAttributeKey
 
-    metadata = span.get_attribute("metadata")
-    tier: str = STANDARD
-    if isinstance(metadata, dict):
-        tier = str(metadata.get(TIER_KEY) or STANDARD)
-    if tier != STANDARD:  # a failed attempt's span too: it was sent at that tier
-        span.set_attribute(TIER_ATTRIBUTE, tier)
     usage = span.get_attribute(SpanAttributeKey.CHAT_USAGE)
     model = span.get_attribute(SpanAttributeKey.MODEL)
     if not usage or not model:
@@ -192,6 +204,8 @@ def _set_cost(span: Any, pricer: Pricer) -> None:
         total=int(usage.get("total_tokens", 0)),
         cached=int(usage.get("cache_read_input_tokens", 0) or 0),
     )
+    # Set even where MLflow's own cost would agree: MLflow prices every call at the
+    # standard tier (mlflow 3.17's cost_per_token drops the catalog's service_tiers).
     if (price := pricer.price(str(model), tokens, tier)) is not None:
         span.set_attribute(
             SpanAttributeKey.LLM_COST,

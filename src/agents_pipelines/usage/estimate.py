@@ -8,7 +8,8 @@ stand-in size (see ``_Estimator.stand_in``). Output tokens per call are the node
 
 Assumptions, as the README's *Estimates* states them: every node runs once (routes are all
 taken, loops go round once); a map node makes one call per item; a tool node makes one call
-(each tool round trip adds a call that is not counted); Python steps cost nothing.
+(each tool round trip adds a call that is not counted); Python steps cost nothing; each
+call is priced at the service tier its node asks for (``llm.service_tier``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ class NodeEstimate:
     output_tokens: int
     cost_usd: float | None  # None: the model has no price
     price_source: str | None
+    tier: str = STANDARD  # the service tier the node's calls ask for, and are priced at
+
+    @property
+    def priced_as(self) -> str:
+        """The model, and its tier when not standard: ``gemini-2.5-flash (flex)``."""
+        return self.model if self.tier == STANDARD else f"{self.model} ({self.tier})"
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ class Estimate:
 
     @property
     def price_sources(self) -> dict[str, str]:
-        return {n.model: n.price_source for n in self.nodes if n.price_source is not None}
+        return {n.priced_as: n.price_source for n in self.nodes if n.price_source is not None}
 
     def times(self, runs: int) -> Estimate:
         return replace(self, runs=runs)
@@ -101,7 +108,7 @@ def estimate_run(
     """The estimate of one run whose input fields hold ``values`` (those left out are
     sized by stand-ins); ``items`` sets every map node's item count."""
     estimator = _Estimator(spec, values, counter, items)
-    nodes = tuple(_priced(estimator.node(node), pricer, _tier(spec, node)) for node in spec.nodes)
+    nodes = tuple(_priced(estimator.node(node), pricer) for node in spec.nodes)
     return Estimate(spec.flow.name, counted_by, nodes, tuple(estimator.notes))
 
 
@@ -109,16 +116,11 @@ def output_tokens_per_call(llm: LlmConfig) -> int:
     return llm.expected_output_tokens or llm.max_output_tokens or DEFAULT_OUTPUT_TOKENS
 
 
-def _tier(spec: WorkflowSpec, node: Node) -> str:
-    """The tier a node's calls are priced at: ``batch`` in batch mode (llm.batch)."""
-    batch = node.calls_llm and spec.config.llm.merged(node.llm).batch_mode is not None
-    return "batch" if batch else STANDARD
-
-
-def _priced(node: NodeEstimate, pricer: Pricer, tier: str = STANDARD) -> NodeEstimate:
+def _priced(node: NodeEstimate, pricer: Pricer) -> NodeEstimate:
     if node.model == "python":
         return replace(node, cost_usd=0.0)
-    price = pricer.price(node.model, TokenUsage(node.input_tokens, node.output_tokens), tier)
+    usage = TokenUsage(node.input_tokens, node.output_tokens)
+    price = pricer.price(node.model, usage, node.tier)
     if price is None:
         return node
     return replace(node, cost_usd=price.total_usd, price_source=price.source)
@@ -143,7 +145,8 @@ class _Estimator:
         llm = self.spec.config.llm.merged(node.llm)
         calls, input_tokens = self._input_tokens(node, llm)
         output = output_tokens_per_call(llm) * calls
-        return NodeEstimate(node.id, llm.model, calls, input_tokens, output, None, None)
+        tier = "batch" if llm.batch_mode is not None else llm.service_tier  # llm.batch
+        return NodeEstimate(node.id, llm.model, calls, input_tokens, output, None, None, tier)
 
     def _input_tokens(self, node: Node, llm: LlmConfig) -> tuple[int, int]:
         """(calls, input tokens of all of them)."""

@@ -14,6 +14,10 @@ event BATCH_JOB once answered: the run's ``batch_jobs``.
 A reply of the development cache (llm.cache) comes with its usage zeroed and the original
 under CACHE_HIT in its response_metadata: it is recorded as an LLM call of no tokens and
 no cost, marked ``cache_hit``, with its original usage priced as ``saved``.
+
+Each call is priced at the service tier that served it: the reply names it in its
+``response_metadata`` (SERVED_TIER); a call with no reply keeps the tier it asked for
+(TIER_KEY in the metadata).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from agents_pipelines.usage.records import (
     ITEM_KEY,
     NODE_KEY,
     PYTHON,
+    SERVED_TIER,
     STANDARD,
     TIER_KEY,
     CallRecord,
@@ -67,7 +72,7 @@ class _Pending:
         prompt: str | None,
         item: int | None,
         eval: str | None,
-        tier: str = STANDARD,
+        tier: str,
     ):
         self.node, self.model, self.prompt, self.item = node, model, prompt, item
         self.eval, self.tier = eval, tier
@@ -136,10 +141,8 @@ class UsageLedger(BaseCallbackHandler):
         node, item = _node_and_item(metadata)
         judged = metadata.get(EVAL_KEY)
         model = str(metadata.get("ls_model_name", ""))
-        tier = str(metadata.get(TIER_KEY) or STANDARD)
-        pending = _Pending(
-            node, model, prompt, item, judged if isinstance(judged, str) else None, tier
-        )
+        judge = judged if isinstance(judged, str) else None
+        pending = _Pending(node, model, prompt, item, judge, _asked_tier(metadata))
         with self._lock:
             self._pending[run_id] = pending
 
@@ -151,7 +154,7 @@ class UsageLedger(BaseCallbackHandler):
         characters = sum(len(message.text) for batch in messages for message in batch)
         tokens = math.ceil(characters / CHARS_PER_TOKEN)
         model = str(metadata.get("ls_model_name", ""))
-        tier = str(metadata.get(TIER_KEY) or STANDARD)  # a batch call: at the batch price
+        tier = _asked_tier(metadata)
         price = self._pricer.price(model, TokenUsage(prompt=tokens, total=tokens), tier)
         node, _ = _node_and_item(metadata)
         return NextPrompt(node, tokens, None if price is None else price.total_usd)
@@ -162,9 +165,12 @@ class UsageLedger(BaseCallbackHandler):
         usage = TokenUsage.from_langchain(getattr(message, "usage_metadata", None))
         reply = message.text if self._keep_text and message is not None else None
         tools = tuple(call["name"] for call in getattr(message, "tool_calls", None) or ())
-        hit = (getattr(message, "response_metadata", None) or {}).get(CACHE_HIT)
+        response_metadata = getattr(message, "response_metadata", None) or {}
+        hit = response_metadata.get(CACHE_HIT)
         saved = TokenUsage.from_langchain(hit["usage"]) if isinstance(hit, dict) else None
-        self._finish(run_id, usage, "ok", None, reply, tools, saved)
+        served = response_metadata.get(SERVED_TIER)
+        served = served if isinstance(served, str) else None
+        self._finish(run_id, usage, "ok", None, reply, tools, saved, served)
         if self._after_call is not None:
             self._after_call(self.summary())
 
@@ -234,12 +240,13 @@ class UsageLedger(BaseCallbackHandler):
         reply: str | None,
         tools: tuple[str, ...] = (),
         saved: TokenUsage | None = None,
+        served_tier: str | None = None,
     ) -> None:
         with self._lock:
             pending = self._pending.pop(run_id, None)
         if pending is None:
             return
-        tier = pending.tier
+        tier = served_tier or pending.tier  # priced at the tier that served the call
         price = self._pricer.price(pending.model, usage, tier) if usage.total else None
         interactive = None
         if tier != STANDARD and price is not None:
@@ -259,12 +266,18 @@ class UsageLedger(BaseCallbackHandler):
             tools=tools,
             item=pending.item,
             cache_hit=saved is not None,
-            saved=None if saved is None else self._pricer.price(pending.model, saved),
+            saved=None if saved is None else self._pricer.price(pending.model, saved, tier),
             eval=pending.eval,
             tier=tier,
             interactive_cost_usd=None if interactive is None else interactive.total_usd,
         )
         self._append(record)
+
+
+def _asked_tier(metadata: dict[str, Any]) -> str:
+    """The service tier a call asked for (llm.tiered_gemini names it in the metadata)."""
+    tier = metadata.get(TIER_KEY)
+    return tier if isinstance(tier, str) else STANDARD
 
 
 def _node_and_item(metadata: dict[str, Any]) -> tuple[str, int | None]:

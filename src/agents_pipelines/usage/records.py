@@ -21,12 +21,13 @@ EVAL_KEY = "agents_pipelines.eval"  # the eval whose judge made a call (evals.ju
 # The custom event a batched call (llm.batch) sends once answered: its job, as a dict of
 # name, state, requests, failures and attached.
 BATCH_JOB = "agents_pipelines.batch_job"
-# The service tier a call is sent at, as the chat model puts it in its callback metadata
-# (with LangChain's other ls_ parameters): the ledger and the trace price the call at it.
-TIER_KEY = "ls_service_tier"
 # How a reply of the development cache (llm.cache) says so: a response_metadata key whose
 # value holds the original usage, {"usage": {...}}.
 CACHE_HIT = "agents_pipelines_cache_hit"
+# The service tier that served a call (llm.served_tier): a response_metadata key of the reply.
+SERVED_TIER = "agents_pipelines_service_tier"
+# The service tier a call asked for: a LangChain callback metadata key (llm.tiered_gemini).
+TIER_KEY = "agents_pipelines.service_tier"
 
 # USD figures are rounded to a nano-dollar so that sums agree exactly wherever they are made.
 USD_DIGITS = 9

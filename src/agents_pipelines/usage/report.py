@@ -29,6 +29,7 @@ def cost_summary(
                 "node": call.node,
                 "kind": call.kind,
                 "model": call.model,
+                "service_tier": call.tier if call.is_llm else None,
                 "tools_called": list(call.tools),
                 "status": call.status,
                 "error": call.error,
@@ -46,7 +47,6 @@ def cost_summary(
                 "cache_hit": call.cache_hit,
                 "saved_cost_usd": call.saved_cost_usd,
                 "eval": call.eval,
-                "tier": call.tier,
             }
             for call in summary.calls
         ],

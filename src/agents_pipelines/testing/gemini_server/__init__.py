@@ -23,6 +23,10 @@ Wire format (google-genai 2.x, Gemini Developer API backend):
   /v1beta/batches/ID:cancel``, ``DELETE /v1beta/batches/ID``, the resumable upload at
   ``/upload/v1beta/files`` and ``GET /v1beta/files/ID:download``. ``server.plan_batches``
   scripts a job's states; its items are answered from the plan, like calls.
+* A request's ``serviceTier`` (``flex``, ``priority``; left out: standard) is answered
+  with the tier that served it in ``usageMetadata.serviceTier`` and
+  ``usageMetadata.trafficType`` (``ON_DEMAND``, ``ON_DEMAND_FLEX``, ``ON_DEMAND_PRIORITY``);
+  ``Reply(served_tier=...)`` answers another (a priority request downgraded to standard).
 * Errors use Google's shape ``{"error": {"code", "message", "status", "details"}}``.
 
 Modules: ``server`` (HTTP and the answer queue), ``faults`` (planned failures in Google's

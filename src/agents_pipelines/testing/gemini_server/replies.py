@@ -10,6 +10,16 @@ from typing import Any
 
 from agents_pipelines.schema_sample import schema_example
 
+# The tier a request asks for (its ``serviceTier``; left out: standard), and how Gemini says
+# which tier served it: ``usageMetadata.serviceTier`` (the Gemini API) and
+# ``usageMetadata.trafficType`` (google-genai's TrafficType names, as Vertex AI answers).
+STANDARD = "standard"
+TRAFFIC_TYPES = {
+    "standard": "ON_DEMAND",
+    "flex": "ON_DEMAND_FLEX",
+    "priority": "ON_DEMAND_PRIORITY",
+}
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -35,13 +45,16 @@ class Usage:
         """``totalTokenCount`` as Gemini computes it (cached tokens are inside prompt)."""
         return self.prompt + self.candidates + self.thoughts
 
-    def to_json(self) -> dict[str, Any]:
-        """Render as the API's ``usageMetadata`` object (zero optional counts omitted)."""
+    def to_json(self, tier: str = STANDARD) -> dict[str, Any]:
+        """Render as the API's ``usageMetadata`` object (zero optional counts omitted),
+        served at service ``tier``."""
         meta: dict[str, Any] = {
             "promptTokenCount": self.prompt,
             "candidatesTokenCount": self.candidates,
             "totalTokenCount": self.total,
             "promptTokensDetails": [{"modality": "TEXT", "tokenCount": self.prompt}],
+            "serviceTier": tier,
+            "trafficType": TRAFFIC_TYPES[tier],
         }
         # The real API leaves these out when they are zero; mirror that.
         if self.thoughts:
@@ -59,6 +72,8 @@ class Reply:
     text part, the way Gemini answers in JSON mode; ``None`` means "not set", so a JSON
     ``null`` reply is not expressible). ``function_call`` adds a ``functionCall`` part and
     may be combined with either. ``delay_s`` is latency before the answer is written.
+    ``served_tier`` is the service tier that answers (left out: the one the request asked
+    for); ``standard`` for a ``priority`` request plays Gemini's downgrade past its limits.
     """
 
     text: str | None = None
@@ -66,6 +81,7 @@ class Reply:
     function_call: tuple[str, dict[str, Any]] | None = None
     usage: Usage = field(default_factory=Usage)
     delay_s: float = 0.0
+    served_tier: str | None = None
 
     def __post_init__(self) -> None:
         if self.text is not None and self.json is not None:
@@ -78,6 +94,8 @@ class Reply:
                 raise TypeError("function_call must be (name: str, args: dict)")
         if self.delay_s < 0:
             raise ValueError("delay_s must be >= 0")
+        if self.served_tier is not None and self.served_tier not in TRAFFIC_TYPES:
+            raise ValueError(f"served_tier must be one of {sorted(TRAFFIC_TYPES)}")
 
     @classmethod
     def text_reply(cls, text: str, *, usage: Usage | None = None, delay_s: float = 0.0) -> Reply:
@@ -138,6 +156,12 @@ class RecordedRequest:
     def api_key(self) -> str | None:
         """The ``x-goog-api-key`` header the client sent, if any."""
         return self.headers.get("x-goog-api-key")
+
+    @property
+    def service_tier(self) -> str:
+        """The tier the request asked for (``serviceTier``); standard when left out."""
+        asked = str(self.body.get("serviceTier") or STANDARD).lower()
+        return asked if asked in TRAFFIC_TYPES else STANDARD
 
     @property
     def generation_config(self) -> dict[str, Any]:
@@ -221,6 +245,7 @@ def response_json(
     response_id: str,
     usage: Usage | None,
     finished: bool,
+    tier: str = STANDARD,
 ) -> dict[str, Any]:
     """One ``GenerateContentResponse`` (a whole answer or one stream chunk)."""
     candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
@@ -232,11 +257,13 @@ def response_json(
         "responseId": response_id,
     }
     if usage is not None:
-        response["usageMetadata"] = usage.to_json()
+        response["usageMetadata"] = usage.to_json(tier)
     return response
 
 
-def stream_chunks(reply: Reply, *, model: str, response_id: str) -> list[dict[str, Any]]:
+def stream_chunks(
+    reply: Reply, *, model: str, response_id: str, tier: str = STANDARD
+) -> list[dict[str, Any]]:
     """Split a reply into one or two stream chunks; usage and finishReason go on the last."""
     text = reply.body_text()
     if text is None or len(text) < 2:
@@ -247,6 +274,7 @@ def stream_chunks(reply: Reply, *, model: str, response_id: str) -> list[dict[st
                 response_id=response_id,
                 usage=reply.usage,
                 finished=True,
+                tier=tier,
             )
         ]
     half = len(text) // 2
@@ -259,6 +287,11 @@ def stream_chunks(reply: Reply, *, model: str, response_id: str) -> list[dict[st
         finished=False,
     )
     tail = response_json(
-        tail_parts, model=model, response_id=response_id, usage=reply.usage, finished=True
+        tail_parts,
+        model=model,
+        response_id=response_id,
+        usage=reply.usage,
+        finished=True,
+        tier=tier,
     )
     return [head, tail]

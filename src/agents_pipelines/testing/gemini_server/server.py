@@ -201,8 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not owner._sleep(reply.delay_s):
             self.close_connection = True  # stopped mid-delay: drop without answering
             return
+        tier = reply.served_tier or request.service_tier
         if request.stream:
-            self._send_stream(reply, request.model, response_id, sse=sse)
+            self._send_stream(reply, request.model, response_id, tier, sse=sse)
             return
         payload = response_json(
             reply.parts(),
@@ -210,6 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
             response_id=response_id,
             usage=reply.usage,
             finished=True,
+            tier=tier,
         )
         self._send_json(200, payload)
 
@@ -230,8 +232,10 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return follow
 
-    def _send_stream(self, reply: Reply, model: str, response_id: str, *, sse: bool) -> None:
-        chunks = stream_chunks(reply, model=model, response_id=response_id)
+    def _send_stream(
+        self, reply: Reply, model: str, response_id: str, tier: str, *, sse: bool
+    ) -> None:
+        chunks = stream_chunks(reply, model=model, response_id=response_id, tier=tier)
         if sse:
             data = "".join(f"data: {json.dumps(c)}\r\n\r\n" for c in chunks).encode()
             self._send_bytes(200, data, "text/event-stream")
