@@ -346,3 +346,13 @@ def test_the_dagster_cli_materializes_a_batch_map_through_one_job(
     meta = metadata_values(record.asset_materialization.metadata)
     assert [row.data["requests"] for row in meta["batch_jobs"].records] == [3, 1]
     assert meta["total_cost_usd"] == pytest.approx(4 * call_cost(BATCH), abs=1e-12)
+
+
+def test_a_sync_call_is_a_job_of_one_polled_on_its_thread(gemini: GeminiLoopbackServer) -> None:
+    """LangGraph's sync path (``invoke``, no event loop): the same job, polled in place."""
+    gemini.plan(Reply.text_reply("sync answer"))
+    reply = batch_llm(gemini).invoke([HumanMessage("Label: fine")])
+    assert reply.text == "sync answer"
+    assert reply.usage_metadata is not None and reply.usage_metadata["input_tokens"] == 120
+    (job,) = gemini.batch_jobs
+    assert (job.keys, job.state, job.polls) == (("0",), "SUCCEEDED", 2)
