@@ -57,6 +57,8 @@ PUBLIC_API = {
         "workflow_json_schema",
     ],
     "agents_pipelines.testing": [
+        "BatchRecord",
+        "BatchScript",
         "Fault",
         "GeminiLoopbackServer",
         "RecordedRequest",

@@ -86,6 +86,10 @@ def _compile(spec: WorkflowSpec, models: tuple[Any, ...]) -> CompiledStateGraph:
         if node.map is not None:
             per_item = functools.partial(make_async_node, node=node, model=model)
             map_node.add_map_node(graph, spec, node, per_item, policy)
+        elif map_node.is_batch(spec, node):
+            # Awaited on the event loop: a stop cancels the task, and the task its job.
+            batched: Any = spend.accounted_async(make_async_node(spec, node, model), node.id)
+            graph.add_node(node.id, batched, retry_policy=policy._replace(retry_on=is_transient))
         else:
             action: Any = spend.accounted(make_node(spec, node, model), node.id)
             if on_event_loop:  # retry_on runs on the event loop: it must not sleep there

@@ -69,7 +69,9 @@ def add_map_node(
     assert node.map is not None
     # Any: LangGraph's overloads type node functions by their state class, not a dict.
     start: Any = _Start(node, node.map, spec.flow.name)
-    item: Any = _ItemNode(node, node.map, action(item_spec(spec, node)), retry)
+    item: Any = _ItemNode(
+        node, node.map, action(item_spec(spec, node)), retry, items_at_once(spec, node)
+    )
     gather: Any = _Gather(node, spec)
     graph.add_node(entry(node), start)
     # The Retry-After wait is the item's own (it must not block the event loop).
@@ -94,12 +96,25 @@ def results_channels(spec: WorkflowSpec) -> dict[str, Any]:
 def tasks_needed(spec: WorkflowSpec) -> int:
     """Tasks a run may run at once so that ``max_concurrency`` is what bounds its item calls
     (LangGraph's default limit is min(32, CPUs + 4): 6 on a 2-core machine)."""
-    return sum(n.map.max_concurrency for n in spec.nodes if n.map is not None) + len(spec.nodes)
+    return sum(items_at_once(spec, n) for n in spec.nodes if n.map is not None) + len(spec.nodes)
+
+
+def items_at_once(spec: WorkflowSpec, node: Node) -> int:
+    """A map node's items in flight at once: ``max_concurrency``; in batch mode, all of
+    them, since they wait together for the one job that answers them (llm.batch)."""
+    assert node.map is not None
+    return node.map.max_items if is_batch(spec, node) else node.map.max_concurrency
+
+
+def is_batch(spec: WorkflowSpec, node: Node) -> bool:
+    """Whether ``node``'s calls go through Gemini's Batch API (``llm.batch``)."""
+    return node.calls_llm and spec.config.llm.merged(node.llm).batch_mode is not None
 
 
 def has_map(spec: WorkflowSpec) -> bool:
-    """Whether ``spec``'s graph runs on LangGraph's async path (graph.event_loop)."""
-    return any(node.map is not None for node in spec.nodes)
+    """Whether ``spec``'s graph runs on LangGraph's async path (graph.event_loop): a map
+    node's items, and a batch node's call (a stop cancels its job: the call is a task)."""
+    return any(node.map is not None or is_batch(spec, node) for node in spec.nodes)
 
 
 def item_spec(spec: WorkflowSpec, node: Node) -> WorkflowSpec:
@@ -140,6 +155,7 @@ class _Pass:
         self.slots = asyncio.Semaphore(limit)
         self.stopped = False
         self.failure: BaseException | None = None  # the error that stopped the pass
+        self.reporter: int | None = None  # the item that failed it: it waits for the others
         self.items: set[asyncio.Task[Any]] = set()  # the item tasks of the pass
 
     async def others_ended(self) -> None:
@@ -275,8 +291,11 @@ class _ItemNode:
     An async node: LangGraph runs a graph with map nodes on its async path (the runner
     drives it on graph.event_loop), where an item awaiting its call holds no thread."""
 
-    def __init__(self, node: Node, map_spec: MapSpec, action: AsyncNodeAction, retry: RetryPolicy):
+    def __init__(
+        self, node: Node, map_spec: MapSpec, action: AsyncNodeAction, retry: RetryPolicy, limit: int
+    ):
         self._node, self._map, self._action, self._retry = node, map_spec, action, retry
+        self._limit = limit  # calls in flight at once (items_at_once)
 
     async def __call__(self, task: Any, config: RunnableConfig, runtime: Runtime) -> dict[str, Any]:
         item = _Item.of(task)
@@ -315,7 +334,10 @@ class _ItemNode:
             if wait_s:  # the server's Retry-After, awaited with the slot given back
                 await asyncio.sleep(wait_s)
         if fails_the_pass is not None:  # with its slot given back: the others may need it
-            await run.others_ended()
+            # Only the item that stopped the pass waits: items failing at once (a batch
+            # job's answers arrive together) would otherwise each wait for the others.
+            if run.reporter == item.index:
+                await run.others_ended()
             raise fails_the_pass
         return {
             _results(self._node): [(item.index, outputs)],
@@ -344,9 +366,9 @@ class _ItemNode:
     def _pass(self, config: RunnableConfig) -> _Pass:
         passes = (config.get("configurable") or {}).get(PASSES_KEY)
         if passes is None:  # a graph run without the runner: LangGraph's limit bounds calls
-            return _Pass(self._map.max_concurrency)
+            return _Pass(self._limit)
         step = int((config.get("metadata") or {}).get("langgraph_step", 0))
-        return passes.get(self._node.id, step, self._map.max_concurrency)
+        return passes.get(self._node.id, step, self._limit)
 
     def _retried(self, exc: Exception, runtime: Runtime) -> bool:
         # Whether LangGraph will run this item again: the node's RetryPolicy retries
@@ -364,7 +386,8 @@ class _ItemNode:
         stops_the_run = isinstance(exc, BudgetExceededError | UnrecordedRequestError)
         if self._map.on_item_error == "fail" or stops_the_run:
             exc.add_note(f"In item {item.index} of map node `{self._node.id}`.")
-            run.failure = exc
+            if run.failure is None:  # the first failure is the one reported
+                run.failure, run.reporter = exc, item.index
             run.stopped = True
             raise exc
         error = _describe(exc)

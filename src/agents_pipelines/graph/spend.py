@@ -53,6 +53,17 @@ def accounted(action: NodeAction, node: str) -> Callable[[dict[str, Any], Runnab
     return run
 
 
+def accounted_async(
+    action: Callable[[dict[str, Any]], Any], node: str
+) -> Callable[[dict[str, Any], RunnableConfig], Any]:
+    """An async ``action`` as a LangGraph node that also writes what it spent."""
+
+    async def run(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        return {**(await action(state)), **entry(config, node)}
+
+    return run
+
+
 def resumed_nodes(entries: Sequence[Mapping[str, Any]]) -> tuple[ResumedNode, ...]:
     """The entries read back from a checkpoint."""
     return tuple(ResumedNode(**dict(e)) for e in entries)

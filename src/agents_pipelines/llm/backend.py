@@ -59,7 +59,8 @@ def chat_model_factory(
             latency = settings().simulated_latency_s
 
         def simulated(config: LlmConfig) -> BaseChatModel:
-            return _simulated_model(config.model, config.temperature, latency, config.service_tier)
+            tier = "batch" if config.batch_mode is not None else config.service_tier
+            return _simulated_model(config.model, config.temperature, latency, tier)
 
         return simulated
     from agents_pipelines.llm.gemini import gemini_chat_model

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from agents_pipelines.errors import MissingApiKeyError, exception_chain
 from agents_pipelines.redaction import redact, redacting_logger
 from agents_pipelines.settings import API_KEY_ENV, settings
-from agents_pipelines.spec.models import LlmConfig
+from agents_pipelines.spec.models import BatchConfig, LlmConfig
 
 if TYPE_CHECKING:
     from agents_pipelines.llm.record_replay import CassetteTransport
@@ -37,6 +37,7 @@ _CLIENT_LOGGERS = (
     "langchain_google_genai.chat_models",
     "httpx",
     "httpx2",
+    "agents_pipelines.llm.batch",
 )
 
 
@@ -64,6 +65,7 @@ def gemini_chat_model(
         key,
         transport,
         config.service_tier,
+        config.batch_mode,
     )
 
 
@@ -92,8 +94,10 @@ def _chat_model(
     key: str,
     transport: CassetteTransport | None = None,
     service_tier: str = "standard",
+    batch: BatchConfig | None = None,
 ) -> BaseChatModel:
-    """One client per distinct setting, shared by nodes, runs and threads.
+    """One client per distinct setting, shared by nodes, runs and threads; with ``batch``,
+    one whose calls go through the Batch API (llm.batch).
 
     Each new client builds three TLS contexts from the CA bundle: about 50 ms on an idle
     machine, 146 ms under load, per node per run (measured). A shared client also keeps
@@ -104,6 +108,21 @@ def _chat_model(
 
     for name in _CLIENT_LOGGERS:
         redacting_logger(name)
+    if batch is not None:  # the Batch API prices the calls itself: no service tier
+        from agents_pipelines.llm.batch import BatchGemini
+
+        return BatchGemini(
+            model=model,
+            poll_s=batch.poll_s,
+            batch_timeout_s=batch.timeout_s,
+            google_api_key=SecretStr(key),
+            temperature=temperature,
+            max_output_tokens=max_output_tokens,
+            timeout=timeout_s,
+            max_retries=1,
+            base_url=base_url,
+            client_args={"transport": transport, "trust_env": False} if transport else None,
+        )
     return TieredChatGoogleGenerativeAI(
         model=model,
         service_tier=None if service_tier == "standard" else service_tier,

@@ -46,7 +46,9 @@ class SimulatedChatModel(BaseChatModel):
     latency_s: float = 0.0
     reply_words: int = 120
     temperature: float | None = None
-    service_tier: str = STANDARD  # a dry run is priced at the tier a Gemini run asks for
+    # The tier a dry run prices the calls at: the tier a Gemini run asks for, "batch" for a
+    # batch node (llm.batch), whose calls the simulated model answers at once.
+    service_tier: str = STANDARD
 
     @property
     def _llm_type(self) -> str:

@@ -43,6 +43,15 @@ _FAILED_ITEM_COLUMNS = [
 ]
 
 
+_BATCH_JOB_COLUMNS = [
+    dg.TableColumn("name", "string", description="The Batch API job (batches/...)."),
+    dg.TableColumn("state", "string", description="SUCCEEDED, FAILED, CANCELLED, EXPIRED..."),
+    dg.TableColumn("requests", "int"),
+    dg.TableColumn("failures", "int", description="Requests the job answered with an error."),
+    dg.TableColumn("attached", "bool", description="A job of an earlier attempt, reused."),
+]
+
+
 def usage_metadata(summary: UsageSummary) -> dict[str, Any]:
     """Token and cost figures; also attached to failures, so spend is never lost."""
     metadata: dict[str, Any] = {
@@ -63,6 +72,14 @@ def usage_metadata(summary: UsageSummary) -> dict[str, Any]:
                 for f in summary.failed_items
             ],
             dg.TableSchema(_FAILED_ITEM_COLUMNS),
+        )
+    if summary.batch_jobs:
+        metadata["batch_jobs"] = dg.MetadataValue.table(
+            [dg.TableRecord(dict(job)) for job in summary.batch_jobs],
+            dg.TableSchema(_BATCH_JOB_COLUMNS),
+        )
+        metadata["saved_vs_interactive_usd"] = dg.MetadataValue.float(
+            summary.saved_vs_interactive_usd
         )
     if summary.resumed:
         metadata |= _resumed_metadata(summary)

@@ -72,6 +72,24 @@ EXPECTED_OUTPUT = (
 )
 
 
+class BatchConfig(_Model):
+    """Gemini Batch Mode: the calls go in a job, at half the interactive price."""
+
+    poll_s: float = Field(
+        30, gt=0, le=3600, description="Seconds between polls of the job's state."
+    )
+    timeout_s: float = Field(
+        86_400,
+        gt=0,
+        le=172_800,
+        description="Seconds before an unfinished job is cancelled and the node fails.",
+    )
+
+
+BATCH = (
+    "`true` (or `{poll_s, timeout_s}`): send the calls through Gemini's Batch API, at the "
+    "batch price, in one job per node; turnaround can take hours."
+)
 # Gemini's service tiers a call can ask for (Batch Mode is a setting of its own).
 ServiceTierName = Literal["standard", "flex", "priority"]
 SERVICE_TIER = (
@@ -95,6 +113,7 @@ class LlmOverride(_Model):
         None, ge=0, le=10, description="This node's retries of transient failures."
     )
     expected_output_tokens: int | None = Field(None, ge=1, description=EXPECTED_OUTPUT)
+    batch: bool | BatchConfig | None = Field(None, description=BATCH)
     service_tier: ServiceTierName | None = Field(None, description=SERVICE_TIER)
 
 
@@ -117,12 +136,24 @@ class LlmConfig(_Model):
         None, description="A gateway in front of the Gemini API, e.g. https://gw.example.com."
     )
     expected_output_tokens: int | None = Field(None, ge=1, description=EXPECTED_OUTPUT)
+    batch: bool | BatchConfig = Field(False, description=BATCH)
     service_tier: ServiceTierName = Field("standard", description=SERVICE_TIER)
 
     def merged(self, override: LlmOverride | None) -> LlmConfig:
         if override is None:
             return self
-        return self.model_copy(update=override.model_dump(exclude_none=True))
+        update = {k: getattr(override, k) for k in override.model_fields_set}
+        update = {k: v for k, v in update.items() if v is not None}
+        if update.get("batch") is True and isinstance(self.batch, BatchConfig):
+            update["batch"] = self.batch  # `batch: true` on a node keeps config's timings
+        return self.model_copy(update=update)
+
+    @property
+    def batch_mode(self) -> BatchConfig | None:
+        """The batch settings of a batch call, None for an interactive one."""
+        if isinstance(self.batch, BatchConfig):
+            return self.batch
+        return BatchConfig() if self.batch else None
 
 
 class Condition(_Model):

@@ -7,6 +7,7 @@ or a Hint whose did-you-mean search only the first MAX_HINTS findings get.
 from __future__ import annotations
 
 from agents_pipelines.spec import (
+    batch_rules,
     choice_rules,
     eval_rules,
     graph_rules,
@@ -27,6 +28,7 @@ def run_checks(spec: WorkflowSpec) -> list[tuple[Path, str, str]]:
         graph_rules.node_ids_and_outputs,
         state_rules.prompt_placeholders,
         map_rules.map_nodes,
+        batch_rules.batch_nodes,
         graph_rules.edges_and_routes,
         state_rules.input_values,
         orchestration_rules.orchestration_settings,

@@ -5,6 +5,8 @@ API, so the real ``ChatGoogleGenerativeAI`` / google-genai client can run offlin
 """
 
 from agents_pipelines.testing.gemini_server import (
+    BatchRecord,
+    BatchScript,
     Fault,
     GeminiLoopbackServer,
     RecordedRequest,
@@ -12,4 +14,12 @@ from agents_pipelines.testing.gemini_server import (
     Usage,
 )
 
-__all__ = ["Fault", "GeminiLoopbackServer", "RecordedRequest", "Reply", "Usage"]
+__all__ = [
+    "BatchRecord",
+    "BatchScript",
+    "Fault",
+    "GeminiLoopbackServer",
+    "RecordedRequest",
+    "Reply",
+    "Usage",
+]

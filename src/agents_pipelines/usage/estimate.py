@@ -145,7 +145,7 @@ class _Estimator:
         llm = self.spec.config.llm.merged(node.llm)
         calls, input_tokens = self._input_tokens(node, llm)
         output = output_tokens_per_call(llm) * calls
-        tier = llm.service_tier
+        tier = "batch" if llm.batch_mode is not None else llm.service_tier  # llm.batch
         return NodeEstimate(node.id, llm.model, calls, input_tokens, output, None, None, tier)
 
     def _input_tokens(self, node: Node, llm: LlmConfig) -> tuple[int, int]:

@@ -8,7 +8,8 @@ it is listed with the calls, at no cost, but is not an LLM call.
 
 A map node's item calls run in a LangGraph task of their own: they name their node and
 item index in the metadata (NODE_KEY, ITEM_KEY), and an item skipped for good is reported
-as the custom event ITEM_FAILED.
+as the custom event ITEM_FAILED. A batched call (llm.batch) reports its job as the custom
+event BATCH_JOB once answered: the run's ``batch_jobs``.
 
 A reply of the development cache (llm.cache) comes with its usage zeroed and the original
 under CACHE_HIT in its response_metadata: it is recorded as an LLM call of no tokens and
@@ -36,6 +37,7 @@ from agents_pipelines.redaction import redact
 from agents_pipelines.usage.budget import NextPrompt
 from agents_pipelines.usage.estimate import CHARS_PER_TOKEN
 from agents_pipelines.usage.records import (
+    BATCH_JOB,
     CACHE_HIT,
     CANCELLED,
     EVAL_KEY,
@@ -98,13 +100,19 @@ class UsageLedger(BaseCallbackHandler):
         self._pending: dict[UUID, _Pending] = {}
         self._calls: list[CallRecord] = []
         self._failed_items: list[ItemFailure] = []
+        self._batch_jobs: dict[str, dict[str, Any]] = {}  # by job name, as last reported
         # The calls no node has claimed yet, by node and item (see claim()).
         self._unclaimed: dict[tuple[str, int | None], list[CallRecord]] = {}
         self.resumed: tuple[ResumedNode, ...] = ()  # set by the runner on a resumed run
 
     def summary(self) -> UsageSummary:
         with self._lock:
-            return UsageSummary(tuple(self._calls), tuple(self._failed_items), self.resumed)
+            return UsageSummary(
+                tuple(self._calls),
+                tuple(self._failed_items),
+                self.resumed,
+                tuple(self._batch_jobs.values()),
+            )
 
     def claim(self, node: str, item: int | None) -> ResumedNode:
         """The calls of ``node`` (one map item) not claimed yet: what the task that ends now
@@ -197,6 +205,10 @@ class UsageLedger(BaseCallbackHandler):
             with self._lock:
                 self._failed_items.append(data)
             return
+        if name == BATCH_JOB and isinstance(data, dict):  # each call of a job repeats it
+            with self._lock:
+                self._batch_jobs[str(data["name"])] = dict(data)
+            return
         if name != PYTHON_STEP_EVENT:
             return
         node, item = _node_and_item(metadata or {})
@@ -236,6 +248,9 @@ class UsageLedger(BaseCallbackHandler):
             return
         tier = served_tier or pending.tier  # priced at the tier that served the call
         price = self._pricer.price(pending.model, usage, tier) if usage.total else None
+        interactive = None
+        if tier != STANDARD and price is not None:
+            interactive = self._pricer.price(pending.model, usage)
         if saved is not None:  # a cache hit: nothing billed, its original usage priced apart
             price = Price(0.0, 0.0, CACHE_HIT_SOURCE)
         record = CallRecord(
@@ -254,6 +269,7 @@ class UsageLedger(BaseCallbackHandler):
             saved=None if saved is None else self._pricer.price(pending.model, saved, tier),
             eval=pending.eval,
             tier=tier,
+            interactive_cost_usd=None if interactive is None else interactive.total_usd,
         )
         self._append(record)
 

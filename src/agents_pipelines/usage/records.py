@@ -18,6 +18,9 @@ NODE_KEY = "agents_pipelines.node"  # the workflow node of a call
 ITEM_KEY = "agents_pipelines.item"  # a map item's list index
 ITEM_FAILED = "agents_pipelines.item_failed"  # an item skipped for good; data: ItemFailure
 EVAL_KEY = "agents_pipelines.eval"  # the eval whose judge made a call (evals.judge)
+# The custom event a batched call (llm.batch) sends once answered: its job, as a dict of
+# name, state, requests, failures and attached.
+BATCH_JOB = "agents_pipelines.batch_job"
 # How a reply of the development cache (llm.cache) says so: a response_metadata key whose
 # value holds the original usage, {"usage": {...}}.
 CACHE_HIT = "agents_pipelines_cache_hit"
@@ -124,6 +127,8 @@ class CallRecord:
     saved: Price | None = None  # a hit's original usage, priced: what it saved
     eval: str | None = None  # the eval whose judge made the call; None: the workflow's own
     tier: str = STANDARD  # the service tier that served the call (asked for, if no reply)
+    # Off the standard tier: what the call would have cost at the interactive price.
+    interactive_cost_usd: float | None = None
 
     @property
     def is_llm(self) -> bool:
@@ -179,6 +184,9 @@ class UsageSummary:
     calls: Sequence[CallRecord] = field(default_factory=tuple)
     failed_items: Sequence[ItemFailure] = field(default_factory=tuple)
     resumed: Sequence[ResumedNode] = field(default_factory=tuple)
+    # The Batch API jobs of the run's batch nodes (llm.batch), in submission order: name,
+    # state, requests, failures, attached (a job of an earlier attempt, not paid again).
+    batch_jobs: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
 
     @property
     def resumed_cost_usd(self) -> float:
@@ -222,6 +230,18 @@ class UsageSummary:
     def saved_cost_usd(self) -> float:
         """What the cache hits would have cost, had they been calls; not in the total."""
         return round_usd(sum(call.saved_cost_usd or 0.0 for call in self.calls))
+
+    @property
+    def saved_vs_interactive_usd(self) -> float:
+        """What the calls off the standard tier (batch mode) saved against the interactive
+        price of the same tokens; not in the total."""
+        return round_usd(
+            sum(
+                (c.interactive_cost_usd or 0.0) - (c.cost_usd or 0.0)
+                for c in self.calls
+                if c.interactive_cost_usd is not None
+            )
+        )
 
     @property
     def unpriced_models(self) -> list[str]:

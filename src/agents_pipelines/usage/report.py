@@ -57,4 +57,7 @@ def cost_summary(
         # the totals above, which are the calls this run made.
         "resumed": [r.as_dict() for r in summary.resumed],
         "resumed_cost_usd": summary.resumed_cost_usd,
+        # Batch mode (llm.batch): its jobs, and what they saved against interactive calls.
+        "batch_jobs": [dict(job) for job in summary.batch_jobs],
+        "saved_vs_interactive_usd": summary.saved_vs_interactive_usd,
     }

@@ -18,6 +18,11 @@ Wire format (google-genai 2.x, Gemini Developer API backend):
 * ``POST /v1beta/models/{model}:countTokens`` answered ``{"totalTokens": N}`` by a simple
   rule (``replies.count_tokens``: one token per word and per punctuation mark); these
   requests go to ``server.count_requests``, apart from the calls, and consume no plan.
+* The Batch API (``batches``): ``POST .../models/{model}:batchGenerateContent`` (inline
+  requests or an uploaded JSONL file), ``GET /v1beta/batches[/ID]``, ``POST
+  /v1beta/batches/ID:cancel``, ``DELETE /v1beta/batches/ID``, the resumable upload at
+  ``/upload/v1beta/files`` and ``GET /v1beta/files/ID:download``. ``server.plan_batches``
+  scripts a job's states; its items are answered from the plan, like calls.
 * A request's ``serviceTier`` (``flex``, ``priority``; left out: standard) is answered
   with the tier that served it in ``usageMetadata.serviceTier`` and
   ``usageMetadata.trafficType`` (``ON_DEMAND``, ``ON_DEMAND_FLEX``, ``ON_DEMAND_PRIORITY``);
@@ -39,6 +44,7 @@ Example::
 """
 
 from agents_pipelines.schema_sample import schema_example
+from agents_pipelines.testing.gemini_server.batches import BatchRecord, BatchScript
 from agents_pipelines.testing.gemini_server.faults import Fault
 from agents_pipelines.testing.gemini_server.replies import (
     RecordedRequest,
@@ -49,6 +55,8 @@ from agents_pipelines.testing.gemini_server.replies import (
 from agents_pipelines.testing.gemini_server.server import GeminiLoopbackServer
 
 __all__ = [
+    "BatchRecord",
+    "BatchScript",
     "Fault",
     "GeminiLoopbackServer",
     "RecordedRequest",

@@ -150,6 +150,7 @@ class RecordedRequest:
     headers: dict[str, str] = field(repr=False)
     body: dict[str, Any] = field(repr=False)
     stream: bool = False
+    batch: str | None = None  # the batch job (``batches/ID``) the request came in, if any
 
     @property
     def api_key(self) -> str | None:

@@ -13,6 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from agents_pipelines.testing.gemini_server.batches import (
+    BatchApiError,
+    BatchRecord,
+    BatchScript,
+    BatchStore,
+)
 from agents_pipelines.testing.gemini_server.faults import Fault, error_body
 from agents_pipelines.testing.gemini_server.replies import (
     RecordedRequest,
@@ -26,8 +32,13 @@ from agents_pipelines.testing.gemini_server.replies import (
 # /{api_version}/models/{model}:{method}; the SDK lets callers pick the api version.
 _ROUTE = re.compile(
     r"^/(?P<version>v1beta|v1alpha|v1)/models/(?P<model>[^/:]+)"
-    r":(?P<method>generateContent|streamGenerateContent|countTokens)$"
+    r":(?P<method>generateContent|streamGenerateContent|countTokens|batchGenerateContent)$"
 )
+# The Batch and Files APIs (batches.py): a job, its cancel, a file, its download, an upload.
+_BATCH = re.compile(r"^/(?:v1beta|v1alpha|v1)/batches/(?P<id>[^/:]+)(?P<cancel>:cancel)?$")
+_BATCHES = re.compile(r"^/(?:v1beta|v1alpha|v1)/batches$")
+_FILE = re.compile(r"^/(?:v1beta|v1alpha|v1)/files/(?P<id>[^/:]+)(?P<download>:download)?$")
+_UPLOAD = re.compile(r"^/upload/(?:v1beta|v1alpha|v1)/files$")
 
 
 PlanItem = Fault | Reply
@@ -67,11 +78,42 @@ class _Handler(BaseHTTPRequestHandler):
         """Silence access logs: tests stay quiet and the API key is never written out."""
 
     def do_GET(self) -> None:
-        self._send_json(404, error_body(404, f"Method not found: GET {self.path}"))
+        url = urlsplit(self.path)
+        store = self.server.owner._batches
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if (job := _BATCH.match(url.path)) and not job["cancel"]:
+            self._batch_call(lambda: store.get(job["id"]))
+        elif _BATCHES.match(url.path):
+            size = int(query.get("pageSize") or 50)
+            self._batch_call(lambda: store.page(size, query.get("pageToken", "")))
+        elif (file := _FILE.match(url.path)) and file["download"]:
+            try:
+                data = store.download(file["id"])
+            except BatchApiError as exc:
+                self._send_json(exc.status, error_body(exc.status, str(exc)))
+                return
+            self._send_bytes(200, data, "application/octet-stream")
+        elif file:
+            self._batch_call(lambda: store.file(file["id"]))
+        else:
+            self._send_json(404, error_body(404, f"Method not found: GET {self.path}"))
+
+    def do_DELETE(self) -> None:
+        job = _BATCH.match(urlsplit(self.path).path)
+        if job is None or job["cancel"]:
+            self._send_json(404, error_body(404, f"Method not found: DELETE {self.path}"))
+            return
+        self._batch_call(lambda: self.server.owner._batches.delete(job["id"]))
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if _UPLOAD.match(url.path):
+            self._upload(url.query, raw)
+            return
+        if (job := _BATCH.match(url.path)) and job["cancel"]:
+            self._batch_call(lambda: self.server.owner._batches.cancel(job["id"]))
+            return
         route = _ROUTE.match(url.path)
         if route is None:
             self._send_json(404, error_body(404, f"Method not found: POST {url.path}"))
@@ -94,8 +136,48 @@ class _Handler(BaseHTTPRequestHandler):
         if route["method"] == "countTokens":
             self._count_tokens(request)
             return
+        if route["method"] == "batchGenerateContent":
+            store = self.server.owner._batches
+            self._batch_call(lambda: store.create(request.model, body, request.headers, len(raw)))
+            return
         sse = parse_qs(url.query).get("alt") == ["sse"]
         self._answer(request, sse=sse)
+
+    def _batch_call(self, call: Callable[[], Any]) -> None:
+        """Answer a Batch or Files API request with ``call()``'s JSON, or its refusal."""
+        try:
+            payload = call()
+        except BatchApiError as exc:
+            self._send_json(exc.status, error_body(exc.status, str(exc)))
+            return
+        self._send_json(200, payload)
+
+    def _upload(self, query: str, raw: bytes) -> None:
+        """The resumable upload: ``start`` hands out the upload URL, then chunks follow,
+        the last with ``finalize`` (google-genai sends one chunk per 8 MB)."""
+        store = self.server.owner._batches
+        command = self.headers.get("X-Goog-Upload-Command", "")
+        if command == "start":
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                self._send_json(400, error_body(400, "Invalid JSON payload received."))
+                return
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            file_id = store.start_upload(body if isinstance(body, dict) else {}, headers)
+            url = f"{self.server.owner.base_url}/upload/v1beta/files?upload_id={file_id}"
+            self._send_json(200, {}, {"x-goog-upload-url": url, "x-goog-upload-status": "active"})
+            return
+        file_id = parse_qs(query).get("upload_id", [""])[-1]
+        offset = int(self.headers.get("X-Goog-Upload-Offset") or 0)
+        finalize = "finalize" in command
+        try:
+            answer = store.upload_chunk(file_id, offset, raw, finalize)
+        except BatchApiError as exc:
+            self._send_json(exc.status, error_body(exc.status, str(exc)))
+            return
+        status = "final" if finalize else "active"
+        self._send_json(200, answer, {"x-goog-upload-status": status})
 
     def _count_tokens(self, request: RecordedRequest) -> None:
         """Free and never faulted: recorded apart from the calls, answered at once."""
@@ -206,6 +288,7 @@ class GeminiLoopbackServer:
         self._connections: set[socket.socket] = set()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._batches = BatchStore(self._take)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -272,8 +355,32 @@ class GeminiLoopbackServer:
         with self._lock:
             self._default = fn
 
+    def plan_batches(self, *scripts: BatchScript) -> None:
+        """Queue how the next batch jobs play out (FIFO; unplanned jobs play
+        PENDING, RUNNING, SUCCEEDED). Their items' answers come from ``plan``."""
+        for script in scripts:
+            if not isinstance(script, BatchScript):
+                raise TypeError(f"plan_batches() takes BatchScript, got {type(script).__name__}")
+        self._batches.plan(scripts)
+
+    @property
+    def batch_jobs(self) -> list[BatchRecord]:
+        """Snapshot of the batch jobs created so far, in creation order."""
+        return self._batches.records()
+
+    @property
+    def inline_batch_limit_bytes(self) -> int:
+        """The largest inline batch request accepted (the real API's 20 MB by default)."""
+        return self._batches.inline_limit_bytes
+
+    @inline_batch_limit_bytes.setter
+    def inline_batch_limit_bytes(self, value: int) -> None:
+        self._batches.inline_limit_bytes = value
+
     def reset(self) -> None:
-        """Forget the plan, the recorded requests, the counters and any custom default."""
+        """Forget the plan, the recorded requests, the counters, any custom default and the
+        batch jobs and files."""
+        self._batches.reset()
         with self._lock:
             self._plan.clear()
             self._requests.clear()

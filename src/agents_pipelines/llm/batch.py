@@ -1,0 +1,467 @@
+"""Gemini Batch Mode: a node's calls sent as one job of Gemini's Batch API, at the batch price.
+
+``BatchGemini`` is a ChatGoogleGenerativeAI whose calls do not go to ``generateContent``:
+each call's request (the very one an interactive call would send) joins the node's next
+job, and the call returns when the job has answered it. So every call is still a LangChain
+call with its callbacks: the ledger records its usage (from the response's usageMetadata),
+the trace gets its LLM span, and a map node's retry policy and ``on_item_error`` apply to
+each item as they do interactively.
+
+- Gathering: the calls of one node in one run that arrive within ``_GATHER_S`` of each
+  other go in one job (a map node's items all start in the same super-step; an item
+  retried after a per-item error goes in a follow-up job). Requests past the inline limit
+  go through the Files API as JSONL.
+- Polling: every ``poll_s``, with the state and done/total logged. Past ``timeout_s`` the
+  job is cancelled and its calls fail. A cancelled call (a stop: SIGTERM, Ctrl-C, Dagster's
+  Terminate) cancels its job.
+- Never pay twice: a job's display name is a digest of the run's checkpoint thread, the
+  node and its requests. A retry, a re-execution or a resume of the same run asks the same
+  requests, finds the job by that name, and attaches to it rather than submitting another.
+- Per-item errors are raised as google-genai ``APIError``s with the item's code, so the
+  node's RetryPolicy retries the transient ones, as it would an interactive call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.genai import errors as genai_errors
+from google.genai import types
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatResult
+from langchain_google_genai import ChatGoogleGenerativeAI
+from pydantic import PrivateAttr
+
+from agents_pipelines.errors import WorkflowRunError
+from agents_pipelines.llm import _genai_compat as compat
+from agents_pipelines.usage.records import BATCH_JOB, TIER_KEY
+
+logger = logging.getLogger(__name__)
+
+BATCH_TIER = "batch"
+# Gemini takes up to 20 MB of inline requests; past that, a JSONL file. Kept below it, as
+# the request's JSON envelope adds to the requests' own size.
+INLINE_LIMIT_BYTES = 19 * 1024 * 1024
+# Calls of one node that arrive within this many seconds of the last go in one job: a map
+# node's items arrive within milliseconds of each other.
+_GATHER_S = 0.2
+# Jobs searched for one to attach to (newest first).
+_ATTACH_SEARCH = 200
+_DEAD_STATES = frozenset({"JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"})
+_DONE_STATES = _DEAD_STATES | {"JOB_STATE_SUCCEEDED"}
+# A run's checkpoint thread, as LangGraph copies it into the calls' metadata.
+THREAD_KEY = "thread_id"
+
+
+class BatchJobError(WorkflowRunError):
+    """A batch job that ended without answering (failed, expired, cancelled, timed out)."""
+
+
+@dataclass
+class JobReport:
+    """One job as the materialization reports it (``batch_jobs``)."""
+
+    name: str
+    state: str = "JOB_STATE_PENDING"
+    requests: int = 0
+    failures: int = 0
+    attached: bool = False  # an existing job of an earlier attempt, not a new one
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "state": self.state.removeprefix("JOB_STATE_"),
+            "requests": self.requests,
+            "failures": self.failures,
+            "attached": self.attached,
+        }
+
+
+@dataclass
+class _Call:
+    request: dict[str, Any]
+    answer: Any  # an asyncio Future of a GenerateContentResponse (_Settled on the sync path)
+    report: JobReport | None = None  # the job that answers it, once there is one
+
+
+@dataclass
+class _Gathering:
+    calls: list[_Call] = field(default_factory=list)
+    flush: asyncio.TimerHandle | None = None
+
+
+class BatchGemini(ChatGoogleGenerativeAI):
+    """ChatGoogleGenerativeAI that answers each call from a Batch API job (see module)."""
+
+    poll_s: float = 30.0
+    batch_timeout_s: float = 86_400.0
+
+    _gatherings: dict[tuple[int, str, str], _Gathering] = PrivateAttr(default_factory=dict)
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        """LangChain's ls_ parameters, which go into each call's callback metadata, with the
+        tier: the ledger and the trace price the call at the batch price."""
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params[TIER_KEY] = BATCH_TIER  # type: ignore[literal-required]
+        return params
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        request = compat.prepare_request(self, messages, stop=stop, **kwargs)
+        call = _Call(request, asyncio.get_running_loop().create_future())
+        self._gather(call, _scope(run_manager))
+        try:
+            response = await call.answer
+        finally:
+            if call.report is not None and run_manager is not None:
+                events = AsyncCallbackManager(
+                    run_manager.handlers, parent_run_id=run_manager.run_id
+                )
+                await events.on_custom_event(BATCH_JOB, call.report.as_dict())
+        return _result(response)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """A call on LangGraph's sync path (a plain node): a job of one, polled here."""
+        request = compat.prepare_request(self, messages, stop=stop, **kwargs)
+        call = _Call(request, _Settled())
+        node, thread = _scope(run_manager)
+        try:
+            asyncio.run(self._run_job([call], node, thread, sync=True))
+        finally:
+            if call.report is not None and run_manager is not None:
+                events = CallbackManager(run_manager.handlers, parent_run_id=run_manager.run_id)
+                events.on_custom_event(BATCH_JOB, call.report.as_dict())
+        return _result(call.answer.value())
+
+    # -- gathering ----------------------------------------------------------------------------
+
+    def _gather(self, call: _Call, scope: tuple[str, str]) -> None:
+        loop = asyncio.get_running_loop()
+        key = (id(loop), *scope)
+        gathering = self._gatherings.setdefault(key, _Gathering())
+        gathering.calls.append(call)
+        if gathering.flush is not None:
+            gathering.flush.cancel()
+        gathering.flush = loop.call_later(_GATHER_S, self._flush, key, scope)
+
+    def _flush(self, key: tuple[int, str, str], scope: tuple[str, str]) -> None:
+        gathering = self._gatherings.pop(key, None)
+        if gathering is None or not gathering.calls:
+            return
+        calls = gathering.calls
+        job = asyncio.ensure_future(self._run_job(calls, *scope, sync=False))
+        for call in calls:  # a cancelled call (a stop) cancels the job
+            call.answer.add_done_callback(lambda answer: answer.cancelled() and job.cancel())
+
+    # -- one job ------------------------------------------------------------------------------
+
+    async def _run_job(self, calls: list[_Call], node: str, thread: str, *, sync: bool) -> None:
+        if not calls:
+            return
+        try:
+            client = self._client_of(sync)
+            report = await self._submit_or_attach(client, calls, node, thread)
+            responses = await self._wait(client, report, len(calls))
+            _settle(calls, responses, report)
+        except BaseException as exc:
+            for call in calls:
+                if not call.answer.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        call.answer.cancel()
+                    else:  # one error object per call: each item adds its own notes
+                        call.answer.set_exception(copy.copy(exc))
+            if not isinstance(exc, Exception):
+                raise
+
+    def _client_of(self, sync: bool) -> _Client:
+        assert self.client is not None
+        return _Client(self.client, sync)
+
+    async def _submit_or_attach(
+        self, client: _Client, calls: list[_Call], node: str, thread: str
+    ) -> JobReport:
+        display = _display_name(self.model, node, thread, [c.request for c in calls])
+        if thread and (found := await client.find(display)) is not None:
+            report = JobReport(found, requests=len(calls), attached=True)
+        else:
+            src = await self._source(client, calls)
+            job = await client.create(self.model, src, display)
+            assert job.name is not None
+            report = JobReport(job.name, state=_state(job), requests=len(calls))
+        for call in calls:
+            call.report = report
+        logger.info(
+            "Batch job %s (%s, node %s): %d requests, %s",
+            report.name,
+            "attached" if report.attached else "submitted",
+            node,
+            len(calls),
+            report.state,
+        )
+        return report
+
+    async def _source(self, client: _Client, calls: list[_Call]) -> Any:
+        inlined = [
+            types.InlinedRequest(
+                contents=call.request["contents"],
+                config=_batch_config(call.request.get("config")),
+                metadata={"key": str(index)},
+            )
+            for index, call in enumerate(calls)
+        ]
+        size = sum(len(r.model_dump_json(exclude_none=True)) for r in inlined)
+        if size <= INLINE_LIMIT_BYTES:
+            return inlined
+        return await client.upload(inlined)
+
+    async def _wait(self, client: _Client, report: JobReport, total: int) -> dict[str, Any]:
+        started = time.monotonic()
+        cancelled_by_us = False
+        try:
+            while True:
+                job, stats = await client.get(report.name)
+                report.state = _state(job)
+                done = stats.get("successfulRequestCount", 0) + stats.get("failedRequestCount", 0)
+                logger.info("Batch job %s: %s, %d/%d done", report.name, report.state, done, total)
+                if report.state in _DONE_STATES:
+                    break
+                if time.monotonic() - started > self.batch_timeout_s:
+                    cancelled_by_us = True
+                    await client.cancel(report.name)
+                    report.state = "JOB_STATE_CANCELLED"
+                    raise BatchJobError(
+                        f"Batch job {report.name} did not finish within timeout_s "
+                        f"({self.batch_timeout_s:g} s): it was cancelled. Fix: raise "
+                        "llm.batch.timeout_s, or call the node interactively (batch: false)."
+                    )
+                await client.sleep(self.poll_s)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            if not cancelled_by_us:
+                await asyncio.shield(client.cancel(report.name))
+                report.state = "JOB_STATE_CANCELLED"
+            raise
+        if report.state != "JOB_STATE_SUCCEEDED":
+            raise BatchJobError(
+                f"Batch job {report.name} ended {report.state.removeprefix('JOB_STATE_')} "
+                "without answers. Fix: run again (a new job is submitted), or call the node "
+                "interactively (batch: false)."
+            )
+        return await client.responses(job)
+
+
+class _Settled:
+    """A future for the sync path, where no event loop outlives the job."""
+
+    def __init__(self) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancelled(self) -> bool:
+        return False
+
+    def set_result(self, value: Any) -> None:
+        self._value, self._done = value, True
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error, self._done = error, True
+
+    def cancel(self) -> None:
+        self._error, self._done = KeyboardInterrupt(), True
+
+    def value(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class _Client:
+    """The Batch and Files calls of a google-genai Client, sync or async behind one face."""
+
+    def __init__(self, client: Any, sync: bool):
+        self._client, self._sync = client, sync
+
+    async def create(self, model: str, src: Any, display: str) -> types.BatchJob:
+        config = {"display_name": display}
+        if self._sync:
+            return self._client.batches.create(model=model, src=src, config=config)
+        return await self._client.aio.batches.create(model=model, src=src, config=config)
+
+    async def get(self, name: str) -> tuple[types.BatchJob, dict[str, int]]:
+        return await compat.get_job_with_stats(self._client, name, sync=self._sync)
+
+    async def cancel(self, name: str) -> None:
+        if self._sync:
+            self._client.batches.cancel(name=name)
+        else:
+            await self._client.aio.batches.cancel(name=name)
+
+    async def sleep(self, seconds: float) -> None:
+        if self._sync:
+            time.sleep(seconds)  # the sync path's thread has nothing else to do
+        else:
+            await asyncio.sleep(seconds)
+
+    async def find(self, display: str) -> str | None:
+        """The name of a live or finished job of an earlier attempt with this display name."""
+        config = {"page_size": 100}
+        if self._sync:
+            jobs: list[types.BatchJob] = []
+            for job in self._client.batches.list(config=config):
+                jobs.append(job)
+                if len(jobs) >= _ATTACH_SEARCH:
+                    break
+        else:
+            jobs = []
+            async for job in await self._client.aio.batches.list(config=config):
+                jobs.append(job)
+                if len(jobs) >= _ATTACH_SEARCH:
+                    break
+        for job in jobs:
+            if job.display_name == display and _state(job) not in _DEAD_STATES:
+                return job.name
+        return None
+
+    async def upload(self, requests: list[types.InlinedRequest]) -> str:
+        """The requests as a JSONL file of the Files API: ``{"key", "request"}`` lines."""
+        lines = [
+            json.dumps({"key": str(i), "request": compat.jsonl_request(self._client, request)})
+            for i, request in enumerate(requests)
+        ]
+        data = io.BytesIO(("\n".join(lines) + "\n").encode())
+        config = {"mime_type": "application/jsonl", "display_name": "agents-pipelines batch"}
+        if self._sync:
+            uploaded = self._client.files.upload(file=data, config=config)
+        else:
+            uploaded = await self._client.aio.files.upload(file=data, config=config)
+        assert uploaded.name is not None
+        name: str = uploaded.name
+        return name
+
+    async def download(self, name: str) -> bytes:
+        if self._sync:
+            data: bytes = self._client.files.download(file=name)
+        else:
+            data = await self._client.aio.files.download(file=name)
+        return data
+
+    async def responses(self, job: types.BatchJob) -> dict[str, Any]:
+        """Each answer by its key: a GenerateContentResponse, or the item's error dict."""
+        dest = job.dest
+        if dest is not None and dest.inlined_responses is not None:
+            return {
+                str((r.metadata or {}).get("key")): r.response if r.error is None else r.error
+                for r in dest.inlined_responses
+            }
+        if dest is None or dest.file_name is None:
+            return {}
+        data = await self.download(dest.file_name)
+        answers: dict[str, Any] = {}
+        for line in data.decode().splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                response = entry.get("response")
+                answers[str(entry.get("key"))] = (
+                    types.GenerateContentResponse._from_response(response=response, kwargs={})
+                    if response is not None
+                    else types.JobError(**_error_fields(entry.get("error") or {}))
+                )
+        return answers
+
+
+def _settle(calls: list[_Call], responses: dict[str, Any], report: JobReport) -> None:
+    for index, call in enumerate(calls):
+        if call.answer.done():
+            continue
+        answer = responses.get(str(index))
+        if isinstance(answer, types.GenerateContentResponse):
+            call.answer.set_result(answer)
+            continue
+        report.failures += 1
+        call.answer.set_exception(_item_error(answer, report.name, index))
+
+
+def _item_error(error: Any, job: str, index: int) -> Exception:
+    if error is None:
+        return BatchJobError(f"Batch job {job} returned no answer for request {index}.")
+    code = int(getattr(error, "code", None) or 500)
+    message = str(getattr(error, "message", None) or "the batch item failed")
+    body = {"error": {"code": code, "message": f"{message} (batch job {job})"}}
+    if code >= 500:
+        return genai_errors.ServerError(code, body)
+    return genai_errors.ClientError(code, body)
+
+
+def _result(response: types.GenerateContentResponse) -> ChatResult:
+    return compat.response_to_result(response)
+
+
+def _scope(run_manager: Any) -> tuple[str, str]:
+    metadata = getattr(run_manager, "metadata", None) or {}
+    node = str(metadata.get("langgraph_node") or "")
+    return node, str(metadata.get(THREAD_KEY) or "")
+
+
+def _display_name(model: str, node: str, thread: str, requests: list[dict[str, Any]]) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps([model, node, thread]).encode())
+    for request in requests:
+        digest.update(json.dumps(_plain(request), sort_keys=True, default=str).encode())
+    return f"agents-pipelines {node.strip('_')} {digest.hexdigest()[:24]}"
+
+
+def _plain(request: dict[str, Any]) -> Any:
+    contents = [
+        c.model_dump(exclude_none=True) if hasattr(c, "model_dump") else c
+        for c in request["contents"]
+    ]
+    config = _batch_config(request.get("config"))
+    return {
+        "contents": contents,
+        "config": None if config is None else config.model_dump(exclude_none=True),
+    }
+
+
+def _batch_config(config: Any) -> types.GenerateContentConfig | None:
+    """The call's config without the per-request HTTP options (a batch has none)."""
+    if config is None:
+        return None
+    if isinstance(config, dict):
+        config = types.GenerateContentConfig(**config)
+    return config.model_copy(update={"http_options": None})
+
+
+def _error_fields(error: dict[str, Any]) -> dict[str, Any]:
+    return {"code": error.get("code"), "message": error.get("message")}
+
+
+def _state(job: types.BatchJob) -> str:
+    return str(job.state.value if job.state is not None else "JOB_STATE_UNSPECIFIED")
