@@ -58,6 +58,15 @@ def test_eight_first_runs_on_a_brand_new_store_give_eight_runs_and_eight_traces(
     assert_each_run_tracked_once(uri, metadata, chat_spans=2)
 
 
+FORKSERVER_PRELOAD = [
+    "dagster",
+    "mlflow",
+    "agents_pipelines.testing",
+    "agents_pipelines.orchestration.checkpoints",
+    "agents_pipelines.orchestration.journal",
+]
+
+
 def _open_both_stores(url: str) -> str:
     """One process's first run on the team database: the checkpointer and the journal."""
     from agents_pipelines.orchestration.checkpoints import postgres_saver
@@ -83,7 +92,14 @@ def test_sixteen_first_runs_on_a_brand_new_postgres_database_create_its_tables_o
     from langgraph.checkpoint.postgres import PostgresSaver
 
     url = postgres_database_factory()
-    with multiprocessing.get_context("spawn").Pool(PROCESSES * 2) as pool:
+    # Sixteen processes of their own, forked from a server that imported once what each
+    # imports (this module and its imports: Dagster, MLflow, the stores), not a fork of this
+    # process, whose threads may hold locks. Sixteen spawned interpreters each imported them
+    # (129 s for this test at a load average of 24). The server cannot import this module
+    # itself (Python 3.11's forkserver ignores the parent's sys.path), so its imports.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(FORKSERVER_PRELOAD)
+    with context.Pool(PROCESSES * 2) as pool:
         outcomes = pool.map(_open_both_stores, [url] * PROCESSES * 2)
 
     assert outcomes == ["ok"] * PROCESSES * 2
