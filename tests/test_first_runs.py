@@ -21,7 +21,7 @@ from concurrent_cli import (
     materialization_metadata,
     materialize_at_once,
 )
-from conftest import DAGSTER, EXAMPLES, REPO
+from conftest import DAGSTER, EXAMPLES, FORKSERVER_PRELOAD, REPO
 
 PROCESSES = 8
 CREATED_BY_MLFLOW = "Creating initial MLflow database tables"
@@ -56,15 +56,6 @@ def test_eight_first_runs_on_a_brand_new_store_give_eight_runs_and_eight_traces(
     metadata = materialization_metadata(home, "release_notes")
     assert len(metadata) == PROCESSES
     assert_each_run_tracked_once(uri, metadata, chat_spans=2)
-
-
-FORKSERVER_PRELOAD = [
-    "dagster",
-    "mlflow",
-    "agents_pipelines.testing",
-    "agents_pipelines.orchestration.checkpoints",
-    "agents_pipelines.orchestration.journal",
-]
 
 
 def _open_both_stores(url: str) -> str:
