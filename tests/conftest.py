@@ -123,6 +123,19 @@ def gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[GeminiLoopbackServer]:
         yield server
 
 
+# What a forkserver imports once for the processes it forks (tests/pool_claims.py,
+# tests/test_first_runs.py): a pytest process has one forkserver, started with the list of
+# the first test that uses it, so every user names this one list.
+FORKSERVER_PRELOAD = [
+    "dagster",
+    "mlflow",
+    "agents_pipelines.testing",
+    "agents_pipelines.orchestration.checkpoints",
+    "agents_pipelines.orchestration.journal",
+    "agents_pipelines.orchestration.pool_slots.sqlite",
+    "agents_pipelines.orchestration.pool_slots.postgres",
+]
+
 POSTGRES_DSN = os.environ.get(
     "AGENTS_PIPELINES_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432"
 )
@@ -156,10 +169,12 @@ def postgres_database_factory() -> Iterator[Any]:
     admin.autocommit = True
     names: list[str] = []
 
-    def create() -> str:
+    def create(template: str | None = None) -> str:
+        """A new database: empty, or a copy of the database ``template`` (its URL)."""
         name = f"agents_pipelines_test_{uuid.uuid4().hex[:10]}"
+        copied = f' TEMPLATE "{template.rsplit("/", 1)[1]}"' if template else ""
         with admin.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
+            cursor.execute(f'CREATE DATABASE "{name}"{copied}')
         names.append(name)
         return f"{POSTGRES_DSN}/{name}"
 
@@ -170,6 +185,22 @@ def postgres_database_factory() -> Iterator[Any]:
             for name in names:
                 cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_postgres_template(
+    postgres_database_factory: Any, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A PostgreSQL database holding MLflow's schema, migrated once per session; a test
+    copies it (``postgres_database_factory(template=...)``, 0.3 s), as the SQLite store is
+    copied: an MLflow server that migrates a new database itself spends seconds on it
+    (5 s in-process on an idle machine, most of a minute under load)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    url = str(postgres_database_factory())
+    artifacts = tmp_path_factory.mktemp("mlflow-postgres-template")
+    SqlAlchemyStore(url, str(artifacts)).engine.dispose()  # no connection left: it is copied
+    return url
 
 
 def write(tmp_path: Path, text: str, name: str = "wf.yaml") -> Path:
@@ -312,11 +343,29 @@ def assert_usage_agrees(meta: Mapping[str, Any], run_id: str) -> Any:
     return trace
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests first (otherwise in file order): on `make pytest`'s two workers the
-    long ones then start early and the short ones fill in at the end, instead of one worker
-    finishing a long test alone."""
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slow tests first (otherwise in file order): on `make pytest`'s workers the long
+    ones then start early and the short ones fill in at the end, instead of one worker
+    finishing a long test alone. And each `xdist_group` made to hold (see below)."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    if getattr(config.option, "loadgroup", False):  # set on xdist's workers by --dist loadgroup
+        _mark_xdist_groups(items)
+
+
+def _mark_xdist_groups(items: list[pytest.Item]) -> None:
+    """`--dist loadgroup` runs the tests of one `xdist_group` on one worker, one at a time,
+    by a suffix ``@group`` on their node ids. pytest-xdist 3.8 writes it to ``item._nodeid``,
+    which pytest 9.2 no longer reads (a node id is ``item._id`` now), so every "one
+    many-process test at a time" test ran beside others of its group on the other worker.
+    The suffix is written where pytest reads it."""
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        groups = sorted({str(mark.args[0]) for mark in item.iter_markers("xdist_group")})
+        suffix = f"@{'_'.join(groups)}"
+        if groups and not item.nodeid.endswith(suffix):
+            item._id = NodeId.parse(item.nodeid + suffix)
 
 
 @pytest.fixture

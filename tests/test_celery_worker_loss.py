@@ -41,6 +41,7 @@ from test_celery import (  # noqa: F401  (fixtures)
     start_worker,
     step_events,
     stop_worker,
+    vhost_deletions,
 )
 from test_dagster_dev_e2e import final_status, graphql, launch_run, running_dagster_dev
 from test_pool_slot_release import PROFILES, claimed_by, pool_is_free, with_short_intervals

@@ -21,7 +21,7 @@ from concurrent_cli import (
     materialization_metadata,
     materialize_at_once,
 )
-from conftest import DAGSTER, EXAMPLES, REPO
+from conftest import DAGSTER, EXAMPLES, FORKSERVER_PRELOAD, REPO
 
 PROCESSES = 8
 CREATED_BY_MLFLOW = "Creating initial MLflow database tables"
@@ -83,7 +83,14 @@ def test_sixteen_first_runs_on_a_brand_new_postgres_database_create_its_tables_o
     from langgraph.checkpoint.postgres import PostgresSaver
 
     url = postgres_database_factory()
-    with multiprocessing.get_context("spawn").Pool(PROCESSES * 2) as pool:
+    # Sixteen processes of their own, forked from a server that imported once what each
+    # imports (this module and its imports: Dagster, MLflow, the stores), not a fork of this
+    # process, whose threads may hold locks. Sixteen spawned interpreters each imported them
+    # (129 s for this test at a load average of 24). The server cannot import this module
+    # itself (Python 3.11's forkserver ignores the parent's sys.path), so its imports.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(FORKSERVER_PRELOAD)
+    with context.Pool(PROCESSES * 2) as pool:
         outcomes = pool.map(_open_both_stores, [url] * PROCESSES * 2)
 
     assert outcomes == ["ok"] * PROCESSES * 2

@@ -27,9 +27,13 @@ POOL_LIMIT = 8  # concurrency.pools.default_limit in deploy/team/dagster.yaml
 
 
 @pytest.fixture
-def mlflow_on_postgres(tmp_path: Path, postgres_database: str) -> Iterator[str]:
-    # Two workers: sixteen runs log to it at once.
-    yield from start_tracking_server(postgres_database, tmp_path / "artifacts", workers=2)
+def mlflow_on_postgres(
+    tmp_path: Path, postgres_database_factory: Any, mlflow_postgres_template: str
+) -> Iterator[str]:
+    """An MLflow server on a PostgreSQL database of this test's own (a test counts the runs
+    in it), MLflow's schema already in it. Two workers: sixteen runs log to it at once."""
+    database = postgres_database_factory(template=mlflow_postgres_template)
+    yield from start_tracking_server(database, tmp_path / "artifacts", workers=2)
 
 
 @pytest.mark.postgres
