@@ -19,6 +19,7 @@ from agents_pipelines.usage.records import CallRecord, Figures
 from conftest import write
 from test_map_nodes import map_workflow, reviews
 
+
 def records_read_by_a_run(tmp_path: Path, items: int, monkeypatch: pytest.MonkeyPatch) -> int:
     """How many times the run read a call record's cost: every sum over the calls reads
     each record once."""
@@ -45,8 +46,9 @@ def records_read_by_a_run(tmp_path: Path, items: int, monkeypatch: pytest.Monkey
 def test_a_budgeted_maps_figures_cost_linear_work_in_its_items(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    small, large = records_read_by_a_run(tmp_path, 50, monkeypatch), records_read_by_a_run(
-        tmp_path, 200, monkeypatch
+    small, large = (
+        records_read_by_a_run(tmp_path, 50, monkeypatch),
+        records_read_by_a_run(tmp_path, 200, monkeypatch),
     )
     # Linear: 4x the items, 4x the reads (100 and 400 here, measured: each record is read
     # for its running total and once by the end of run reports). Re-adding every call before

@@ -201,9 +201,7 @@ class _Cases:
 
     def __init__(self, workflow: Workflow, cases: Sequence[Case], scorers: int):
         self._workflow = workflow
-        self._results = {
-            str(case.line): CaseResult(case, scorers_left=scorers) for case in cases
-        }
+        self._results = {str(case.line): CaseResult(case, scorers_left=scorers) for case in cases}
         self._lock = threading.Lock()
 
     def results(self) -> tuple[CaseResult, ...]:

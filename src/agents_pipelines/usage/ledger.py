@@ -282,7 +282,9 @@ class _Prefix(Sequence[Any]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Sequence) and not isinstance(other, str):
-            return len(other) == self._length and all(a == b for a, b in zip(self, other))
+            return len(other) == self._length and all(
+                a == b for a, b in zip(self, other, strict=True)
+            )
         return NotImplemented
 
     def __repr__(self) -> str:
