@@ -99,3 +99,28 @@ def test_mlflow_holds_one_chunk_of_rows_at_a_time_and_the_run_covers_them_all(
     assert run.data.metrics["expected.category/mean"] == round(passed / 3, 6)
     traces = mlflow.search_traces(locations=["1"], run_id=run.info.run_id, return_type="list")
     assert len(traces) == 3  # every chunk's rows, one evaluation view
+
+
+def test_the_report_keeps_each_cases_scores_and_lets_its_final_state_go(
+    simulated: None, mlflow_uri: str, tmp_path: Path
+) -> None:
+    """A case's final state (a state may hold a whole document) and its verdicts are what
+    its scorers read: once they have scored it, the report keeps only its figures and
+    scores, so what it holds per line is small and does not grow with the state."""
+    from agents_pipelines.dataset_eval import evaluate_dataset, read_dataset
+    from agents_pipelines.dataset_eval.report import render_report
+    from agents_pipelines.spec import load_workflow
+
+    workflow = load_workflow(write(tmp_path, CHOOSE))
+    long = "x" * 20_000
+    lines = [json.dumps({"topic": f"{t} {long}", "expected": {"category": "bug"}}) for t in "ab"]
+    dataset = read_dataset(write(tmp_path, "\n".join(lines) + "\n", "cases.jsonl"), workflow)
+
+    report = evaluate_dataset(workflow, dataset, concurrency=2, params={})
+
+    assert [(r.state, r.verdicts) for r in report.results] == [(None, ())] * 2
+    assert all(r.error is None and r.tokens > 0 for r in report.results)
+    assert [[s.name for s in r.scores] for r in report.results] == [["expected.category"]] * 2
+    rows = render_report(report).splitlines()
+    (row,) = [line for line in rows if line.startswith("  expected.category")]
+    assert row.split()[2] == "2"  # both cases scored, from the scores kept

@@ -41,6 +41,10 @@ class EvalSetupError(AgentsPipelinesError):
 
 @dataclass
 class CaseResult:
+    """A case's run and its scores. The final state and the workflow's verdicts are what
+    its scorers read: they are let go once every scorer has scored the case, so the report
+    keeps per case only its figures and scores (a state may hold a whole document)."""
+
     case: Case
     state: dict[str, Any] | None = None
     error: str | None = None
@@ -49,6 +53,14 @@ class CaseResult:
     duration_s: float = 0.0
     scores: list[Score] = field(default_factory=list)
     verdicts: tuple[Verdict, ...] = ()
+    scorers_left: int = 0  # the scorers yet to score the case; at 0 its state goes
+
+    def scored_by(self, scores: list[Score]) -> None:
+        """One scorer's scores (kept in name order: MLflow runs a case's scorers at once)."""
+        self.scores = sorted([*self.scores, *scores], key=lambda s: s.name)
+        self.scorers_left -= 1
+        if self.scorers_left <= 0:
+            self.state, self.verdicts = None, ()
 
     @property
     def outcome(self) -> CaseOutcome:
@@ -133,9 +145,9 @@ def evaluate_dataset(
             "store needs no server (tracking_uri: sqlite:///mlflow.db)."
         )
     _import_run_path(workflow)
-    cases = _Cases(workflow, dataset.cases)
     exact = exact_match_scorers(dataset.cases)
     scorers = [*exact, *workflow_scorers(workflow)]
+    cases = _Cases(workflow, dataset.cases, len(scorers))
     rows = [EvalRow(str(c.line), c.inputs, c.expected) for c in dataset.cases]
 
     def report() -> EvalReport:
@@ -187,9 +199,9 @@ def _import_run_path(workflow: Workflow) -> None:
 class _Cases:
     """The cases' results as MLflow's threads run and score them, by dataset line."""
 
-    def __init__(self, workflow: Workflow, cases: Sequence[Case]):
+    def __init__(self, workflow: Workflow, cases: Sequence[Case], scorers: int):
         self._workflow = workflow
-        self._results = {str(case.line): CaseResult(case) for case in cases}
+        self._results = {str(case.line): CaseResult(case, scorers_left=scorers) for case in cases}
         self._lock = threading.Lock()
 
     def results(self) -> tuple[CaseResult, ...]:
@@ -233,8 +245,8 @@ class _Cases:
             with self._lock:
                 outcome = result.outcome
             scores = list(scorer.score(outcome))
-            with self._lock:  # MLflow runs a case's scorers at once: kept in name order
-                result.scores = sorted([*result.scores, *scores], key=lambda s: s.name)
+            with self._lock:
+                result.scored_by(scores)
             return [_judgement(s, scorer.name) for s in scores]
 
         return score

@@ -8,7 +8,7 @@ metrics, cost_summary.json, span costs) is computed from these records.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -38,7 +38,7 @@ def round_usd(value: float) -> float:
     return round(float(value), USD_DIGITS)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TokenUsage:
     """Gemini's usageMetadata as LangChain reports it.
 
@@ -73,7 +73,7 @@ def astuple(usage: TokenUsage) -> tuple[int, ...]:
     return (usage.prompt, usage.completion, usage.total, usage.reasoning, usage.cached)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Price:
     """What one call cost, and where the rates came from."""
 
@@ -107,7 +107,9 @@ PYTHON = "python"  # the ``kind`` and ``model`` of a Python step's record
 CANCELLED = "cancelled"
 
 
-@dataclass(frozen=True)
+# Slots: a run keeps one record per call (node_calls, cost_summary.json list each one);
+# 567 -> 430 bytes a call with its usage and price (tracemalloc, 10,000 records).
+@dataclass(frozen=True, slots=True)
 class CallRecord:
     """One LLM call attempt, or one run of a Python step (``kind`` "python", no tokens)."""
 
@@ -144,7 +146,7 @@ class CallRecord:
         return None if self.saved is None else self.saved.total_usd
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ItemFailure:
     """An item of a map node (``on_item_error: skip``) that failed for good and was
     written as its element type's empty value. ``error`` is redacted."""
@@ -175,11 +177,55 @@ class ResumedNode:
         return asdict(self)
 
 
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """A run's totals, added up call by call as the ledger records them: a check before
+    each call (a budget, a spend limit) then reads them in O(1), where a sum over every
+    call so far made a map of N items O(N²). Sums run in call order, as ``sum`` over the
+    calls did, so every report gives the very same floats."""
+
+    tokens: TokenUsage = TokenUsage()
+    cost_usd: float = 0.0  # unrounded: rounded where reported, as a sum over calls was
+    eval_cost_usd: float = 0.0
+    eval_tokens: int = 0
+    saved_cost_usd: float = 0.0
+    llm_calls: int = 0
+    cancelled_calls: int = 0
+    cache_hits: int = 0
+    unpriced_models: frozenset[str] = frozenset()
+
+    def plus(self, call: CallRecord) -> Figures:
+        cost = call.cost_usd or 0.0
+        return Figures(
+            tokens=self.tokens + call.usage,
+            cost_usd=self.cost_usd + cost,
+            eval_cost_usd=self.eval_cost_usd + cost if call.eval else self.eval_cost_usd,
+            eval_tokens=self.eval_tokens + call.usage.total if call.eval else self.eval_tokens,
+            saved_cost_usd=self.saved_cost_usd + (call.saved_cost_usd or 0.0),
+            llm_calls=self.llm_calls + call.is_llm,
+            cancelled_calls=self.cancelled_calls + (call.status == CANCELLED),
+            cache_hits=self.cache_hits + call.cache_hit,
+            unpriced_models=self.unpriced_models | {call.model}
+            if call.price is None and call.usage.total
+            else self.unpriced_models,
+        )
+
+    @classmethod
+    def of(cls, calls: Iterable[CallRecord]) -> Figures:
+        figures = cls()
+        for call in calls:
+            figures = figures.plus(call)
+        return figures
+
+
 @dataclass(frozen=True)
 class UsageSummary:
     """All calls of one run, with the totals every report shows, and the map items it
     skipped. ``resumed`` lists what a resumed run reused: shown apart, never in the totals
-    (the attempt that made those calls reported them)."""
+    (the attempt that made those calls reported them).
+
+    ``figures`` are the totals of ``calls``: the ledger hands its running ones (so a summary
+    per call costs O(1)); left out, they are added up from ``calls`` once, here."""
 
     calls: Sequence[CallRecord] = field(default_factory=tuple)
     failed_items: Sequence[ItemFailure] = field(default_factory=tuple)
@@ -187,6 +233,16 @@ class UsageSummary:
     # The Batch API jobs of the run's batch nodes (llm.batch), in submission order: name,
     # state, requests, failures, attached (a job of an earlier attempt, not paid again).
     batch_jobs: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    figures: Figures | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.figures is None:
+            object.__setattr__(self, "figures", Figures.of(self.calls))
+
+    @property
+    def _figures(self) -> Figures:
+        assert self.figures is not None  # set by __post_init__
+        return self.figures
 
     @property
     def resumed_cost_usd(self) -> float:
@@ -196,40 +252,40 @@ class UsageSummary:
     @property
     def llm_calls(self) -> int:
         """LLM call attempts; a Python step is listed in ``calls`` but is not one."""
-        return sum(call.is_llm for call in self.calls)
+        return self._figures.llm_calls
 
     @property
     def cancelled_calls(self) -> int:
         """Requests a stop cut short in flight: counted in ``llm_calls``, unpriced."""
-        return sum(call.status == CANCELLED for call in self.calls)
+        return self._figures.cancelled_calls
 
     @property
     def tokens(self) -> TokenUsage:
-        return sum((call.usage for call in self.calls), TokenUsage())
+        return self._figures.tokens
 
     @property
     def total_cost_usd(self) -> float:
         """The cost of priced calls. Unpriced models are listed in ``unpriced_models``."""
-        return round_usd(sum(call.cost_usd or 0.0 for call in self.calls))
+        return round_usd(self._figures.cost_usd)
 
     @property
     def eval_cost_usd(self) -> float:
         """What the evals' judges cost: a part of ``total_cost_usd``, shown apart."""
-        return round_usd(sum(call.cost_usd or 0.0 for call in self.calls if call.eval))
+        return round_usd(self._figures.eval_cost_usd)
 
     @property
     def eval_tokens(self) -> int:
         """The judges' tokens: a part of ``tokens.total``, shown apart."""
-        return sum(call.usage.total for call in self.calls if call.eval)
+        return self._figures.eval_tokens
 
     @property
     def cache_hits(self) -> int:
-        return sum(call.cache_hit for call in self.calls)
+        return self._figures.cache_hits
 
     @property
     def saved_cost_usd(self) -> float:
         """What the cache hits would have cost, had they been calls; not in the total."""
-        return round_usd(sum(call.saved_cost_usd or 0.0 for call in self.calls))
+        return round_usd(self._figures.saved_cost_usd)
 
     @property
     def saved_vs_interactive_usd(self) -> float:
@@ -245,7 +301,7 @@ class UsageSummary:
 
     @property
     def unpriced_models(self) -> list[str]:
-        return sorted({c.model for c in self.calls if c.price is None and c.usage.total})
+        return sorted(self._figures.unpriced_models)
 
     def totals(self) -> dict[str, int | float]:
         """The run's token counts, cost and call count: the figures of every report (MLflow
