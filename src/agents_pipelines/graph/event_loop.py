@@ -31,6 +31,8 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
 )
 
+from agents_pipelines._compat.langgraph import saver_serializer
+
 T = TypeVar("T")
 
 # Sync nodes of all runs in this process share the loop's pool: LangGraph's own
@@ -103,7 +105,7 @@ class AwaitableSaver(BaseCheckpointSaver[Any]):
     async method runs its sync twin on the loop's thread pool, off the loop."""
 
     def __init__(self, inner: BaseCheckpointSaver[Any]):
-        super().__init__(serde=inner.serde)
+        super().__init__(serde=saver_serializer(inner))
         self.inner = inner
         self._writes: set[asyncio.Future[None]] = set()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from agents_pipelines._compat.langgraph import saver_connection, saver_lock
 from agents_pipelines.orchestration.attempts import unfinished_paid_attempt
 from agents_pipelines.orchestration.instance_stores import (
     instance_store,
@@ -124,7 +126,7 @@ def postgres_saver(store: str) -> Iterator[Any]:
 
     with PostgresSaver.from_conn_string(psycopg_url(store)) as saver:
         if store not in _postgres_set_up:
-            with postgres_schema_lock(saver.conn):
+            with postgres_schema_lock(saver_connection(saver)):
                 saver.setup()
             _postgres_set_up.add(store)
         yield saver
@@ -139,7 +141,7 @@ def _sqlite_saver(path: Path) -> Any:
         conn = shared_sqlite(path)
         with _sqlite_lock:
             saver = _sqlite_savers.get(path)
-            if saver is None or saver.conn is not conn:
+            if saver is None or saver_connection(saver) is not conn:
                 saver = SqliteSaver(conn)
                 saver.setup()
                 _sqlite_savers[path] = saver
@@ -165,24 +167,30 @@ def prune(saver: Any, ttl_days: int, now: float | None = None) -> list[str]:
 
     Checkpoint ids are UUIDv6, which carry their time: one grouped query over the ids, no
     checkpoint is read."""
-    from langgraph.checkpoint.base.id import UUID
-
     cutoff = (time.time() if now is None else now) - ttl_days * _DAY_S
     rows = _query(saver, "SELECT thread_id, MAX(checkpoint_id) FROM checkpoints GROUP BY thread_id")
-    stale = [thread for thread, newest in rows if _unix_s(UUID(newest).time) < cutoff]
+    stale = [thread for thread, newest in rows if _unix_s(uuid6_time(newest)) < cutoff]
     for thread in stale:
         saver.delete_thread(thread)
     return stale
 
 
-def _unix_s(uuid6_time: int) -> float:
-    return (uuid6_time - _UUID6_EPOCH) / 1e7
+def uuid6_time(checkpoint_id: str) -> int:
+    """The timestamp of a UUIDv6 (RFC 9562), in 100 ns ticks since 1582-10-15: its first 60
+    bits, high to low (Python's uuid reads a v6's time in v1's order before Python 3.14)."""
+    value = uuid.UUID(checkpoint_id).int
+    return (value >> 96) << 28 | ((value >> 80) & 0xFFFF) << 12 | (value >> 64) & 0x0FFF
+
+
+def _unix_s(ticks: int) -> float:
+    return (ticks - _UUID6_EPOCH) / 1e7
 
 
 def _query(saver: Any, sql: str) -> list[tuple[str, str]]:
-    if isinstance(saver.conn, sqlite3.Connection):
-        with saver.lock:
-            return [tuple(row) for row in saver.conn.execute(sql).fetchall()]
-    with saver.lock, saver.conn.cursor() as cursor:  # psycopg, rows as dicts
+    conn = saver_connection(saver)
+    if isinstance(conn, sqlite3.Connection):
+        with saver_lock(saver):
+            return [tuple(row) for row in conn.execute(sql).fetchall()]
+    with saver_lock(saver), conn.cursor() as cursor:  # psycopg, rows as dicts
         cursor.execute(sql)
         return [tuple(row.values()) for row in cursor.fetchall()]

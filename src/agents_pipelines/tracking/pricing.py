@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agents_pipelines._compat.mlflow import bundled_catalog_files, bundled_cost_per_token
 from agents_pipelines.spec.models import ModelPrice
 from agents_pipelines.usage import Price, TokenUsage, round_usd
 
@@ -34,14 +34,7 @@ class MlflowPriceTable:
             return _override_price(override, usage)
         # Without a provider hint, MLflow scans only its bundled catalog; with one, it would
         # first try to download the latest catalog, which stalls an offline run.
-        from mlflow.utils.providers import cost_per_token
-
-        result = cost_per_token(
-            model=model,
-            prompt_tokens=usage.prompt,
-            completion_tokens=usage.completion,
-            cache_read_input_tokens=usage.cached,
-        )
+        result = bundled_cost_per_token(model, usage.prompt, usage.completion, usage.cached)
         if result is None:
             return None
         return Price(round_usd(result[0]), round_usd(result[1]), self._source)
@@ -99,11 +92,7 @@ def _catalog_rates(model: str) -> dict[str, float] | None:
 
 @functools.cache
 def _catalog_files() -> tuple[Path, ...]:
-    spec = importlib.util.find_spec("mlflow")  # finds the package without running it
-    if spec is None or not spec.submodule_search_locations:
-        return ()
-    folder = Path(next(iter(spec.submodule_search_locations))) / "utils" / "model_catalog"
-    return tuple(sorted(folder.glob("*.json"), key=lambda path: path.stem))
+    return bundled_catalog_files()
 
 
 def _per_token(pricing: Mapping[str, Any]) -> dict[str, float]:
