@@ -20,7 +20,7 @@ __all__ = [
 
 
 def stream_only(compiled: Any, channels: Sequence[str]) -> Any:
-    """A copy of the compiled graph that streams (and returns) only ``channels``.
+    """A copy of the compiled graph whose streamed values hold only ``channels``.
 
     Why: a workflow's graph has private channels (map node bookkeeping) that must not reach
     the run's output. Uses ``Pregel.copy(update)`` with the constructor field

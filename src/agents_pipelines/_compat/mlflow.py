@@ -111,16 +111,16 @@ class ExporterClientProxy:
     """
 
     def __init__(self, inner: Any):
-        self._inner = inner
+        self.inner = inner
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+        return getattr(self.inner, name)
 
     def _upload_trace_data(self, trace_info: Any, trace_data: Any) -> None:
         self.upload_trace_data(trace_info, trace_data)
 
     def upload_trace_data(self, trace_info: Any, trace_data: Any) -> None:
-        self._inner._upload_trace_data(trace_info, trace_data)
+        self.inner._upload_trace_data(trace_info, trace_data)
 
 
 def drain_export_queue() -> bool:

@@ -67,7 +67,7 @@ class _RecordingClient(ExporterClientProxy):
 
     def start_trace(self, trace_info: Any) -> Any:
         try:
-            stored = self._inner.start_trace(trace_info)
+            stored = self.inner.start_trace(trace_info)
         except Exception as exc:
             _record(trace_info.trace_id, exc)
             raise
@@ -78,7 +78,7 @@ class _RecordingClient(ExporterClientProxy):
         # MLflow's exporter ignores what this returns (the spans the store logged).
         logged: list[Any] = []
         for batch_location, batch in span_batches.BATCHES.take(location, spans):
-            logged.extend(self._inner.log_spans(batch_location, batch) or ())
+            logged.extend(self.inner.log_spans(batch_location, batch) or ())
         return logged
 
     def upload_trace_data(self, trace_info: Any, trace_data: Any) -> None:
