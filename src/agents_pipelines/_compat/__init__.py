@@ -13,3 +13,5 @@ pyproject.toml allows.
 - ``langgraph``: the run config around a call, the streamed channels, the savers' internals.
 - ``genai``: the HTTP library google-genai speaks, and its loggers.
 """
+
+__all__: list[str] = []  # private: the hooks are imported from the modules
