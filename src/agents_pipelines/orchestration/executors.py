@@ -16,7 +16,6 @@ from typing import Any
 import dagster as dg
 import yaml
 
-from agents_pipelines._compat.dagster import config_problems
 from agents_pipelines.errors import AgentsPipelinesError
 from agents_pipelines.settings import CELERY_CONFIG_ENV, EXECUTOR_ENV, settings
 
@@ -50,6 +49,9 @@ def celery_executor_from_file(path: str | None) -> dg.ExecutorDefinition:
         raise AgentsPipelinesError(
             f"{EXECUTOR_ENV}=celery needs dagster-celery, which is not installed: {_INSTALL}."
         ) from None
+    # Dagster's storage modules, which the compat hooks import, load only for Celery.
+    from agents_pipelines._compat.dagster import config_problems
+
     config = _execution_config(Path(path))
     if found := config_problems(celery_executor.config_schema.config_type, config):
         problems = "; ".join(found)
