@@ -61,7 +61,8 @@ def raw_span(span: Any) -> Any:
     escapes that text without decoding every attribute (inputs and outputs can be large), and
     its events are the ones exported. Uses ``LiveSpan._span``. Public replacement:
     ``LiveSpan.attributes`` and ``set_attribute`` (decoded values, one JSON round trip per
-    attribute); none for events.
+    attribute); none for events. Redacting keys through the public route measured 5.7 to
+    6.7 ms per span against 0.6 to 1.0 ms here (a chat span with 20 KB of state, 300 spans).
     """
     return span._span
 
@@ -128,8 +129,9 @@ def drain_export_queue() -> bool:
     internals moved (the caller then uses the public flush).
 
     Why: ``mlflow.flush_trace_async_logging()`` stops and restarts the export thread, which
-    wakes from a one-second queue poll: about 1 s per call, measured; joining the queue
-    returns once the last write is done. Uses ``mlflow.tracing.processor.base_mlflow
+    wakes from a one-second queue poll: 1.3 to 1.6 s per call, measured against 0.1 to
+    0.55 s here for one trace on SQLite; joining the queue returns once the last write is
+    done. Uses ``mlflow.tracing.processor.base_mlflow
     .flush_all_batch_processors``, the exporter's ``_async_queue`` and its ``_queue`` (a
     ``queue.Queue``). Public replacement: ``mlflow.flush_trace_async_logging()``.
     """
