@@ -141,6 +141,8 @@ class ReplayTransport(CassetteTransport):
 def current_call() -> tuple[str | None, int | None]:
     """The workflow node and map item whose call this is, from the run config that LangGraph
     sets (a context variable) around each node, and a map node around each item."""
+    # LangChain's public read of that config: about 5 us a request (its private context
+    # variable: 0.1 us), against milliseconds for the exchange itself.
     from langchain_core.runnables.config import ensure_config
 
     metadata = ensure_config().get("metadata") or {}
