@@ -211,8 +211,8 @@ def test_wrap_exporter_client_sees_every_trace_write(mlflow_uri: str) -> None:
         pass
     drain_trace_export()
     with hook("mlflow.wrap_exporter_client"):
-        assert wrap_exporter_client(Recording, Recording) is True
-        assert wrap_exporter_client(Recording, Recording) is True  # not wrapped twice
+        assert wrap_exporter_client(Recording) is True
+        assert wrap_exporter_client(Recording) is True  # not wrapped twice
         with mlflow.start_span("probe") as span:
             pass
         drain_trace_export()

@@ -83,9 +83,9 @@ def _trace_exporter() -> Any:
     return _get_trace_exporter()
 
 
-def wrap_exporter_client(wrap: Callable[[Any], Any], wrapper_type: type) -> bool:
-    """Replace the trace exporter's store client by ``wrap(client)`` unless it is a
-    ``wrapper_type`` already; False if the exporter has no such client.
+def wrap_exporter_client(wrapper: type[ExporterClientProxy]) -> bool:
+    """Replace the trace exporter's store client by ``wrapper(client)`` unless it is one
+    already; False if the exporter has no such client.
 
     Why: MLflow's exporter logs a failed trace write as a warning and moves on; wrapping its
     client tells a run whether its trace was stored, and lets span batches grow with the trace
@@ -97,8 +97,8 @@ def wrap_exporter_client(wrap: Callable[[Any], Any], wrapper_type: type) -> bool
     client = getattr(exporter, "_client", None)
     if client is None or not hasattr(client, "start_trace"):
         return False
-    if not isinstance(client, wrapper_type):
-        exporter._client = wrap(client)
+    if not isinstance(client, wrapper):
+        exporter._client = wrapper(client)
     return True
 
 

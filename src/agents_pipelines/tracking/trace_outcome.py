@@ -48,7 +48,7 @@ def outcome(trace_id: str) -> TraceOutcome | None:
 def install() -> bool:
     """Wrap the current exporter's client; False if it cannot be. Checked on every run:
     MLflow makes a new exporter whenever the tracking URI changes."""
-    return wrap_exporter_client(_RecordingClient, _RecordingClient)
+    return wrap_exporter_client(_RecordingClient)
 
 
 def _record(trace_id: str, error: Exception | None) -> None:
