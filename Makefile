@@ -13,7 +13,7 @@ EXTRAS := --extra dev --extra postgres --extra celery
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: install dev test lint format typecheck docs pytest bench lock upgrade clean
+.PHONY: install dev test lint format typecheck docs pytest bench lock upgrade test-latest clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -35,6 +35,11 @@ lock: $(UV)
 # Re-resolve every package to its newest release within pyproject.toml's ranges.
 upgrade: $(UV)
 	$(UV) lock --upgrade --python $(PYTHON)
+
+# The suite against the newest releases within pyproject.toml's ranges, in a throwaway copy of
+# the checkout (uv.lock and .venv untouched). Run it before `make upgrade`, and weekly; CI does not.
+test-latest: $(UV)
+	UV=$(UV) PYTHON=$(PYTHON) ./scripts/test_latest.sh $(PYTEST_ARGS)
 
 dev: install
 	./scripts/dev.sh

@@ -17,8 +17,9 @@ import pytest
 from langchain_core.messages import HumanMessage
 from mlflow import MlflowClient
 
+from agents_pipelines._compat import genai as _genai_compat
 from agents_pipelines.errors import WorkflowConfigError
-from agents_pipelines.llm import _genai_compat, batch
+from agents_pipelines.llm import batch
 from agents_pipelines.llm.gemini import gemini_chat_model
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.spec import load_workflow
@@ -291,8 +292,8 @@ def test_estimate_prices_batch_nodes_at_the_batch_tier(tmp_path: Path) -> None:
 
 
 def test_compat_hooks_exist() -> None:
-    """The private upstream names batch mode uses (llm/_genai_compat.py) are still there."""
-    for hook in _genai_compat.HOOKS:
+    """The private upstream names batch mode uses (_compat/genai.py) are still there."""
+    for hook in _genai_compat.BATCH_HOOKS:
         module_name, _, attribute = hook.rpartition(".")
         owner: Any = None
         for split in range(module_name.count(".") + 1, 0, -1):
@@ -308,8 +309,8 @@ def test_compat_hooks_exist() -> None:
             from google import genai
 
             owner = genai.Client(api_key="unused")
-        assert hasattr(owner, attribute), f"upstream moved {hook}: update llm/_genai_compat.py"
-    assert json.dumps(list(_genai_compat.HOOKS))
+        assert hasattr(owner, attribute), f"upstream moved {hook}: update _compat/genai.py"
+    assert json.dumps(list(_genai_compat.BATCH_HOOKS))
 
 
 def test_the_dagster_cli_materializes_a_batch_map_through_one_job(

@@ -1,4 +1,4 @@
-"""The hooks into LangGraph's checkpoint savers (agents_pipelines._compat.langgraph_checkpoint)
+"""The hooks into LangGraph's checkpoint savers (agents_pipelines._compat.langgraph)
 hold for the installed releases: each test runs its hook against a real SqliteSaver and a
 real PostgresSaver, and a failure names the hook that an upstream release broke."""
 
@@ -17,7 +17,7 @@ from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from agents_pipelines._compat import langgraph_checkpoint as hooks
+from agents_pipelines._compat import langgraph as hooks
 
 
 @contextmanager
@@ -27,7 +27,7 @@ def hook(name: str) -> Iterator[None]:
         yield
     except Exception as exc:
         pytest.fail(
-            f"compat hook {name} (agents_pipelines._compat.langgraph_checkpoint) does not "
+            f"compat hook {name} (agents_pipelines._compat.langgraph) does not "
             f"hold for the installed LangGraph savers: {type(exc).__name__}: {exc}"
         )
 

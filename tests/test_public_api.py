@@ -21,6 +21,7 @@ PUBLIC_API = {
         "load_workflow",
         "run_workflow",
     ],
+    "agents_pipelines._compat": [],  # private: agents_pipelines' own hooks into upstream
     "agents_pipelines.dataset_eval": ["EvalReport", "evaluate_dataset", "read_dataset"],
     "agents_pipelines.evals": ["Verdict", "evaluate"],
     "agents_pipelines.graph": ["build_graph", "initial_state"],

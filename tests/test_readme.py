@@ -45,6 +45,7 @@ NOT_RUN = {
     "make bench": "the benchmarks take minutes and are never part of the test suite",
     "make docs": "`make test` builds the site the same way, so CI runs it",
     "make upgrade": "re-resolves against PyPI and rewrites uv.lock",
+    "make test-latest": "resolves against PyPI and runs the whole suite in a copy: minutes",
     'git add uv.lock && git commit -m "Upgrade dependencies"': "commits to the repository",
     "deploy/celery/worker.sh celery_a": "needs Redis and PostgreSQL: tests/test_celery.py "
     "starts two workers with this script, each with a name of its own",

@@ -15,6 +15,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 
+from agents_pipelines._compat.langgraph import stream_only
 from agents_pipelines.graph import map_node, spend
 from agents_pipelines.graph.nodes import make_async_node, make_node
 from agents_pipelines.graph.routes import router, target
@@ -111,7 +112,7 @@ def _compile(spec: WorkflowSpec, models: tuple[Any, ...]) -> CompiledStateGraph:
             graph.add_edge(edge.source if isinstance(edge.source, list) else _name(edge.source), to)
     # Stream the workflow's state only, not the private channels.
     compiled = graph.compile(name=spec.flow.name)
-    compiled = compiled.copy({"stream_channels": list(public.__annotations__)})
+    compiled = stream_only(compiled, list(public.__annotations__))
     if not on_event_loop:
         return compiled
     # Enough tasks at once for every map node's max_concurrency.

@@ -31,7 +31,7 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
 )
 
-from agents_pipelines._compat.langgraph_checkpoint import saver_serializer
+from agents_pipelines._compat.langgraph import saver_serializer
 
 T = TypeVar("T")
 

@@ -34,11 +34,12 @@ from typing import Annotated, Any
 
 from langchain_core.callbacks import dispatch_custom_event
 from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import merge_configs, set_config_context
+from langchain_core.runnables.config import merge_configs
 from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, RetryPolicy, Send
 
+from agents_pipelines._compat.langgraph import config_context
 from agents_pipelines.errors import BudgetExceededError, UnrecordedRequestError, WorkflowRunError
 from agents_pipelines.graph import spend
 from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s, status_code
@@ -316,7 +317,7 @@ class _ItemNode:
                 try:
                     # The call runs in the context that holds the item's config until it
                     # has ended (leaving the block resets the config in that context).
-                    with set_config_context(config) as context:
+                    with config_context(config) as context:
                         state = {**item.state, self._map.as_: item.value}
                         call: asyncio.Task[Any] = asyncio.create_task(
                             self._action(state), context=context

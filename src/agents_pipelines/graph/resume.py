@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agents_pipelines._compat.langgraph_checkpoint import saver_serializer, set_saver_serializer
+from agents_pipelines._compat.langgraph import saver_serializer, set_saver_serializer
 from agents_pipelines.graph.spend import SPEND_CHANNEL, resumed_nodes
 from agents_pipelines.redaction import redact_exception
 from agents_pipelines.usage.records import ResumedNode
@@ -124,6 +124,5 @@ class _RedactingSerializer:
 
 def redact_errors(saver: Any) -> None:
     """Make ``saver`` redact the errors it stores (once)."""
-    serializer = saver_serializer(saver)
-    if not isinstance(serializer, _RedactingSerializer):
+    if not isinstance(serializer := saver_serializer(saver), _RedactingSerializer):
         set_saver_serializer(saver, _RedactingSerializer(serializer))

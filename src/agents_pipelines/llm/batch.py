@@ -46,8 +46,8 @@ from langchain_core.outputs import ChatResult
 from langchain_google_genai import ChatGoogleGenerativeAI
 from pydantic import PrivateAttr
 
+from agents_pipelines._compat import genai as compat
 from agents_pipelines.errors import WorkflowRunError
-from agents_pipelines.llm import _genai_compat as compat
 from agents_pipelines.usage.records import BATCH_JOB, TIER_KEY
 
 logger = logging.getLogger(__name__)
@@ -390,7 +390,7 @@ class _Client:
                 entry = json.loads(line)
                 response = entry.get("response")
                 answers[str(entry.get("key"))] = (
-                    types.GenerateContentResponse._from_response(response=response, kwargs={})
+                    compat.response_from_json(response)
                     if response is not None
                     else types.JobError(**_error_fields(entry.get("error") or {}))
                 )

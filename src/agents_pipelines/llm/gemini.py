@@ -9,13 +9,13 @@ retried once per node by LangGraph's RetryPolicy, using ``is_transient`` and
 from __future__ import annotations
 
 import functools
-import importlib
 import time
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
+from agents_pipelines._compat.genai import CLIENT_LOGGERS, transport_error_types
 from agents_pipelines.errors import MissingApiKeyError, exception_chain
 from agents_pipelines.redaction import redact, redacting_logger
 from agents_pipelines.settings import API_KEY_ENV, settings
@@ -29,16 +29,9 @@ _MAX_RETRY_AFTER_S = 120.0
 # The key of a replaying client: its transport answers every request, so no key is needed,
 # and none is put in a client that has no use for it.
 _OFFLINE_KEY = "replay-needs-no-key"
-# The client stack's loggers that may write a provider's error text (google-genai logs a
-# streamed error it cannot parse at DEBUG) or a request line: each gets our key filter.
-_CLIENT_LOGGERS = (
-    "google_genai._api_client",
-    "google_genai.models",
-    "langchain_google_genai.chat_models",
-    "httpx",
-    "httpx2",
-    "agents_pipelines.llm.batch",
-)
+# Our own logger that may write a provider's error text: batch mode's, beside the client
+# stack's (CLIENT_LOGGERS). Each gets our key filter.
+_OUR_CLIENT_LOGGERS = ("agents_pipelines.llm.batch",)
 
 
 def import_client() -> None:
@@ -106,7 +99,7 @@ def _chat_model(
     """
     from agents_pipelines.llm.tiered_gemini import TieredChatGoogleGenerativeAI  # heavy
 
-    for name in _CLIENT_LOGGERS:
+    for name in (*CLIENT_LOGGERS, *_OUR_CLIENT_LOGGERS):  # each gets our key filter
         redacting_logger(name)
     if batch is not None:  # the Batch API prices the calls itself: no service tier
         from agents_pipelines.llm.batch import BatchGemini
@@ -158,13 +151,7 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     name whose exceptions are not httpx's; async calls may go through aiohttp. A hung call
     classified as permanent would never be retried, so each stack that is installed counts.
     """
-    found: list[type[BaseException]] = []
-    for name in ("httpx", "httpx2"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        found.append(module.TransportError)  # time-outs, connect and read errors
+    found = list(transport_error_types())  # time-outs, connect and read errors
     try:
         import aiohttp
     except ImportError:

@@ -24,11 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-try:  # google-genai 3 speaks httpx2 (a fork of httpx under its own name), google-genai 2 httpx
-    import httpx2 as http
-except ImportError:  # pragma: no cover - the lock installs google-genai 3
-    import httpx as http  # type: ignore[no-redef]
-
+from agents_pipelines._compat.genai import sdk_http as http
 from agents_pipelines.errors import CassetteError, UnrecordedRequestError
 from agents_pipelines.llm.cassette import (
     Cassette,
@@ -145,9 +141,11 @@ class ReplayTransport(CassetteTransport):
 def current_call() -> tuple[str | None, int | None]:
     """The workflow node and map item whose call this is, from the run config that LangGraph
     sets (a context variable) around each node, and a map node around each item."""
-    from langchain_core.runnables.config import var_child_runnable_config
+    # LangChain's public read of that config: about 5 us a request (its private context
+    # variable: 0.1 us), against milliseconds for the exchange itself.
+    from langchain_core.runnables.config import ensure_config
 
-    metadata = (var_child_runnable_config.get() or {}).get("metadata") or {}
+    metadata = ensure_config().get("metadata") or {}
     node = metadata.get(NODE_KEY) or metadata.get("langgraph_node")
     item = metadata.get(ITEM_KEY)
     return (str(node) if node else None, item if isinstance(item, int) else None)

@@ -15,7 +15,6 @@ from typing import Any
 
 import dagster as dg
 import yaml
-from dagster._config import validate_config
 
 from agents_pipelines.errors import AgentsPipelinesError
 from agents_pipelines.settings import CELERY_CONFIG_ENV, EXECUTOR_ENV, settings
@@ -50,10 +49,12 @@ def celery_executor_from_file(path: str | None) -> dg.ExecutorDefinition:
         raise AgentsPipelinesError(
             f"{EXECUTOR_ENV}=celery needs dagster-celery, which is not installed: {_INSTALL}."
         ) from None
+    # Dagster's storage modules, which the compat hooks import, load only for Celery.
+    from agents_pipelines._compat.dagster import config_problems
+
     config = _execution_config(Path(path))
-    checked = validate_config(celery_executor.config_schema.config_type, config)
-    if not checked.success:
-        problems = "; ".join(error.message for error in checked.errors or ())
+    if found := config_problems(celery_executor.config_schema.config_type, config):
+        problems = "; ".join(found)
         raise AgentsPipelinesError(
             f"{CELERY_CONFIG_ENV}={path}: execution.config is not a valid Celery executor "
             f"config: {problems}. Fix it in the file; deploy/celery/celery.yaml is an example."

@@ -272,11 +272,9 @@ def _stop_the_rest_of_the_run() -> None:
     down the run's resources, which ends the run as a stop does anyway. (A private detail
     of Dagster 1.13; if it moves, the run's other steps run, as they would without this.)
     """
-    from dagster._utils import interrupts
+    from agents_pipelines._compat.dagster import mark_stop_pending
 
-    received = getattr(interrupts, "_received_interrupt", None)
-    if isinstance(received, dict):
-        received["received"] = True
+    mark_stop_pending()
 
 
 def _failure(

@@ -20,19 +20,10 @@ def drain_trace_export() -> None:
     """
     import mlflow
 
-    try:
-        from mlflow.tracing.processor.base_mlflow import flush_all_batch_processors
-        from mlflow.tracing.provider import _get_trace_exporter
+    from agents_pipelines._compat.mlflow import drain_export_queue
 
-        flush_all_batch_processors()
-        queue = getattr(_get_trace_exporter(), "_async_queue", None)
-        tasks = getattr(queue, "_queue", None)
-        if tasks is not None:
-            tasks.join()
-            return
-    except (ImportError, AttributeError):
-        pass
-    mlflow.flush_trace_async_logging()
+    if not drain_export_queue():
+        mlflow.flush_trace_async_logging()
 
 
 def wait_for_trace(tracking_uri: str, trace_id: str) -> trace_outcome.TraceOutcome:

@@ -11,12 +11,12 @@ priced at its standard rates, and the price's source says so.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agents_pipelines._compat.mlflow import bundled_catalog_files, bundled_cost_per_token
 from agents_pipelines.spec.models import ModelPrice, TierPrice
 from agents_pipelines.usage import STANDARD, Price, TokenUsage, round_usd
 
@@ -44,14 +44,7 @@ class MlflowPriceTable:
             return _catalog_price(model, usage, tier, self._source)
         # Without a provider hint, MLflow scans only its bundled catalog; with one, it would
         # first try to download the latest catalog, which stalls an offline run.
-        from mlflow.utils.providers import cost_per_token
-
-        result = cost_per_token(
-            model=model,
-            prompt_tokens=usage.prompt,
-            completion_tokens=usage.completion,
-            cache_read_input_tokens=usage.cached,
-        )
+        result = bundled_cost_per_token(model, usage.prompt, usage.completion, usage.cached)
         if result is None:
             return None
         source = _tier_source(self._source, tier, found=tier == STANDARD)
@@ -136,11 +129,7 @@ def _catalog_pricing(model: str) -> dict[str, Any] | None:
 
 @functools.cache
 def _catalog_files() -> tuple[Path, ...]:
-    spec = importlib.util.find_spec("mlflow")  # finds the package without running it
-    if spec is None or not spec.submodule_search_locations:
-        return ()
-    folder = Path(next(iter(spec.submodule_search_locations))) / "utils" / "model_catalog"
-    return tuple(sorted(folder.glob("*.json"), key=lambda path: path.stem))
+    return bundled_catalog_files()
 
 
 def _per_token(pricing: Mapping[str, Any]) -> dict[str, float]:

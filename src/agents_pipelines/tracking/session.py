@@ -97,7 +97,7 @@ class TrackingSession:
         the async exporter delivers last.
         """
         import mlflow
-        from mlflow.entities.trace_location import MlflowExperimentLocation
+        from mlflow.entities import MlflowExperimentLocation
 
         full = self.settings.config.artifact_level == "full"
         try:
@@ -265,7 +265,8 @@ def _write_artifact(path: Path, content: Any) -> None:
 
 def _set_trace_cost(summary: UsageSummary) -> None:
     import mlflow
-    from mlflow.tracing.constant import TraceMetadataKey
+
+    from agents_pipelines._compat.mlflow import TraceMetadataKey
 
     priced = [call.price for call in summary.calls if call.price is not None]
     if not priced:

@@ -76,10 +76,12 @@ def install() -> None:
     Checked on every run, not once: MLflow resets its tracing config (processors included)
     whenever the tracking URI changes.
     """
-    from mlflow.tracing.config import configure, get_config
+    from mlflow.tracing import configure
+
+    from agents_pipelines._compat.mlflow import span_processors_in_use
 
     with _lock:
-        current = list(get_config().span_processors)
+        current = span_processors_in_use()
         if _process not in current:
             configure(span_processors=[*current, _process])
 
@@ -109,16 +111,16 @@ def _redact_keys(span: Any) -> None:
     """
     from mlflow.entities import SpanStatus, SpanStatusCode
 
-    otel = span._span
+    from agents_pipelines._compat.mlflow import raw_span, replace_event_attributes
+
+    otel = raw_span(span)
     for name, value in dict(otel.attributes or {}).items():
         if isinstance(value, str) and (clean := redact(value)) != value:
             otel.set_attribute(name, clean)
-    events = getattr(otel, "_events", None)
-    if events:
-        for event in events:
-            attributes = dict(event.attributes or {})
-            if (clean_attributes := redact_value(attributes)) != attributes:
-                event._attributes = clean_attributes  # an Event has no setter: a fresh mapping
+    for event in otel.events or ():
+        attributes = dict(event.attributes or {})
+        if (clean_attributes := redact_value(attributes)) != attributes:
+            replace_event_attributes(event, clean_attributes)
     description = otel.status.description
     if description and (clean := redact(description)) != description:
         span.set_status(SpanStatus(SpanStatusCode.ERROR, clean))
@@ -132,10 +134,13 @@ def _escape_lone_surrogates(span: Any) -> None:
     as JSON text, so the check is one ``isascii`` per attribute, and the rewrite runs only
     where an encode fails.
     """
-    attributes = span._span.attributes  # the JSON text MLflow stores, not decoded values
+    from agents_pipelines._compat.mlflow import raw_span
+
+    otel = raw_span(span)
+    attributes = otel.attributes  # the JSON text MLflow stores, not decoded values
     for key, raw in list(attributes.items()):
         if isinstance(raw, str) and not raw.isascii() and not _encodes(raw):
-            span._span.set_attribute(key, _LONE_SURROGATE.sub(_json_escape, raw))
+            otel.set_attribute(key, _LONE_SURROGATE.sub(_json_escape, raw))
 
 
 def _encodes(text: str) -> bool:
@@ -178,8 +183,7 @@ def _mark_tier(span: Any) -> str:
 def _mark_cache_hit(span: Any, pricer: Pricer, tier: str) -> None:
     """A reply of the development cache: its span says so, and what the call would have
     cost (its own cost, set above from its zeroed usage, is 0)."""
-    from mlflow.tracing.constant import SpanAttributeKey
-
+    from agents_pipelines._compat.mlflow import SpanAttributeKey
     from agents_pipelines.llm.cache import take_hit  # langchain-core: only once a run traces
 
     usage = span.get_attribute(SpanAttributeKey.CHAT_USAGE)
@@ -194,7 +198,7 @@ def _mark_cache_hit(span: Any, pricer: Pricer, tier: str) -> None:
 
 
 def _set_cost(span: Any, pricer: Pricer, tier: str) -> None:
-    from mlflow.tracing.constant import SpanAttributeKey
+    from agents_pipelines._compat.mlflow import SpanAttributeKey
 
     usage = span.get_attribute(SpanAttributeKey.CHAT_USAGE)
     model = span.get_attribute(SpanAttributeKey.MODEL)

@@ -170,15 +170,14 @@ def spend_in_trace(client: Any, trace_id: str) -> dict[str, float]:
     call of a process killed right after it may be missing: the figures are a floor.
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.tracing.constant import SpanAttributeKey
-    from mlflow.tracing.utils import aggregate_cost_from_spans, aggregate_usage_from_spans
+
+    from agents_pipelines._compat.mlflow import SpanAttributeKey, span_totals
 
     try:
         spans = list(client.get_trace(trace_id).data.spans)
     except MlflowException:
         return {}  # no span of it was stored
-    usage = aggregate_usage_from_spans(spans) or {}
-    cost = aggregate_cost_from_spans(spans) or {}
+    usage, cost = span_totals(spans)
     calls = [s for s in spans if s.get_attribute(SpanAttributeKey.CHAT_USAGE)]
     metrics = {
         "llm_calls": float(len(calls)),

@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from agents_pipelines._compat.mlflow import ExporterClientProxy, wrap_exporter_client
 from agents_pipelines.tracking import span_batches
 
 
@@ -48,17 +49,8 @@ def outcome(trace_id: str) -> TraceOutcome | None:
 
 def install() -> bool:
     """Wrap the current exporter's client; False if it cannot be. Checked on every run:
-    MLflow makes a new exporter whenever the tracking URI changes. Uses MLflow's private
-    ``_get_trace_exporter`` and the exporter's ``_client`` (MLflow 3.17.2 checked)."""
-    from mlflow.tracing.provider import _get_trace_exporter
-
-    exporter = _get_trace_exporter()
-    client = getattr(exporter, "_client", None)
-    if client is None or not hasattr(client, "start_trace"):
-        return False
-    if not isinstance(client, _RecordingClient):
-        exporter._client = _RecordingClient(client)
-    return True
+    MLflow makes a new exporter whenever the tracking URI changes."""
+    return wrap_exporter_client(_RecordingClient)
 
 
 def _record(trace_id: str, error: Exception | None) -> None:
@@ -71,19 +63,13 @@ def _record(trace_id: str, error: Exception | None) -> None:
             entry.error = error
 
 
-class _RecordingClient:
+class _RecordingClient(ExporterClientProxy):
     """MLflow's TracingClient, with the two calls that write a whole trace recorded, and
     its span batches grown (span_batches.py)."""
 
-    def __init__(self, inner: Any):
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
     def start_trace(self, trace_info: Any) -> Any:
         try:
-            stored = self._inner.start_trace(trace_info)
+            stored = self.inner.start_trace(trace_info)
         except Exception as exc:
             _record(trace_info.trace_id, exc)
             raise
@@ -94,13 +80,13 @@ class _RecordingClient:
         # MLflow's exporter ignores what this returns (the spans the store logged).
         logged: list[Any] = []
         for batch_location, batch in span_batches.BATCHES.take(location, spans):
-            logged.extend(self._inner.log_spans(batch_location, batch) or ())
+            logged.extend(self.inner.log_spans(batch_location, batch) or ())
         return logged
 
-    def _upload_trace_data(self, trace_info: Any, trace_data: Any) -> None:
+    def upload_trace_data(self, trace_info: Any, trace_data: Any) -> None:
         # Spans go here, as an artifact, when the store cannot keep them itself.
         try:
-            self._inner._upload_trace_data(trace_info, trace_data)
+            super().upload_trace_data(trace_info, trace_data)
         except Exception as exc:
             _record(trace_info.trace_id, exc)
             raise

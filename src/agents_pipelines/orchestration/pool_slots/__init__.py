@@ -24,19 +24,16 @@ kills a run worker on each storage and sees its slot come back).
 from __future__ import annotations
 
 import sqlalchemy as db
-from dagster._core.storage.event_log.schema import ConcurrencySlotsTable
-from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
-from dagster._utils.concurrency import ConcurrencySlotStatus
+
+from agents_pipelines._compat.dagster import ConcurrencySlotsTable, SlotClaimHook
 
 __all__ = ["OneStatementSlotClaim"]
 
 
-class OneStatementSlotClaim(SqlEventLogStorage):
+class OneStatementSlotClaim(SlotClaimHook):
     """Mixed in before a Dagster SQL event log storage, it replaces the slot claim."""
 
-    def _claim_concurrency_slot(
-        self, concurrency_key: str, run_id: str, step_key: str
-    ) -> ConcurrencySlotStatus:
+    def claim_free_slot(self, concurrency_key: str, run_id: str, step_key: str) -> bool:
         slots = ConcurrencySlotsTable
         free = (
             db.select(slots.c.id)
@@ -57,5 +54,4 @@ class OneStatementSlotClaim(SqlEventLogStorage):
             .values(run_id=run_id, step_key=step_key)
         )
         with self.index_connection() as conn:
-            claimed = conn.execute(claim).rowcount
-        return ConcurrencySlotStatus.CLAIMED if claimed else ConcurrencySlotStatus.BLOCKED
+            return bool(conn.execute(claim).rowcount)

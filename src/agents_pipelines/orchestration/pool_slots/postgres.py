@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dagster._serdes import ConfigurableClassData
 from dagster_postgres import PostgresEventLogStorage
-from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
+from agents_pipelines._compat.dagster import ConfigurableClassData, postgres_storage_arguments
 from agents_pipelines.orchestration.pool_slots import OneStatementSlotClaim
 
 __all__ = ["PoolSafePostgresEventLogStorage"]
@@ -22,7 +21,6 @@ class PoolSafePostgresEventLogStorage(OneStatementSlotClaim, PostgresEventLogSto
     ) -> PoolSafePostgresEventLogStorage:
         return cls(
             inst_data=inst_data,
-            postgres_url=pg_url_from_config(config_value),
             should_autocreate_tables=config_value.get("should_autocreate_tables", True),
-            token_provider=get_token_provider_from_config(config_value),
+            **postgres_storage_arguments(config_value),
         )

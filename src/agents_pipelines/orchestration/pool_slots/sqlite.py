@@ -14,9 +14,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from dagster._core.storage.event_log import SqliteEventLogStorage
-from dagster._serdes import ConfigurableClassData
-
+from agents_pipelines._compat.dagster import ConfigurableClassData, SqliteEventLogStorage
 from agents_pipelines.orchestration.pool_slots import OneStatementSlotClaim
 
 if TYPE_CHECKING:

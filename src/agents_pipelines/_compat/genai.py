@@ -1,3 +1,69 @@
+"""google-genai's undocumented details that agents_pipelines uses (google-genai 3.6.1,
+httpx2 2.16.2, langchain-google-genai 4.4.3 checked)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # heavy: the batch hooks import them when called
+    from google.genai import types
+    from langchain_core.messages import BaseMessage
+    from langchain_core.outputs import ChatResult
+
+# sdk_http: the HTTP library whose transports google-genai's client takes (``client_args=
+# {"transport": ...}``): httpx2 (a fork of httpx under its own name) in google-genai 3, httpx
+# before. Why: our cassette transport (llm/record_replay.py) must subclass that library's
+# transport classes. google-genai picks the library from the objects in ``client_args`` and
+# defaults to httpx2 when it is installed (undocumented). Public replacement: none.
+try:
+    import httpx2 as sdk_http
+except ImportError:  # pragma: no cover - google-genai 2; the lock installs google-genai 3
+    import httpx as sdk_http  # type: ignore[no-redef]
+
+__all__ = [
+    "BATCH_HOOKS",
+    "CLIENT_LOGGERS",
+    "get_job_with_stats",
+    "jsonl_request",
+    "prepare_request",
+    "response_from_json",
+    "response_to_result",
+    "sdk_http",
+    "transport_error_types",
+]
+
+# The client stack's loggers that may write a provider's error text (google-genai logs a
+# streamed error it cannot parse at DEBUG) or a request line. Why here: google-genai names
+# its loggers after its private modules (``google_genai._api_client``), not documented.
+# Public replacement: a filter on the root logger (it would see every library's records).
+CLIENT_LOGGERS = (
+    "google_genai._api_client",
+    "google_genai.models",
+    "langchain_google_genai.chat_models",
+    "httpx",
+    "httpx2",
+)
+
+
+def transport_error_types() -> tuple[type[BaseException], ...]:
+    """Time-outs and dropped connections of every HTTP library google-genai may use.
+
+    Why: httpx2's exceptions are not httpx's, and a hung call classified as permanent would
+    never be retried. Public replacement: none (google-genai re-raises them as they are).
+    """
+    found: list[type[BaseException]] = []
+    for name in ("httpx", "httpx2"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        found.append(module.TransportError)  # time-outs, connect and read errors
+    return tuple(found)
+
+
+# Batch mode (llm/batch.py): the names below, each checked by tests/test_batch_mode.py.
 """The private names of langchain-google-genai and google-genai that batch mode uses, in one
 place. Checked against langchain-google-genai 4.x and google-genai 3.x; each hook says which
 public API would replace it. ``tests/test_batch_mode.py::test_compat_hooks_exist`` fails and
@@ -15,16 +81,7 @@ names the hook when upstream moves one.
   a JSONL input line. No public converter exists.
 """
 
-from __future__ import annotations
-
-import json
-from typing import Any
-
-from google.genai import types
-from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatResult
-
-HOOKS = (
+BATCH_HOOKS = (
     "langchain_google_genai.ChatGoogleGenerativeAI._prepare_request",
     "langchain_google_genai.chat_models._response_to_result",
     "google.genai.batches._BatchJob_from_mldev",
@@ -58,6 +115,8 @@ async def get_job_with_stats(
         response = client._api_client.request("get", name, {}, None)
     else:
         response = await client._api_client.async_request("get", name, {}, None)
+    from google.genai import types
+
     body = json.loads(response.body) if response.body else {}
     stats = (body.get("metadata") or {}).get("batchStats") or {}
     job = types.BatchJob._from_response(response=_BatchJob_from_mldev(body), kwargs={})
@@ -72,3 +131,15 @@ def jsonl_request(client: Any, request: types.InlinedRequest) -> dict[str, Any]:
     body: dict[str, Any] = _InlinedRequest_to_mldev(client._api_client, request)
     request_body: dict[str, Any] = body.get("request", {})
     return request_body
+
+
+def response_from_json(response: dict[str, Any]) -> types.GenerateContentResponse:
+    """A GenerateContentResponse from the REST JSON of one line of a batch output file.
+
+    Why: the SDK parses such lines itself only for inline results; ``_from_response`` is how
+    it builds a response from REST JSON (google-genai 3.6.1 checked). Public replacement:
+    ``GenerateContentResponse.model_validate`` takes snake_case fields, not the REST camelCase.
+    """
+    from google.genai import types
+
+    return types.GenerateContentResponse._from_response(response=response, kwargs={})

@@ -1,0 +1,90 @@
+"""Dagster's private APIs that agents_pipelines uses (dagster 1.13.27, dagster-postgres 0.29.27
+checked)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dagster._config import validate_config
+from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.schema import ConcurrencySlotsTable
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+from dagster._serdes import ConfigurableClassData
+from dagster._utils.concurrency import ConcurrencySlotStatus
+
+__all__ = [
+    "ConcurrencySlotsTable",
+    "ConfigurableClassData",
+    "SlotClaimHook",
+    "SqliteEventLogStorage",
+    "config_problems",
+    "mark_stop_pending",
+    "postgres_storage_arguments",
+]
+
+
+def config_problems(config_schema: Any, value: Mapping[str, Any]) -> list[str]:
+    """Why ``value`` does not fit ``config_schema`` (an executor's), one message each.
+
+    Why: a Celery executor's YAML is checked as the code location loads, with Dagster's own
+    verdict, instead of at the first run. Uses ``dagster._config.validate_config``.
+    Public replacement: none for a lone config schema; ``dg.validate_run_config`` needs a job.
+    """
+    checked = validate_config(config_schema, value)
+    return [] if checked.success else [error.message for error in checked.errors or ()]
+
+
+def mark_stop_pending() -> bool:
+    """Set Dagster's flag of a stop that arrived between steps; False if it is gone.
+
+    Why: a stop turned into a Failure (to carry the spend) ends one step only; with the flag
+    set, Dagster raises the stop again as the next step starts (or as the run's resources are
+    torn down). Uses ``dagster._utils.interrupts._received_interrupt``, the dict that
+    ``capture_interrupts``'s signal handler sets. Public replacement: none (a step cannot ask
+    Dagster to stop the rest of its run).
+    """
+    from dagster._utils import interrupts
+
+    received = getattr(interrupts, "_received_interrupt", None)
+    if not isinstance(received, dict) or "received" not in received:
+        return False
+    received["received"] = True
+    return True
+
+
+class SlotClaimHook(SqlEventLogStorage):
+    """Routes Dagster's pool slot claim to ``claim_free_slot``, which a subclass defines.
+
+    Why: Dagster's SQL storages claim a slot in two statements that two processes can both
+    win (orchestration/pool_slots). The claim is the private method
+    ``SqlEventLogStorage._claim_concurrency_slot(concurrency_key, run_id, step_key)``,
+    called by the public ``claim_concurrency_slot`` once the step is assigned. The storage
+    classes and the slots table come from ``dagster._core.storage``. Public replacement: none
+    (a custom event log storage is public, its slot claim is not).
+    """
+
+    def _claim_concurrency_slot(
+        self, concurrency_key: str, run_id: str, step_key: str
+    ) -> ConcurrencySlotStatus:
+        claimed = self.claim_free_slot(concurrency_key, run_id, step_key)
+        return ConcurrencySlotStatus.CLAIMED if claimed else ConcurrencySlotStatus.BLOCKED
+
+    def claim_free_slot(self, concurrency_key: str, run_id: str, step_key: str) -> bool:
+        """Take a free slot of ``concurrency_key`` for the step; whether one was taken."""
+        raise NotImplementedError
+
+
+def postgres_storage_arguments(config_value: Mapping[str, Any]) -> dict[str, Any]:
+    """The URL and token provider arguments of a dagster-postgres storage, from its config.
+
+    Why: a subclass of ``PostgresEventLogStorage`` builds itself from dagster.yaml's config
+    as the parent does. Uses ``dagster_postgres.utils`` (undocumented). Public replacement:
+    none; ``PostgresEventLogStorage.from_config_value`` returns the parent class.
+    """
+    from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+
+    return {
+        "postgres_url": pg_url_from_config(config_value),
+        "token_provider": get_token_provider_from_config(config_value),
+    }

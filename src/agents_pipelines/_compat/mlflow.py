@@ -1,0 +1,199 @@
+"""MLflow's private and undocumented APIs that agents_pipelines uses (mlflow 3.17.2 and
+opentelemetry-sdk 1.45.2 checked).
+
+Imports of mlflow happen inside the hooks: importing mlflow costs seconds, and the code
+location loads without it (tracking/pricing.py's BundledCatalogPrices reads the catalog files
+without importing mlflow).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow.tracing.constant import SpanAttributeKey, TraceMetadataKey
+
+__all__ = [
+    "ExporterClientProxy",
+    "SpanAttributeKey",
+    "TraceMetadataKey",
+    "bundled_catalog_files",
+    "bundled_cost_per_token",
+    "drain_export_queue",
+    "raw_span",
+    "replace_event_attributes",
+    "span_processors_in_use",
+    "span_totals",
+    "wrap_exporter_client",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The attribute and metadata keys MLflow writes (``mlflow.tracing.constant``, not in
+    # MLflow's API reference), imported on first use so this module does not import mlflow.
+    if name in ("SpanAttributeKey", "TraceMetadataKey"):
+        from mlflow.tracing import constant
+
+        return getattr(constant, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def span_processors_in_use() -> list[Callable[[Any], None]]:
+    """The span processors MLflow runs now (what ``mlflow.tracing.configure`` last set).
+
+    Why: ``configure(span_processors=...)`` replaces the list, and MLflow resets it when the
+    tracking URI changes; adding ours keeps the others. Uses ``mlflow.tracing.config
+    .get_config`` (not exported by ``mlflow.tracing``). Public replacement: none to read the
+    list; ``mlflow.tracing.configure`` sets it.
+    """
+    from mlflow.tracing.config import get_config
+
+    return list(get_config().span_processors)
+
+
+def raw_span(span: Any) -> Any:
+    """The OpenTelemetry span below MLflow's ``LiveSpan``.
+
+    Why: its attributes are the JSON text MLflow stores, so a span processor redacts or
+    escapes that text without decoding every attribute (inputs and outputs can be large), and
+    its events are the ones exported. Uses ``LiveSpan._span``. Public replacement:
+    ``LiveSpan.attributes`` and ``set_attribute`` (decoded values, one JSON round trip per
+    attribute); none for events. Redacting keys through the public route measured 5.7 to
+    6.7 ms per span against 0.6 to 1.0 ms here (a chat span with 20 KB of state, 300 spans).
+    """
+    return span._span
+
+
+def replace_event_attributes(event: Any, attributes: Mapping[str, Any]) -> None:
+    """Give an OpenTelemetry span event new attributes (an exception event's message).
+
+    Why: the provider's error text may repeat the API key, and an ``Event`` has no setter.
+    The events come from ``raw_span(span).events``; this sets ``Event._attributes``.
+    Public replacement: none in OpenTelemetry's SDK.
+    """
+    event._attributes = dict(attributes)
+
+
+def _trace_exporter() -> Any:
+    from mlflow.tracing.provider import _get_trace_exporter
+
+    return _get_trace_exporter()
+
+
+def wrap_exporter_client(wrapper: type[ExporterClientProxy]) -> bool:
+    """Replace the trace exporter's store client by ``wrapper(client)`` unless it is one
+    already; False if the exporter has no such client.
+
+    Why: MLflow's exporter logs a failed trace write as a warning and moves on; wrapping its
+    client tells a run whether its trace was stored, and lets span batches grow with the trace
+    (tracking/trace_outcome.py). Uses ``mlflow.tracing.provider._get_trace_exporter`` and the
+    exporter's ``_client`` (an ``MlflowV3SpanExporter``'s ``TracingClient``). Public
+    replacement: none; ``mlflow.get_trace`` afterwards tells only whether the trace exists.
+    """
+    exporter = _trace_exporter()
+    client = getattr(exporter, "_client", None)
+    if client is None or not hasattr(client, "start_trace"):
+        return False
+    if not isinstance(client, wrapper):
+        exporter._client = wrapper(client)
+    return True
+
+
+class ExporterClientProxy:
+    """A stand-in for the exporter's ``TracingClient``: every call goes to ``inner``; a
+    subclass overrides ``start_trace``, ``log_spans`` or ``upload_trace_data``.
+
+    Why: the exporter stores spans that the store cannot keep itself through the client's
+    private ``_upload_trace_data(trace_info, trace_data)``; a wrapper that records failures
+    must see those too. Public replacement: none.
+    """
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _upload_trace_data(self, trace_info: Any, trace_data: Any) -> None:
+        self.upload_trace_data(trace_info, trace_data)
+
+    def upload_trace_data(self, trace_info: Any, trace_data: Any) -> None:
+        self.inner._upload_trace_data(trace_info, trace_data)
+
+
+def drain_export_queue() -> bool:
+    """Flush the span batchers and wait until the export queue is empty; False if MLflow's
+    internals moved (the caller then uses the public flush).
+
+    Why: ``mlflow.flush_trace_async_logging()`` stops and restarts the export thread, which
+    wakes from a one-second queue poll: 1.3 to 1.6 s per call, measured against 0.1 to
+    0.55 s here for one trace on SQLite; joining the queue returns once the last write is
+    done. Uses ``mlflow.tracing.processor.base_mlflow
+    .flush_all_batch_processors``, the exporter's ``_async_queue`` and its ``_queue`` (a
+    ``queue.Queue``). Public replacement: ``mlflow.flush_trace_async_logging()``.
+    """
+    try:
+        from mlflow.tracing.processor.base_mlflow import flush_all_batch_processors
+
+        flush_all_batch_processors()
+        queue = getattr(_trace_exporter(), "_async_queue", None)
+    except (ImportError, AttributeError):
+        return False
+    tasks = getattr(queue, "_queue", None)
+    if tasks is None or not hasattr(tasks, "join"):
+        return False
+    tasks.join()
+    return True
+
+
+def bundled_cost_per_token(
+    model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int
+) -> tuple[float, float] | None:
+    """USD of the input and output tokens of ``model`` from MLflow's bundled price table.
+
+    Why: the cost MLflow itself puts on spans, without a network call on the run's path.
+    Uses ``mlflow.utils.providers.cost_per_token`` (not in MLflow's API reference); with no
+    provider hint it scans only the bundled catalog. Public replacement: none (MLflow prices
+    spans itself, but not a lone usage).
+    """
+    from mlflow.utils.providers import cost_per_token
+
+    return cost_per_token(
+        model=model,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cache_read_input_tokens=cached_tokens,
+    )
+
+
+def bundled_catalog_files() -> tuple[Path, ...]:
+    """MLflow's bundled model catalog files (one JSON per provider), in name order, found
+    without importing mlflow.
+
+    Why: a definition-time estimate prices calls as ``bundled_cost_per_token`` does, and
+    importing mlflow would add about 2.5 s to every code-location load. The files are
+    ``mlflow/utils/model_catalog/*.json``, each ``{"models": {name: {"pricing": ...}}}``.
+    Public replacement: none.
+    """
+    spec = importlib.util.find_spec("mlflow")  # finds the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    folder = Path(next(iter(spec.submodule_search_locations))) / "utils" / "model_catalog"
+    return tuple(sorted(folder.glob("*.json"), key=lambda path: path.stem))
+
+
+def span_totals(spans: Iterable[Any]) -> tuple[dict[str, int], dict[str, float]]:
+    """Token usage and cost summed over ``spans`` (MLflow's own sums): the stored spans of a
+    trace that may never have ended.
+
+    Why: a run killed mid-way leaves a partial trace with no trace-level usage. Uses
+    ``mlflow.tracing.utils.aggregate_usage_from_spans`` and ``aggregate_cost_from_spans``.
+    Public replacement: ``TraceInfo.token_usage``, for a trace that ended.
+    """
+    from mlflow.tracing.utils import aggregate_cost_from_spans, aggregate_usage_from_spans
+
+    listed = list(spans)
+    return aggregate_usage_from_spans(listed) or {}, aggregate_cost_from_spans(listed) or {}
