@@ -28,6 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 from agents_pipelines.errors import AgentsPipelinesError
 from agents_pipelines.orchestration.attempts import ATTEMPT_TAG, POOL_TAG
 from agents_pipelines.orchestration.journal import AttemptKey, Journal, open_journal
+from agents_pipelines.orchestration.metadata_sets import AttemptMetadata, UsageMetadata
 from agents_pipelines.settings import PoolSpendLimits, settings
 from agents_pipelines.spec import Workflow
 from agents_pipelines.usage import SpendLimit, SpendLimits, round_usd
@@ -154,5 +155,5 @@ def _cost(entry: Any, pool: str | None) -> float:
         return 0.0  # some other observation of the asset, not an attempt's spend
     if pool is not None and tags.get(POOL_TAG) != pool:
         return 0.0
-    value = event.metadata.get("total_cost_usd")
-    return float(value.value) if value is not None and value.value is not None else 0.0
+    figures = UsageMetadata if entry.asset_observation is None else AttemptMetadata
+    return figures.extract(event.metadata).total_cost_usd or 0.0
