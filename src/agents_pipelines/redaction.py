@@ -19,6 +19,7 @@ import re
 from typing import Any, TypeVar, cast
 
 __all__ = [
+    "GOOGLE_KEY",
     "REDACTED_KEY",
     "RedactingFilter",
     "redact",
@@ -27,7 +28,12 @@ __all__ = [
     "redacting_logger",
 ]
 
+# The one marker of a removed key, in run output and in config errors alike. Square
+# brackets, not angle ones: Markdown (the Dagster UI's output preview, the docs) shows
+# them as text, where it may read `<redacted API key>` as an HTML tag.
 REDACTED_KEY = "[redacted API key]"
+# The shape of every Google API key: "AIza" and 35 URL-safe characters.
+GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{35}")
 KEY_ENV_VARS = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
 # A configured value shorter than this is not searched for: replacing, say, "abc" in every
 # message would garble them and protect nothing (no real key is that short).
@@ -38,8 +44,7 @@ _MIN_CONFIGURED_LENGTH = 8
 _VALUE = r"(?!" + re.escape(REDACTED_KEY) + r")[^&#\s'\"\\<>,;{}()]+"
 _QUOTE = r"\\?['\"]?"  # an optional quote, escaped or not
 _KEYS = re.compile(
-    r"AIza[0-9A-Za-z_\-]{35}"  # the shape of every Google API key
-    rf"|(?P<param>[?&]key=){_VALUE}"
+    GOOGLE_KEY.pattern + rf"|(?P<param>[?&]key=){_VALUE}"
     rf"|(?P<header>(?i:x-goog-api-key){_QUOTE}\s*[:=]\s*{_QUOTE}){_VALUE}"
 )
 
