@@ -22,7 +22,7 @@ PUBLIC_API = {
         "run_workflow",
     ],
     "agents_pipelines.dataset_eval": ["EvalReport", "evaluate_dataset", "read_dataset"],
-    "agents_pipelines.evals": ["Verdict", "evaluate"],
+    "agents_pipelines.state_evals": ["Verdict", "evaluate"],
     "agents_pipelines.graph": ["build_graph", "initial_state"],
     "agents_pipelines.llm": [
         "BACKEND_ENV",

@@ -22,8 +22,14 @@ from agents_pipelines.errors import (
     TrackingFailedWarning,
     WorkflowRunError,
 )
-from agents_pipelines.evals import Verdict, evaluate
-from agents_pipelines.graph import build_graph, event_loop, initial_state, map_node, resume, spend
+from agents_pipelines.graph import (
+    build_graph,
+    event_loop,
+    initial_state,
+    map_node,
+    node_spend,
+    resume,
+)
 from agents_pipelines.graph.event_loop import AwaitableSaver
 from agents_pipelines.graph.resume import Checkpointing
 from agents_pipelines.llm import Backend, chat_model_factory, resolve_backend
@@ -31,6 +37,7 @@ from agents_pipelines.llm.cache import ResponseCache, open_cache
 from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s
 from agents_pipelines.redaction import redact_exception
 from agents_pipelines.spec import Workflow
+from agents_pipelines.state_evals import Verdict, evaluate
 from agents_pipelines.tracking import (
     MlflowPriceTable,
     RunOutcome,
@@ -92,7 +99,7 @@ def run_workflow(
     The workflow's ``evals`` run on the final state, inside the run's trace and ledger:
     their verdicts are ``RunResult.verdicts``, each logged as an MLflow assessment on the
     trace; judge calls count in the run's figures and against its budget and spend limits.
-    ``evals=False`` skips them (for a caller that runs ``evals.evaluate`` itself);
+    ``evals=False`` skips them (for a caller that runs ``state_evals.evaluate`` itself);
     ``assess=False`` keeps them off the trace (``agents-pipelines eval`` hands the verdicts
     to ``mlflow.genai.evaluate`` as scorers, which logs them once).
 
@@ -217,7 +224,7 @@ def _run_config(
     """The LangGraph config of one run: the ledger (as callback, and for the nodes to claim
     their spend), the map nodes' passes, and the checkpoint thread."""
     configurable: dict[str, Any] = {
-        spend.LEDGER_KEY: ledger,
+        node_spend.LEDGER_KEY: ledger,
         map_node.PASSES_KEY: map_node.Passes(),
     }
     if checkpointing is not None:

@@ -2,7 +2,7 @@
 
 from agents_pipelines.orchestration.asset_factory import build_workflow_asset, run_config_schema
 from agents_pipelines.orchestration.component import WorkflowsComponent
-from agents_pipelines.orchestration.definitions import (
+from agents_pipelines.orchestration.definitions_factory import (
     build_definitions,
     build_workflow_assets,
     build_workflow_definitions,

@@ -19,7 +19,7 @@ from agents_pipelines.spec.models import EvalSpec, OutputCheck
 from agents_pipelines.usage import Budget, UsageSummary, WindowSpend
 
 if TYPE_CHECKING:
-    from agents_pipelines.evals import Verdict
+    from agents_pipelines.state_evals import Verdict
 
 _DESCRIBED_CHARS = 200  # of a judge's question in its check's description
 
@@ -102,7 +102,9 @@ def _window_figures(window: WindowSpend, usage: UsageSummary) -> dict[str, Any]:
 
 
 def output_results(workflow: Workflow, state: dict[str, Any]) -> list[dg.AssetCheckResult]:
-    from agents_pipelines.evals.rules import check_rule  # the run's imports, not the load's
+    from agents_pipelines.state_evals.rule_check import (
+        check_rule,  # the run's imports, not the load's
+    )
 
     results = []
     for check in workflow.spec.orchestration.checks:

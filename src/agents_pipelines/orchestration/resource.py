@@ -23,7 +23,6 @@ from agents_pipelines.errors import (
     WorkflowRunError,
 )
 from agents_pipelines.llm import Backend, resolve_backend
-from agents_pipelines.orchestration import checkpoints
 from agents_pipelines.orchestration.attempts import (
     MAX_STARTS,
     POOL_TAG,
@@ -38,12 +37,13 @@ from agents_pipelines.orchestration.attempts import (
 from agents_pipelines.orchestration.checks import budget_result, eval_results, output_results
 from agents_pipelines.orchestration.inputs import resolve_inputs
 from agents_pipelines.orchestration.metadata import attempts_metadata, run_metadata, usage_metadata
-from agents_pipelines.orchestration.spend import (
+from agents_pipelines.orchestration.spend_windows import (
     AttemptJournal,
     attempt_journal,
     pool_limits,
     run_spend_limits,
 )
+from agents_pipelines.orchestration.stores import checkpoints
 from agents_pipelines.redaction import redact
 from agents_pipelines.settings import PoolSpendLimits, settings
 from agents_pipelines.spec import Workflow

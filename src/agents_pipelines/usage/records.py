@@ -17,7 +17,7 @@ from typing import Any, Protocol
 NODE_KEY = "agents_pipelines.node"  # the workflow node of a call
 ITEM_KEY = "agents_pipelines.item"  # a map item's list index
 ITEM_FAILED = "agents_pipelines.item_failed"  # an item skipped for good; data: ItemFailure
-EVAL_KEY = "agents_pipelines.eval"  # the eval whose judge made a call (evals.judge)
+EVAL_KEY = "agents_pipelines.eval"  # the eval whose judge made a call (state_evals.judge_call)
 # How a reply of the development cache (llm.cache) says so: a response_metadata key whose
 # value holds the original usage, {"usage": {...}}.
 CACHE_HIT = "agents_pipelines_cache_hit"

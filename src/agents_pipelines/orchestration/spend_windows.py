@@ -27,8 +27,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from agents_pipelines.errors import AgentsPipelinesError
 from agents_pipelines.orchestration.attempts import ATTEMPT_TAG, POOL_TAG
-from agents_pipelines.orchestration.journal import AttemptKey, Journal, open_journal
 from agents_pipelines.orchestration.metadata_sets import AttemptMetadata, UsageMetadata
+from agents_pipelines.orchestration.stores.spend_journal import AttemptKey, Journal, open_journal
 from agents_pipelines.settings import PoolSpendLimits, settings
 from agents_pipelines.spec import Workflow
 from agents_pipelines.usage import SpendLimit, SpendLimits, round_usd

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from agents_pipelines.orchestration.attempts import unfinished_paid_attempt
-from agents_pipelines.orchestration.instance_stores import (
+from agents_pipelines.orchestration.stores.databases import (
     instance_store,
     is_postgres,
     postgres_schema_lock,

@@ -28,7 +28,7 @@ from typing import Any
 
 import dagster as dg
 
-from agents_pipelines.orchestration.instance_stores import (
+from agents_pipelines.orchestration.stores.databases import (
     instance_store,
     is_postgres,
     postgres_schema_lock,
