@@ -1,4 +1,5 @@
-"""The one home of Dagster: assets, the runner resource and Definitions."""
+"""The one home of Dagster: assets, the runner resource and Definitions (and, in
+``stores/``, what agents_pipelines keeps beside a Dagster instance)."""
 
 from agents_pipelines.orchestration.asset_factory import build_workflow_asset, run_config_schema
 from agents_pipelines.orchestration.component import WorkflowsComponent

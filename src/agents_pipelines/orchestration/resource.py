@@ -219,7 +219,7 @@ def _retry_or_fail(
     this = Attempt.of(attempt, "retried" if retry else "failed", exc.usage, reason)
     failure = _failure(context, reason, exc.usage, this)
     # Every attempt that does not materialize leaves its spend in the event log: a later
-    # attempt reports it, and the spend limits (spend.py) count it.
+    # attempt reports it, and the spend limits (spend_windows.py) count it.
     yield observation(context, this, workflow.spec.orchestration.pool)
     _recorded(journal)
     if not retry:

@@ -9,7 +9,7 @@ as a tag: a pool's limit reads every asset's records and keeps those of its pool
 step context has no code location to list the pool's assets from under
 ``dg.materialize``, and an asset moved to another pool keeps its old records' pool).
 
-Those records are written as attempts end; the spend journal (journal.py) adds what the
+Those records are written as attempts end; the spend journal (stores/spend_journal.py) adds what the
 attempts still in flight have spent so far, read before each LLM call.
 """
 
