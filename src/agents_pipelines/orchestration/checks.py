@@ -102,9 +102,8 @@ def _window_figures(window: WindowSpend, usage: UsageSummary) -> dict[str, Any]:
 
 
 def output_results(workflow: Workflow, state: dict[str, Any]) -> list[dg.AssetCheckResult]:
-    from agents_pipelines.state_evals.rule_check import (
-        check_rule,  # the run's imports, not the load's
-    )
+    # The run's imports, not the load's.
+    from agents_pipelines.state_evals.rule_check import check_rule
 
     results = []
     for check in workflow.spec.orchestration.checks:
