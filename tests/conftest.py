@@ -123,15 +123,15 @@ def gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[GeminiLoopbackServer]:
         yield server
 
 
-# What a forkserver imports once for the processes it forks (tests/pool_claims.py,
+# What a forkserver imports once for the processes it forks (tests/support/pool_claims.py,
 # tests/test_first_runs.py): a pytest process has one forkserver, started with the list of
 # the first test that uses it, so every user names this one list.
 FORKSERVER_PRELOAD = [
     "dagster",
     "mlflow",
     "agents_pipelines.testing",
-    "agents_pipelines.orchestration.checkpoints",
-    "agents_pipelines.orchestration.journal",
+    "agents_pipelines.orchestration.stores.checkpoints",
+    "agents_pipelines.orchestration.stores.spend_journal",
     "agents_pipelines.orchestration.pool_slots.sqlite",
     "agents_pipelines.orchestration.pool_slots.postgres",
 ]

@@ -284,7 +284,7 @@ def test_sixteen_runs_on_two_celery_workers(
 ) -> None:
     started = time.monotonic()
     driver = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "celery_driver.py"), *RUNS],
+        [sys.executable, str(REPO / "tests" / "support" / "celery_driver.py"), *RUNS],
         env=deployment,
         cwd=tmp_path,
         capture_output=True,

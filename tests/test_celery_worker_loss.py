@@ -83,7 +83,7 @@ def workers(
 def launch(env: dict[str, str], cwd: Path, asset: str) -> subprocess.Popen[str]:
     """A run of ``asset`` in its own process, its steps sent to the workers."""
     return subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "celery_driver.py"), asset],
+        [sys.executable, str(REPO / "tests" / "support" / "celery_driver.py"), asset],
         env=env,
         cwd=cwd,
         stdout=subprocess.PIPE,

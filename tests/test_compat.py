@@ -388,7 +388,7 @@ def test_checkpoint_ids_decode_to_their_time() -> None:
     time langgraph.checkpoint.base.id wrote into them."""
     from langgraph.checkpoint.base import empty_checkpoint
 
-    from agents_pipelines.orchestration.checkpoints import _unix_s, uuid6_time
+    from agents_pipelines.orchestration.stores.checkpoints import _unix_s, uuid6_time
 
     before = time.time()
     checkpoint_id = empty_checkpoint()["id"]

@@ -16,8 +16,9 @@ import dagster as dg
 import pytest
 
 from agents_pipelines.llm.cache import CACHE_FILE
-from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset, checkpoints
-from agents_pipelines.orchestration.journal import SQLITE_FILE as JOURNAL_FILE
+from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
+from agents_pipelines.orchestration.stores import checkpoints
+from agents_pipelines.orchestration.stores.spend_journal import SQLITE_FILE as JOURNAL_FILE
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply
 from agents_pipelines.testing.gemini_server import default_reply

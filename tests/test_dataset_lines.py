@@ -69,9 +69,9 @@ def test_mlflow_holds_one_chunk_of_rows_at_a_time_and_the_run_covers_them_all(
     import mlflow
     import mlflow.genai
 
-    from agents_pipelines.tracking import evaluation
+    from agents_pipelines.tracking import dataset_evaluation
 
-    monkeypatch.setattr(evaluation, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(dataset_evaluation, "CHUNK_ROWS", 2)
     handed: list[int] = []
     evaluate = mlflow.genai.evaluate
 

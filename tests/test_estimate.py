@@ -11,7 +11,7 @@ import pytest
 
 from agents_pipelines import load_workflow
 from agents_pipelines.cli import main
-from agents_pipelines.estimate import estimate_workflow, no_key_estimate
+from agents_pipelines.estimate_command import estimate_workflow, no_key_estimate
 from agents_pipelines.orchestration import build_definitions
 from agents_pipelines.spec.placeholders import parse_template
 from agents_pipelines.testing import GeminiLoopbackServer

@@ -10,13 +10,13 @@ import dagster as dg
 import mlflow
 import pytest
 
-from agents_pipelines.evals import Verdict, evaluate
-from agents_pipelines.evals.judge import SIMULATED_RATIONALE
-from agents_pipelines.evals.rules import check_rule
 from agents_pipelines.orchestration import WorkflowRunner, build_definitions, build_workflow_asset
 from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.spec.models import OutputCheck, Rule
+from agents_pipelines.state_evals import Verdict, evaluate
+from agents_pipelines.state_evals.judge_call import SIMULATED_RATIONALE
+from agents_pipelines.state_evals.rule_check import check_rule
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply, Usage
 from conftest import assert_usage_agrees, docs_section, metadata_of, workflow_yaml, write
 

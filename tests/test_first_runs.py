@@ -60,8 +60,8 @@ def test_eight_first_runs_on_a_brand_new_store_give_eight_runs_and_eight_traces(
 
 def _open_both_stores(url: str) -> str:
     """One process's first run on the team database: the checkpointer and the journal."""
-    from agents_pipelines.orchestration.checkpoints import postgres_saver
-    from agents_pipelines.orchestration.journal import postgres_journal
+    from agents_pipelines.orchestration.stores.checkpoints import postgres_saver
+    from agents_pipelines.orchestration.stores.spend_journal import postgres_journal
 
     try:
         with postgres_saver(url), postgres_journal(url):

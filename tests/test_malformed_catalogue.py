@@ -423,7 +423,7 @@ def test_validate_command_refuses_duplicate_tools_and_partitions_out_of_bounds()
     done = subprocess.run(
         [sys.executable, "-m", "agents_pipelines.cli", "validate", *map(str, ISSUE_20)],
         cwd=MALFORMED.parents[1],  # where shop/ is, as the code location runs
-        env={**os.environ, "PYTHONPATH": str(MALFORMED.parent)},  # for catalogue_steps
+        env={**os.environ, "PYTHONPATH": str(MALFORMED.parent / "support")},  # catalogue_steps
         capture_output=True,
         text=True,
         timeout=120,

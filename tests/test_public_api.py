@@ -23,7 +23,7 @@ PUBLIC_API = {
     ],
     "agents_pipelines._compat": [],  # private: agents_pipelines' own hooks into upstream
     "agents_pipelines.dataset_eval": ["EvalReport", "evaluate_dataset", "read_dataset"],
-    "agents_pipelines.evals": ["Verdict", "evaluate"],
+    "agents_pipelines.state_evals": ["Verdict", "evaluate"],
     "agents_pipelines.graph": ["build_graph", "initial_state"],
     "agents_pipelines.llm": [
         "BACKEND_ENV",

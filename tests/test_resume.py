@@ -22,7 +22,8 @@ import pytest
 from mlflow import MlflowClient
 
 from agents_pipelines.errors import WorkflowRunError
-from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset, checkpoints
+from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
+from agents_pipelines.orchestration.stores import checkpoints
 from agents_pipelines.runner import Checkpointing, run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply

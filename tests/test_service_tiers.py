@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from agents_pipelines.errors import WorkflowConfigError
-from agents_pipelines.estimate import estimate_workflow, no_key_estimate, render_estimate
+from agents_pipelines.estimate_command import estimate_workflow, no_key_estimate, render_estimate
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow, load_workflow_text

@@ -9,7 +9,7 @@ import pytest
 
 from agents_pipelines.errors import AgentsPipelinesError
 from agents_pipelines.llm.backend import Backend, chat_model_factory, resolve_backend
-from agents_pipelines.orchestration.definitions import definitions_from_env
+from agents_pipelines.orchestration.definitions_factory import definitions_from_env
 from agents_pipelines.settings import Settings, settings
 from agents_pipelines.spec.models import MlflowConfig
 from agents_pipelines.tracking import resolve_settings

@@ -14,7 +14,7 @@ import pytest
 
 from agents_pipelines.errors import BudgetExceededError, InvalidInputsError, StateValueTooLargeError
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
-from agents_pipelines.orchestration.checkpoints import SQLITE_FILE
+from agents_pipelines.orchestration.stores.checkpoints import SQLITE_FILE
 from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import GeminiLoopbackServer, RecordedRequest, Reply, Usage

@@ -12,6 +12,7 @@ import pytest
 
 from agents_pipelines.cli import main
 from agents_pipelines.errors import WorkflowConfigError
+from agents_pipelines.redaction import REDACTED_KEY
 from agents_pipelines.spec import load_workflow, load_workflow_text, workflow_json_schema
 from agents_pipelines.spec.findings import MAX_HINTS
 from agents_pipelines.spec.yaml_source import (
@@ -445,10 +446,22 @@ def test_literal_api_keys_are_never_echoed() -> None:
     errors = errors_of(text)
     assert not [e for e in errors if key in e], errors
     assert any(
-        "orchestration.inputs.<redacted API key>: this key holds a literal Google API key" in e
+        f"orchestration.inputs.{REDACTED_KEY}: this key holds a literal Google API key" in e
         for e in errors
     ), errors
-    assert any("unknown node `<redacted API key>`" in e for e in errors), errors
+    assert any(f"unknown node `{REDACTED_KEY}`" in e for e in errors), errors
+
+
+def test_config_errors_redact_as_the_runtime_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One redactor: the configured key's value, whatever its shape, is kept out of config
+    errors too, behind the runtime's marker."""
+    monkeypatch.setenv("GOOGLE_API_KEY", "configured-secret-value-42")
+    text = BASE.replace(
+        "{from: outline, to: write}", "{from: outline, to: configured-secret-value-42}"
+    )
+    errors = errors_of(text)
+    assert any(f"unknown node `{REDACTED_KEY}`" in e for e in errors), errors
+    assert not [e for e in errors if "configured-secret-value-42" in e], errors
 
 
 def test_int_is_a_float_and_plain_equals_sign_is_text() -> None:

@@ -23,8 +23,13 @@ import pytest
 from agents_pipelines.errors import AgentsPipelinesError
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.orchestration.checks import BUDGET_CHECK
-from agents_pipelines.orchestration.journal import KEEP_S, SQLITE_FILE, AttemptKey, open_journal
-from agents_pipelines.orchestration.spend import pool_limits
+from agents_pipelines.orchestration.spend_windows import pool_limits
+from agents_pipelines.orchestration.stores.spend_journal import (
+    KEEP_S,
+    SQLITE_FILE,
+    AttemptKey,
+    open_journal,
+)
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer
 from agents_pipelines.testing.gemini_server.replies import Reply, default_reply
@@ -271,7 +276,7 @@ def test_a_window_is_the_calendar_day_or_month_in_its_zone(case: str) -> None:
     assert [moment.isoformat(timespec="minutes") for moment in window] == [start, resets]
 
 
-# --- Runs in flight at once: the spend journal (orchestration/journal.py) ---------------
+# --- Runs in flight at once: the spend journal (orchestration/stores/spend_journal.py) ---
 
 
 def two_step(tmp_path: Path, name: str) -> dg.AssetsDefinition:

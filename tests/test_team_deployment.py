@@ -67,7 +67,7 @@ def test_sixteen_concurrent_runs_on_postgres(
         driver = subprocess.run(
             [
                 sys.executable,
-                str(REPO / "tests" / "load_driver.py"),
+                str(REPO / "tests" / "support" / "load_driver.py"),
                 str(EXAMPLES / "release_notes.yaml"),
                 "--processes",
                 str(RUNS),

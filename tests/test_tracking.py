@@ -17,7 +17,7 @@ from agents_pipelines.cli import main
 from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.tracking import drain_trace_export
-from agents_pipelines.tracking.settings import FileStoreDeprecationWarning
+from agents_pipelines.tracking.tracking_settings import FileStoreDeprecationWarning
 from conftest import LINEAR, metadata_of, write
 
 

@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_eval(commands: Any) -> None:
-    from agents_pipelines.dataset_eval.cli import add_eval_command
+    from agents_pipelines.dataset_eval.eval_command import add_eval_command
 
     add_eval_command(commands, _positive, _backend)
 
@@ -223,7 +223,7 @@ def _positive(text: str) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from agents_pipelines.estimate import estimate_workflow, render_estimate
+    from agents_pipelines.estimate_command import estimate_workflow, render_estimate
 
     workflow = load_workflow(args.file)
     inputs = _parse_inputs(workflow, args.input)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar, cast
 from agents_pipelines.errors import exception_chain
 
 __all__ = [
+    "GOOGLE_KEY",
     "REDACTED_KEY",
     "RedactingFilter",
     "redact",
@@ -29,7 +30,12 @@ __all__ = [
     "redacting_logger",
 ]
 
+# The one marker of a removed key, in run output and in config errors alike. Square
+# brackets, not angle ones: Markdown (the Dagster UI's output preview, the docs) shows
+# them as text, where it may read `<redacted API key>` as an HTML tag.
 REDACTED_KEY = "[redacted API key]"
+# The shape of every Google API key: "AIza" and 35 URL-safe characters.
+GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{35}")
 KEY_ENV_VARS = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
 # A configured value shorter than this is not searched for: replacing, say, "abc" in every
 # message would garble them and protect nothing (no real key is that short).
@@ -40,8 +46,7 @@ _MIN_CONFIGURED_LENGTH = 8
 _VALUE = r"(?!" + re.escape(REDACTED_KEY) + r")[^&#\s'\"\\<>,;{}()]+"
 _QUOTE = r"\\?['\"]?"  # an optional quote, escaped or not
 _KEYS = re.compile(
-    r"AIza[0-9A-Za-z_\-]{35}"  # the shape of every Google API key
-    rf"|(?P<param>[?&]key=){_VALUE}"
+    GOOGLE_KEY.pattern + rf"|(?P<param>[?&]key=){_VALUE}"
     rf"|(?P<header>(?i:x-goog-api-key){_QUOTE}\s*[:=]\s*{_QUOTE}){_VALUE}"
 )
 

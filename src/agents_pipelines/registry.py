@@ -55,16 +55,16 @@ class ProcessRegistry:
     caches_lock: threading.Lock = field(default_factory=threading.Lock)
     # The development cache's clock: a test sets it to expire entries without sleeping.
     cache_clock: Callable[[], float] = time.time
-    # orchestration/instance_stores.py: one connection per SQLite file beside an instance.
+    # orchestration/stores/databases.py: one connection per SQLite file beside an instance.
     sqlite_connections: dict[Path, sqlite3.Connection] = field(default_factory=dict)
     connections_lock: threading.Lock = field(default_factory=threading.Lock)
-    # orchestration/checkpoints.py: a saver per SQLite file, the PostgreSQL stores whose
+    # orchestration/stores/checkpoints.py: a saver per SQLite file, the PostgreSQL stores whose
     # tables this process has seen created, and when each (store, TTL) was last pruned.
     checkpoint_savers: dict[Path, Any] = field(default_factory=dict)
     postgres_checkpoints_set_up: set[str] = field(default_factory=set)
     checkpoints_pruned: dict[tuple[str, int], float] = field(default_factory=dict)
     checkpoints_lock: threading.Lock = field(default_factory=threading.Lock)
-    # orchestration/journal.py: the spend journal of each SQLite file.
+    # orchestration/stores/spend_journal.py: the spend journal of each SQLite file.
     spend_journals: dict[Path, Any] = field(default_factory=dict)
     journals_lock: threading.Lock = field(default_factory=threading.Lock)
     # tracking/experiments.py: (tracking URI, experiment name) -> experiment id.

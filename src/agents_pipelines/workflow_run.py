@@ -25,8 +25,14 @@ from agents_pipelines.errors import (
     StepLimitError,
     WorkflowRunError,
 )
-from agents_pipelines.evals import Verdict, evaluate
-from agents_pipelines.graph import build_graph, event_loop, initial_state, map_node, resume, spend
+from agents_pipelines.graph import (
+    build_graph,
+    event_loop,
+    initial_state,
+    map_node,
+    node_spend,
+    resume,
+)
 from agents_pipelines.graph.event_loop import AwaitableSaver
 from agents_pipelines.graph.resume import Checkpointing
 from agents_pipelines.llm import Backend, ChatModelFactory, chat_model_factory, resolve_backend
@@ -35,6 +41,7 @@ from agents_pipelines.redaction import redact_exception
 from agents_pipelines.registry import ProcessRegistry, process_registry
 from agents_pipelines.run_parts import Checkpoints, DevCache, RunPart, SpendGuard
 from agents_pipelines.spec import Workflow
+from agents_pipelines.state_evals import Verdict, evaluate
 from agents_pipelines.tracking import MlflowPriceTable, RunOutcome, RunRecorder, TrackingInfo
 from agents_pipelines.usage import SpendLimits, UsageLedger, UsageSummary, WindowSpend
 
@@ -266,7 +273,7 @@ def _run_config(
     """The LangGraph config of one run: the ledger (as callback, and for the nodes to claim
     their spend), the map nodes' passes, and the checkpoint thread."""
     configurable: dict[str, Any] = {
-        spend.LEDGER_KEY: ledger,
+        node_spend.LEDGER_KEY: ledger,
         map_node.PASSES_KEY: map_node.Passes(),
     }
     if options.checkpointing is not None:

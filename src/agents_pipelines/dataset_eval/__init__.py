@@ -4,7 +4,7 @@
   number and skipped);
 - ``scorers``: an exact-match scorer per ``expected`` field, and the workflow's ``evals:``;
 - ``cases``: each case a ``run_workflow``, all under one ``mlflow.genai.evaluate`` run
-  (tracking/evaluation.py);
+  (tracking/dataset_evaluation.py);
 - ``report`` and ``cli``: the table, the command and its exit codes.
 """
 

@@ -1,5 +1,5 @@
 """``agents-pipelines eval``: run a workflow once per dataset case, score every case, and log
-one MLflow evaluation run (tracking/evaluation.py) with a row per case.
+one MLflow evaluation run (tracking/dataset_evaluation.py) with a row per case.
 
 Each case runs through ``run_workflow``, as ``agents-pipelines run`` does: its usage and
 cost come from the run's usage ledger, and its own MLflow run and trace are the case's row.
@@ -26,9 +26,9 @@ from agents_pipelines.dataset_eval.scorers import (
     workflow_scorers,
 )
 from agents_pipelines.errors import AgentsPipelinesError
-from agents_pipelines.evals import Verdict
 from agents_pipelines.redaction import redact
 from agents_pipelines.spec import Workflow
+from agents_pipelines.state_evals import Verdict
 
 __all__ = ["CaseResult", "EvalReport", "EvalSetupError", "evaluate_dataset"]
 
@@ -134,8 +134,8 @@ def evaluate_dataset(
 ) -> EvalReport:
     """Run and score every case of ``dataset``, at most ``concurrency`` at once, under one
     MLflow evaluation run in the workflow's experiment. ``params`` are logged on it."""
-    from agents_pipelines.tracking.evaluation import EvalRow, evaluate_rows
-    from agents_pipelines.tracking.settings import resolve_settings
+    from agents_pipelines.tracking.dataset_evaluation import EvalRow, evaluate_rows
+    from agents_pipelines.tracking.tracking_settings import resolve_settings
 
     config = workflow.spec.config.observability.mlflow
     if not config.enabled:
@@ -238,7 +238,7 @@ class _Cases:
         return run.state
 
     def scorer(self, scorer: Scorer) -> Any:
-        from agents_pipelines.tracking.evaluation import Judgement
+        from agents_pipelines.tracking.dataset_evaluation import Judgement
 
         def score(key: str) -> list[Judgement]:
             result = self._results[key]
@@ -253,7 +253,7 @@ class _Cases:
 
 
 def _judgement(score: Score, scorer: str) -> Any:
-    from agents_pipelines.tracking.evaluation import Judgement
+    from agents_pipelines.tracking.dataset_evaluation import Judgement
 
     if score.kind == "judge":
         return Judgement(score.name, score.passed, score.rationale, "LLM_JUDGE", score.model or "")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from agents_pipelines.dataset_eval.dataset import Case
-from agents_pipelines.evals import Verdict
 from agents_pipelines.spec import Workflow
+from agents_pipelines.state_evals import Verdict
 
 __all__ = ["CaseOutcome", "Score", "Scorer", "exact_match_scorers", "workflow_scorers"]
 

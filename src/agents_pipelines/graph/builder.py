@@ -16,7 +16,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 
 from agents_pipelines._compat.langgraph import stream_only
-from agents_pipelines.graph import map_node, spend
+from agents_pipelines.graph import map_node, node_spend
 from agents_pipelines.graph.nodes import make_async_node, make_node
 from agents_pipelines.graph.routes import router, target
 from agents_pipelines.graph.state import state_schema
@@ -76,7 +76,7 @@ def _model(
 
 def _compile(spec: WorkflowSpec, models: tuple[Any, ...]) -> CompiledStateGraph:
     public = state_schema(spec)
-    private = {**map_node.results_channels(spec), **spend.channels()}
+    private = {**map_node.results_channels(spec), **node_spend.channels()}
     state: Any = TypedDict(  # type: ignore[misc]
         f"{spec.flow.name}_run_state", {**public.__annotations__, **private}
     )
@@ -89,10 +89,10 @@ def _compile(spec: WorkflowSpec, models: tuple[Any, ...]) -> CompiledStateGraph:
             map_node.add_map_node(graph, spec, node, per_item, policy)
         elif map_node.is_batch(spec, node):
             # Awaited on the event loop: a stop cancels the task, and the task its job.
-            batched: Any = spend.accounted_async(make_async_node(spec, node, model), node.id)
+            batched: Any = node_spend.accounted_async(make_async_node(spec, node, model), node.id)
             graph.add_node(node.id, batched, retry_policy=policy._replace(retry_on=is_transient))
         else:
-            action: Any = spend.accounted(make_node(spec, node, model), node.id)
+            action: Any = node_spend.accounted(make_node(spec, node, model), node.id)
             if on_event_loop:  # retry_on runs on the event loop: it must not sleep there
                 action = _waits_for_retry_after(action, policy)
                 policy = policy._replace(retry_on=is_transient)

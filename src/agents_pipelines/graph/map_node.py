@@ -41,7 +41,7 @@ from langgraph.types import Overwrite, RetryPolicy, Send
 
 from agents_pipelines._compat.langgraph import config_context
 from agents_pipelines.errors import BudgetExceededError, UnrecordedRequestError, WorkflowRunError
-from agents_pipelines.graph import spend
+from agents_pipelines.graph import node_spend
 from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s, status_code
 from agents_pipelines.redaction import redact
 from agents_pipelines.spec import field_types
@@ -342,7 +342,7 @@ class _ItemNode:
             raise fails_the_pass
         return {
             _results(self._node): [(item.index, outputs)],
-            **spend.entry(config, self._node.id, item.index),
+            **node_spend.entry(config, self._node.id, item.index),
         }
 
     @staticmethod

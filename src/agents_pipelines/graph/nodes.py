@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from agents_pipelines.errors import OutputValidationError
 from agents_pipelines.graph.dry_run import dry_run_hints
 from agents_pipelines.graph.python_step import python_step
-from agents_pipelines.graph.replies import text_of
+from agents_pipelines.graph.reply_text import text_of
 from agents_pipelines.graph.state import output_model
 from agents_pipelines.graph.tool_loop import async_tool_node, tool_node
 from agents_pipelines.graph.value_limits import async_limited, limited

@@ -1,6 +1,6 @@
 """Resume a failed run after its last finished super-step, from a LangGraph checkpoint.
 
-The caller (the Dagster asset: orchestration/checkpoints.py) gives a checkpointer and the
+The caller (the Dagster asset: orchestration/stores/checkpoints.py) gives a checkpointer and the
 run's thread id; nothing here knows where they come from. A thread that holds an
 unfinished checkpoint of the same workflow file and inputs is resumed: LangGraph runs the
 tasks of the failed super-step again, except those that finished (their writes were kept
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents_pipelines._compat.langgraph import saver_serializer, set_saver_serializer
-from agents_pipelines.graph.spend import SPEND_CHANNEL, resumed_nodes
+from agents_pipelines.graph.node_spend import SPEND_CHANNEL, resumed_nodes
 from agents_pipelines.redaction import redact_exception
 from agents_pipelines.usage.records import ResumedNode
 

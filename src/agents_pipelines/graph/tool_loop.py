@@ -21,7 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCa
 from langchain_core.tools import BaseTool, StructuredTool
 
 from agents_pipelines.errors import PythonTimeoutError, ToolCallLimitError
-from agents_pipelines.graph.replies import text_of
+from agents_pipelines.graph.reply_text import text_of
 from agents_pipelines.graph.time_limit import TimeLimit
 from agents_pipelines.graph.value_limits import bounded_result
 from agents_pipelines.redaction import redact

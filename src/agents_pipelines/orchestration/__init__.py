@@ -1,8 +1,9 @@
-"""The one home of Dagster: assets, the runner resource and Definitions."""
+"""The one home of Dagster: assets, the runner resource and Definitions (and, in
+``stores/``, what agents_pipelines keeps beside a Dagster instance)."""
 
 from agents_pipelines.orchestration.asset_factory import build_workflow_asset, run_config_schema
 from agents_pipelines.orchestration.component import WorkflowsComponent
-from agents_pipelines.orchestration.definitions import (
+from agents_pipelines.orchestration.definitions_factory import (
     build_definitions,
     build_workflow_assets,
     build_workflow_definitions,

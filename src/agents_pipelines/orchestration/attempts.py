@@ -18,6 +18,7 @@ from typing import Any
 
 import dagster as dg
 
+from agents_pipelines.orchestration.metadata_sets import AttemptMetadata
 from agents_pipelines.spec.models import RetryConfig
 from agents_pipelines.usage import UsageSummary
 
@@ -88,14 +89,14 @@ def observation(
         asset_key=context.asset_key,
         partition=context.partition_key if context.has_partition_key else None,
         description=f"Attempt {attempt.number} {attempt.outcome}: {attempt.error}",
-        metadata={
-            "attempt": attempt.number,
-            "outcome": attempt.outcome,
-            "llm_calls": attempt.llm_calls,
-            "total_tokens": attempt.total_tokens,
-            "total_cost_usd": dg.MetadataValue.float(attempt.cost_usd),
-            "error": attempt.error,
-        },
+        metadata=AttemptMetadata(
+            attempt=attempt.number,
+            outcome=attempt.outcome,
+            llm_calls=attempt.llm_calls,
+            total_tokens=attempt.total_tokens,
+            total_cost_usd=attempt.cost_usd,
+            error=attempt.error,
+        ).as_metadata(),
         tags={ATTEMPT_TAG: str(attempt.number), POOL_TAG: pool},
     )
 
@@ -165,15 +166,15 @@ def _attempts(context: dg.AssetExecutionContext, records: Iterable[Any]) -> list
         seen = record.asset_observation
         if not _is_mine(context, seen) or ATTEMPT_TAG not in (seen.tags or {}):
             continue
-        meta = {key: value.value for key, value in seen.metadata.items()}
-        number = int(meta["attempt"])
+        meta = AttemptMetadata.extract(seen.metadata)
+        number = meta.attempt or 0
         found[number] = Attempt(
             number,
-            str(meta["outcome"]),
-            int(meta["llm_calls"]),
-            int(meta["total_tokens"]),
-            float(meta["total_cost_usd"]),
-            str(meta.get("error") or ""),
+            meta.outcome or "",
+            meta.llm_calls or 0,
+            meta.total_tokens or 0,
+            meta.total_cost_usd or 0.0,
+            meta.error or "",
         )
     return [found[number] for number in sorted(found)]
 

@@ -8,13 +8,18 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from agents_pipelines.orchestration.metadata_sets import (
+    BudgetCheckMetadata,
+    EvalCheckMetadata,
+    OutputCheckMetadata,
+)
 from agents_pipelines.spec import Workflow
 from agents_pipelines.spec.eval_rules import BUDGET_CHECK
 from agents_pipelines.spec.models import EvalSpec, OutputCheck
 from agents_pipelines.usage import Budget, UsageSummary, WindowSpend
 
 if TYPE_CHECKING:
-    from agents_pipelines.evals import Verdict
+    from agents_pipelines.state_evals import Verdict
 
 _DESCRIBED_CHARS = 200  # of a judge's question in its check's description
 
@@ -62,32 +67,31 @@ def budget_result(
     if config is None and not orchestration.spend_limits:
         return None
     over = None
-    metadata: dict[str, Any] = {
+    figures: dict[str, Any] = {
         "total_cost_usd": usage.total_cost_usd,
         "total_tokens": usage.tokens.total,
     }
     if config is not None:
         budget = Budget(workflow.name, config.max_cost_usd, config.max_total_tokens)
         over = budget.overrun(usage)
-        metadata |= {
+        figures |= {
             "max_cost_usd": config.max_cost_usd,
             "max_total_tokens": config.max_total_tokens,
         }
     for window in windows:
-        metadata |= _window_metadata(window, usage)
-    if over:
-        metadata["over"] = over
+        figures |= _window_figures(window, usage)
     return dg.AssetCheckResult(
         check_name=BUDGET_CHECK,
         passed=over is None,
-        metadata={k: v for k, v in metadata.items() if v is not None},
+        metadata=BudgetCheckMetadata(**figures, over=over).as_metadata(),
         severity=dg.AssetCheckSeverity.ERROR,
     )
 
 
-def _window_metadata(window: WindowSpend, usage: UsageSummary) -> dict[str, Any]:
+def _window_figures(window: WindowSpend, usage: UsageSummary) -> dict[str, Any]:
     """``spent_this_day_usd`` (the workflow's window) or ``pool_spent_this_day_usd``, with
-    its limit and when it resets: earlier runs' spend in the window plus this run's."""
+    its limit and when it resets: earlier runs' spend in the window plus this run's (the
+    names are BudgetCheckMetadata's fields, which refuses any other)."""
     limit = window.limit
     prefix = f"{'pool_' if limit.scope == 'pool' else ''}spent_this_{limit.per}"
     return {
@@ -98,7 +102,8 @@ def _window_metadata(window: WindowSpend, usage: UsageSummary) -> dict[str, Any]
 
 
 def output_results(workflow: Workflow, state: dict[str, Any]) -> list[dg.AssetCheckResult]:
-    from agents_pipelines.evals.rules import check_rule  # the run's imports, not the load's
+    # The run's imports, not the load's.
+    from agents_pipelines.state_evals.rule_check import check_rule
 
     results = []
     for check in workflow.spec.orchestration.checks:
@@ -109,11 +114,11 @@ def output_results(workflow: Workflow, state: dict[str, Any]) -> list[dg.AssetCh
             dg.AssetCheckResult(
                 check_name=check.name,
                 passed=outcome.passed,
-                metadata={
-                    "field": check.field,
-                    "rule": f"{rule} {limit}",
-                    "measured": len(measured) if isinstance(measured, list | dict) else measured,
-                },
+                metadata=OutputCheckMetadata(
+                    field=check.field,
+                    rule=f"{rule} {limit}",
+                    measured=len(measured) if isinstance(measured, list | dict) else measured,
+                ).as_metadata(),
             )
         )
     return results
@@ -124,21 +129,18 @@ def eval_results(verdicts: Sequence[Verdict]) -> list[dg.AssetCheckResult]:
     and what it cost."""
     results = []
     for verdict in verdicts:
-        metadata: dict[str, Any] = {
-            "verdict": "pass" if verdict.passed else "fail",
-            "rationale": dg.MetadataValue.text(verdict.rationale),
-            "kind": verdict.kind,
-        }
-        if verdict.kind == "judge":
-            metadata |= {
-                "judge_model": verdict.model,
-                "cost_usd": dg.MetadataValue.float(verdict.cost_usd),
-                "input_tokens": verdict.input_tokens,
-                "output_tokens": verdict.output_tokens,
-                "total_tokens": verdict.total_tokens,
-            }
-        if verdict.error is not None:
-            metadata["error"] = dg.MetadataValue.text(verdict.error)
+        judge = verdict.kind == "judge"
+        metadata = EvalCheckMetadata(
+            verdict="pass" if verdict.passed else "fail",
+            rationale=verdict.rationale,
+            kind=verdict.kind,
+            judge_model=verdict.model if judge else None,
+            cost_usd=verdict.cost_usd if judge else None,
+            input_tokens=verdict.input_tokens if judge else None,
+            output_tokens=verdict.output_tokens if judge else None,
+            total_tokens=verdict.total_tokens if judge else None,
+            error=verdict.error,
+        ).as_metadata()
         results.append(
             dg.AssetCheckResult(check_name=verdict.name, passed=verdict.passed, metadata=metadata)
         )

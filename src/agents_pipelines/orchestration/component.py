@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from agents_pipelines.orchestration.definitions import OnInvalid, build_definitions
+from agents_pipelines.orchestration.definitions_factory import OnInvalid, build_definitions
 from agents_pipelines.orchestration.translator import WorkflowTranslator
 from agents_pipelines.spec import Workflow
 

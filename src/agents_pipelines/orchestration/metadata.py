@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from agents_pipelines.orchestration.attempts import Attempt
+from agents_pipelines.orchestration.metadata_sets import (
+    AttemptsMetadata,
+    RunMetadata,
+    UsageMetadata,
+)
 from agents_pipelines.redaction import redact
 from agents_pipelines.usage import UsageSummary, round_usd
+
+if TYPE_CHECKING:
+    from agents_pipelines.tracking import TrackingInfo
 
 PREVIEW_CHARS = 2_000
 
@@ -52,44 +60,6 @@ _BATCH_JOB_COLUMNS = [
 ]
 
 
-def usage_metadata(summary: UsageSummary) -> dict[str, Any]:
-    """Token and cost figures; also attached to failures, so spend is never lost."""
-    metadata: dict[str, Any] = {
-        name: dg.MetadataValue.float(value)
-        if isinstance(value, float)
-        else dg.MetadataValue.int(value)
-        for name, value in summary.totals().items()
-    }
-    metadata |= {
-        "node_calls": dg.MetadataValue.table(
-            [_call_record(call) for call in summary.calls], dg.TableSchema(_CALL_COLUMNS)
-        ),
-    }
-    if summary.failed_items:
-        metadata["failed_items"] = dg.MetadataValue.table(
-            [
-                dg.TableRecord({"node": f.node, "item": f.item, "error": f.error})
-                for f in summary.failed_items
-            ],
-            dg.TableSchema(_FAILED_ITEM_COLUMNS),
-        )
-    if summary.batch_jobs:
-        metadata["batch_jobs"] = dg.MetadataValue.table(
-            [dg.TableRecord(dict(job)) for job in summary.batch_jobs],
-            dg.TableSchema(_BATCH_JOB_COLUMNS),
-        )
-        metadata["saved_vs_interactive_usd"] = dg.MetadataValue.float(
-            summary.saved_vs_interactive_usd
-        )
-    if summary.resumed:
-        metadata |= _resumed_metadata(summary)
-    if summary.unpriced_models:
-        metadata["unpriced_models"] = dg.MetadataValue.text(", ".join(summary.unpriced_models))
-    if summary.cancelled_calls:  # in llm_calls, unpriced: a stop cut them short in flight
-        metadata["cancelled_calls"] = dg.MetadataValue.int(summary.cancelled_calls)
-    return metadata
-
-
 _RESUMED_COLUMNS = [
     dg.TableColumn("node", "string"),
     dg.TableColumn("item", "int", description="The list index of a map node's item."),
@@ -99,16 +69,53 @@ _RESUMED_COLUMNS = [
 ]
 
 
-def _resumed_metadata(summary: UsageSummary) -> dict[str, Any]:
+def usage_metadata(summary: UsageSummary) -> dict[str, Any]:
+    """Token and cost figures; also attached to failures, so spend is never lost."""
+    return UsageMetadata(
+        **summary.totals(),
+        node_calls=dg.MetadataValue.table(
+            [_call_record(call) for call in summary.calls], dg.TableSchema(_CALL_COLUMNS)
+        ),
+        failed_items=_failed_items(summary),
+        resumed=_resumed(summary),
+        resumed_cost_usd=summary.resumed_cost_usd if summary.resumed else None,
+        unpriced_models=", ".join(summary.unpriced_models) or None,
+        cancelled_calls=summary.cancelled_calls or None,
+        batch_jobs=_batch_jobs(summary),
+        saved_vs_interactive_usd=(summary.saved_vs_interactive_usd if summary.batch_jobs else None),
+    ).as_metadata()
+
+
+def _batch_jobs(summary: UsageSummary) -> dg.TableMetadataValue | None:
+    """The Batch API jobs of the run's batch nodes (llm.batch), in submission order."""
+    if not summary.batch_jobs:
+        return None
+    return dg.MetadataValue.table(
+        [dg.TableRecord(dict(job)) for job in summary.batch_jobs],
+        dg.TableSchema(_BATCH_JOB_COLUMNS),
+    )
+
+
+def _failed_items(summary: UsageSummary) -> dg.TableMetadataValue | None:
+    if not summary.failed_items:
+        return None
+    return dg.MetadataValue.table(
+        [
+            dg.TableRecord({"node": f.node, "item": f.item, "error": f.error})
+            for f in summary.failed_items
+        ],
+        dg.TableSchema(_FAILED_ITEM_COLUMNS),
+    )
+
+
+def _resumed(summary: UsageSummary) -> dg.TableMetadataValue | None:
     """The nodes a resumed run reused, with what they cost the attempt that ran them:
     shown apart, as that attempt's own figures (and its MLflow run) count them."""
-    return {
-        "resumed": dg.MetadataValue.table(
-            [dg.TableRecord(r.as_dict()) for r in summary.resumed],
-            dg.TableSchema(_RESUMED_COLUMNS),
-        ),
-        "resumed_cost_usd": dg.MetadataValue.float(summary.resumed_cost_usd),
-    }
+    if not summary.resumed:
+        return None
+    return dg.MetadataValue.table(
+        [dg.TableRecord(r.as_dict()) for r in summary.resumed], dg.TableSchema(_RESUMED_COLUMNS)
+    )
 
 
 _ATTEMPT_COLUMNS = [
@@ -126,8 +133,8 @@ def attempts_metadata(attempts: Sequence[Attempt]) -> dict[str, Any]:
 
     The plain ``total_*`` figures stay those of the attempt that reports them, as in its
     MLflow run."""
-    return {
-        "attempts": dg.MetadataValue.table(
+    return AttemptsMetadata(
+        attempts=dg.MetadataValue.table(
             [
                 dg.TableRecord(
                     {
@@ -143,12 +150,10 @@ def attempts_metadata(attempts: Sequence[Attempt]) -> dict[str, Any]:
             ],
             dg.TableSchema(_ATTEMPT_COLUMNS),
         ),
-        "all_attempts_llm_calls": dg.MetadataValue.int(sum(a.llm_calls for a in attempts)),
-        "all_attempts_total_tokens": dg.MetadataValue.int(sum(a.total_tokens for a in attempts)),
-        "all_attempts_cost_usd": dg.MetadataValue.float(
-            round_usd(sum(a.cost_usd for a in attempts))
-        ),
-    }
+        all_attempts_llm_calls=sum(a.llm_calls for a in attempts),
+        all_attempts_total_tokens=sum(a.total_tokens for a in attempts),
+        all_attempts_cost_usd=round_usd(sum(a.cost_usd for a in attempts)),
+    ).as_metadata()
 
 
 def _call_record(call: Any) -> dg.TableRecord:
@@ -174,31 +179,34 @@ def _call_record(call: Any) -> dg.TableRecord:
 
 def run_metadata(result: Any) -> dict[str, Any]:
     """Everything a materialization shows (``result`` is a runner.RunResult)."""
-    metadata = usage_metadata(result.usage)
-    metadata |= {
-        "node_count": dg.MetadataValue.int(result.node_count),
-        "duration_s": dg.MetadataValue.float(round(result.duration_s, 3)),
-        "llm_backend": dg.MetadataValue.text(result.backend.value),
-        "output_preview": dg.MetadataValue.md(_preview(result.state)),
-    }
-    if (tracking := result.tracking) is not None:
-        metadata |= {
-            "mlflow_run_id": dg.MetadataValue.text(tracking.run_id),
-            "mlflow_experiment_id": dg.MetadataValue.text(tracking.experiment_id),
-            "mlflow_run_url": dg.MetadataValue.url(tracking.run_url),
-        }
-        if tracking.trace_id is not None:  # None: MLflow did not store the trace
-            metadata["mlflow_trace_id"] = dg.MetadataValue.text(tracking.trace_id)
-    if result.resume_note is not None:
-        metadata["resume"] = dg.MetadataValue.text(result.resume_note)
-    if result.cache_note is not None:
-        metadata["cache_warning"] = dg.MetadataValue.text(result.cache_note)
     # The skipped items' warning is shown as `failed_items`, the resume note as `resume`,
     # the cache's as `cache_warning`; the rest are tracking's.
     shown = {result.usage.skipped_items_warning(), result.resume_note, result.cache_note}
-    if tracking_notes := [w for w in result.warnings if w not in shown]:
-        metadata["tracking_warning"] = dg.MetadataValue.text(redact(" | ".join(tracking_notes)))
-    return metadata
+    tracking_notes = [w for w in result.warnings if w not in shown]
+    return (
+        usage_metadata(result.usage)
+        | RunMetadata(
+            node_count=result.node_count,
+            duration_s=round(result.duration_s, 3),
+            llm_backend=result.backend.value,
+            output_preview=dg.MetadataValue.md(_preview(result.state)),
+            **_mlflow_links(result.tracking),
+            resume=result.resume_note,
+            cache_warning=result.cache_note,
+            tracking_warning=redact(" | ".join(tracking_notes)) if tracking_notes else None,
+        ).as_metadata()
+    )
+
+
+def _mlflow_links(tracking: TrackingInfo | None) -> dict[str, Any]:
+    if tracking is None:
+        return {}
+    return {
+        "mlflow_run_id": tracking.run_id,
+        "mlflow_experiment_id": tracking.experiment_id,
+        "mlflow_run_url": dg.MetadataValue.url(tracking.run_url),
+        "mlflow_trace_id": tracking.trace_id,  # None: MLflow did not store the trace
+    }
 
 
 def _preview(state: dict[str, Any]) -> str:

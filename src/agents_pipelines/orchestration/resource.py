@@ -24,7 +24,6 @@ from agents_pipelines.errors import (
     WorkflowRunError,
 )
 from agents_pipelines.llm import Backend, resolve_backend
-from agents_pipelines.orchestration import checkpoints
 from agents_pipelines.orchestration.attempts import (
     MAX_STARTS,
     POOL_TAG,
@@ -39,12 +38,13 @@ from agents_pipelines.orchestration.attempts import (
 from agents_pipelines.orchestration.checks import budget_result, eval_results, output_results
 from agents_pipelines.orchestration.inputs import resolve_inputs
 from agents_pipelines.orchestration.metadata import attempts_metadata, run_metadata, usage_metadata
-from agents_pipelines.orchestration.spend import (
+from agents_pipelines.orchestration.spend_windows import (
     AttemptJournal,
     attempt_journal,
     pool_limits,
     run_spend_limits,
 )
+from agents_pipelines.orchestration.stores import checkpoints
 from agents_pipelines.redaction import redact
 from agents_pipelines.registry import ProcessRegistry, process_registry
 from agents_pipelines.settings import PoolSpendLimits, settings
@@ -228,7 +228,7 @@ def _retry_or_fail(
     this = Attempt.of(attempt, "retried" if retry else "failed", exc.usage, reason)
     failure = _failure(context, reason, exc.usage, this)
     # Every attempt that does not materialize leaves its spend in the event log: a later
-    # attempt reports it, and the spend limits (spend.py) count it.
+    # attempt reports it, and the spend limits (spend_windows.py) count it.
     yield observation(context, this, workflow.spec.orchestration.pool)
     _recorded(journal)
     if not retry:

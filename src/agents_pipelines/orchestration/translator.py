@@ -6,7 +6,7 @@ import warnings
 
 import dagster as dg
 
-from agents_pipelines.estimate import no_key_estimate
+from agents_pipelines.estimate_command import no_key_estimate
 from agents_pipelines.orchestration.partitions import partitions_def
 from agents_pipelines.spec import Workflow, draw_mermaid
 

@@ -603,7 +603,8 @@ class OutputCheck(_Model):
         return f"{self.field}_{rule}_{value}".replace(".", "_").replace("-", "neg").lower()
 
     def rule(self) -> Rule:
-        """The check as an eval's rule: both are tested by one evaluator (evals.rules)."""
+        """The check as an eval's rule: both are tested by one evaluator
+        (state_evals.rule_check)."""
         return Rule.model_validate({"field": self.field, **self.rules()})
 
 

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from agents_pipelines.errors import ConfigIssue
-from agents_pipelines.spec.yaml_source import GOOGLE_KEY, PathKey, YamlDocument
+from agents_pipelines.redaction import GOOGLE_KEY
+from agents_pipelines.spec.yaml_source import PathKey, YamlDocument
 
 _KEY_NAMES = re.compile(r"^(google_|gemini_)?api[_-]?key$", re.IGNORECASE)
 _API = re.compile("api", re.IGNORECASE)  # in every match of _KEY_NAMES, with the same flags

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from agents_pipelines.errors import ConfigIssue, WorkflowConfigError
+from agents_pipelines.redaction import redact
 from agents_pipelines.spec.files import (
     MAX_FILE_BYTES,
     UnreadableFileError,
@@ -36,7 +37,6 @@ _SCALAR_TAGS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null
 # Scalars kept as their text: strings (what SafeLoader constructs, without its cost per
 # call), and `=` and `<<` as plain values, whose tags SafeLoader cannot construct.
 _TEXT_TAGS = frozenset({_TAG + "str", _TAG + "value", _TAG + "merge"})
-# Google API keys are "AIza" plus 35 URL-safe characters; no message may repeat one.
 # Where libyaml and PyYAML read text apart: control characters (the reference refuses
 # them), tabs, BOMs and Unicode line breaks (the two count lines or skip blanks apart).
 _READ_APART = re.compile(yaml.reader.Reader.NON_PRINTABLE.pattern + "|[\t\x85\ufeff\u2028\u2029]")
@@ -44,12 +44,6 @@ _READ_APART = re.compile(yaml.reader.Reader.NON_PRINTABLE.pattern + "|[\t\x85\uf
 _BLOCK_STYLES = frozenset("|>")
 _BLOCK_HEADER = re.compile(r"[|>](?:[+-][1-9]?|[1-9][+-]?)?(?: +(?:#[^\r\n]*)?)?(?:\r|\n|\Z)")
 _MAX_KEY = 1000  # both readers limit an implicit key to 1,024 characters, counted apart
-GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{35}")
-REDACTED = "<redacted API key>"
-
-
-def redact(text: str) -> str:
-    return GOOGLE_KEY.sub(REDACTED, text)
 
 
 def make_issue(

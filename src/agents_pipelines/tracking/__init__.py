@@ -5,7 +5,7 @@ from agents_pipelines.tracking.export import drain_trace_export
 from agents_pipelines.tracking.pricing import MlflowPriceTable
 from agents_pipelines.tracking.recorder import RunOutcome, RunRecorder, TrackingFailedWarning
 from agents_pipelines.tracking.session import TrackingInfo, TrackingSession
-from agents_pipelines.tracking.settings import TrackingSettings, resolve_settings
+from agents_pipelines.tracking.tracking_settings import TrackingSettings, resolve_settings
 
 __all__ = [
     "MlflowPriceTable",

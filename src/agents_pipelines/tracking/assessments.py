@@ -17,7 +17,7 @@ RULE_SOURCE = "agents_pipelines.rule"  # the source id of a rule's assessment
 
 
 class Assessed(Protocol):
-    """What an assessment is made of (an evals.Verdict)."""
+    """What an assessment is made of (a state_evals.Verdict)."""
 
     @property
     def name(self) -> str: ...

@@ -37,7 +37,7 @@ _SPAN_EXPORT_DEFAULTS = {
 # with one, none and 451 MB (the simulated backend; 10,000 items logged 39).
 _SQLITE_DEFAULTS = {"MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS": "1"}
 # MLflow 3.17 refuses file stores unless this is set. Existing users keep working, and
-# tracking/settings.py warns them to migrate.
+# tracking/tracking_settings.py warns them to migrate.
 _FILE_STORE_DEFAULTS = {"MLFLOW_ALLOW_FILE_STORE": "true"}
 
 

@@ -20,7 +20,7 @@ from agents_pipelines.spec import Workflow, draw_mermaid
 from agents_pipelines.tracking.assessments import Assessed, log_assessments
 from agents_pipelines.tracking.client import untraced
 from agents_pipelines.tracking.session import TrackingInfo, TrackingSession
-from agents_pipelines.tracking.settings import resolve_settings
+from agents_pipelines.tracking.tracking_settings import resolve_settings
 from agents_pipelines.usage import Pricer, UsageSummary, cost_summary
 
 logger = redacting_logger(__name__)

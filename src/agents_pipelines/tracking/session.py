@@ -25,7 +25,7 @@ from agents_pipelines.tracking import experiments, span_policy, stale_runs, trac
 from agents_pipelines.tracking.client import configured_client
 from agents_pipelines.tracking.deadline import TrackingBudget, TrackingTimeoutError
 from agents_pipelines.tracking.export import wait_for_trace
-from agents_pipelines.tracking.settings import TrackingSettings
+from agents_pipelines.tracking.tracking_settings import TrackingSettings
 from agents_pipelines.usage import Pricer, UsageSummary, round_usd
 
 logger = redacting_logger(__name__)

@@ -3,6 +3,7 @@
 from typing import TYPE_CHECKING, Any
 
 from agents_pipelines.usage.budget import Budget
+from agents_pipelines.usage.cost_summary_json import cost_summary
 from agents_pipelines.usage.records import (
     SERVICE_TIERS,
     STANDARD,
@@ -16,7 +17,6 @@ from agents_pipelines.usage.records import (
     UsageSummary,
     round_usd,
 )
-from agents_pipelines.usage.report import cost_summary
 from agents_pipelines.usage.spend_limits import SpendLimit, SpendLimits, WindowSpend
 
 if TYPE_CHECKING:

@@ -119,7 +119,7 @@ class UsageLedger(BaseCallbackHandler):
 
     def claim(self, node: str, item: int | None) -> ResumedNode:
         """The calls of ``node`` (one map item) not claimed yet: what the task that ends now
-        spent, its retried attempts included, for the checkpoint to keep (graph.spend).
+        spent, its retried attempts included, for the checkpoint to keep (graph.node_spend).
         A node runs once per super-step and an item once per pass, so unclaimed calls with
         that name are the task's own, and a looping route's next pass claims only its own."""
         with self._lock:

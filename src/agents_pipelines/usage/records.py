@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 NODE_KEY = "agents_pipelines.node"  # the workflow node of a call
 ITEM_KEY = "agents_pipelines.item"  # a map item's list index
 ITEM_FAILED = "agents_pipelines.item_failed"  # an item skipped for good; data: ItemFailure
-EVAL_KEY = "agents_pipelines.eval"  # the eval whose judge made a call (evals.judge)
+EVAL_KEY = "agents_pipelines.eval"  # the eval whose judge made a call (state_evals.judge_call)
 # The custom event a batched call (llm.batch) sends once answered: its job, as a dict of
 # name, state, requests, failures and attached.
 BATCH_JOB = "agents_pipelines.batch_job"

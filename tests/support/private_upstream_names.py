@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SOURCES = ("src/agents_pipelines", "shop", "scripts")
 COMPAT = REPO / "src" / "agents_pipelines" / "_compat"
 

@@ -3,7 +3,7 @@
 - The thread: the run's root run id, the asset key and the partition. A step retry keeps
   the run id; "re-execute from failure" makes a run whose ``root_run_id`` is the first
   run's; a new materialization is a new root, so it starts fresh.
-- The store: the instance's own (instance_stores.py): its PostgreSQL database
+- The store: the instance's own (databases.py): its PostgreSQL database
   (langgraph-checkpoint-postgres, installed with the ``postgres`` extra), or else
   ``checkpoints.sqlite`` in its storage folder (langgraph-checkpoint-sqlite).
 - Threads not written for ``config.execution.checkpoint_ttl_days`` are deleted as a run
@@ -23,7 +23,7 @@ import dagster as dg
 
 from agents_pipelines._compat.langgraph import newest_checkpoint_per_thread, saver_connection
 from agents_pipelines.orchestration.attempts import unfinished_paid_attempt
-from agents_pipelines.orchestration.instance_stores import (
+from agents_pipelines.orchestration.stores.databases import (
     instance_store,
     is_postgres,
     postgres_schema_lock,

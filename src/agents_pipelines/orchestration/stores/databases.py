@@ -1,5 +1,5 @@
 """The files and tables agents_pipelines keeps beside a Dagster instance's own storage:
-the run checkpoints (checkpoints.py) and the spend journal (journal.py).
+the run checkpoints (checkpoints.py) and the spend journal (spend_journal.py).
 
 With the instance's storage on PostgreSQL (the team profile, deploy/team/dagster.yaml) they
 go to the same database, so any machine that runs a retry finds them; otherwise each is a

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from agents_pipelines.evals.rules import check_rule
-from agents_pipelines.evals.verdict import Verdict
 from agents_pipelines.redaction import redact
 from agents_pipelines.spec import Workflow
 from agents_pipelines.spec.models import EvalSpec
+from agents_pipelines.state_evals.rule_check import check_rule
+from agents_pipelines.state_evals.verdict import Verdict
 
 if TYPE_CHECKING:  # langchain-core is heavy: only a workflow with a judge needs it
     from langchain_core.callbacks import BaseCallbackHandler
@@ -46,7 +46,7 @@ def evaluate(
     """
     judging = None
     if any(entry.judge is not None for entry in workflow.spec.evals):
-        from agents_pipelines.evals.judging import Judging
+        from agents_pipelines.state_evals.judge_verdicts import Judging
 
         judging = Judging.of(workflow, model_factory, ledger, callbacks)
     return [

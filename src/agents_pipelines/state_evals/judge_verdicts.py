@@ -9,14 +9,14 @@ from typing import Any
 from langchain_core.callbacks import BaseCallbackHandler
 
 from agents_pipelines.errors import WorkflowRunError
-from agents_pipelines.evals.judge import ask_judge
-from agents_pipelines.evals.verdict import Verdict
 from agents_pipelines.graph.builder import retry_policy
 from agents_pipelines.llm import ChatModelFactory, chat_model_factory, resolve_backend
 from agents_pipelines.llm.gemini import describe_failure
 from agents_pipelines.redaction import redact
 from agents_pipelines.spec import Workflow
 from agents_pipelines.spec.models import EvalSpec, LlmConfig
+from agents_pipelines.state_evals.judge_call import ask_judge
+from agents_pipelines.state_evals.verdict import Verdict
 from agents_pipelines.usage import UsageSummary, round_usd
 from agents_pipelines.usage.ledger import UsageLedger
 

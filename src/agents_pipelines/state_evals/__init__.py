@@ -5,7 +5,7 @@ them after every run, inside its trace and ledger; the Dagster asset turns each 
 into an asset check, and tracking logs each as an MLflow assessment on the run's trace.
 """
 
-from agents_pipelines.evals.evaluate import evaluate
-from agents_pipelines.evals.verdict import Verdict
+from agents_pipelines.state_evals.evaluate_state import evaluate
+from agents_pipelines.state_evals.verdict import Verdict
 
 __all__ = ["Verdict", "evaluate"]

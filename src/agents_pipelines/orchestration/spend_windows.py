@@ -9,7 +9,7 @@ as a tag: a pool's limit reads every asset's records and keeps those of its pool
 step context has no code location to list the pool's assets from under
 ``dg.materialize``, and an asset moved to another pool keeps its old records' pool).
 
-Those records are written as attempts end; the spend journal (journal.py) adds what the
+Those records are written as attempts end; the spend journal (stores/spend_journal.py) adds what the
 attempts still in flight have spent so far, read before each LLM call.
 """
 
@@ -27,7 +27,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from agents_pipelines.errors import AgentsPipelinesError
 from agents_pipelines.orchestration.attempts import ATTEMPT_TAG, POOL_TAG
-from agents_pipelines.orchestration.journal import AttemptKey, Journal, open_journal
+from agents_pipelines.orchestration.metadata_sets import AttemptMetadata, UsageMetadata
+from agents_pipelines.orchestration.stores.spend_journal import AttemptKey, Journal, open_journal
 from agents_pipelines.registry import ProcessRegistry
 from agents_pipelines.settings import PoolSpendLimits, settings
 from agents_pipelines.spec import Workflow
@@ -159,5 +160,5 @@ def _cost(entry: Any, pool: str | None) -> float:
         return 0.0  # some other observation of the asset, not an attempt's spend
     if pool is not None and tags.get(POOL_TAG) != pool:
         return 0.0
-    value = event.metadata.get("total_cost_usd")
-    return float(value.value) if value is not None and value.value is not None else 0.0
+    figures = UsageMetadata if entry.asset_observation is None else AttemptMetadata
+    return figures.extract(event.metadata).total_cost_usd or 0.0

@@ -1,5 +1,5 @@
 """The spend journal: running totals of step attempts still in flight, so that runs in
-flight at once see each other's spend before each LLM call (spend limits, spend.py).
+flight at once see each other's spend before each LLM call (spend limits, spend_windows.py).
 
 - One row per attempt (run id, attempt number, asset key, partition), upserted after each
   call that cost something: its pool, when it was last written, its running cost.
@@ -28,7 +28,7 @@ from typing import Any
 
 import dagster as dg
 
-from agents_pipelines.orchestration.instance_stores import (
+from agents_pipelines.orchestration.stores.databases import (
     instance_store,
     is_postgres,
     postgres_schema_lock,

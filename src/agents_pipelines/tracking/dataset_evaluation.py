@@ -25,7 +25,7 @@ from agents_pipelines.redaction import redact, redact_value
 from agents_pipelines.tracking import experiments
 from agents_pipelines.tracking.client import autolog_changed, configured_client
 from agents_pipelines.tracking.mlflow_env import evaluation_env
-from agents_pipelines.tracking.settings import TrackingSettings
+from agents_pipelines.tracking.tracking_settings import TrackingSettings
 
 __all__ = ["CASE_KEY", "EvalRow", "EvaluationRun", "Judgement", "evaluate_rows"]
 

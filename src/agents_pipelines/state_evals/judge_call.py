@@ -5,7 +5,7 @@ with a schema (as graph.nodes does for structured outputs), the run's callbacks 
 usage ledger prices the call and its budget guard runs before it) and, inside a run's
 trace, an LLM span of its own. Transient failures are retried with the nodes' LangGraph
 RetryPolicy (graph.builder.retry_policy), Retry-After included. The values it judges
-reach it fenced as data, never as instructions (evals.judge_prompt).
+reach it fenced as data, never as instructions (state_evals.judge_prompt).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import RetryPolicy
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents_pipelines.evals.judge_prompt import SYSTEM, judge_request
 from agents_pipelines.graph.nodes import strip_fence
 from agents_pipelines.llm.simulated import SimulatedChatModel
 from agents_pipelines.spec.models import EvalSpec
 from agents_pipelines.spec.placeholders import parse_template
+from agents_pipelines.state_evals.judge_prompt import SYSTEM, judge_request
 from agents_pipelines.usage.records import EVAL_KEY, NODE_KEY
 
 T = TypeVar("T")
