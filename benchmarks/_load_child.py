@@ -113,8 +113,7 @@ def main() -> None:
     mode, directory, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
     phases: dict[str, float] = {"started_at": STARTED}
     defs = ours(directory, phases) if mode == "ours" else plain(count, phases)
-    from dagster._core.remote_representation.external_data import RepositorySnap
-    from dagster_shared.serdes import serialize_value
+    from agents_pipelines._compat.dagster import serialized_repository_snapshot
 
     t = _clock()
     repo = defs.get_repository_def()
@@ -122,7 +121,7 @@ def main() -> None:
     phases["resolve"] = _clock() - t
     assets = len(list(repo.asset_graph.get_all_asset_keys()))
     t = _clock()
-    serialize_value(RepositorySnap.from_def(repo))
+    serialized_repository_snapshot(repo)
     phases["snapshot"] = _clock() - t
     heavy = [m for m in HEAVY if m in sys.modules]
     print(json.dumps({"phases": phases, "assets": assets, "heavy_modules": heavy}))

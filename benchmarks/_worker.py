@@ -31,32 +31,17 @@ def _drain() -> dict[str, Any]:
     ``mlflow.flush_trace_async_logging()`` takes about 1 s even with nothing to do: it stops
     the queue's consumer thread, which polls with ``Queue.get(timeout=1)``. Between runs we
     only need the pending work done, so we flush the span processors and join the queues
-    (MLflow internals; falls back to the public flush if they change).
+    (agents_pipelines._compat.mlflow.drain_export_queue; the public flush if they change).
     """
     started = time.perf_counter()
     if "mlflow" in sys.modules:
-        try:
-            _join_trace_queues()
-        except Exception:
+        from agents_pipelines._compat.mlflow import drain_export_queue
+
+        if not drain_export_queue():  # MLflow's internals moved: the public, slower flush
             import mlflow
 
             mlflow.flush_trace_async_logging()
     return {"elapsed_s": time.perf_counter() - started}
-
-
-def _join_trace_queues() -> None:
-    from mlflow.tracing.processor.base_mlflow import _batch_processor_registry
-    from mlflow.tracing.provider import _get_trace_exporter
-
-    processors = list(_batch_processor_registry)
-    for processor in processors:
-        processor.force_flush(30_000)
-    exporters = [processor.span_exporter for processor in processors]
-    exporters.append(_get_trace_exporter())
-    for exporter in exporters:
-        queue = getattr(exporter, "_async_queue", None)
-        if queue is not None and queue.is_active():
-            queue._queue.join()
 
 
 def _rss() -> dict[str, Any]:

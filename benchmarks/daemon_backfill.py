@@ -80,7 +80,7 @@ class Backfill:
 _ROLES = (
     ("run workers", ("spawn_main", "execute_run")),
     ("code server", ("api grpc", "code-server start")),
-    ("daemon", ("dagster._daemon", "dagster-daemon")),
+    ("daemon", ("_daemon run", "dagster-daemon")),  # `python -m dagster._daemon run ...`
     ("webserver", ("dagster_webserver", "dagster-webserver")),
     ("dagster dev", ("dagster dev",)),
 )

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 
 import private_upstream_names
@@ -123,6 +124,19 @@ def test_postgres_storage_arguments_fit_dagster_postgres() -> None:
         assert arguments["token_provider"] is None
         accepted = inspect.signature(PostgresEventLogStorage.__init__).parameters
         assert {*arguments, "should_autocreate_tables", "inst_data"} <= set(accepted)
+
+
+def test_serialized_repository_snapshot_names_each_asset() -> None:
+    from agents_pipelines._compat.dagster import serialized_repository_snapshot
+
+    @dg.asset
+    def snapshot_probe() -> None: ...
+
+    repository = dg.Definitions(assets=[snapshot_probe]).get_repository_def()
+    with hook("dagster.serialized_repository_snapshot"):
+        snapshot = serialized_repository_snapshot(repository)
+        assert '"__class__": "ExternalRepositoryData"' in snapshot  # its serialized name
+        assert "snapshot_probe" in snapshot
 
 
 # --- MLflow -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = ("src/agents_pipelines", "shop", "scripts")
+SOURCES = ("src/agents_pipelines", "shop", "scripts", "benchmarks")
 COMPAT = REPO / "src" / "agents_pipelines" / "_compat"
 
 # The upstream modules whose public API we may import anywhere: the documented ones. A new
