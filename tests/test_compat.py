@@ -289,6 +289,28 @@ def test_span_totals_sum_usage_and_cost(mlflow_uri: str) -> None:
         assert cost["total_cost"] == pytest.approx(0.75), cost
 
 
+def test_hard_delete_run_removes_the_run_and_its_artifacts(
+    mlflow_uri: str, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    from agents_pipelines._compat.mlflow import hard_delete_run
+
+    client = MlflowClient()
+    run = client.create_run(client.create_experiment("gone", str(tmp_path / "artifacts")))
+    note = tmp_path / "note.txt"
+    note.write_text("kept until deleted", encoding="utf-8")
+    client.log_artifact(run.info.run_id, str(note))
+    folder = Path(run.info.artifact_uri.removeprefix("file://"))
+    assert (folder / "note.txt").is_file()
+    client.delete_run(run.info.run_id)
+    with hook("mlflow.hard_delete_run"):
+        assert hard_delete_run(mlflow_uri, run.info.run_id, run.info.artifact_uri) is True
+        found = client.search_runs([run.info.experiment_id], run_view_type=ViewType.ALL)
+        assert found == [] and not folder.exists()
+
+
 def test_mlflow_keys_we_read_and_write_exist() -> None:
     from agents_pipelines._compat.mlflow import SpanAttributeKey, TraceMetadataKey
 
@@ -297,6 +319,7 @@ def test_mlflow_keys_we_read_and_write_exist() -> None:
         assert SpanAttributeKey.MODEL and SpanAttributeKey.LLM_COST
     with hook("mlflow.TraceMetadataKey"):
         assert TraceMetadataKey.COST
+        assert TraceMetadataKey.SOURCE_RUN == "mlflow.sourceRun"
 
 
 # --- LangGraph and LangChain --------------------------------------------------------------

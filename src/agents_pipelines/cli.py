@@ -1,5 +1,5 @@
 """``agents-pipelines``: validate workflow files, run one without Dagster, estimate what a run
-costs, print the schema."""
+costs, prune what is past retention, print the schema."""
 
 from __future__ import annotations
 
@@ -107,6 +107,15 @@ def _parser() -> argparse.ArgumentParser:
     estimate.set_defaults(command=_estimate)
 
     _add_eval(commands)
+
+    prune = commands.add_parser(
+        "prune", help="delete what workflows keep past their retention_days (see docs)"
+    )
+    prune.add_argument(
+        "paths", nargs="*", metavar="FILE", help="files or folders (default: the workflows folder)"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
+    prune.set_defaults(command=_prune)
 
     schema = commands.add_parser("schema", help="print the JSON Schema of workflow files")
     schema.set_defaults(command=_schema)
@@ -228,6 +237,38 @@ def _estimate(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.file)
     inputs = _parse_inputs(workflow, args.input)
     print(render_estimate(estimate_workflow(workflow, inputs, items=args.items), args.partitions))
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from agents_pipelines.llm.cache import CACHE_FILE
+    from agents_pipelines.orchestration.retention import instance_from_env
+    from agents_pipelines.prune_command import prune_workflows, render
+    from agents_pipelines.run_parts import DEFAULT_CACHE_DIR
+
+    workflows, issues = load_workflows(args.paths or [settings().workflows_dir])
+    for issue in issues:
+        print(issue, file=sys.stderr)
+    if issues:
+        print(
+            "error: fix the files above first: prune reads retention_days from each",
+            file=sys.stderr,
+        )
+        return 1
+    instance = instance_from_env()
+    if instance is None:
+        print(
+            "note: DAGSTER_HOME is not set: checkpoints and the spend journal of a Dagster "
+            "instance are not pruned",
+            file=sys.stderr,
+        )
+    removals = prune_workflows(
+        workflows,
+        dry_run=args.dry_run,
+        instance=instance,
+        cache_files=[DEFAULT_CACHE_DIR / CACHE_FILE],
+    )
+    print(render(removals, workflows, args.dry_run))
     return 0
 
 

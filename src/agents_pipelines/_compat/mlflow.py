@@ -23,6 +23,7 @@ __all__ = [
     "bundled_catalog_files",
     "bundled_cost_per_token",
     "drain_export_queue",
+    "hard_delete_run",
     "raw_span",
     "replace_event_attributes",
     "span_processors_in_use",
@@ -197,3 +198,25 @@ def span_totals(spans: Iterable[Any]) -> tuple[dict[str, int], dict[str, float]]
 
     listed = list(spans)
     return aggregate_usage_from_spans(listed) or {}, aggregate_cost_from_spans(listed) or {}
+
+
+def hard_delete_run(tracking_uri: str, run_id: str, artifact_uri: str) -> bool:
+    """Delete a soft-deleted run for good, its artifacts first, as ``mlflow gc --run-ids``
+    does; False (and nothing done) if the store cannot hard-delete runs (a tracking server:
+    its operator runs ``mlflow gc`` there).
+
+    Why: retention must remove a run, not hide it; MLflow's client only soft-deletes.
+    Uses ``mlflow.tracking._get_store`` and the store's ``_hard_delete_run`` (what
+    ``mlflow.cli.gc`` calls), and ``mlflow.store.artifact.artifact_repository_registry
+    .get_artifact_repository(...).delete_artifacts()`` (not in MLflow's API reference).
+    Public replacement: none; the ``mlflow gc`` command line, run by hand.
+    """
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.tracking import _get_store
+
+    store = _get_store(tracking_uri)
+    if not hasattr(store, "_hard_delete_run"):
+        return False
+    get_artifact_repository(artifact_uri).delete_artifacts()
+    store._hard_delete_run(run_id)
+    return True

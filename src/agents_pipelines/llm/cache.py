@@ -20,6 +20,7 @@ Each row stores when it expires; expired rows are ignored and pruned as a cache 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -40,7 +41,14 @@ from agents_pipelines.registry import ProcessRegistry, process_registry
 from agents_pipelines.sqlite_damage import is_damaged, set_aside
 from agents_pipelines.usage.records import CACHE_HIT
 
-__all__ = ["CACHE_FILE", "ResponseCache", "cached_model", "open_cache", "take_hit"]
+__all__ = [
+    "CACHE_FILE",
+    "ResponseCache",
+    "cached_model",
+    "expired_entries",
+    "open_cache",
+    "take_hit",
+]
 
 logger = redacting_logger(__name__)
 CACHE_FILE = "llm_cache.sqlite"
@@ -255,6 +263,18 @@ def _as_hit(stored: dict[str, Any]) -> Generation:
     metadata = {**message.response_metadata, CACHE_HIT: {"usage": original}}
     hit = message.model_copy(update={"usage_metadata": zero, "response_metadata": metadata})
     return ChatGeneration(message=hit, generation_info=stored["info"])
+
+
+def expired_entries(path: Path, before: float, delete: bool) -> int:
+    """How many entries of the cache file ``path`` were stored before ``before`` (Unix
+    seconds), whatever their TTL; deleted when ``delete``. 0 if there is no such file."""
+    if not path.is_file():
+        return 0
+    with contextlib.closing(sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S)) as db, db:
+        if not delete:
+            query = "SELECT COUNT(*) FROM responses WHERE stored_at < ?"
+            return int(db.execute(query, (before,)).fetchone()[0])
+        return db.execute("DELETE FROM responses WHERE stored_at < ?", (before,)).rowcount
 
 
 def open_cache(

@@ -23,6 +23,7 @@ from agents_pipelines.orchestration.automation import (
 )
 from agents_pipelines.orchestration.executors import executor_from_settings
 from agents_pipelines.orchestration.resource import WorkflowRunner
+from agents_pipelines.orchestration.retention import build_prune_job
 from agents_pipelines.orchestration.translator import WorkflowTranslator
 from agents_pipelines.redaction import redacting_logger
 from agents_pipelines.settings import WORKFLOWS_DIR_ENV, settings
@@ -44,11 +45,13 @@ def build_workflow_definitions(
     runner: WorkflowRunner | None = None,
     executor: dg.ExecutorDefinition | None = None,
 ) -> dg.Definitions:
-    """Assets, plus a job, schedule and sensor for each workflow that asks for them.
+    """Assets, plus a job, schedule and sensor for each workflow that asks for them, and
+    the daily ``agents_pipelines_prune`` job when a workflow sets ``retention_days``.
 
     ``executor`` defaults to the one AGENTS_PIPELINES_EXECUTOR names (see executors.py);
     pass another to run steps elsewhere."""
     assets, jobs, schedules, sensors = [], [], [], []
+    workflows = list(workflows)
     for workflow in workflows:
         asset = build_workflow_asset(workflow, translator)
         assets.append(asset)
@@ -61,6 +64,10 @@ def build_workflow_definitions(
             schedules.append(schedule)
         if (sensor := build_inbox_sensor(workflow, asset, job)) is not None:
             sensors.append(sensor)
+    asset_keys = {w.name: a.key.to_user_string() for w, a in zip(workflows, assets, strict=True)}
+    if (pruning := build_prune_job(workflows, asset_keys)) is not None:
+        jobs.append(pruning[0])
+        schedules.append(pruning[1])
     return dg.Definitions(
         assets=assets,
         jobs=jobs,

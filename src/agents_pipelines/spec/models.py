@@ -393,6 +393,15 @@ class MlflowConfig(_Model):
         description="Longest wait for MLflow in a run, its start and end together; "
         "past it the run goes on untracked (or fails when required).",
     )
+    retention_days: int | None = Field(
+        None,
+        ge=1,
+        le=36500,
+        description="Days this workflow's MLflow runs (with their artifacts and traces), "
+        "checkpoints, spend-journal rows and development-cache entries are kept: "
+        "`agents-pipelines prune` and the `agents_pipelines_prune` job delete older ones "
+        "for good. Left out: kept until deleted by hand.",
+    )
 
 
 class ObservabilityConfig(_Model):

@@ -169,11 +169,28 @@ def prune(saver: Any, ttl_days: int, now: float | None = None) -> list[str]:
     Checkpoint ids are UUIDv6, which carry their time: one grouped query over the ids, no
     checkpoint is read."""
     cutoff = (time.time() if now is None else now) - ttl_days * _DAY_S
-    rows = newest_checkpoint_per_thread(saver)
-    stale = [thread for thread, newest in rows if _unix_s(uuid6_time(newest)) < cutoff]
+    stale = expired_threads(saver, cutoff)
     for thread in stale:
         saver.delete_thread(thread)
     return stale
+
+
+def expired_threads(saver: Any, cutoff: float, asset_key: str | None = None) -> list[str]:
+    """The threads (of ``asset_key``'s steps, or all) whose newest checkpoint was written
+    before ``cutoff`` (Unix seconds)."""
+    rows = newest_checkpoint_per_thread(saver)
+    return [
+        thread
+        for thread, newest in rows
+        if (asset_key is None or thread_asset_key(thread) == asset_key)
+        and _unix_s(uuid6_time(newest)) < cutoff
+    ]
+
+
+def thread_asset_key(thread: str) -> str | None:
+    """The asset key (user string) in a ``thread_id``; None for a thread not made there."""
+    parts = thread.split("|", 2)
+    return parts[1] if len(parts) == 3 else None
 
 
 def uuid6_time(checkpoint_id: str) -> int:

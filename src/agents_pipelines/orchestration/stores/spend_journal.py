@@ -68,6 +68,9 @@ _IN_FLIGHT = f"""SELECT COALESCE(SUM(cost_usd), 0) FROM {_TABLE}
 _RECORDED = f"""UPDATE {_TABLE} SET recorded_at = ?
     WHERE run_id = ? AND attempt = ? AND asset_key = ? AND partition_key = ?"""
 _PRUNE = f"DELETE FROM {_TABLE} WHERE updated_at < ?"
+_EXPIRED = f"""SELECT run_id, attempt, partition_key FROM {_TABLE}
+    WHERE asset_key = ? AND updated_at < ? ORDER BY updated_at"""
+_DELETE_EXPIRED = f"DELETE FROM {_TABLE} WHERE asset_key = ? AND updated_at < ?"
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,15 @@ class Journal:
         if at - self._pruned >= _PRUNE_EVERY_S:
             self._pruned = at
             self._execute(_PRUNE, (at - KEEP_S,))
+
+    def expired(self, asset_key: str, before: float) -> list[str]:
+        """The rows of ``asset_key``'s attempts last written before ``before`` (Unix
+        seconds), as ``run_id#attempt[partition]``."""
+        rows = self._execute(_EXPIRED, (asset_key, before), fetch=True)
+        return [f"{run}#{attempt}" + (f"[{part}]" if part else "") for run, attempt, part in rows]
+
+    def delete_expired(self, asset_key: str, before: float) -> None:
+        self._execute(_DELETE_EXPIRED, (asset_key, before))
 
     def _execute(self, sql: str, params: tuple[Any, ...] = (), fetch: bool = False) -> list[Any]:
         with self._lock:
