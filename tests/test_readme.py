@@ -239,6 +239,16 @@ def dagster_materialize(clone: Clone, command: str) -> None:
     assert statuses[:1] == [expected]
 
 
+def cli_prune(clone: Clone, command: str) -> None:
+    """The shipped workflows set no retention_days: prune reads them all, deletes nothing."""
+    done = clone.sh(command)
+    assert done.returncode == 0, _fail(command, done)
+    lines = done.stdout.splitlines()
+    shipped = len(list((clone.root / "workflows").glob("*.yaml")))
+    assert lines[0].startswith(f"{shipped} workflow(s), 0 with retention_days"), done.stdout
+    assert lines[-1].endswith(" 0 item(s) in all"), done.stdout
+
+
 def instance_migrate(clone: Clone, command: str) -> None:
     done = clone.sh(command)
     assert done.returncode == 0, _fail(command, done)
@@ -400,6 +410,7 @@ COMMANDS: dict[str, Runner] = {  # a regex matching the whole command -> how to 
         dagster_materialize, True
     ),
     r"DAGSTER_HOME=\$PWD \.venv/bin/dagster instance migrate": Runner(instance_migrate),
+    r"(DAGSTER_HOME=\$PWD )?\.venv/bin/agents-pipelines prune( --dry-run)?": Runner(cli_prune),
     r"\.venv/bin/mlflow ui .*": Runner(mlflow_ui, server=True),
     r"MLFLOW_BACKEND_STORE_URI=\S+ deploy/team/mlflow-server\.sh": Runner(
         mlflow_server, server=True
