@@ -289,9 +289,7 @@ def test_span_totals_sum_usage_and_cost(mlflow_uri: str) -> None:
         assert cost["total_cost"] == pytest.approx(0.75), cost
 
 
-def test_hard_delete_run_removes_the_run_and_its_artifacts(
-    mlflow_uri: str, tmp_path: Path
-) -> None:
+def test_hard_delete_run_removes_the_run_and_its_artifacts(mlflow_uri: str, tmp_path: Path) -> None:
     from mlflow import MlflowClient
     from mlflow.entities import ViewType
 

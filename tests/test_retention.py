@@ -254,3 +254,64 @@ def test_retention_days_must_be_a_day_or_more(tmp_path: Path) -> None:
     path = write(tmp_path, kept_yaml("retention_days: 0"))
     with pytest.raises(WorkflowConfigError, match="retention_days"):
         load_workflow(path)
+
+
+def test_an_unreachable_tracking_server_stops_prune_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    text = kept_yaml(f"retention_days: 30, tracking_uri: '{uri}'")
+    path = write(tmp_path, text, "kept.yaml")
+
+    assert cli.main(["prune", str(path)]) == 1
+
+    error = capsys.readouterr().err
+    assert f"error: Pruning workflow kept in MLflow at {uri} failed: " in error
+    assert "run prune again: it picks up where it stopped." in error
+    assert "DAGSTER_HOME is not set: checkpoints and the spend journal" in error
+
+
+def test_in_a_shared_experiment_each_workflow_keeps_its_own_retention(
+    tmp_path: Path,
+    mlflow_uri: str,
+    gemini: GeminiLoopbackServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from agents_pipelines.runner import run_workflow
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    for name, days in (("short", 30), ("long", 90)):
+        text = workflow_yaml(
+            name,
+            ("outline", "Outline {topic}.", "outline"),
+            config=f"observability: {{mlflow: {{experiment_name: team, retention_days: {days}}}}}",
+        )
+        write(folder, text, f"{name}.yaml")
+    done = {
+        name: run_workflow(load_workflow(folder / f"{name}.yaml"), {"topic": name}).tracking
+        for name in ("short", "long")
+    }
+    drain_trace_export()
+    db = Path(mlflow_uri.removeprefix("sqlite:///"))
+    for info in done.values():
+        assert info is not None and info.trace_id is not None
+        age_mlflow_run(db, info.run_id, info.trace_id, OLD_S)
+
+    monkeypatch.setenv("AGENTS_PIPELINES_WORKFLOWS_DIR", str(folder))
+    report = prune(capsys)
+
+    assert "short:\n  removed 1 MLflow runs\n  removed 1 MLflow traces\n" in report
+    assert "long:\n  removed 0 MLflow runs\n  removed 0 MLflow traces\n" in report
+    assert all_runs("team") == {done["long"].run_id}
+    assert trace_exists(done["long"].trace_id) and not trace_exists(done["short"].trace_id)

@@ -262,12 +262,16 @@ def _prune(args: argparse.Namespace) -> int:
             "instance are not pruned",
             file=sys.stderr,
         )
-    removals = prune_workflows(
-        workflows,
-        dry_run=args.dry_run,
-        instance=instance,
-        cache_files=[DEFAULT_CACHE_DIR / CACHE_FILE],
-    )
+    try:
+        removals = prune_workflows(
+            workflows,
+            dry_run=args.dry_run,
+            instance=instance,
+            cache_files=[DEFAULT_CACHE_DIR / CACHE_FILE],
+        )
+    finally:
+        if instance is not None:
+            instance.dispose()
     print(render(removals, workflows, args.dry_run))
     return 0
 

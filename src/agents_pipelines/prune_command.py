@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agents_pipelines.errors import AgentsPipelinesError
 from agents_pipelines.llm.cache import CACHE_FILE, expired_entries
 from agents_pipelines.spec import Workflow
 
@@ -111,10 +112,17 @@ def _mlflow(retention: Retention, shared: set[tuple[str, str]], dry_run: bool) -
     name = retention.workflow.name
     settings = resolve_settings(config, name)
     is_shared = (settings.tracking_uri, settings.experiment_name) in shared
-    expired = find_expired(settings, name, int(retention.cutoff_s * 1000), is_shared)
-    runs, traces, for_good = len(expired.runs), len(expired.trace_ids), True
-    if not dry_run:
-        traces, runs, for_good = delete_expired(expired)
+    try:
+        expired = find_expired(settings, name, int(retention.cutoff_s * 1000), is_shared)
+        runs, traces, for_good = len(expired.runs), len(expired.trace_ids), True
+        if not dry_run:
+            traces, runs, for_good = delete_expired(expired)
+    except Exception as exc:  # MLflow's errors, and a store it cannot reach
+        raise AgentsPipelinesError(
+            f"Pruning workflow {name} in MLflow at {settings.tracking_uri} failed: {exc}. "
+            "What was deleted before stays deleted; once MLflow is reachable, run prune "
+            "again: it picks up where it stopped."
+        ) from exc
     note = (
         ""
         if for_good

@@ -8,11 +8,10 @@ artifacts, and their traces, deleted for good.
   asked to hard-delete: there the runs are soft-deleted, and ``mlflow gc`` on the server
   finishes the job.
 - Traces: the traces of those runs (the run's tag names it, and a trace starts a moment
-  after its run), and the traces stamped before the cutoff: in an experiment of its own all
-  of them (which catches the traces of runs deleted by hand), in an experiment shared with
-  other workflows only those of the runs above, so another workflow's retention is not
-  imposed on its traces. Deleted by id (``MlflowClient.delete_traces``), so a dry run
-  lists exactly what a real one deletes.
+  after its run), and the traces stamped before the cutoff that one of those runs made, or
+  that no run made when no other workflow (of those pruned) logs to the experiment: another
+  workflow's retention is never imposed on its traces. Deleted by id
+  (``MlflowClient.delete_traces``), so a dry run lists exactly what a real one deletes.
 """
 
 from __future__ import annotations
@@ -62,12 +61,18 @@ def find_expired(
     old = [
         trace.trace_id
         for trace in _old_traces(client, experiment_id, cutoff_ms)
-        if not shared_experiment or trace.trace_metadata.get(TraceMetadataKey.SOURCE_RUN) in run_ids
+        if _ours(trace.trace_metadata.get(TraceMetadataKey.SOURCE_RUN), run_ids, shared_experiment)
     ]
     traces = sorted({*linked, *old})
     return ExpiredRecords(
         settings, experiment_id, runs, tuple(traces), shared_experiment, cutoff_ms
     )
+
+
+def _ours(source_run: str | None, run_ids: set[str], shared_experiment: bool) -> bool:
+    """Whether an old trace is the workflow's: one of its runs made it, or no run did and
+    the experiment is the workflow's alone."""
+    return source_run in run_ids if source_run else not shared_experiment
 
 
 def delete_expired(expired: ExpiredRecords) -> tuple[int, int, bool]:
