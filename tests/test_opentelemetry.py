@@ -21,7 +21,7 @@ from agents_pipelines.spec import load_workflow
 from agents_pipelines.telemetry.genai_metrics import COST, OPERATION_DURATION, TOKEN_USAGE
 from agents_pipelines.testing import GeminiLoopbackServer, OtlpLoopbackReceiver
 from agents_pipelines.tracking import drain_trace_export
-from conftest import EXAMPLES, REPO, metadata_of
+from conftest import EXAMPLES, LINEAR, REPO, metadata_of
 
 OTEL_VARIABLES = (
     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -177,3 +177,31 @@ def test_a_protocol_no_exporter_speaks_is_refused_naming_the_variable(
         r"one of http/protobuf, grpc",
     ):
         settings()
+
+
+def test_a_collector_that_is_down_costs_the_run_nothing_but_a_warning(
+    tmp_path: Path, mlflow_uri: str, simulated: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The measured bug: the variable set, MLflow recorded a no-op trace. Nothing listens
+    at this endpoint; the run succeeds and MLflow has the whole trace."""
+    import socket
+
+    for name in OTEL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as probe:  # a port that was free a moment ago, closed now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")  # seconds of retries, per export
+    path = tmp_path / "wf.yaml"
+    path.write_text(LINEAR)
+    try:
+        meta = metadata_of(materialize(path), "linear")
+    finally:
+        telemetry.shutdown()
+    drain_trace_export()
+    trace = mlflow.get_trace(meta["mlflow_trace_id"])
+    assert trace is not None
+    assert [s.span_type for s in trace.data.spans].count("CHAT_MODEL") == 1
+    chat = next(s for s in trace.data.spans if s.span_type == "CHAT_MODEL")
+    assert chat.attributes["gen_ai.usage.input_tokens"] == meta["prompt_tokens"]
