@@ -205,3 +205,4 @@ def test_a_collector_that_is_down_costs_the_run_nothing_but_a_warning(
     assert [s.span_type for s in trace.data.spans].count("CHAT_MODEL") == 1
     chat = next(s for s in trace.data.spans if s.span_type == "CHAT_MODEL")
     assert chat.attributes["gen_ai.usage.input_tokens"] == meta["prompt_tokens"]
+    assert chat.attributes["gen_ai.response.finish_reasons"] == ["stop"]  # simulated too
