@@ -252,6 +252,29 @@ def test_drain_export_queue_waits_for_an_async_trace(
         assert mlflow.get_trace(span.trace_id) is not None
 
 
+def test_stop_mlflow_span_metrics_keeps_mlflow_from_recording_span_durations(
+    mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    from mlflow.tracing.provider import _get_span_processor
+
+    from agents_pipelines._compat.mlflow import stop_mlflow_span_metrics
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://127.0.0.1:9/v1/metrics")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
+    mlflow.tracing.reset()  # MLflow decides on its metrics as it makes its provider
+    try:
+        with mlflow.start_span("probe"):
+            processor = _get_span_processor()
+            with hook("mlflow.stop_mlflow_span_metrics"):
+                assert processor._export_metrics is True  # what the endpoint turned on
+                assert stop_mlflow_span_metrics() is True
+        with hook("mlflow.stop_mlflow_span_metrics"):
+            assert processor._duration_histogram is None  # never set up, nothing recorded
+    finally:
+        mlflow.tracing.reset()
+
+
 def test_bundled_prices_and_catalog_files_agree() -> None:
     import json
 

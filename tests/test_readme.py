@@ -50,6 +50,11 @@ NOT_RUN = {
     "deploy/celery/worker.sh celery_a": "needs Redis and PostgreSQL: tests/test_celery.py "
     "starts two workers with this script, each with a name of its own",
     "deploy/celery/worker.sh celery_b --concurrency 4": "as above",
+    'docker run --rm -p 4318:4318 -p 8889:8889 -v "$PWD/deploy/otel/collector.yaml:'
+    '/etc/otelcol-contrib/config.yaml" otel/opentelemetry-collector-contrib': "needs Docker "
+    "and the collector image; tests/test_opentelemetry.py sends to a loopback OTLP receiver",
+    "export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318": "points this shell at the "
+    "collector above; tests/test_opentelemetry.py sets the same variable",
     ".venv/bin/dagster dev -m agents_pipelines.definitions": "with the Celery profile it needs "
     "Redis, PostgreSQL and workers; tests/test_celery.py launches its runs through the same "
     "code location and executor, and `make dev` is run here",
@@ -65,6 +70,7 @@ NOT_RUN_PYTHON: dict[str, str] = {}
 # Fenced blocks that are not commands.
 NOT_COMMANDS = {
     "text": "a diagram",
+    "promql": "a Prometheus query: tests/test_opentelemetry.py checks the metric it names",
     "console": "sample output; test_sample_output_shows_a_documented_command checks its command",
     "yaml": "file contents: test_yaml_blocks checks the workflow example and the defs.yaml, "
     "and lists the fragments",
@@ -77,7 +83,7 @@ YAML_FRAGMENTS = {
     "nodes": "a part of a workflow file; the shipped examples review_digest and support_reply "
     "hold these nodes, and tests/test_python_steps.py and tests/test_tool_calls.py run them",
     "config": "a part of a workflow file; tests/test_dev_cache.py runs the development cache "
-    "with these keys",
+    "with these keys, tests/test_opentelemetry.py a collector named under otlp",
     "evals": "a part of a workflow file; tests/test_evals.py loads it into a workflow",
 }
 

@@ -33,11 +33,29 @@ ALT_API_KEY_ENV = "GEMINI_API_KEY"
 BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 POOL_SPEND_LIMITS_ENV = "AGENTS_PIPELINES_POOL_SPEND_LIMITS"
+# OpenTelemetry's standard exporter variables (telemetry/): where each run's trace and
+# metrics go, and over which protocol. The exporters read the rest themselves (headers,
+# timeout, compression, certificates).
+OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTLP_TRACES_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+OTLP_METRICS_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+OTLP_TEMPORALITY_ENV = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
+OtlpProtocol = Literal["http/protobuf", "grpc"]
 
 # A pool's spend limits: USD per calendar day and/or month (UTC), by pool name.
 PoolSpendLimits = dict[str, dict[Literal["day", "month"], PositiveFloat]]
 
-_CHOICES = ("llm_backend", "invalid_workflows", "executor")
+_CHOICES = (
+    "llm_backend",
+    "invalid_workflows",
+    "executor",
+    "otlp_protocol",
+    "otlp_traces_protocol",
+    "otlp_metrics_protocol",
+    "otlp_metrics_temporality",
+    "otel_traces_exporter",
+    "otel_metrics_exporter",
+)
 
 
 class Settings(BaseSettings):
@@ -63,6 +81,22 @@ class Settings(BaseSettings):
     gemini_base_url: str | None = Field(None, alias=BASE_URL_ENV)
     # JSON, e.g. {"gemini": {"day": 20, "month": 300}}
     pool_spend_limits: PoolSpendLimits = Field(default_factory=dict, alias=POOL_SPEND_LIMITS_ENV)
+    otlp_endpoint: str | None = Field(None, alias=OTLP_ENDPOINT_ENV)
+    otlp_traces_endpoint: str | None = Field(None, alias=OTLP_TRACES_ENDPOINT_ENV)
+    otlp_metrics_endpoint: str | None = Field(None, alias=OTLP_METRICS_ENDPOINT_ENV)
+    otlp_protocol: OtlpProtocol | None = Field(None, alias="OTEL_EXPORTER_OTLP_PROTOCOL")
+    otlp_traces_protocol: OtlpProtocol | None = Field(
+        None, alias="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+    )
+    otlp_metrics_protocol: OtlpProtocol | None = Field(
+        None, alias="OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
+    )
+    otlp_metrics_temporality: Literal["cumulative", "delta", "lowmemory"] | None = Field(
+        None, alias=OTLP_TEMPORALITY_ENV
+    )
+    # "none" turns a signal off, as for any OpenTelemetry SDK; anything else means OTLP.
+    otel_traces_exporter: str | None = Field(None, alias="OTEL_TRACES_EXPORTER")
+    otel_metrics_exporter: str | None = Field(None, alias="OTEL_METRICS_EXPORTER")
     # GOOGLE_API_KEY wins over GEMINI_API_KEY, as the Gemini SDK orders them.
     api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices(API_KEY_ENV, ALT_API_KEY_ENV)

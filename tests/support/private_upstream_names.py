@@ -63,6 +63,22 @@ PUBLIC_MODULES = frozenset(
         "langchain_google_genai",
         "google.genai",
         "google.genai.types",
+        # OpenTelemetry's API reference (opentelemetry-python.readthedocs.io): the API and
+        # SDK modules, the OTLP exporters, and the OTLP messages opentelemetry-proto ships.
+        "opentelemetry.metrics",
+        "opentelemetry.sdk.metrics",
+        "opentelemetry.sdk.metrics.export",
+        "opentelemetry.sdk.resources",
+        "opentelemetry.sdk.trace",
+        "opentelemetry.sdk.trace.export",
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+        "opentelemetry.proto.collector.trace.v1.trace_service_pb2",
+        "opentelemetry.proto.collector.metrics.v1.metrics_service_pb2",
+        "opentelemetry.proto.common.v1.common_pb2",
+        "opentelemetry.proto.metrics.v1.metrics_pb2",
     }
 )
 # Public-looking names that are not documented API (each has a hook in _compat).

@@ -28,6 +28,7 @@ __all__ = [
     "replace_event_attributes",
     "span_processors_in_use",
     "span_totals",
+    "stop_mlflow_span_metrics",
     "wrap_exporter_client",
 ]
 
@@ -76,6 +77,28 @@ def replace_event_attributes(event: Any, attributes: Mapping[str, Any]) -> None:
     Public replacement: none in OpenTelemetry's SDK.
     """
     event._attributes = dict(attributes)
+
+
+def stop_mlflow_span_metrics() -> bool:
+    """Stop MLflow's span processor from recording its own span-duration histogram; False
+    if MLflow's internals moved.
+
+    Why: with an OTLP metrics endpoint in the environment, MLflow's processor records
+    ``mlflow.trace.span.duration`` through a MeterProvider of its own, which it makes the
+    process's global one, exports over gRPC unless told otherwise, and only every 60 s (a
+    short run process loses it). Each point is labelled with its trace's tags and metadata,
+    among them the MLflow run id: one Prometheus series per run. telemetry/genai_metrics.py
+    exports the GenAI conventions' metrics instead. Uses ``mlflow.tracing.provider
+    ._get_span_processor`` and the processor's ``_export_metrics``. Public replacement: none
+    (MLflow reads only whether an OTLP metrics endpoint is set).
+    """
+    from mlflow.tracing.provider import _get_span_processor
+
+    processor = _get_span_processor()
+    if processor is None or not hasattr(processor, "_export_metrics"):
+        return False
+    processor._export_metrics = False
+    return True
 
 
 def _trace_exporter() -> Any:

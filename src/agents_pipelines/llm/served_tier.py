@@ -20,7 +20,14 @@ from typing import Any
 
 from agents_pipelines.usage.records import STANDARD
 
-__all__ = ["note_served", "share_served_tiers", "take_served_tier", "tier_of"]
+__all__ = [
+    "note_finish_reasons",
+    "note_served",
+    "share_served_tiers",
+    "take_finish_reasons",
+    "take_served_tier",
+    "tier_of",
+]
 
 _TRAFFIC_TYPES = {
     "ON_DEMAND": "standard",
@@ -32,6 +39,11 @@ _SERVICE_TIERS = frozenset({"standard", "flex", "priority"})
 # A box, so that a context copied from the one that made it writes where it reads.
 _last_served: ContextVar[list[str | None] | None] = ContextVar(
     "agents_pipelines_last_served_tier", default=None
+)
+# The finish reasons of the last reply (Gemini's finishReason per candidate), handed to the
+# trace the same way: MLflow's conversion writes finish_reason null (telemetry/genai_spans).
+_last_finish: ContextVar[list[tuple[str, ...]] | None] = ContextVar(
+    "agents_pipelines_last_finish_reasons", default=None
 )
 
 
@@ -56,6 +68,7 @@ def share_served_tiers() -> None:
     """Give this context a box for the last served tier that the contexts copied from it
     write to (LangChain's async path may make the call in a copy of the caller's)."""
     _last_served.set([None])
+    _last_finish.set([()])
 
 
 def note_served(tier: str | None) -> None:
@@ -74,3 +87,20 @@ def take_served_tier(asked: str | None = None) -> str:
     if box is not None:
         served, box[0] = box[0], None
     return served or asked or STANDARD
+
+
+def note_finish_reasons(reasons: tuple[str, ...]) -> None:
+    box = _last_finish.get()
+    if box is None:
+        _last_finish.set([reasons])
+    else:
+        box[0] = reasons
+
+
+def take_finish_reasons() -> tuple[str, ...]:
+    """The finish reasons of the last reply of this context, once; () if none said."""
+    box = _last_finish.get()
+    if box is None:
+        return ()
+    reasons, box[0] = box[0], ()
+    return reasons

@@ -28,7 +28,7 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
-from agents_pipelines.llm.served_tier import note_served
+from agents_pipelines.llm.served_tier import note_finish_reasons, note_served
 from agents_pipelines.llm.simulated_replies import (
     FieldHints,
     request_seed,
@@ -116,8 +116,10 @@ class SimulatedChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _metadata(self) -> dict[str, Any]:
-        """What Gemini's reply says of itself: its model, and the tier that served it."""
+        """What Gemini's reply says of itself: its model, the tier that served it, and why
+        it stopped (STOP, as Gemini says of a finished reply and of a tool call)."""
         note_served(self.service_tier)
+        note_finish_reasons(("STOP",))
         return {"model_name": self.model, SERVED_TIER: self.service_tier}
 
     def _tool_call_result(self, prompt: str, call: dict[str, Any]) -> ChatResult:

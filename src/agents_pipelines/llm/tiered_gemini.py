@@ -36,7 +36,7 @@ from langchain_core.outputs import ChatResult
 from langchain_google_genai import ChatGoogleGenerativeAI
 from pydantic import model_validator
 
-from agents_pipelines.llm.served_tier import note_served, tier_of
+from agents_pipelines.llm.served_tier import note_finish_reasons, note_served, tier_of
 from agents_pipelines.usage.records import SERVED_TIER, STANDARD, TIER_KEY
 
 __all__ = ["TieredChatGoogleGenerativeAI"]
@@ -81,6 +81,7 @@ class TieredChatGoogleGenerativeAI(ChatGoogleGenerativeAI):
     ) -> ChatResult:
         _reply_tier.set(None)
         note_served(None)  # a call that fails has no served tier, not the last call's
+        note_finish_reasons(())
         result = super()._generate(messages, stop, run_manager, **self._with_tier(kwargs))
         return self._stamped(result)
 
@@ -93,6 +94,7 @@ class TieredChatGoogleGenerativeAI(ChatGoogleGenerativeAI):
     ) -> ChatResult:
         _reply_tier.set(None)
         note_served(None)
+        note_finish_reasons(())
         result = await super()._agenerate(messages, stop, run_manager, **self._with_tier(kwargs))
         return self._stamped(result)
 
@@ -106,6 +108,13 @@ class TieredChatGoogleGenerativeAI(ChatGoogleGenerativeAI):
         for generation in result.generations:
             generation.message.response_metadata[SERVED_TIER] = tier
         note_served(tier)
+        note_finish_reasons(
+            tuple(
+                str(reason)
+                for generation in result.generations
+                if (reason := (generation.generation_info or {}).get("finish_reason"))
+            )
+        )
         return result
 
 

@@ -404,8 +404,28 @@ class MlflowConfig(_Model):
     )
 
 
+class OtlpConfig(_Model):
+    """An OpenTelemetry collector that gets each run's trace and GenAI metrics too. The
+    standard OTEL_EXPORTER_OTLP_* variables, when set, win over this block."""
+
+    endpoint: str = Field(
+        pattern=r"^https?://[^\s/]+",
+        description="The collector's base URL, e.g. http://otel-collector:4318 (OTLP/HTTP; "
+        "/v1/traces and /v1/metrics are added) or http://otel-collector:4317 (grpc). "
+        "Headers (a token) come from OTEL_EXPORTER_OTLP_HEADERS, never from this file.",
+    )
+    protocol: Literal["http/protobuf", "grpc"] = Field(
+        "http/protobuf", description="OTLP over HTTP (the OpenTelemetry default) or gRPC."
+    )
+
+
 class ObservabilityConfig(_Model):
     mlflow: MlflowConfig = MlflowConfig()
+    otlp: OtlpConfig | None = Field(
+        None,
+        description="Send each run's trace and metrics to an OpenTelemetry collector as well; "
+        "MLflow keeps its own copy.",
+    )
 
 
 class TierPrice(_Model):

@@ -36,6 +36,11 @@ _SPAN_EXPORT_DEFAULTS = {
 # map logged 15 "database is locked" (spans lost) and peaked at 573 MB with 10 threads;
 # with one, none and 451 MB (the simulated backend; 10,000 items logged 39).
 _SQLITE_DEFAULTS = {"MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS": "1"}
+# With OTEL_EXPORTER_OTLP_ENDPOINT set (an OpenTelemetry operator sets it for every pod),
+# MLflow 3.17 sends traces to the collector instead of its store, and records a no-op trace
+# when the exporter package is missing: the run's trace was lost. telemetry/span_export.py
+# sends them to the collector beside MLflow's own copy instead.
+_OTLP_DEFAULTS = {"MLFLOW_ENABLE_OTLP_EXPORTER": "false"}
 # MLflow 3.17 refuses file stores unless this is set. Existing users keep working, and
 # tracking/tracking_settings.py warns them to migrate.
 _FILE_STORE_DEFAULTS = {"MLFLOW_ALLOW_FILE_STORE": "true"}
@@ -57,10 +62,10 @@ def set_mlflow_env_defaults(tracking_uri: str) -> None:
 
     MLflow reads these variables when it makes a client, an HTTP request or its span
     exporter, so they must be in ``os.environ`` by then: the HTTP caps for an http(s)
-    server, the span batch size always, one span-export thread for SQLite, and the
-    file-store opt-in for a file store.
+    server; the span batch size, and MLflow's own OTLP export off, always; one span-export
+    thread for SQLite; and the file-store opt-in for a file store.
     """
-    defaults = dict(_SPAN_EXPORT_DEFAULTS)
+    defaults = _SPAN_EXPORT_DEFAULTS | _OTLP_DEFAULTS
     if tracking_uri.startswith(("http://", "https://")):
         defaults |= _HTTP_DEFAULTS
     if is_file_store(tracking_uri):

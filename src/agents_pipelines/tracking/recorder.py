@@ -1,8 +1,11 @@
-"""A workflow run's MLflow record, owned by one object from start to end.
+"""A workflow run's MLflow record, and its OpenTelemetry export, owned by one object from
+start to end.
 
 ``RunRecorder.start`` opens the MLflow run (or none: tracking disabled, or failed and not
 required), ``traced`` wraps the graph in the run's root span, and ``finish`` logs the
-outcome, success or failure, with its metrics and artifacts. Whether a tracking failure
+outcome, success or failure, with its metrics and artifacts. With a collector configured
+(telemetry/), the trace goes to it too, and ``finish`` sends the run's GenAI metrics,
+whether MLflow tracking is on or not. Whether a tracking failure
 fails the run is decided here, once: ``observability.mlflow.required``.
 """
 
@@ -17,6 +20,7 @@ from typing import Any
 from agents_pipelines.errors import TrackingFailedWarning, WorkflowRunError
 from agents_pipelines.redaction import redact, redacting_logger
 from agents_pipelines.spec import Workflow, draw_mermaid
+from agents_pipelines.telemetry import RunTelemetry
 from agents_pipelines.tracking.assessments import Assessed, log_assessments
 from agents_pipelines.tracking.client import untraced
 from agents_pipelines.tracking.session import TrackingInfo, TrackingSession
@@ -55,9 +59,15 @@ class RunRecorder:
     """
 
     def __init__(
-        self, workflow: Workflow, backend: str, session: TrackingSession | None, notes: list[str]
+        self,
+        workflow: Workflow,
+        backend: str,
+        session: TrackingSession | None,
+        notes: list[str],
+        telemetry: RunTelemetry,
     ):
         self._workflow = workflow
+        self._telemetry = telemetry
         self._backend = backend
         self._session = session
         self._notes = notes  # why tracking failed, when it did and the run went on
@@ -68,8 +78,9 @@ class RunRecorder:
     ) -> RunRecorder:
         config = workflow.spec.config.observability.mlflow
         notes: list[str] = []
+        telemetry = RunTelemetry.start(workflow, tags)
         if not config.enabled:
-            return cls(workflow, backend, None, notes)
+            return cls(workflow, backend, None, notes, telemetry)
         settings = resolve_settings(config, workflow.name, ui_url)
         params = _params(workflow, backend)
         tags = {
@@ -84,7 +95,7 @@ class RunRecorder:
         except Exception as exc:
             _tracking_failed(workflow, exc, notes)
             session = None
-        return cls(workflow, backend, session, notes)
+        return cls(workflow, backend, session, notes, telemetry)
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -98,7 +109,8 @@ class RunRecorder:
     ) -> AbstractContextManager[None]:
         if self._session is None:
             return untraced()
-        return self._session.traced(self._workflow.spec.flow.name, inputs, pricer, usage)
+        name = self._workflow.spec.flow.name
+        return self._session.traced(name, inputs, pricer, usage, self._telemetry.traces)
 
     def assess(self, verdicts: Sequence[Assessed]) -> None:
         """Log each eval's verdict as an assessment on the run's trace; call it inside
@@ -114,6 +126,7 @@ class RunRecorder:
     def finish(self, outcome: RunOutcome) -> None:
         """End the MLflow run. A failure to record a success fails the run if tracking
         is required (else a warning); a failure to record a failure is only logged."""
+        self._telemetry.finish(outcome.usage)
         if self._session is None:
             return
         status = "FAILED" if outcome.failure else "FINISHED"

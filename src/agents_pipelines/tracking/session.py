@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agents_pipelines.redaction import redact, redact_value, redacting_logger
+from agents_pipelines.telemetry import OtlpSignal
 from agents_pipelines.tracking import experiments, span_policy, stale_runs, trace_outcome
 from agents_pipelines.tracking.client import configured_client
 from agents_pipelines.tracking.deadline import TrackingBudget, TrackingTimeoutError
@@ -88,8 +89,12 @@ class TrackingSession:
         inputs: Mapping[str, Any],
         pricer: Pricer,
         usage: Callable[[], UsageSummary],
+        otlp: OtlpSignal | None = None,
     ) -> Iterator[None]:
         """A root span around the graph; autolog's node and LLM spans nest below it.
+
+        With ``otlp``, the trace's spans also go to that OpenTelemetry collector, and are
+        sent as the root span closes (telemetry/span_export.py).
 
         Each LLM span gets its cost from ``pricer`` (see span_policy). Before the root span
         closes, the trace's total cost is set from ``usage()``, the sum of those same span
@@ -100,6 +105,7 @@ class TrackingSession:
         from mlflow.entities import MlflowExperimentLocation
 
         full = self.settings.config.artifact_level == "full"
+        routed: int | None = None
         try:
             with mlflow.start_span(
                 name=name,
@@ -109,6 +115,7 @@ class TrackingSession:
             ) as root:
                 self.trace_id = root.trace_id
                 self._link_trace(root.trace_id)
+                routed = _route_to_collector(root, otlp)
                 span_policy.apply_to(root.trace_id, span_policy.TracePolicy(pricer, full))
                 trace_outcome.install()  # span batches that grow with the trace
                 if not self.settings.config.async_logging:
@@ -122,6 +129,10 @@ class TrackingSession:
             # After the root span ends, so the policy applies to the root span too.
             if self.trace_id is not None:
                 span_policy.forget(self.trace_id)
+            if routed is not None:
+                from agents_pipelines.telemetry import span_export
+
+                span_export.end_route(routed)
 
     def _link_trace(self, trace_id: str) -> None:
         """Tag the run with its trace (stale_runs), within the run's tracking deadline."""
@@ -254,6 +265,20 @@ def _create_run(
     run_id = run.info.run_id
     client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     return experiment_id, run_id
+
+
+def _route_to_collector(root: Any, otlp: OtlpSignal | None) -> int | None:
+    """Route the trace of ``root`` to ``otlp``; its OpenTelemetry trace id, or None."""
+    from agents_pipelines._compat.mlflow import raw_span
+    from agents_pipelines.telemetry import span_export
+
+    if otlp is None:
+        return None
+    context = raw_span(root).get_span_context()
+    if context is None or not context.trace_id:  # tracing is off: a no-op span
+        return None
+    span_export.route(context.trace_id, otlp)
+    return int(context.trace_id)
 
 
 def _write_artifact(path: Path, content: Any) -> None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents_pipelines.redaction import redact, redact_value
+from agents_pipelines.telemetry.genai_spans import mark_llm_span
 from agents_pipelines.usage import STANDARD, Pricer, TokenUsage
 from agents_pipelines.usage.records import EVAL_KEY, ITEM_KEY, NODE_KEY, TIER_KEY
 
@@ -94,6 +95,7 @@ def _process(span: Any) -> None:
         _set_cost(span, policy.pricer, tier)
         _mark_cache_hit(span, policy.pricer, tier)
         _lift_item(span)
+        mark_llm_span(span)  # the GenAI conventions, for MLflow and the OTLP collector
         if policy.keep_content:
             _escape_lone_surrogates(span)
         elif span.parent_id is not None:
