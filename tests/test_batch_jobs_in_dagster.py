@@ -4,6 +4,10 @@ client against the loopback server's Batch API; `dg.materialize` and re-executio
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 import dagster as dg
@@ -13,7 +17,7 @@ from reexecutable_job import WORKFLOWS_ENV, workflows_job
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import BatchScript, GeminiLoopbackServer, Reply
-from conftest import metadata_of, metadata_values, write
+from conftest import REPO, materialize_command, metadata_of, metadata_values, wait_until, write
 
 LABELS = """\
 schema_version: "1"
@@ -164,3 +168,81 @@ def test_the_jobs_state_and_progress_are_in_the_runs_event_log(
         f"Batch job {second} submitted: node sum, 1 request(s), PENDING",
     ]
     assert lines[4:] == [f"Batch job {second}: RUNNING, 0/1 done", f"Batch job {second}: SUCCEEDED, 1/1 done"]
+
+
+def test_a_recorded_batch_run_replays_offline_with_equal_figures(
+    mlflow_uri: str,
+    gemini: GeminiLoopbackServer,
+    tmp_path: Path,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Record a materialization whose nodes run in batch mode (the job's create, polls and
+    answers), then replay it with the server stopped and no key: the same outputs, calls,
+    tokens, cost and jobs. The replay's run has another id, so another job display name."""
+    cassette = tmp_path / "batch.jsonl"
+    monkeypatch.setenv("AGENTS_PIPELINES_CASSETTE", str(cassette))
+    monkeypatch.setenv("AGENTS_PIPELINES_LLM_BACKEND", "record")
+    gemini.plan(*(Reply.json_reply({"labels": label}) for label in ("good", "bad", "good")))
+    path = write(tmp_path, labels(retries=0))
+    recorded = materialize(path, instance)
+    assert recorded.success
+    endpoints = [json.loads(line)["request"]["endpoint"] for line in cassette.read_text().splitlines()]
+    assert endpoints.count("models/gemini-2.5-flash:batchGenerateContent") == 2
+    gemini.stop()
+    monkeypatch.delenv("GOOGLE_API_KEY")
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", "http://127.0.0.1:9/elsewhere/")
+    monkeypatch.setenv("AGENTS_PIPELINES_LLM_BACKEND", "replay")
+    replayed = materialize(path, instance)
+    assert replayed.success
+    assert replayed.asset_value("labels") == recorded.asset_value("labels")
+    before, after = metadata_of(recorded, "labels"), metadata_of(replayed, "labels")
+    figures = ("llm_calls", "total_tokens", "total_cost_usd", "saved_vs_interactive_usd")
+    assert {k: before[k] for k in figures} == {k: after[k] for k in figures}
+    assert before["llm_calls"] == 4 and before["total_cost_usd"] > 0
+    jobs = [[row.data for row in m["batch_jobs"].records] for m in (before, after)]
+    assert jobs[0] == jobs[1]
+    assert [job["requests"] for job in jobs[1]] == [3, 1]
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_dagster_asset_materialize_cancels_the_running_job(
+    mlflow_uri: str, gemini: GeminiLoopbackServer, tmp_path: Path
+) -> None:
+    """A stop (SIGTERM, as Dagster's Terminate sends the run's process) cancels the job at
+    Gemini: what it has not answered yet is not billed."""
+    home, workflows = tmp_path / "dagster_home", tmp_path / "workflows"
+    home.mkdir()
+    workflows.mkdir()
+    write(workflows, labels(retries=2))
+    gemini.plan_batches(BatchScript.never_done())
+    env = {**os.environ, "DAGSTER_HOME": str(home), "AGENTS_PIPELINES_WORKFLOWS_DIR": str(workflows)}
+    with open(tmp_path / "materialize.log", "wb") as log:
+        process = subprocess.Popen(
+            materialize_command("labels"), env=env, cwd=REPO, stdout=log, stderr=log
+        )
+    try:
+        wait_until(
+            lambda: gemini.batch_jobs and gemini.batch_jobs[0].polls >= 2, 240, "a running job"
+        )
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    log_text = (tmp_path / "materialize.log").read_text(errors="replace")
+    assert process.returncode != 0, log_text[-3000:]
+    (job,) = gemini.batch_jobs  # no retry, no second job
+    assert (job.state, job.cancel_requests) == ("CANCELLED", 1), log_text[-3000:]
+    assert gemini.requests == []  # nothing answered, nothing billed
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        (run,) = instance.get_runs()
+        failures = [
+            r.dagster_event.step_failure_data
+            for r in instance.all_logs(run.run_id)
+            if r.dagster_event is not None and r.dagster_event.event_type_value == "STEP_FAILURE"
+        ]
+    (failure,) = failures
+    assert failure.user_failure_data is not None
+    assert "was stopped" in failure.user_failure_data.description
