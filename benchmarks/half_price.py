@@ -45,8 +45,12 @@ def run(ctx: Context) -> BenchResult:
             "GOOGLE_GEMINI_BASE_URL": server.base_url,
         }
         for mode, llm in MODES.items():
-            path = write_workflow(work / "workflows", f"map_{mode}", one_map(mode, ITEMS, LIMIT, llm))
-            warm = write_workflow(work / "workflows", f"warm_{mode}", one_map(mode, LIMIT, LIMIT, llm))
+            path = write_workflow(
+                work / "workflows", f"map_{mode}", one_map(mode, ITEMS, LIMIT, llm)
+            )
+            warm = write_workflow(
+                work / "workflows", f"warm_{mode}", one_map(mode, LIMIT, LIMIT, llm)
+            )
             params = {"path": str(path), "warm_path": str(warm)}
             samples[mode] = _samples(ctx, work, mode, params, env)
         jobs = [job for job in server.batch_jobs if len(job.keys) == ITEMS]
@@ -82,7 +86,9 @@ def _report(
         ok = ratio <= COST_RATIO
         result.gate(f"{mode}: cost / interactive", ratio, "x", f"<= {COST_RATIO} (0.50)", ok)
     found = min(min(s["llm_calls"], s["summary_calls"], s["traced_calls"]) for s in runs)
-    result.gate(f"{mode}: calls in ledger, summary, trace", found, "calls", f"= {ITEMS}", found == ITEMS)
+    result.gate(
+        f"{mode}: calls in ledger, summary, trace", found, "calls", f"= {ITEMS}", found == ITEMS
+    )
     cpu_ms = median(s["cpu_s"] for s in runs) / ITEMS * 1000
     result.info(f"{mode}: worker CPU per item", cpu_ms, "ms")
     result.info(f"{mode}: wall time", median(s["elapsed_s"] for s in runs), "s")

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from reexecutable_job import WORKFLOWS_ENV, workflows_job
 
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import BatchScript, GeminiLoopbackServer, Reply
 from conftest import REPO, materialize_command, metadata_of, metadata_values, wait_until, write
+from reexecutable_job import WORKFLOWS_ENV, workflows_job
 
 LABELS = """\
 schema_version: "1"
@@ -167,7 +167,10 @@ def test_the_jobs_state_and_progress_are_in_the_runs_event_log(
         f"Batch job {first}: SUCCEEDED, 3/3 done",
         f"Batch job {second} submitted: node sum, 1 request(s), PENDING",
     ]
-    assert lines[4:] == [f"Batch job {second}: RUNNING, 0/1 done", f"Batch job {second}: SUCCEEDED, 1/1 done"]
+    assert lines[4:] == [
+        f"Batch job {second}: RUNNING, 0/1 done",
+        f"Batch job {second}: SUCCEEDED, 1/1 done",
+    ]
 
 
 def test_a_recorded_batch_run_replays_offline_with_equal_figures(
@@ -187,7 +190,9 @@ def test_a_recorded_batch_run_replays_offline_with_equal_figures(
     path = write(tmp_path, labels(retries=0))
     recorded = materialize(path, instance)
     assert recorded.success
-    endpoints = [json.loads(line)["request"]["endpoint"] for line in cassette.read_text().splitlines()]
+    endpoints = [
+        json.loads(line)["request"]["endpoint"] for line in cassette.read_text().splitlines()
+    ]
     assert endpoints.count("models/gemini-2.5-flash:batchGenerateContent") == 2
     gemini.stop()
     monkeypatch.delenv("GOOGLE_API_KEY")
@@ -216,7 +221,11 @@ def test_a_sigterm_to_dagster_asset_materialize_cancels_the_running_job(
     workflows.mkdir()
     write(workflows, labels(retries=2))
     gemini.plan_batches(BatchScript.never_done())
-    env = {**os.environ, "DAGSTER_HOME": str(home), "AGENTS_PIPELINES_WORKFLOWS_DIR": str(workflows)}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "AGENTS_PIPELINES_WORKFLOWS_DIR": str(workflows),
+    }
     with open(tmp_path / "materialize.log", "wb") as log:
         process = subprocess.Popen(
             materialize_command("labels"), env=env, cwd=REPO, stdout=log, stderr=log

@@ -95,7 +95,9 @@ class SpendGuard:
         a spend limit's window (a single call is judged by what is spent so far)."""
         estimate = job.cost_usd or 0.0
         for window in self.windows:
-            others = self._journal.in_flight_since(window.limit, window.start) if self._journal else 0.0
+            others = (
+                self._journal.in_flight_since(window.limit, window.start) if self._journal else 0.0
+            )
             if not window.reached(usage, others + estimate):
                 continue
             limit = window.limit

@@ -33,9 +33,9 @@ from agents_pipelines.graph import (
     node_spend,
     resume,
 )
+from agents_pipelines.graph.batch_job_names import CheckpointedJobNames
 from agents_pipelines.graph.event_loop import AwaitableSaver
 from agents_pipelines.graph.resume import Checkpointing
-from agents_pipelines.graph.batch_job_names import CheckpointedJobNames
 from agents_pipelines.llm import Backend, ChatModelFactory, chat_model_factory, resolve_backend
 from agents_pipelines.llm.batch_hooks import HOOKS_KEY, BatchHooks
 from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s

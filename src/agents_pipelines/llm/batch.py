@@ -436,9 +436,7 @@ def _item_error(error: Any, job: str, index: int) -> Exception:
     return genai_errors.ClientError(code, body)
 
 
-async def _earlier_job(
-    client: _Client, hooks: BatchHooks, display: str, thread: str
-) -> str | None:
+async def _earlier_job(client: _Client, hooks: BatchHooks, display: str, thread: str) -> str | None:
     """The live or finished job an earlier attempt of this run submitted for these
     requests: by its checkpointed name, or else (no checkpoints) by its display name."""
     if hooks.job_names is None:

@@ -161,7 +161,9 @@ class BatchStore:
         with self._lock:
             for _ in range(count):
                 name = f"batches/loopback-{next(self._ids)}"
-                job = _Job(name, "gemini-2.5-flash", "another run", [], "inline", BatchScript(), _now())
+                job = _Job(
+                    name, "gemini-2.5-flash", "another run", [], "inline", BatchScript(), _now()
+                )
                 job.step, job.results, job.ended = 2, [], job.created
                 self._jobs[name] = job
 
