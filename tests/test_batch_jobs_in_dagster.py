@@ -255,3 +255,36 @@ def test_a_sigterm_to_dagster_asset_materialize_cancels_the_running_job(
     (failure,) = failures
     assert failure.user_failure_data is not None
     assert "was stopped" in failure.user_failure_data.description
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_job_names_live_in_the_runs_thread_beside_its_checkpoints(
+    store: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """On both stores a Dagster instance uses: a name replaced (its job died) reads back
+    new, the graph's own namespace stays empty (nothing to resume), and deleting the
+    thread (a run that succeeds, pruning) deletes the names."""
+    from agents_pipelines.graph.batch_job_names import CheckpointedJobNames
+    from agents_pipelines.orchestration.stores import checkpoints
+    from agents_pipelines.registry import ProcessRegistry
+
+    registry = ProcessRegistry()
+    if store == "postgres":
+        url = request.getfixturevalue("postgres_database_factory")()
+        opened = checkpoints.postgres_saver(url, registry)
+    else:
+        home = tmp_path / "home"
+        home.mkdir()
+        opened = checkpoints.open_saver(dg.DagsterInstance.local_temp(str(home)), registry)
+    with opened as saver:
+        names = CheckpointedJobNames(saver, "run-1|labels|")
+        names.put("label abc", "batches/1")
+        names.put("sum def", "batches/2")
+        names.put("label abc", "batches/3")
+        again = CheckpointedJobNames(saver, "run-1|labels|")  # as a retry's process reads it
+        assert (again.get("label abc"), again.get("sum def")) == ("batches/3", "batches/2")
+        assert CheckpointedJobNames(saver, "run-2|labels|").get("label abc") is None
+        graph = {"configurable": {"thread_id": "run-1|labels|", "checkpoint_ns": ""}}
+        assert saver.get_tuple(graph) is None
+        saver.delete_thread("run-1|labels|")
+        assert again.get("label abc") is None
