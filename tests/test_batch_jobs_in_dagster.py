@@ -152,6 +152,33 @@ def test_a_budget_below_the_jobs_estimate_refuses_to_submit_it(
     assert check.metadata["total_cost_usd"].value == 0.0
 
 
+def test_a_pool_spend_limit_below_the_jobs_estimate_refuses_to_submit_it(
+    mlflow_uri: str, gemini: GeminiLoopbackServer, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    review = "word " * 800  # about $0.00015 of prompt per review at the batch price
+    text = labels(retries=0).replace(
+        "inputs: {reviews: [great, awful, fine]}",
+        f"inputs: {{reviews: ['{review}a', '{review}b', '{review}c']}}",
+    )
+    result = dg.materialize(
+        [build_workflow_asset(load_workflow(write(tmp_path, text)))],
+        resources={
+            "workflow_runner": WorkflowRunner(pool_spend_limits={"gemini": {"day": 0.0003}})
+        },
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert gemini.batch_jobs == [] and gemini.requests == []
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert failure is not None
+    assert (
+        "stopped before submitting the batch job of `label` (3 requests), unsent: about "
+        "$0.00045" in failure.message
+    )
+    assert "would pass the spend limit of pool gemini's day (UTC)" in failure.message
+
+
 def test_the_jobs_state_and_progress_are_in_the_runs_event_log(
     mlflow_uri: str, gemini: GeminiLoopbackServer, tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
