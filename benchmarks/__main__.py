@@ -21,6 +21,7 @@ from benchmarks import (
     code_location,
     critical_path,
     daemon_backfill,
+    half_price,
     map_throughput,
     materialization,
     memory,
@@ -39,6 +40,7 @@ BENCHMARKS: dict[str, Callable[[Context], BenchResult]] = {
     memory.NAME: memory.run,
     map_throughput.NAME: map_throughput.run,
     daemon_backfill.NAME: daemon_backfill.run,
+    half_price.NAME: half_price.run,
 }
 
 

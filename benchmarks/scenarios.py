@@ -249,6 +249,7 @@ def setup_map_throughput(params: Mapping[str, Any]) -> Run:
             "drain_s": drain,
             "cpu_s": cpu,
             "llm_calls": result.usage.llm_calls,
+            "cost_usd": result.usage.total_cost_usd,
             "summary_calls": len({(c["node"], c["item"]) for c in summary["calls"]}),
             "traced_calls": len(traced),
         }

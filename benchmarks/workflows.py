@@ -146,3 +146,33 @@ orchestration:
   inputs: {{docs: [{docs}]}}
 """
     return _HEADER.format(name=name) + body
+
+
+def one_map(name: str, items: int, max_concurrency: int, llm: str = "") -> str:
+    """One call per item: ``label`` maps over ``items`` reviews, at most ``max_concurrency``
+    in flight; ``llm`` adds settings to ``config.llm`` (``service_tier: flex``, ``batch``)."""
+    reviews = ", ".join(f'"review {i}"' for i in range(items))
+    limit = f"max_concurrency: {max_concurrency}, max_items: {max(items, 1000)}"
+    extra = f", {llm}" if llm else ""
+    body = f"""\
+state:
+  fields:
+    reviews: {{type: "list[str]", required: true}}
+    labels:  {{type: "list[str]", default: []}}
+nodes:
+  - id: label
+    map: {{over: reviews, as: review, {limit}}}
+    prompt: "Give a one-word label for: {{review}}"
+    outputs: [labels]
+edges:
+  - {{from: START, to: label}}
+  - {{from: label, to: END}}
+config:
+  llm: {{provider: google, model: gemini-2.5-flash, max_retries: 0{extra}}}
+  observability:
+    mlflow: {{enabled: true, experiment_name: bench}}
+orchestration:
+  group: bench
+  inputs: {{reviews: [{reviews}]}}
+"""
+    return _HEADER.format(name=name) + body

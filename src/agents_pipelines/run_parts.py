@@ -87,6 +87,29 @@ class SpendGuard:
         if (reached := first_reached(self.windows, usage, self._journal)) is not None:
             window, in_flight = reached
             raise SpendLimitError(window.stop_message(self._workflow.name, usage, in_flight), usage)
+        if prompt.is_job and prompt.cost_usd:
+            self._check_job_in_windows(usage, prompt)
+
+    def _check_job_in_windows(self, usage: UsageSummary, job: NextPrompt) -> None:
+        """A batch job is paid whole once submitted: refuse one whose estimate would pass
+        a spend limit's window (a single call is judged by what is spent so far)."""
+        estimate = job.cost_usd or 0.0
+        for window in self.windows:
+            others = (
+                self._journal.in_flight_since(window.limit, window.start) if self._journal else 0.0
+            )
+            if not window.reached(usage, others + estimate):
+                continue
+            limit = window.limit
+            raise SpendLimitError(
+                f"Workflow {self._workflow.name} stopped before submitting {job.what()}, "
+                f"unsent: about ${estimate:.6f} for its prompts would pass the spend limit "
+                f"of {limit.describe()}: ${window.spent_usd(usage, others):.6f} spent since "
+                f"{window.start.isoformat()} of max_cost_usd ${limit.max_cost_usd:.6f} "
+                f"(resets at {window.resets_at.isoformat()}). Send fewer items, wait for the "
+                "window to reset, or raise the limit.",
+                usage,
+            )
 
     def _write(self, usage: UsageSummary) -> None:
         """Writes after each call that cost something (a free call, a cache hit or a

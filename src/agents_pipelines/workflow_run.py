@@ -14,7 +14,7 @@ whoever handles it reads the spend from ``ending``.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -33,9 +33,11 @@ from agents_pipelines.graph import (
     node_spend,
     resume,
 )
+from agents_pipelines.graph.batch_job_names import CheckpointedJobNames
 from agents_pipelines.graph.event_loop import AwaitableSaver
 from agents_pipelines.graph.resume import Checkpointing
 from agents_pipelines.llm import Backend, ChatModelFactory, chat_model_factory, resolve_backend
+from agents_pipelines.llm.batch_hooks import HOOKS_KEY, BatchHooks
 from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s
 from agents_pipelines.redaction import redact_exception
 from agents_pipelines.registry import ProcessRegistry, process_registry
@@ -65,6 +67,8 @@ class RunOptions:
       MLflow assessments on the trace.
     - ``registry``: the caches the run reuses (compiled graphs, the development cache's
       objects); None: the process's.
+    - ``progress``: where the run's progress lines go (a batch job's state and done/total,
+      llm.batch), beside the Python logger; Dagster passes its run's log.
     """
 
     backend: Backend | str | None = None
@@ -77,6 +81,7 @@ class RunOptions:
     evals: bool = True
     assess: bool = True
     registry: ProcessRegistry | None = None
+    progress: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -272,12 +277,17 @@ def _run_config(
 ) -> dict[str, Any]:
     """The LangGraph config of one run: the ledger (as callback, and for the nodes to claim
     their spend), the map nodes' passes, and the checkpoint thread."""
+    checkpointing = options.checkpointing
+    names = None
+    if checkpointing is not None:
+        names = CheckpointedJobNames(checkpointing.saver, checkpointing.thread_id)
     configurable: dict[str, Any] = {
         node_spend.LEDGER_KEY: ledger,
         map_node.PASSES_KEY: map_node.Passes(),
+        HOOKS_KEY: BatchHooks(names, ledger.check_job, options.progress),
     }
-    if options.checkpointing is not None:
-        configurable |= options.checkpointing.config()["configurable"]
+    if checkpointing is not None:
+        configurable |= checkpointing.config()["configurable"]
     return {
         "callbacks": [ledger],
         "recursion_limit": max_steps,

@@ -11,12 +11,18 @@ each item as they do interactively.
   other go in one job (a map node's items all start in the same super-step; an item
   retried after a per-item error goes in a follow-up job). Requests past the inline limit
   go through the Files API as JSONL.
-- Polling: every ``poll_s``, with the state and done/total logged. Past ``timeout_s`` the
+- Before a new job is submitted, its calls' summed estimate (prompts sized by characters
+  / 4, at the batch price) is checked against the budget and the spend limits: a job that
+  would pass them is not submitted (the run's ``check_job`` hook, llm.batch_hooks).
+- Polling: every ``poll_s``, with the state and done/total logged, and in the run's log
+  (Dagster's, through the run's ``progress`` hook). Past ``timeout_s`` the
   job is cancelled and its calls fail. A cancelled call (a stop: SIGTERM, Ctrl-C, Dagster's
   Terminate) cancels its job.
-- Never pay twice: a job's display name is a digest of the run's checkpoint thread, the
-  node and its requests. A retry, a re-execution or a resume of the same run asks the same
-  requests, finds the job by that name, and attaches to it rather than submitting another.
+- Never pay twice: a job's key (and display name) is a digest of the run's checkpoint
+  thread, the node and its requests, and a submitted job's name is checkpointed under that
+  key (graph.batch_job_names). A retry, a re-execution or a resume of the same run asks
+  the same requests, reads the job's name, and attaches to it rather than submitting
+  another. A run without checkpoints looks for the key among the project's newest jobs.
 - Per-item errors are raised as google-genai ``APIError``s with the item's code, so the
   node's RetryPolicy retries the transient ones, as it would an interactive call.
 """
@@ -48,7 +54,8 @@ from pydantic import PrivateAttr
 
 from agents_pipelines._compat import genai as compat
 from agents_pipelines.errors import WorkflowRunError
-from agents_pipelines.usage.records import BATCH_JOB, TIER_KEY
+from agents_pipelines.llm.batch_hooks import BatchHooks, current_hooks
+from agents_pipelines.usage.records import BATCH_JOB, NODE_KEY, TIER_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +102,8 @@ class JobReport:
 class _Call:
     request: dict[str, Any]
     answer: Any  # an asyncio Future of a GenerateContentResponse (_Settled on the sync path)
+    hooks: BatchHooks = field(default_factory=BatchHooks)  # its run's
+    run_id: Any = None  # its LangChain run id (the ledger's key for it)
     report: JobReport | None = None  # the job that answers it, once there is one
 
 
@@ -127,7 +136,8 @@ class BatchGemini(ChatGoogleGenerativeAI):
         **kwargs: Any,
     ) -> ChatResult:
         request = compat.prepare_request(self, messages, stop=stop, **kwargs)
-        call = _Call(request, asyncio.get_running_loop().create_future())
+        future = asyncio.get_running_loop().create_future()
+        call = _Call(request, future, current_hooks(), _run_id(run_manager))
         self._gather(call, _scope(run_manager))
         try:
             response = await call.answer
@@ -148,7 +158,7 @@ class BatchGemini(ChatGoogleGenerativeAI):
     ) -> ChatResult:
         """A call on LangGraph's sync path (a plain node): a job of one, polled here."""
         request = compat.prepare_request(self, messages, stop=stop, **kwargs)
-        call = _Call(request, _Settled())
+        call = _Call(request, _Settled(), current_hooks(), _run_id(run_manager))
         node, thread = _scope(run_manager)
         try:
             asyncio.run(self._run_job([call], node, thread, sync=True))
@@ -186,7 +196,7 @@ class BatchGemini(ChatGoogleGenerativeAI):
         try:
             client = self._client_of(sync)
             report = await self._submit_or_attach(client, calls, node, thread)
-            responses = await self._wait(client, report, len(calls))
+            responses = await self._wait(client, report, len(calls), calls[0].hooks)
             _settle(calls, responses, report)
         except BaseException as exc:
             for call in calls:
@@ -206,22 +216,25 @@ class BatchGemini(ChatGoogleGenerativeAI):
         self, client: _Client, calls: list[_Call], node: str, thread: str
     ) -> JobReport:
         display = _display_name(self.model, node, thread, [c.request for c in calls])
-        if thread and (found := await client.find(display)) is not None:
+        hooks = calls[0].hooks
+        if (found := await _earlier_job(client, hooks, display, thread)) is not None:
             report = JobReport(found, requests=len(calls), attached=True)
         else:
+            if hooks.check_job is not None:  # raises: nothing is submitted, nothing paid
+                hooks.check_job([call.run_id for call in calls])
             src = await self._source(client, calls)
             job = await client.create(self.model, src, display)
             assert job.name is not None
             report = JobReport(job.name, state=_state(job), requests=len(calls))
+            if hooks.job_names is not None:
+                hooks.job_names.put(display, job.name)
         for call in calls:
             call.report = report
-        logger.info(
-            "Batch job %s (%s, node %s): %d requests, %s",
-            report.name,
-            "attached" if report.attached else "submitted",
-            node,
-            len(calls),
-            report.state,
+        how = "attached to (submitted by an earlier attempt)" if report.attached else "submitted"
+        _progress(
+            hooks,
+            f"Batch job {report.name} {how}: node {node}, {len(calls)} request(s), "
+            f"{report.state.removeprefix('JOB_STATE_')}",
         )
         return report
 
@@ -239,7 +252,9 @@ class BatchGemini(ChatGoogleGenerativeAI):
             return inlined
         return await client.upload(inlined)
 
-    async def _wait(self, client: _Client, report: JobReport, total: int) -> dict[str, Any]:
+    async def _wait(
+        self, client: _Client, report: JobReport, total: int, hooks: BatchHooks
+    ) -> dict[str, Any]:
         started = time.monotonic()
         cancelled_by_us = False
         try:
@@ -247,7 +262,8 @@ class BatchGemini(ChatGoogleGenerativeAI):
                 job, stats = await client.get(report.name)
                 report.state = _state(job)
                 done = stats.get("successfulRequestCount", 0) + stats.get("failedRequestCount", 0)
-                logger.info("Batch job %s: %s, %d/%d done", report.name, report.state, done, total)
+                state = report.state.removeprefix("JOB_STATE_")
+                _progress(hooks, f"Batch job {report.name}: {state}, {done}/{total} done")
                 if report.state in _DONE_STATES:
                     break
                 if time.monotonic() - started > self.batch_timeout_s:
@@ -420,13 +436,38 @@ def _item_error(error: Any, job: str, index: int) -> Exception:
     return genai_errors.ClientError(code, body)
 
 
+async def _earlier_job(client: _Client, hooks: BatchHooks, display: str, thread: str) -> str | None:
+    """The live or finished job an earlier attempt of this run submitted for these
+    requests: by its checkpointed name, or else (no checkpoints) by its display name."""
+    if hooks.job_names is None:
+        return await client.find(display) if thread else None
+    name = hooks.job_names.get(display)
+    if name is None:
+        return None
+    try:
+        job, _ = await client.get(name)
+    except genai_errors.ClientError:  # deleted since (404): submit anew
+        return None
+    return name if _state(job) not in _DEAD_STATES else None
+
+
+def _progress(hooks: BatchHooks, line: str) -> None:
+    logger.info(line)
+    if hooks.progress is not None:
+        hooks.progress(line)
+
+
+def _run_id(run_manager: Any) -> Any:
+    return getattr(run_manager, "run_id", None)
+
+
 def _result(response: types.GenerateContentResponse) -> ChatResult:
     return compat.response_to_result(response)
 
 
 def _scope(run_manager: Any) -> tuple[str, str]:
     metadata = getattr(run_manager, "metadata", None) or {}
-    node = str(metadata.get("langgraph_node") or "")
+    node = str(metadata.get(NODE_KEY) or metadata.get("langgraph_node") or "")
     return node, str(metadata.get(THREAD_KEY) or "")
 
 

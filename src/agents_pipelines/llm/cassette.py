@@ -51,7 +51,10 @@ __all__ = [
 ]
 
 # ".../v1beta/models/gemini-2.5-flash:generateContent" -> "models/gemini-2.5-flash:generateContent"
-_ENDPOINT = re.compile(r"((?:tuned)?[mM]odels/[^/]+:[A-Za-z]+)$")
+# The Batch and Files APIs too (llm.batch): "batches/ID:cancel", "files/ID:download".
+_ENDPOINT = re.compile(
+    r"((?:tuned)?[mM]odels/[^/]+:[A-Za-z]+|batches(?:/[^/]+)?|files(?:/[^/]+)?)$"
+)
 _append_lock = threading.Lock()
 
 
@@ -72,7 +75,16 @@ def request_record(url_path: str, body: bytes) -> dict[str, Any]:
     Any API key in the body (a prompt that quotes one) is redacted, here and so in the
     fingerprint, so that recording and replay agree on it."""
     parsed: Any = json.loads(body) if body else None
-    return {"endpoint": endpoint_of(url_path), "body": redact_value(parsed)}
+    return {"endpoint": endpoint_of(url_path), "body": redact_value(_without_run_names(parsed))}
+
+
+def _without_run_names(body: Any) -> Any:
+    """A batch job's request without its display name (llm.batch), which carries the run's
+    checkpoint thread (a Dagster run id): a replay's run asks the same, under another."""
+    batch = body.get("batch") if isinstance(body, dict) else None
+    if not isinstance(batch, dict) or "displayName" not in batch:
+        return body
+    return {**body, "batch": {k: v for k, v in batch.items() if k != "displayName"}}
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,7 @@ class WorkflowRunner(dg.ConfigurableResource):
                     # Beside the checkpoints: the instance's storage folder, shared by its runs.
                     cache_dir=Path(context.instance.storage_directory()),
                     registry=self._registry,
+                    progress=context.log.info,  # batch jobs' state, in the run's log
                 )
                 run = WorkflowRun(workflow, options)
                 result = run.execute(inputs)

@@ -19,6 +19,17 @@ class NextPrompt:
     node: str
     tokens: int
     cost_usd: float | None  # None: the model has no price
+    requests: int = 1  # more than one: a batch job's calls, judged together (llm.batch)
+
+    @property
+    def is_job(self) -> bool:
+        return self.requests > 1
+
+    def what(self) -> str:
+        """The call or the job, in words."""
+        if self.is_job:
+            return f"the batch job of `{self.node}` ({self.requests} requests)"
+        return f"the next LLM call of `{self.node}`"
 
 
 @dataclass(frozen=True)
@@ -56,8 +67,15 @@ class Budget:
             )
         if not over:
             return None
+        if prompt.is_job:
+            return (
+                f"Workflow {self.workflow} stopped before submitting {prompt.what()}, "
+                f"unsent: its prompts together would pass the budget ({'; '.join(over)}; "
+                "prompts sized by characters / 4, at the batch price). Send fewer or "
+                "shorter items, or raise orchestration.budget."
+            )
         return (
-            f"Workflow {self.workflow} stopped before the next LLM call of `{prompt.node}`, "
+            f"Workflow {self.workflow} stopped before {prompt.what()}, "
             f"unsent: its prompt would pass the budget ({'; '.join(over)}; prompt sized by "
             "characters / 4). Send less (a shorter input, a tool that returns less), or "
             "raise orchestration.budget."

@@ -64,7 +64,7 @@ CACHE_HIT_SOURCE = "development cache: not billed"
 
 
 class _Pending:
-    __slots__ = ("eval", "item", "model", "node", "prompt", "started", "tier")
+    __slots__ = ("asked", "eval", "item", "model", "node", "prompt", "started", "tier")
 
     def __init__(
         self,
@@ -77,6 +77,7 @@ class _Pending:
     ):
         self.node, self.model, self.prompt, self.item = node, model, prompt, item
         self.eval, self.tier = eval, tier
+        self.asked: NextPrompt | None = None  # its prompt as sized before it was sent
         self.started = time.perf_counter()
 
 
@@ -136,8 +137,10 @@ class UsageLedger(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         metadata = metadata or {}
+        asked = None
         if self._before_call is not None:  # may raise: the call is then never made
-            self._before_call(self.summary(), self._next_prompt(messages, metadata))
+            asked = self._next_prompt(messages, metadata)
+            self._before_call(self.summary(), asked)
         prompt = None
         if self._keep_text:
             prompt = "\n\n".join(f"[{m.type}] {m.text}" for batch in messages for m in batch)
@@ -146,6 +149,7 @@ class UsageLedger(BaseCallbackHandler):
         model = str(metadata.get("ls_model_name", ""))
         judge = judged if isinstance(judged, str) else None
         pending = _Pending(node, model, prompt, item, judge, _asked_tier(metadata))
+        pending.asked = asked
         with self._lock:
             self._pending[run_id] = pending
 
@@ -161,6 +165,21 @@ class UsageLedger(BaseCallbackHandler):
         price = self._pricer.price(model, TokenUsage(prompt=tokens, total=tokens), tier)
         node, _ = _node_and_item(metadata)
         return NextPrompt(node, tokens, None if price is None else price.total_usd)
+
+    def check_job(self, run_ids: Sequence[UUID]) -> None:
+        """Before a batch job of these calls is submitted: the ``before_call`` hook with
+        their prompts summed, so the budget and spend limits judge the job as a whole
+        (each call was judged alone as it started). May raise; then nothing is sent."""
+        if self._before_call is None:
+            return
+        with self._lock:
+            asked = [p.asked for r in run_ids if (p := self._pending.get(r)) and p.asked]
+        if not asked:
+            return
+        costs = [a.cost_usd for a in asked]
+        cost = None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)
+        tokens = sum(a.tokens for a in asked)
+        self._before_call(self.summary(), NextPrompt(asked[0].node, tokens, cost, len(asked)))
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         generation = response.generations[0][0] if response.generations else None

@@ -60,6 +60,9 @@ class BatchScript:
 
     states: tuple[str, ...] = ("PENDING", "RUNNING", "SUCCEEDED")
     error: str = "The batch job failed."  # the message of a FAILED or EXPIRED job
+    # The polls (1 = the first GET of the job) answered 503 without moving the job on: a
+    # poll that fails while the job runs on at Gemini.
+    failed_polls: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.states if s not in BATCH_STATES]
@@ -153,6 +156,17 @@ class BatchStore:
         with self._lock:
             return [_record(job) for job in self._jobs.values()]
 
+    def add_finished(self, count: int) -> None:
+        """``count`` jobs of other runs, already SUCCEEDED, with no items."""
+        with self._lock:
+            for _ in range(count):
+                name = f"batches/loopback-{next(self._ids)}"
+                job = _Job(
+                    name, "gemini-2.5-flash", "another run", [], "inline", BatchScript(), _now()
+                )
+                job.step, job.results, job.ended = 2, [], job.created
+                self._jobs[name] = job
+
     def reset(self) -> None:
         with self._lock:
             self._jobs.clear()
@@ -197,6 +211,8 @@ class BatchStore:
         with self._lock:
             job = self._job(job_id)
             job.polls += 1
+            if job.polls in job.script.failed_polls:
+                raise BatchApiError(503, f"{job.name} is unavailable (a planned poll failure).")
             if not job.cancelled and job.step < len(job.script.states) - 1:
                 job.step += 1
         self._settle(job)

@@ -363,6 +363,11 @@ class GeminiLoopbackServer:
                 raise TypeError(f"plan_batches() takes BatchScript, got {type(script).__name__}")
         self._batches.plan(scripts)
 
+    def add_finished_batch_jobs(self, count: int) -> None:
+        """Jobs of other runs, already finished, listed beside the test's own: a busy
+        project, whose job list no longer shows a run's job among the newest few hundred."""
+        self._batches.add_finished(count)
+
     @property
     def batch_jobs(self) -> list[BatchRecord]:
         """Snapshot of the batch jobs created so far, in creation order."""
