@@ -33,6 +33,7 @@ ALT_API_KEY_ENV = "GEMINI_API_KEY"
 BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 POOL_SPEND_LIMITS_ENV = "AGENTS_PIPELINES_POOL_SPEND_LIMITS"
+CHECKPOINT_KEY_ENV = "AGENTS_PIPELINES_CHECKPOINT_KEY"
 
 # A pool's spend limits: USD per calendar day and/or month (UTC), by pool name.
 PoolSpendLimits = dict[str, dict[Literal["day", "month"], PositiveFloat]]
@@ -63,6 +64,8 @@ class Settings(BaseSettings):
     gemini_base_url: str | None = Field(None, alias=BASE_URL_ENV)
     # JSON, e.g. {"gemini": {"day": 20, "month": 300}}
     pool_spend_limits: PoolSpendLimits = Field(default_factory=dict, alias=POOL_SPEND_LIMITS_ENV)
+    # The AES key (base64) of the checkpoints of workflows with redact_pii.
+    checkpoint_key: SecretStr | None = Field(None, alias=CHECKPOINT_KEY_ENV)
     # GOOGLE_API_KEY wins over GEMINI_API_KEY, as the Gemini SDK orders them.
     api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices(API_KEY_ENV, ALT_API_KEY_ENV)
@@ -120,7 +123,8 @@ settings.cache_clear = _parse.cache_clear  # type: ignore[attr-defined]
 def _describe(error: Any) -> str:
     """``AGENTS_PIPELINES_EXECUTOR='dask' is not valid: it must be one of in_process, ...``"""
     name = str(error["loc"][0]) if error["loc"] else "?"
-    shown = "<hidden>" if name in (API_KEY_ENV, ALT_API_KEY_ENV) else repr(error["input"])
+    hidden = (API_KEY_ENV, ALT_API_KEY_ENV, CHECKPOINT_KEY_ENV)
+    shown = "<hidden>" if name in hidden else repr(error["input"])
     field = next((f for f in Settings.model_fields.values() if f.alias == name), None)
     allowed = _allowed(field.annotation) if field is not None else ()
     if name == POOL_SPEND_LIMITS_ENV:
