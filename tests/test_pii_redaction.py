@@ -7,15 +7,16 @@ record in its error message, then succeeds. Both runs are materialized by Dagste
 fresh instance, a fresh MLflow store, the record backend's cassette and the development
 cache. Then every byte they left is searched: the MLflow database and artifacts (trace
 data included), the Dagster storage (event log, compute logs, checkpoints, cache), the
-cassette, the captured output and the stored events. (The first run records into the
-cassette, the second calls Gemini through the development cache: record mode has no cache.) The asset value alone (the IO
-manager's file, the user's data) keeps the real values.
+cassette, the captured output and the stored events. The asset value alone (the IO
+manager's file, the user's data) keeps the real values. (The first run records into the
+cassette, the second calls Gemini through the development cache: record mode has none.)
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import sys
 import uuid
 from pathlib import Path
@@ -46,7 +47,7 @@ PERSONAL = {
 }
 RECORD = ", ".join(f"{entity.lower()} {value}" for entity, value in PERSONAL.items())
 
-STEPS = '''
+STEPS = """
 FAIL = {"once": False}
 
 
@@ -59,7 +60,7 @@ def audit(customer):
         FAIL["once"] = False
         raise ValueError("cannot audit " + customer)
     return {"audited": True}
-'''
+"""
 
 WORKFLOW = """\
 schema_version: "1"
@@ -127,7 +128,9 @@ def test_personal_data_reaches_no_store_log_or_export(
     monkeypatch.setenv("AGENTS_PIPELINES_CASSETTE", str(cassette))
     gemini.set_default(echo)
     steps = _steps_module(tmp_path_factory.mktemp("steps"), monkeypatch)
-    asset = build_workflow_asset(load_workflow(write(tmp_path, WORKFLOW.format(module=steps.__name__))))
+    asset = build_workflow_asset(
+        load_workflow(write(tmp_path, WORKFLOW.format(module=steps.__name__)))
+    )
     values = tmp_path_factory.mktemp("asset_values")  # the IO manager's: the user's data
     resources = {
         "workflow_runner": WorkflowRunner(),
@@ -138,7 +141,9 @@ def test_personal_data_reaches_no_store_log_or_export(
     events = ""
     with dg.DagsterInstance.from_config(str(home)) as instance:
         steps.FAIL["once"] = True  # recorded into the cassette (no cache in record mode)
-        failed = dg.materialize([asset], resources=resources, instance=instance, raise_on_error=False)
+        failed = dg.materialize(
+            [asset], resources=resources, instance=instance, raise_on_error=False
+        )
         monkeypatch.setenv("AGENTS_PIPELINES_LLM_BACKEND", "gemini")  # through the cache
         succeeded = dg.materialize([asset], resources=resources, instance=instance)
         for run in (failed, succeeded):
@@ -253,3 +258,29 @@ def test_masks_only_what_passes_the_recognizers_checks() -> None:
         "DE00 3704 0044 0532 0130 00, mail <EMAIL_ADDRESS>, <ORDER_ID>"
     )
     assert redact(text) == text  # outside a run that asks for it, nothing is masked
+
+
+def test_encrypted_checkpoints_load_back_and_hold_no_plaintext(tmp_path: Path) -> None:
+    from langgraph.checkpoint.base import empty_checkpoint
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from agents_pipelines.graph.checkpoint_cipher import encrypted
+
+    store = tmp_path / "checkpoints.sqlite"
+    with sqlite3.connect(store, check_same_thread=False) as conn:
+        plain = SqliteSaver(conn)
+        plain.setup()
+        saver = encrypted(plain, b"k" * 32)
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = {"customer": RECORD}
+        checkpoint["channel_versions"] = {"customer": 1}
+        config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        saved = saver.put(config, checkpoint, {"step": 1}, {"customer": 1})
+        found = saver.get_tuple(saved)
+        assert found is not None and found.checkpoint["channel_values"]["customer"] == RECORD
+        with pytest.raises(Exception):  # the shared saver is left as it was: it cannot read
+            plain.get_tuple(saved)
+        wrong = encrypted(plain, b"w" * 32)
+        with pytest.raises(Exception):  # noqa: B017 (cryptography's InvalidTag)
+            wrong.get_tuple(saved)
+    assert PERSONAL["EMAIL_ADDRESS"].encode() not in store.read_bytes()

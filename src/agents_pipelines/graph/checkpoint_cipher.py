@@ -23,7 +23,7 @@ from agents_pipelines._compat.langgraph import saver_serializer, set_saver_seria
 from agents_pipelines.errors import CheckpointKeyError
 from agents_pipelines.settings import CHECKPOINT_KEY_ENV, settings
 
-__all__ = ["AesGcmCipher", "encrypted", "checkpoint_key"]
+__all__ = ["AesGcmCipher", "checkpoint_key", "encrypted"]
 
 CIPHER_NAME = "aesgcm"
 _NONCE_BYTES = 12

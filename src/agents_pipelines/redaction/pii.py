@@ -126,7 +126,7 @@ def _offline_email_recognizer() -> Any:
     # suffix_list_urls=(): the snapshot bundled with tldextract; cache_dir=None: no files.
     extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
-    class OfflineEmailRecognizer(EmailRecognizer):  # type: ignore[misc]
+    class OfflineEmailRecognizer(EmailRecognizer):
         def validate_result(self, pattern_text: str) -> bool:
             return bool(extract(pattern_text).fqdn != "")
 

@@ -110,9 +110,7 @@ class TrackingSession:
                 self.trace_id = root.trace_id
                 self._link_trace(root.trace_id)
                 pii = self.settings.config.pii()
-                span_policy.apply_to(
-                    root.trace_id, span_policy.TracePolicy(pricer, full, pii)
-                )
+                span_policy.apply_to(root.trace_id, span_policy.TracePolicy(pricer, full, pii))
                 trace_outcome.install()  # span batches that grow with the trace
                 if not self.settings.config.async_logging:
                     trace_outcome.watch(root.trace_id)

@@ -145,9 +145,12 @@ def _bookkeeping() -> frozenset[str]:
     from agents_pipelines._compat.mlflow import SpanAttributeKey as Key
 
     return frozenset(
-        (Key.EXPERIMENT_ID, Key.REQUEST_ID, Key.SPAN_TYPE, Key.LOG_LEVEL, Key.FUNCTION_NAME)
-        + (Key.START_TIME_NS, Key.CHAT_USAGE, Key.LLM_COST, Key.MODEL, Key.MODEL_PROVIDER)
-        + (Key.MESSAGE_FORMAT, Key.LINKED_PROMPTS, Key.LINKED_GATEWAY_TRACE_ID)
+        (
+            *(Key.EXPERIMENT_ID, Key.REQUEST_ID, Key.SPAN_TYPE, Key.LOG_LEVEL),
+            *(Key.FUNCTION_NAME, Key.START_TIME_NS, Key.CHAT_USAGE, Key.LLM_COST, Key.MODEL),
+            *(Key.MODEL_PROVIDER, Key.MESSAGE_FORMAT, Key.LINKED_PROMPTS),
+            Key.LINKED_GATEWAY_TRACE_ID,
+        )
     )
 
 
