@@ -26,15 +26,18 @@ if TYPE_CHECKING:
 __all__ = ["PiiMasker", "masker_for"]
 
 # Cheap tests that let a text skip a recognizer: most span attributes hold no "@" and no
-# run of digits, and Presidio's phone matcher alone takes about 6 ms on 200 characters.
+# run of digits.
 _DIGITS = re.compile(r"\d")
-_SEVEN_DIGITS = re.compile(r"\d(?:\D{0,3}\d){6}")  # a phone number has at least seven
 _NEEDS: dict[str, Callable[[str], bool]] = {
     "EMAIL_ADDRESS": lambda text: "@" in text,
-    "PHONE_NUMBER": lambda text: _SEVEN_DIGITS.search(text) is not None,
     "URL": lambda text: "." in text,
     "MAC_ADDRESS": lambda text: ":" in text or "-" in text,
 }
+# Where a phone number may be: seven or more characters of digits and separators, from a
+# digit (or "+", "(") to a digit. Presidio's phone recognizer (the phonenumbers library,
+# once per region) reads only these runs, not the whole text: on a run's span JSON it
+# spent 90 % of the masking time on everything else (1.39 of 1.55 s of 11 calls).
+_PHONE_RUN = re.compile(r"[+(]?\d[\d \t().\-/]{5,}\d")
 
 
 def _recognizer_classes() -> dict[str, Any]:
@@ -66,23 +69,41 @@ class PiiMasker:
         from presidio_analyzer import Pattern, PatternRecognizer
 
         classes = _recognizer_classes()
-        self._recognizers: list[tuple[str, Callable[[str], bool], Any]] = [
-            (entity, _NEEDS.get(entity, _has_digit), classes[entity]()) for entity in entities
+        self._finders: list[tuple[Callable[[str], bool], Finder]] = [
+            (_NEEDS.get(entity, _has_digit), _finder(entity, classes[entity]()))
+            for entity in entities
         ]
         for name, regex in patterns:
             custom = PatternRecognizer(supported_entity=name, patterns=[Pattern(name, regex, 1.0)])
-            self._recognizers.append((name, _always, custom))
+            self._finders.append((_always, _finder(name, custom)))
 
     def mask(self, text: str) -> str:
         if not text:
             return text
-        found = [
-            (result.start, result.end, result.score, entity)
-            for entity, needed, recognizer in self._recognizers
-            if needed(text)
-            for result in recognizer.analyze(text, [entity], None)
-        ]
+        found = [match for needed, find in self._finders if needed(text) for match in find(text)]
         return _replace(text, found) if found else text
+
+
+Match = tuple[int, int, float, str]  # start, end, score, entity
+Finder = Callable[[str], list[Match]]
+
+
+def _finder(entity: str, recognizer: Any) -> Finder:
+    def find(text: str) -> list[Match]:
+        results = recognizer.analyze(text, [entity], None)
+        return [(r.start, r.end, r.score, entity) for r in results]
+
+    if entity != "PHONE_NUMBER":
+        return find
+
+    def find_in_runs(text: str) -> list[Match]:
+        return [
+            (run.start() + start, run.start() + end, score, entity)
+            for run in _PHONE_RUN.finditer(text)
+            for start, end, score, _ in find(run.group())
+        ]
+
+    return find_in_runs
 
 
 def _has_digit(text: str) -> bool:
@@ -93,10 +114,10 @@ def _always(text: str) -> bool:
     return True
 
 
-def _replace(text: str, found: list[tuple[int, int, float, str]]) -> str:
+def _replace(text: str, found: list[Match]) -> str:
     """Replace the best of each group of overlapping matches (highest score, then
     longest), from the end so that earlier offsets hold."""
-    kept: list[tuple[int, int, float, str]] = []
+    kept: list[Match] = []
     for match in sorted(found, key=lambda m: (-m[2], m[0] - m[1])):
         if all(match[1] <= k[0] or match[0] >= k[1] for k in kept):
             kept.append(match)

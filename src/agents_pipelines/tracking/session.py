@@ -235,7 +235,9 @@ def _create_run(
     client = configured_client(settings.tracking_uri)
     # Said here, once per run: configured_client() runs again when the run ends.
     logger.info("✓ MLflow auto-instrumentation enabled (langchain.autolog)")
-    tags, params = redact_value(dict(tags)), redact_value(dict(params))
+    # Tags are ids (Dagster's run id, asset key, partition): a run of digits in an id
+    # must not be read as a phone number, so redact_pii masks the params only.
+    tags, params = redact_value(dict(tags), keys_only=True), redact_value(dict(params))
     key = (settings.tracking_uri, settings.experiment_name)
     cached = experiments.is_cached(*key)
     experiment_id = experiments.experiment_id(client, *key)
