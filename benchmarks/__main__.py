@@ -25,6 +25,7 @@ from benchmarks import (
     map_throughput,
     materialization,
     memory,
+    redaction,
     tracing,
     whole_process,
 )
@@ -34,6 +35,7 @@ BENCHMARKS: dict[str, Callable[[Context], BenchResult]] = {
     materialization.NAME: materialization.run,
     critical_path.NAME: critical_path.run,
     tracing.NAME: tracing.run,
+    redaction.NAME: redaction.run,
     code_location.NAME: code_location.run,
     whole_process.NAME: whole_process.run,
     batch.NAME: batch.run,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 from pathlib import Path
 
@@ -52,8 +53,16 @@ edges:
     return _HEADER.format(name=name) + body + _FOOTER.format(tracing=_yaml_bool(tracing))
 
 
-def linear(name: str, calls: int, *, tracing: bool = True) -> str:
-    """``calls`` text nodes in a chain: one LLM call each."""
+# A support ticket of about 600 characters with an email address and a phone number.
+TICKET = (
+    "Hello, I ordered a blue jacket last week and it has not arrived yet. " * 7
+    + "Reach me at jane.doe@example.com or +1 415-555-0132. Thanks!"
+)
+
+
+def linear(name: str, calls: int, *, tracing: bool = True, redact_pii: bool = False) -> str:
+    """``calls`` text nodes in a chain: one LLM call each. ``redact_pii``: masked, with
+    a ticket holding personal data as the topic."""
     fields = "".join(f'    out_{i}: {{type: str, default: ""}}\n' for i in range(calls))
     nodes = "".join(
         f'  - id: step_{i}\n    prompt: "Step {i} on {{topic}}."\n    outputs: [out_{i}]\n'
@@ -69,7 +78,13 @@ def linear(name: str, calls: int, *, tracing: bool = True) -> str:
         + "edges:\n"
         + edges
     )
-    return _HEADER.format(name=name) + body + _FOOTER.format(tracing=_yaml_bool(tracing))
+    footer = _FOOTER.format(tracing=_yaml_bool(tracing))
+    if redact_pii:
+        footer = footer.replace(
+            "experiment_name: bench}", "experiment_name: bench, redact_pii: true}"
+        )
+        footer = footer.replace('{topic: "Dagster"}', "{topic: " + json.dumps(TICKET) + "}")
+    return _HEADER.format(name=name) + body + footer
 
 
 def fan_out(name: str, width: int, *, tracing: bool = True) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from agents_pipelines.errors import AgentsPipelinesError
 from agents_pipelines.llm.backend import Backend
-from agents_pipelines.redaction import RedactingFilter, redact
+from agents_pipelines.redaction import RedactingFilter, masking, redact
 from agents_pipelines.settings import BACKEND_ENV, settings
 from agents_pipelines.spec import Workflow, load_workflow, load_workflows, workflow_json_schema
 
@@ -151,6 +151,13 @@ def _run(args: argparse.Namespace) -> int:
     inputs = _parse_inputs(workflow, args.input)
     with _sigterm_as_interrupt():
         result = run_workflow(workflow, inputs, backend=_backend(args.backend))
+    # redact_pii: what is printed is masked too (the state with --verbose).
+    with masking(workflow.spec.config.observability.mlflow.pii()):
+        _print_result(result, args.verbose)
+    return 0
+
+
+def _print_result(result: Any, verbose: bool) -> None:
     tokens = result.usage.tokens
     print(
         f"✓ {result.workflow} finished in {result.duration_s:.2f} s "
@@ -181,10 +188,9 @@ def _run(args: argparse.Namespace) -> int:
     if result.tracking:
         print(f"  MLflow run: {result.tracking.run_url}")
     for warning in result.warnings:
-        print(f"  warning: {warning}")
-    if args.verbose:
-        print(json.dumps(result.state, indent=2, ensure_ascii=False, default=str))
-    return 0
+        print(f"  warning: {redact(warning)}")
+    if verbose:
+        print(redact(json.dumps(result.state, indent=2, ensure_ascii=False, default=str)))
 
 
 def _backend(explicit: str | None) -> str | None:

@@ -38,6 +38,7 @@ __all__ = [
     "AgentsPipelinesWarning",
     "BudgetExceededError",
     "CassetteError",
+    "CheckpointKeyError",
     "ConfigIssue",
     "FileStoreDeprecationWarning",
     "InvalidInputsError",
@@ -107,6 +108,12 @@ class StoreDamagedError(AgentsPipelinesError):
     """A SQLite store a run cannot do without (the checkpoints, the spend journal) is not a
     database, or a corrupt one. Raised before any LLM call; the message names the file and
     says what to do. (The development cache, disposable, is set aside and made anew.)"""
+
+
+class CheckpointKeyError(AgentsPipelinesError):
+    """A workflow with ``redact_pii`` checkpoints encrypted, and the key
+    (AGENTS_PIPELINES_CHECKPOINT_KEY) is missing or not a key. Raised before any LLM call;
+    the message names the file and line, and how to make a key."""
 
 
 class WorkflowRunError(AgentsPipelinesError):

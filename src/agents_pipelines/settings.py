@@ -42,6 +42,8 @@ OTLP_METRICS_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
 OTLP_TEMPORALITY_ENV = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
 OtlpProtocol = Literal["http/protobuf", "grpc"]
 
+CHECKPOINT_KEY_ENV = "AGENTS_PIPELINES_CHECKPOINT_KEY"
+
 # A pool's spend limits: USD per calendar day and/or month (UTC), by pool name.
 PoolSpendLimits = dict[str, dict[Literal["day", "month"], PositiveFloat]]
 
@@ -97,6 +99,9 @@ class Settings(BaseSettings):
     # "none" turns a signal off, as for any OpenTelemetry SDK; anything else means OTLP.
     otel_traces_exporter: str | None = Field(None, alias="OTEL_TRACES_EXPORTER")
     otel_metrics_exporter: str | None = Field(None, alias="OTEL_METRICS_EXPORTER")
+
+    # The AES key (base64) of the checkpoints of workflows with redact_pii.
+    checkpoint_key: SecretStr | None = Field(None, alias=CHECKPOINT_KEY_ENV)
     # GOOGLE_API_KEY wins over GEMINI_API_KEY, as the Gemini SDK orders them.
     api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices(API_KEY_ENV, ALT_API_KEY_ENV)
@@ -154,7 +159,8 @@ settings.cache_clear = _parse.cache_clear  # type: ignore[attr-defined]
 def _describe(error: Any) -> str:
     """``AGENTS_PIPELINES_EXECUTOR='dask' is not valid: it must be one of in_process, ...``"""
     name = str(error["loc"][0]) if error["loc"] else "?"
-    shown = "<hidden>" if name in (API_KEY_ENV, ALT_API_KEY_ENV) else repr(error["input"])
+    hidden = (API_KEY_ENV, ALT_API_KEY_ENV, CHECKPOINT_KEY_ENV)
+    shown = "<hidden>" if name in hidden else repr(error["input"])
     field = next((f for f in Settings.model_fields.values() if f.alias == name), None)
     allowed = _allowed(field.annotation) if field is not None else ()
     if name == POOL_SPEND_LIMITS_ENV:

@@ -39,7 +39,7 @@ from agents_pipelines.graph.resume import Checkpointing
 from agents_pipelines.llm import Backend, ChatModelFactory, chat_model_factory, resolve_backend
 from agents_pipelines.llm.batch_hooks import HOOKS_KEY, BatchHooks
 from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s
-from agents_pipelines.redaction import redact_exception
+from agents_pipelines.redaction import masking, redact_exception
 from agents_pipelines.registry import ProcessRegistry, process_registry
 from agents_pipelines.run_parts import Checkpoints, DevCache, RunPart, SpendGuard
 from agents_pipelines.spec import Workflow
@@ -150,8 +150,10 @@ class WorkflowRun:
         """Run the workflow once. Bad inputs raise InvalidInputsError, and a spent
         window SpendLimitError, before any LLM call; a failed run raises WorkflowRunError
         carrying the spend so far."""
+        # redact_pii: everything the run stores or prints is masked, from here to its end.
         try:
-            result = self._execute(dict(inputs or {}))
+            with masking(self.workflow.spec.config.observability.mlflow.pii()):
+                result = self._execute(dict(inputs or {}))
         except BaseException as exc:
             if self.ending is None:  # refused before the graph started: nothing spent
                 stopped = not isinstance(exc, Exception)

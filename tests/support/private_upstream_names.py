@@ -42,6 +42,7 @@ PUBLIC_MODULES = frozenset(
         "mlflow.tracing",
         "langgraph.checkpoint.base",
         "langgraph.checkpoint.postgres",
+        "langgraph.checkpoint.serde.encrypted",  # EncryptedSerializer, in the API reference
         "langgraph.checkpoint.sqlite",
         "langgraph.errors",
         "langgraph.graph",

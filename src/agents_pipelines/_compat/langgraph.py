@@ -79,7 +79,8 @@ def set_saver_serializer(saver: Any, serializer: Any) -> None:
     """Make ``saver`` store values through ``serializer``.
 
     Why: a failed run's checkpoint stores its exception, whose text may repeat an API key;
-    the serializer redacts it (graph/resume.py). Uses the ``serde`` attribute that
+    the serializer redacts it (graph/resume.py). With redact_pii, a copy of the shared
+    saver encrypts what it stores (graph/checkpoint_cipher.py). Uses the ``serde`` attribute that
     ``BaseCheckpointSaver.__init__(serde=...)`` sets, after construction (the savers are
     built by LangGraph's ``from_conn_string``). Public replacement: ``serde=`` where we
     construct the saver ourselves.

@@ -1,7 +1,9 @@
 """One LangGraph node per workflow node: render the prompt, call the model, write outputs.
 
-Outputs are redacted before LangGraph writes them: a reply (or a step's value) that repeats
-an API key would otherwise be stored in the checkpoints, the asset value and printed state.
+Outputs are redacted of API keys before LangGraph writes them: a reply (or a step's value)
+that repeats an API key would otherwise be stored in the checkpoints, the asset value and
+printed state. Personal data stays (redact_pii masks it where it is stored or printed, not
+in the run's own state); ``before_llm`` masks the rendered prompt.
 
 A node with ``tools`` loops through tool calls first (tool_loop.py); a node with
 ``function`` is a Python step (python_step.py).
@@ -40,7 +42,7 @@ def make_node(spec: WorkflowSpec, node: Node, model: BaseChatModel | None) -> No
     """The action of one node: state in, the node's outputs out, redacted and each within
     the state value limit (graph.value_limits)."""
     action = _action(spec, node, model)
-    return limited(spec, node, lambda state: redact_value(action(state)))
+    return limited(spec, node, lambda state: redact_value(action(state), keys_only=True))
 
 
 def make_async_node(
@@ -52,7 +54,7 @@ def make_async_node(
     action = _async_action(spec, node, model)
 
     async def redacted(state: dict[str, Any]) -> dict[str, Any]:
-        return redact_value(await action(state))
+        return redact_value(await action(state), keys_only=True)
 
     return async_limited(spec, node, redacted)
 
@@ -87,6 +89,7 @@ class _PromptNode:
         self.prompt = parse_template(node.prompt)
         self.system = parse_template(node.system) if node.system else None
         self.hints = _simulation_hints(spec, node, model)
+        self.mask = _prompt_mask(spec)
         self.text_output: str | None = None
         self.schema: type[BaseModel] | None = None
         self.json_mode: dict[str, Any] = {}
@@ -107,8 +110,10 @@ class _PromptNode:
         }
 
     def messages(self, state: dict[str, Any]) -> list[BaseMessage]:
-        human = HumanMessage(self.prompt.render(state))
-        return [SystemMessage(self.system.render(state)), human] if self.system else [human]
+        human = HumanMessage(self.mask(self.prompt.render(state)))
+        if self.system is None:
+            return [human]
+        return [SystemMessage(self.mask(self.system.render(state))), human]
 
     def action(self) -> NodeFunction:
         structured = None if self.schema is None else self.structured_call
@@ -161,6 +166,17 @@ class _PromptNode:
                 + _loosen(exc)
             ) from None
         return {out: getattr(parsed, out) for out in node.outputs}
+
+
+def _prompt_mask(spec: WorkflowSpec) -> Callable[[str], str]:
+    """What the prompt goes through before it is sent: redact_pii's masker when
+    ``before_llm`` is set; else nothing (the model reads the prompt as written)."""
+    pii = spec.config.observability.mlflow.pii()
+    if pii is None or not pii.before_llm:
+        return str
+    from agents_pipelines.redaction.pii import masker_for
+
+    return masker_for(pii).mask
 
 
 def _is_free_text(spec: WorkflowSpec, field: str) -> bool:

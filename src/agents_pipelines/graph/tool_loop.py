@@ -150,7 +150,7 @@ def _as_message(result: Any, name: str, call_id: str) -> ToolMessage:
 
 def _failed(exc: Exception, name: str, call_id: str) -> ToolMessage:
     # Redacted: the model may repeat what it is told, into the state, the cache and logs.
-    error = redact(f"Error: {type(exc).__name__}: {exc}")
+    error = redact(f"Error: {type(exc).__name__}: {exc}", keys_only=True)  # the model reads it
     return ToolMessage(error, tool_call_id=call_id, name=name, status="error")
 
 

@@ -13,6 +13,7 @@ from agents_pipelines.orchestration.metadata_sets import (
     EvalCheckMetadata,
     OutputCheckMetadata,
 )
+from agents_pipelines.redaction import redact
 from agents_pipelines.spec import Workflow
 from agents_pipelines.spec.eval_rules import BUDGET_CHECK
 from agents_pipelines.spec.models import EvalSpec, OutputCheck
@@ -110,6 +111,8 @@ def output_results(workflow: Workflow, state: dict[str, Any]) -> list[dg.AssetCh
         ((rule, limit),) = check.rules().items()
         outcome = check_rule(check.rule(), state)
         measured = outcome.measured
+        if isinstance(measured, str):  # a field's own text: redact_pii masks it
+            measured = redact(measured)
         results.append(
             dg.AssetCheckResult(
                 check_name=check.name,

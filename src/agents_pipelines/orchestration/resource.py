@@ -19,6 +19,7 @@ from pydantic import PrivateAttr
 from agents_pipelines.errors import (
     AgentsPipelinesError,
     BudgetExceededError,
+    CheckpointKeyError,
     InvalidInputsError,
     StoreDamagedError,
     WorkflowRunError,
@@ -45,7 +46,7 @@ from agents_pipelines.orchestration.spend_windows import (
     run_spend_limits,
 )
 from agents_pipelines.orchestration.stores import checkpoints
-from agents_pipelines.redaction import redact
+from agents_pipelines.redaction import masking, redact
 from agents_pipelines.registry import ProcessRegistry, process_registry
 from agents_pipelines.settings import PoolSpendLimits, settings
 from agents_pipelines.spec import Workflow
@@ -94,12 +95,17 @@ class WorkflowRunner(dg.ConfigurableResource):
         inputs = resolve_inputs(workflow.spec, partition, config, upstream)
         now = _fixed_time(self.spend_limits_now)
         limits_by_pool = pool_limits(self.pool_spend_limits)
+        pii = workflow.spec.config.observability.mlflow.pii()
         try:
             # Runs in flight at once see each other's spend through the journal; each
             # attempt marks its row as its record (materialization or observation) is stored.
-            with attempt_journal(context, workflow, limits_by_pool, self._registry) as journal:
+            # redact_pii: the metadata, checks, logs and failures below are masked too.
+            with (
+                masking(pii),
+                attempt_journal(context, workflow, limits_by_pool, self._registry) as journal,
+            ):
                 yield from self._run(context, workflow, inputs, now, limits_by_pool, journal)
-        except StoreDamagedError as exc:  # before any call: the message says what to do
+        except (StoreDamagedError, CheckpointKeyError) as exc:  # before any call: says what to do
             description = f"Workflow {workflow.name} ({workflow.path}): {exc}"
             raise dg.Failure(description=redact(description), allow_retries=False) from None
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from agents_pipelines.spec.field_types import FieldTypeName
@@ -369,6 +369,98 @@ class ExecutionConfig(_Model):
     )
 
 
+# Presidio's recognizers that need no NLP model (patterns, with checksums where the
+# identifier has one); the first six are redact_pii's default.
+PiiEntity = Literal[
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "IP_ADDRESS",
+    "US_SSN",
+    "CRYPTO",
+    "MAC_ADDRESS",
+    "URL",
+    "US_BANK_NUMBER",
+    "US_DRIVER_LICENSE",
+    "US_ITIN",
+    "US_PASSPORT",
+    "UK_NHS",
+]
+DEFAULT_PII_ENTITIES: tuple[PiiEntity, ...] = (
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "IP_ADDRESS",
+    "US_SSN",
+)
+
+
+class PiiPattern(_Model):
+    """A named regex: each match is replaced by `<NAME>`."""
+
+    name: str = Field(
+        pattern=r"^[A-Z][A-Z0-9_]*$",
+        max_length=64,
+        description="Upper-case letters, digits and underscores, e.g. ORDER_ID: a match is "
+        "replaced by `<ORDER_ID>`.",
+    )
+    regex: str = Field(
+        min_length=1,
+        description="A regular expression (Python's `regex` module, as Presidio uses it, "
+        "case-insensitive), e.g. `ORD-[0-9]{6}`.",
+    )
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        import regex  # Presidio's own regex engine: a pattern it accepts, we accept
+
+        try:
+            compiled = regex.compile(value)
+        except regex.error as exc:
+            raise rule_broken(
+                f"the regex `{value}` does not compile ({exc})",
+                "fix the expression, e.g. `ORD-[0-9]{6}`; quote it in YAML",
+            ) from None
+        if compiled.search("") is not None:
+            raise rule_broken(
+                f"the regex `{value}` matches the empty text, so it would mark every position",
+                "make it match at least one character, e.g. `[0-9]+` rather than `[0-9]*`",
+            )
+        return value
+
+
+class PiiConfig(_Model):
+    """What `redact_pii` masks, and whether the prompt sent to the model is masked too."""
+
+    entities: list[PiiEntity] = Field(
+        default_factory=lambda: list(DEFAULT_PII_ENTITIES),
+        description="Presidio entities to mask (pattern recognizers, no NLP model). "
+        "Default: EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD, IBAN_CODE, IP_ADDRESS, US_SSN.",
+    )
+    patterns: list[PiiPattern] = Field(
+        default_factory=list, description="Named regexes to mask as well, e.g. order ids."
+    )
+    before_llm: bool = Field(
+        False,
+        description="Also mask the prompt sent to the model; by default it reaches the "
+        "model as written and only what is stored or printed is masked.",
+    )
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> PiiConfig:
+        names = [p.name for p in self.patterns]
+        taken = sorted({n for n in names if names.count(n) > 1 or n in self.entities})
+        if taken:
+            raise rule_broken(
+                f"pattern name(s) {', '.join(taken)} repeat a pattern or an entity",
+                "give each pattern its own name, different from the entities'",
+            )
+        return self
+
+
 class MlflowConfig(_Model):
     enabled: bool = Field(True, description="Trace and log each run to MLflow.")
     tracking_uri: str = Field(
@@ -402,6 +494,20 @@ class MlflowConfig(_Model):
         "`agents-pipelines prune` and the `agents_pipelines_prune` job delete older ones "
         "for good. Left out: kept until deleted by hand.",
     )
+
+    redact_pii: bool | PiiConfig = Field(
+        False,
+        description="Mask personal data (emails, phone numbers, cards...) as `<ENTITY>` in "
+        "everything the run stores or prints: traces, params, artifacts, Dagster metadata, "
+        "logs, cache, cassettes; checkpoints are encrypted instead. `true`: the default "
+        "entities; or `{entities, patterns, before_llm}`.",
+    )
+
+    def pii(self) -> PiiConfig | None:
+        """``redact_pii`` as a PiiConfig (``true``: the defaults), or None when off."""
+        if self.redact_pii is True:
+            return PiiConfig()
+        return self.redact_pii or None
 
 
 class OtlpConfig(_Model):

@@ -116,7 +116,8 @@ class TrackingSession:
                 self.trace_id = root.trace_id
                 self._link_trace(root.trace_id)
                 routed = _route_to_collector(root, otlp)
-                span_policy.apply_to(root.trace_id, span_policy.TracePolicy(pricer, full))
+                pii = self.settings.config.pii()
+                span_policy.apply_to(root.trace_id, span_policy.TracePolicy(pricer, full, pii))
                 trace_outcome.install()  # span batches that grow with the trace
                 if not self.settings.config.async_logging:
                     trace_outcome.watch(root.trace_id)
@@ -245,7 +246,9 @@ def _create_run(
     client = configured_client(settings.tracking_uri)
     # Said here, once per run: configured_client() runs again when the run ends.
     logger.info("✓ MLflow auto-instrumentation enabled (langchain.autolog)")
-    tags, params = redact_value(dict(tags)), redact_value(dict(params))
+    # Tags are ids (Dagster's run id, asset key, partition): a run of digits in an id
+    # must not be read as a phone number, so redact_pii masks the params only.
+    tags, params = redact_value(dict(tags), keys_only=True), redact_value(dict(params))
     key = (settings.tracking_uri, settings.experiment_name)
     cached = experiments.is_cached(*key)
     experiment_id = experiments.experiment_id(client, *key)

@@ -24,16 +24,23 @@ that tier: llm.served_tier hands the tier over as the cache hands over a hit.
 A failed call's span holds the provider's error three times: an exception event (message
 and stacktrace), the status description and, from autolog, the attributes. The error may
 repeat the API key, so the processor redacts API keys from every span it sees, ours or not.
+
+With ``redact_pii``, the same pass masks personal data in the span's inputs, outputs,
+attributes, events and status as the span ends, before any exporter sees it (MLflow's, or
+an OpenTelemetry one). MLflow's own bookkeeping attributes (ids, types, usage, cost) are
+left alone: a phone-shaped run of digits in an id would break the trace.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from agents_pipelines.redaction import redact, redact_value
+from agents_pipelines.redaction import masking, redact, redact_value
+from agents_pipelines.spec.models import PiiConfig
 from agents_pipelines.telemetry.genai_spans import mark_llm_span
 from agents_pipelines.usage import STANDARD, Pricer, TokenUsage
 from agents_pipelines.usage.records import EVAL_KEY, ITEM_KEY, NODE_KEY, TIER_KEY
@@ -52,6 +59,7 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 class TracePolicy:
     pricer: Pricer
     keep_content: bool
+    pii: PiiConfig | None = None  # redact_pii: masked in every span of the trace
 
 
 # Module-level, not in the registry: read by our span processor, which MLflow keeps
@@ -101,11 +109,14 @@ def _process(span: Any) -> None:
         elif span.parent_id is not None:
             span.set_inputs(REDACTED)
             span.set_outputs(REDACTED)
-    _redact_keys(span)  # last: content dropped above need not be searched
+    # Last: content dropped above need not be searched.
+    with masking(policy.pii if policy is not None else None):
+        _redact_keys(span, pii=policy is not None and policy.pii is not None)
 
 
-def _redact_keys(span: Any) -> None:
-    """Redact API keys from the span's attributes, events and status, in place.
+def _redact_keys(span: Any, pii: bool = False) -> None:
+    """Redact API keys (and, within ``masking``, personal data) from the span's attributes,
+    events and status, in place.
 
     Works on the OpenTelemetry span below MLflow's: its attributes are the JSON text MLflow
     stores (redacting that text skips a parse of every attribute of every span), and an
@@ -117,7 +128,8 @@ def _redact_keys(span: Any) -> None:
 
     otel = raw_span(span)
     for name, value in dict(otel.attributes or {}).items():
-        if isinstance(value, str) and (clean := redact(value)) != value:
+        keys_only = not pii or name in _bookkeeping() or name.startswith("agents_pipelines.")
+        if isinstance(value, str) and (clean := redact(value, keys_only=keys_only)) != value:
             otel.set_attribute(name, clean)
     for event in otel.events or ():
         attributes = dict(event.attributes or {})
@@ -126,6 +138,22 @@ def _redact_keys(span: Any) -> None:
     description = otel.status.description
     if description and (clean := redact(description)) != description:
         span.set_status(SpanStatus(SpanStatusCode.ERROR, clean))
+
+
+@functools.cache
+def _bookkeeping() -> frozenset[str]:
+    """MLflow's span attributes that hold no content (ids, types, usage, cost): never
+    masked, as a phone-shaped run of digits in one would break the trace."""
+    from agents_pipelines._compat.mlflow import SpanAttributeKey as Key
+
+    return frozenset(
+        (
+            *(Key.EXPERIMENT_ID, Key.REQUEST_ID, Key.SPAN_TYPE, Key.LOG_LEVEL),
+            *(Key.FUNCTION_NAME, Key.START_TIME_NS, Key.CHAT_USAGE, Key.LLM_COST, Key.MODEL),
+            *(Key.MODEL_PROVIDER, Key.MESSAGE_FORMAT, Key.LINKED_PROMPTS),
+            Key.LINKED_GATEWAY_TRACE_ID,
+        )
+    )
 
 
 def _escape_lone_surrogates(span: Any) -> None:

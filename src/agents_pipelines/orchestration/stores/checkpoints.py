@@ -8,6 +8,8 @@
   ``checkpoints.sqlite`` in its storage folder (langgraph-checkpoint-sqlite).
 - Threads not written for ``config.execution.checkpoint_ttl_days`` are deleted as a run
   opens the store. A run that succeeds deletes its own (run_parts.Checkpoints).
+- A workflow with ``redact_pii`` stores its checkpoints encrypted (graph/checkpoint_cipher.py),
+  with the key from AGENTS_PIPELINES_CHECKPOINT_KEY.
 """
 
 from __future__ import annotations
@@ -63,11 +65,27 @@ def checkpointing(
         yield None
         return
     registry = registry or process_registry()
+    key = _encryption_key(workflow)  # before the store opens: a missing key says so first
     with open_saver(context.instance, registry) as saver:
+        if key is not None:
+            from agents_pipelines.graph.checkpoint_cipher import encrypted
+
+            saver = encrypted(saver, key)
         ttl_days = execution.checkpoint_ttl_days
         _prune_now_and_then(saver, ttl_days, _store(context.instance), registry)
         thread = thread_id(context)
         yield Checkpointing(saver, thread, on_missing=lambda: _lost_checkpoint(context, thread))
+
+
+def _encryption_key(workflow: Workflow) -> bytes | None:
+    """The key of the workflow's encrypted checkpoints (redact_pii), or None."""
+    if workflow.spec.config.observability.mlflow.pii() is None:
+        return None
+    from agents_pipelines.graph.checkpoint_cipher import checkpoint_key
+
+    field = ("config", "observability", "mlflow", "redact_pii")
+    line = workflow.positions.get(field, (None, None))[0]
+    return checkpoint_key(f"{workflow.path}:{line}" if line else str(workflow.path))
 
 
 def _lost_checkpoint(context: dg.AssetExecutionContext, thread: str) -> str | None:

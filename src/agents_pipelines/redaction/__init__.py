@@ -1,4 +1,4 @@
-"""Keep API keys out of everything the runtime writes.
+"""Keep API keys, and personal data when a workflow asks, out of everything the runtime writes.
 
 A provider's error may repeat the key it was sent: a 403 that names it, a 404 whose message
 holds a URL with ``?key=``. Left alone, that text is copied into Dagster's event log and
@@ -8,6 +8,13 @@ writes text passes it through ``redact`` (or ``redact_exception`` for an error c
 Redacted: the value of GOOGLE_API_KEY and GEMINI_API_KEY as set when the text is written,
 anything shaped like a Google API key, ``key=`` URL parameters and ``x-goog-api-key``
 header values.
+
+Personal data (``config.observability.mlflow.redact_pii``) is masked by the same calls:
+within ``masking(config)``, which a run holds from its start to its last record, ``redact``
+also replaces what the workflow's Presidio recognizers find with ``<ENTITY>`` (pii.py). The
+context variable follows the run into LangGraph's worker threads, asyncio tasks and the
+MLflow calls (each copies the context). The run's own state, its checkpoints and the asset
+value keep the real values: ``redact_value(..., keys_only=True)``.
 """
 
 from __future__ import annotations
@@ -16,14 +23,20 @@ import contextlib
 import logging
 import os
 import re
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from agents_pipelines.errors import exception_chain
+
+if TYPE_CHECKING:
+    from agents_pipelines.spec.models import PiiConfig
 
 __all__ = [
     "GOOGLE_KEY",
     "REDACTED_KEY",
     "RedactingFilter",
+    "masking",
     "redact",
     "redact_exception",
     "redact_value",
@@ -52,27 +65,52 @@ _KEYS = re.compile(
 
 T = TypeVar("T")
 
+# The masker of the run in this context (redact_pii), or None.
+_pii_mask: ContextVar[Callable[[str], str] | None] = ContextVar("pii_mask", default=None)
 
-def redact(text: str) -> str:
-    """``text`` with every API key in it replaced by REDACTED_KEY."""
+
+@contextlib.contextmanager
+def masking(config: PiiConfig | None) -> Iterator[None]:
+    """Within this block (and the threads and tasks started from it), ``redact`` also
+    masks the personal data ``config`` names; None: API keys only, as outside."""
+    if config is None:
+        yield
+        return
+    from agents_pipelines.redaction.pii import masker_for
+
+    token = _pii_mask.set(masker_for(config).mask)
+    try:
+        yield
+    finally:
+        _pii_mask.reset(token)
+
+
+def redact(text: str, *, keys_only: bool = False) -> str:
+    """``text`` with every API key in it replaced by REDACTED_KEY, and, within
+    ``masking``, its personal data by ``<ENTITY>`` (unless ``keys_only``)."""
     if _may_hold_pattern(text):
         text = _KEYS.sub(_keep_prefix, text)
     for value in _configured_keys():
         text = text.replace(value, REDACTED_KEY)
+    if not keys_only and (mask := _pii_mask.get()) is not None:
+        text = mask(text)
     return text
 
 
-def redact_value(value: T) -> T:
+def redact_value(value: T, *, keys_only: bool = False) -> T:
     """``value`` with every string in it redacted, through dicts, lists and tuples."""
     clean: Any = value
     if isinstance(value, str):
-        clean = redact(value)
+        clean = redact(value, keys_only=keys_only)
     elif isinstance(value, dict):
-        clean = {redact_value(k): redact_value(v) for k, v in value.items()}
+        clean = {
+            redact_value(k, keys_only=keys_only): redact_value(v, keys_only=keys_only)
+            for k, v in value.items()
+        }
     elif isinstance(value, list):
-        clean = [redact_value(item) for item in value]
+        clean = [redact_value(item, keys_only=keys_only) for item in value]
     elif isinstance(value, tuple) and type(value) is tuple:  # a named tuple takes fields
-        clean = tuple(redact_value(item) for item in value)
+        clean = tuple(redact_value(item, keys_only=keys_only) for item in value)
     return cast(T, clean)
 
 
