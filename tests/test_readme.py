@@ -50,6 +50,11 @@ NOT_RUN = {
     "deploy/celery/worker.sh celery_a": "needs Redis and PostgreSQL: tests/test_celery.py "
     "starts two workers with this script, each with a name of its own",
     "deploy/celery/worker.sh celery_b --concurrency 4": "as above",
+    ".venv/bin/dagster job execute -m agents_pipelines.definitions -j digest_job --tags "
+    '\'{"dagster/asset_partition_range_start": "2026-10-01", '
+    '"dagster/asset_partition_range_end": "2026-10-12"}\'': "the shipped workflows have no "
+    "`backfill`; tests/test_partition_ranges.py::test_the_cli_runs_a_range_in_one_run runs "
+    "the same command on one that has",
     ".venv/bin/dagster dev -m agents_pipelines.definitions": "with the Celery profile it needs "
     "Redis, PostgreSQL and workers; tests/test_celery.py launches its runs through the same "
     "code location and executor, and `make dev` is run here",
