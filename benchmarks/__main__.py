@@ -35,7 +35,6 @@ BENCHMARKS: dict[str, Callable[[Context], BenchResult]] = {
     materialization.NAME: materialization.run,
     critical_path.NAME: critical_path.run,
     tracing.NAME: tracing.run,
-    redaction.NAME: redaction.run,
     code_location.NAME: code_location.run,
     whole_process.NAME: whole_process.run,
     batch.NAME: batch.run,
@@ -43,6 +42,7 @@ BENCHMARKS: dict[str, Callable[[Context], BenchResult]] = {
     map_throughput.NAME: map_throughput.run,
     daemon_backfill.NAME: daemon_backfill.run,
     half_price.NAME: half_price.run,
+    redaction.NAME: redaction.run,
 }
 
 

@@ -35,6 +35,7 @@ PUBLIC_API = {
         "resolve_backend",
     ],
     "agents_pipelines.orchestration": [
+        "WorkflowIOManager",
         "WorkflowRunner",
         "WorkflowTranslator",
         "WorkflowsComponent",

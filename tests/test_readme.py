@@ -55,6 +55,12 @@ NOT_RUN = {
     "and the collector image; tests/test_opentelemetry.py sends to a loopback OTLP receiver",
     "export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318": "points this shell at the "
     "collector above; tests/test_opentelemetry.py sets the same variable",
+
+    ".venv/bin/dagster job execute -m agents_pipelines.definitions -j digest_job --tags "
+    '\'{"dagster/asset_partition_range_start": "2026-10-01", '
+    '"dagster/asset_partition_range_end": "2026-10-12"}\'': "the shipped workflows have no "
+    "`backfill`; tests/test_partition_ranges.py::test_the_cli_runs_a_range_in_one_run runs "
+    "the same command on one that has",
     ".venv/bin/dagster dev -m agents_pipelines.definitions": "with the Celery profile it needs "
     "Redis, PostgreSQL and workers; tests/test_celery.py launches its runs through the same "
     "code location and executor, and `make dev` is run here",

@@ -191,5 +191,5 @@ class Checkpoints:
         return (start.note,) if start.warning and start.note is not None else ()
 
     def succeeded(self) -> None:
-        if self.checkpointing is not None:
+        if self.checkpointing is not None and not self.checkpointing.keep_finished:
             self.checkpointing.saver.delete_thread(self.checkpointing.thread_id)

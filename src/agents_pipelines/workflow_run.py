@@ -301,6 +301,8 @@ def _run_config(
 def _run_graph(setup: _RunSetup, node_runs: list[str]) -> dict[str, Any]:
     """The graph's final state; a map node's items run as awaited calls, no thread each."""
     graph, config, state = setup.graph, setup.config, setup.state
+    if setup.checkpoints.start.finished:  # a partition kept from an earlier attempt
+        return {**state, **graph.get_state(config).values}
     graph_input = setup.checkpoints.start.input
     if not setup.on_event_loop:
         return _stream(graph, graph_input, state, config, node_runs)

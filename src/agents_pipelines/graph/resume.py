@@ -38,6 +38,10 @@ class Checkpointing:
     # What to warn when the thread holds no checkpoint although an earlier attempt should
     # have left one (its store deleted or replaced); None: nothing is missing.
     on_missing: Callable[[], str | None] | None = None
+    # A partition of a range run: its finished thread is kept when it succeeds (the step
+    # has yet to materialize every partition), and a finished thread of the same version
+    # is taken as it is, its final state reused without a call. The step deletes it.
+    keep_finished: bool = False
 
     def config(self) -> dict[str, Any]:
         return {"configurable": {"thread_id": self.thread_id, "checkpoint_ns": ""}}
@@ -51,6 +55,7 @@ class Start:
     resumed: tuple[ResumedNode, ...] = ()
     note: str | None = None  # what the log and the metadata say about resuming
     warning: bool = False  # the note is a warning: a checkpoint was not resumed
+    finished: bool = False  # the thread had finished: its final state is the run's
 
 
 def version(workflow_sha256: str, state: Mapping[str, Any]) -> str:
@@ -81,11 +86,22 @@ def start(
             "nodes may not hold for this one. The run starts fresh.",
             warning=True,
         )
-    if not graph.get_state(checkpointing.config()).next:
+    finished = not graph.get_state(checkpointing.config()).next
+    if finished and not checkpointing.keep_finished:
         saver.delete_thread(thread)  # it finished: a re-execution of a success runs anew
         return Start(state)
     resumed = resumed_nodes(_spend_entries(found))
     cost = sum(r.cost_usd for r in resumed)
+    if finished:
+        return Start(
+            None,
+            resumed,
+            note=f"Reused: this partition finished in an earlier attempt (thread {thread}) "
+            f"and was kept for the step to materialize; no node is called again ("
+            f"{len(resumed)} node(s) or map item(s), ${cost:.6f} then, shown as "
+            "resumed_cost_usd).",
+            finished=True,
+        )
     return Start(
         None,
         resumed,

@@ -9,10 +9,12 @@ from agents_pipelines.orchestration.definitions_factory import (
     build_workflow_definitions,
     definitions_from_env,
 )
+from agents_pipelines.orchestration.range_io_manager import WorkflowIOManager
 from agents_pipelines.orchestration.resource import WorkflowRunner
 from agents_pipelines.orchestration.translator import WorkflowTranslator
 
 __all__ = [
+    "WorkflowIOManager",
     "WorkflowRunner",
     "WorkflowTranslator",
     "WorkflowsComponent",

@@ -50,7 +50,18 @@ def build_workflow_asset(
         # No retry_policy: the step requests its own retries (see attempts.py), so that
         # Dagster never turns a stopped run into a retry.
         check_specs=check_specs(workflow, spec.key),
+        backfill_policy=backfill_policy(workflow),
     )(_workflow_asset)
+
+
+def backfill_policy(workflow: Workflow) -> dg.BackfillPolicy | None:
+    """``orchestration.backfill``: Dagster's multi-run policy, so that a backfill (or a
+    range selected in the UI) puts that many partitions in each run. None: Dagster's
+    default, one run per partition."""
+    backfill = workflow.spec.orchestration.backfill
+    if backfill is None:
+        return None
+    return dg.BackfillPolicy.multi_run(backfill.max_partitions_per_run)
 
 
 def asset_spec(workflow: Workflow, translator: WorkflowTranslator | None = None) -> dg.AssetSpec:

@@ -15,13 +15,18 @@ from typing import Literal
 import dagster as dg
 
 from agents_pipelines.errors import AgentsPipelinesError, WorkflowConfigError
-from agents_pipelines.orchestration.asset_factory import RUNNER_KEY, build_workflow_asset
+from agents_pipelines.orchestration.asset_factory import (
+    DEFAULT_IO_MANAGER_KEY,
+    RUNNER_KEY,
+    build_workflow_asset,
+)
 from agents_pipelines.orchestration.automation import (
     build_inbox_sensor,
     build_schedule,
     workflow_job,
 )
 from agents_pipelines.orchestration.executors import executor_from_settings
+from agents_pipelines.orchestration.range_io_manager import WorkflowIOManager
 from agents_pipelines.orchestration.resource import WorkflowRunner
 from agents_pipelines.orchestration.retention import build_prune_job
 from agents_pipelines.orchestration.translator import WorkflowTranslator
@@ -56,7 +61,11 @@ def build_workflow_definitions(
         asset = build_workflow_asset(workflow, translator)
         assets.append(asset)
         orchestration = workflow.spec.orchestration
-        if orchestration.schedule is None and orchestration.sensor is None:
+        # A job for what launches it: a schedule, a sensor, or a partition range from the
+        # CLI (`dagster job execute --tags`; `asset materialize --partition-range` takes
+        # single-run policies only).
+        launchers = (orchestration.schedule, orchestration.sensor, orchestration.backfill)
+        if all(launcher is None for launcher in launchers):
             continue
         job = workflow_job(workflow, asset)
         jobs.append(job)
@@ -73,7 +82,11 @@ def build_workflow_definitions(
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,
-        resources={RUNNER_KEY: runner or WorkflowRunner()},
+        # Dagster's filesystem IO manager, which also stores a range run's output.
+        resources={
+            RUNNER_KEY: runner or WorkflowRunner(),
+            DEFAULT_IO_MANAGER_KEY: WorkflowIOManager(),
+        },
         executor=executor or executor_from_settings(),
     )
 

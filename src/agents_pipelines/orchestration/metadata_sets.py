@@ -193,3 +193,12 @@ class EvalCheckMetadata(MetadataSet):
     output_tokens: int | None = None
     total_tokens: int | None = None
     error: str | None = None
+
+
+class RangeMetadata(MetadataSet):
+    """A run over several partitions (``orchestration.backfill``): on its failure, each
+    partition's outcome and spend; on a check, the partitions it failed for."""
+
+    partitions: dg.TableMetadataValue | None = None
+    failed_partitions: str | None = None
+    checked_partitions: int | None = None

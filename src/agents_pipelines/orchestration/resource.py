@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -39,6 +39,12 @@ from agents_pipelines.orchestration.attempts import (
 from agents_pipelines.orchestration.checks import budget_result, eval_results, output_results
 from agents_pipelines.orchestration.inputs import resolve_inputs
 from agents_pipelines.orchestration.metadata import attempts_metadata, run_metadata, usage_metadata
+from agents_pipelines.orchestration.partition_range import (
+    PartitionContext,
+    PartitionRun,
+    RangeStep,
+    materialize_range,
+)
 from agents_pipelines.orchestration.spend_windows import (
     AttemptJournal,
     attempt_journal,
@@ -50,7 +56,11 @@ from agents_pipelines.redaction import masking, redact
 from agents_pipelines.registry import ProcessRegistry, process_registry
 from agents_pipelines.settings import PoolSpendLimits, settings
 from agents_pipelines.spec import Workflow
-from agents_pipelines.usage import UsageSummary, round_usd
+from agents_pipelines.usage import SpendLimits, UsageSummary, round_usd
+
+if TYPE_CHECKING:  # the graph package imports LangGraph: not at code-location load
+    from agents_pipelines.graph.resume import Checkpointing
+    from agents_pipelines.workflow_run import RunOptions
 
 StepEvent = dg.MaterializeResult | dg.AssetCheckResult | dg.AssetObservation
 
@@ -90,12 +100,18 @@ class WorkflowRunner(dg.ConfigurableResource):
         self, context: dg.AssetExecutionContext, workflow: Workflow, upstream: dict[str, Any]
     ) -> Iterator[StepEvent]:
         _refuse_a_step_that_keeps_dying(context)
-        partition = context.partition_key if context.has_partition_key else None
         config = dict(context.op_execution_context.op_config or {})
-        inputs = resolve_inputs(workflow.spec, partition, config, upstream)
         now = _fixed_time(self.spend_limits_now)
         limits_by_pool = pool_limits(self.pool_spend_limits)
         pii = workflow.spec.config.observability.mlflow.pii()
+        if context.has_partition_key_range:  # several partitions (orchestration.backfill)
+            with masking(pii):  # redact_pii: each partition's metadata and failure too
+                yield from self._materialize_range(
+                    context, workflow, config, upstream, now, limits_by_pool
+                )
+            return
+        partition = context.partition_key if context.has_partition_key else None
+        inputs = resolve_inputs(workflow.spec, partition, config, upstream)
         try:
             # Runs in flight at once see each other's spend through the journal; each
             # attempt marks its row as its record (materialization or observation) is stored.
@@ -109,6 +125,75 @@ class WorkflowRunner(dg.ConfigurableResource):
             description = f"Workflow {workflow.name} ({workflow.path}): {exc}"
             raise dg.Failure(description=redact(description), allow_retries=False) from None
 
+    def _materialize_range(
+        self,
+        context: dg.AssetExecutionContext,
+        workflow: Workflow,
+        config: dict[str, Any],
+        upstream: dict[str, Any],
+        now: datetime | None,
+        limits_by_pool: PoolSpendLimits,
+    ) -> Iterator[StepEvent]:
+        def run_one(
+            part: PartitionContext, inputs: dict[str, Any], journal: AttemptJournal | None
+        ) -> PartitionRun:
+            return self._run_partition(part, workflow, inputs, now, limits_by_pool, journal)
+
+        step = RangeStep(context, workflow, limits_by_pool, self._registry, run_one)
+        try:
+            yield from materialize_range(step, config, upstream)
+        except (StoreDamagedError, InvalidInputsError) as exc:
+            description = f"Workflow {workflow.name} ({workflow.path}): {exc}"
+            raise dg.Failure(description=redact(description), allow_retries=False) from None
+
+    def _run_partition(
+        self,
+        context: PartitionContext,
+        workflow: Workflow,
+        inputs: dict[str, Any],
+        now: datetime | None,
+        limits_by_pool: PoolSpendLimits,
+        journal: AttemptJournal | None,
+    ) -> PartitionRun:
+        """One partition of a range run, in a worker thread: its workflow run, whose
+        outcome the step reports once every partition has ended. Its checkpoint thread
+        is kept when it succeeds, so that a retry of the step takes its final state
+        rather than calling it again; the step deletes it once materialized."""
+        from agents_pipelines.workflow_run import WorkflowRun  # heavy: not at load
+
+        limits = run_spend_limits(context, workflow, limits_by_pool, now, journal)
+        with checkpoints.checkpointing(
+            context, workflow, self._registry, keep_finished=True
+        ) as checkpointing:
+            run = WorkflowRun(workflow, self._options(context, checkpointing, limits))
+            try:
+                result = run.execute(inputs)
+            except WorkflowRunError as exc:
+                spent = exc.usage or UsageSummary()
+                return PartitionRun(context.partition_key, spent, journal, error=exc)
+        return PartitionRun(context.partition_key, result.usage, journal, result=result)
+
+    def _options(
+        self,
+        context: dg.AssetExecutionContext,
+        checkpointing: Checkpointing | None,
+        limits: SpendLimits | None,
+    ) -> RunOptions:
+        from agents_pipelines.workflow_run import RunOptions  # heavy: not at load
+
+        return RunOptions(
+            backend=self.llm_backend,
+            tags=_mlflow_tags(context),
+            mlflow_ui_url=self.mlflow_ui_url,
+            simulated_latency_s=self.simulated_latency_s,
+            checkpointing=checkpointing,
+            spend_limits=limits,
+            # Beside the checkpoints: the instance's storage folder, shared by its runs.
+            cache_dir=Path(context.instance.storage_directory()),
+            registry=self._registry,
+            progress=context.log.info,  # batch jobs' state, in the run's log
+        )
+
     def _run(
         self,
         context: dg.AssetExecutionContext,
@@ -118,25 +203,13 @@ class WorkflowRunner(dg.ConfigurableResource):
         limits_by_pool: PoolSpendLimits,
         journal: AttemptJournal | None,
     ) -> Iterator[StepEvent]:
-        from agents_pipelines.workflow_run import RunOptions, WorkflowRun  # heavy: not at load
+        from agents_pipelines.workflow_run import WorkflowRun  # heavy: not at load
 
         limits = run_spend_limits(context, workflow, limits_by_pool, now, journal)
         run: WorkflowRun | None = None
         try:
             with checkpoints.checkpointing(context, workflow, self._registry) as checkpointing:
-                options = RunOptions(
-                    backend=self.llm_backend,
-                    tags=_mlflow_tags(context),
-                    mlflow_ui_url=self.mlflow_ui_url,
-                    simulated_latency_s=self.simulated_latency_s,
-                    checkpointing=checkpointing,
-                    spend_limits=limits,
-                    # Beside the checkpoints: the instance's storage folder, shared by its runs.
-                    cache_dir=Path(context.instance.storage_directory()),
-                    registry=self._registry,
-                    progress=context.log.info,  # batch jobs' state, in the run's log
-                )
-                run = WorkflowRun(workflow, options)
+                run = WorkflowRun(workflow, self._options(context, checkpointing, limits))
                 result = run.execute(inputs)
         except InvalidInputsError as exc:
             raise dg.Failure(description=redact(str(exc)), allow_retries=False) from exc

@@ -818,6 +818,25 @@ class EvalSpec(_Model):
         return "judge" if self.judge is not None else "rule"
 
 
+class BackfillConfig(_Model):
+    """How a backfill groups partitions into runs (Dagster's multi-run backfill policy)."""
+
+    max_partitions_per_run: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="Partitions one run materializes; each is its own workflow run, with its "
+        "own metadata, MLflow run and checks. 1: one run per partition.",
+    )
+    max_concurrency: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Partitions of one run that run at once; the pool and each node's "
+        "max_concurrency still bound the calls in flight.",
+    )
+
+
 class OrchestrationConfig(_Model):
     group: Identifier | None = Field(None, description="The Dagster asset group.")
     pool: Identifier = Field(
@@ -829,6 +848,11 @@ class OrchestrationConfig(_Model):
     schedule: ScheduleConfig | None = None
     sensor: SensorConfig | None = None
     partitions: PartitionsConfig | None = None
+    backfill: BackfillConfig | None = Field(
+        None,
+        description="Several partitions per run (static or time partitions): "
+        "`{max_partitions_per_run: 12, max_concurrency: 4}`. Left out: one partition per run.",
+    )
     deps: list[Dependency] = Field(default_factory=list)
     automation: Literal["eager"] | OnCron | None = Field(
         None,

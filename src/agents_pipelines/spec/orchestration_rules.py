@@ -49,6 +49,7 @@ def orchestration_settings(spec: WorkflowSpec) -> Iterator[Finding]:
             ("dynamic partitions are added by the file-drop sensor, but there is no sensor"),
             'add `sensor: {path: "inbox/<flow>/*.json"}`, or use static partitions',
         )
+    yield from _backfill(spec)
     inputs = spec.input_fields
     for i, dep in enumerate(orchestration.deps):
         for name in dep.map:
@@ -109,4 +110,20 @@ def tracking_uri(spec: WorkflowSpec) -> Iterator[Finding]:
             ("config", "observability", "mlflow", "tracking_uri"),
             (f"`{uri}` is not a tracking URI MLflow knows"),
             "use sqlite:///mlflow.db, postgresql://..., http(s)://host:port or file:///path",
+        )
+
+
+def _backfill(spec: WorkflowSpec) -> Iterator[Finding]:
+    """Ranges need keys known before the run: static or time partitions."""
+    orchestration = spec.orchestration
+    if orchestration.backfill is None:
+        return
+    partitions = orchestration.partitions
+    if partitions is None or partitions.dynamic:
+        what = "no partitions" if partitions is None else "dynamic partitions"
+        yield (
+            ("orchestration", "backfill"),
+            f"`backfill` groups partitions into runs, but this workflow has {what}",
+            "add static or time partitions, e.g. "
+            '`partitions: {daily: {start: "2026-10-01", field: day}}`, or remove `backfill`',
         )

@@ -53,11 +53,14 @@ def thread_id(context: dg.AssetExecutionContext) -> str:
 
 @contextmanager
 def checkpointing(
-    context: dg.AssetExecutionContext, workflow: Workflow, registry: ProcessRegistry | None = None
+    context: dg.AssetExecutionContext,
+    workflow: Workflow,
+    registry: ProcessRegistry | None = None,
+    keep_finished: bool = False,
 ) -> Iterator[Checkpointing | None]:
     """The run's checkpointing, or None when ``config.execution.resume`` is false (then
     nothing is written). ``registry`` keeps the store's connection (default: the
-    process's)."""
+    process's). ``keep_finished``: a partition of a range run (Checkpointing)."""
     from agents_pipelines.graph.resume import Checkpointing
 
     execution = workflow.spec.config.execution
@@ -74,7 +77,12 @@ def checkpointing(
         ttl_days = execution.checkpoint_ttl_days
         _prune_now_and_then(saver, ttl_days, _store(context.instance), registry)
         thread = thread_id(context)
-        yield Checkpointing(saver, thread, on_missing=lambda: _lost_checkpoint(context, thread))
+        yield Checkpointing(
+            saver,
+            thread,
+            on_missing=lambda: _lost_checkpoint(context, thread),
+            keep_finished=keep_finished,
+        )
 
 
 def _encryption_key(workflow: Workflow) -> bytes | None:
