@@ -55,7 +55,6 @@ NOT_RUN = {
     "and the collector image; tests/test_opentelemetry.py sends to a loopback OTLP receiver",
     "export OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318": "points this shell at the "
     "collector above; tests/test_opentelemetry.py sets the same variable",
-
     ".venv/bin/dagster job execute -m agents_pipelines.definitions -j digest_job --tags "
     '\'{"dagster/asset_partition_range_start": "2026-10-01", '
     '"dagster/asset_partition_range_end": "2026-10-12"}\'': "the shipped workflows have no "
