@@ -258,3 +258,41 @@ def test_the_development_cache_keys_by_the_version(
     assert (moved["cache_hits"], len(gemini.requests)) == (1, 3)  # the outline only
     assert versions(moved) == [("summarize", "support_summary", 2)]
     assert (run()["cache_hits"], len(gemini.requests)) == (2, 3)
+
+
+def test_a_cassette_replays_a_registry_prompt_at_the_version_it_recorded(
+    tmp_path: Path,
+    mlflow_uri: str,
+    gemini: GeminiLoopbackServer,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Recorded at v1, a replay at v2 of the same text is a miss that names the version."""
+    register(V1)
+    register(V1, alias=None)  # version 2, the same text
+    cassette = tmp_path / "support.jsonl"
+    monkeypatch.setenv("AGENTS_PIPELINES_CASSETTE", str(cassette))
+    asset = build_workflow_asset(load_workflow(write(tmp_path, SUPPORT)))
+
+    def run(backend: str) -> dg.ExecuteInProcessResult:
+        monkeypatch.setenv("AGENTS_PIPELINES_LLM_BACKEND", backend)
+        return dg.materialize(
+            [asset],
+            resources={"workflow_runner": WorkflowRunner()},
+            instance=instance,
+            raise_on_error=False,
+        )
+
+    assert run("record").success
+    lines = [json.loads(line) for line in cassette.read_text(encoding="utf-8").splitlines()]
+    assert [e["request"].get("prompt_version") for e in lines] == [
+        None,
+        "prompts:/support_summary/1",
+    ]
+    assert run("replay").success
+    MlflowClient().set_prompt_alias("support_summary", "production", 2)
+    replayed = run("replay")
+    assert not replayed.success
+    (failure,) = [e for e in replayed.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "prompt_version" in str(failure.step_failure_data.error)
+    assert len(gemini.requests) == 2  # replays never reached the server

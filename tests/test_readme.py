@@ -50,6 +50,10 @@ NOT_RUN = {
     "deploy/celery/worker.sh celery_a": "needs Redis and PostgreSQL: tests/test_celery.py "
     "starts two workers with this script, each with a name of its own",
     "deploy/celery/worker.sh celery_b --concurrency 4": "as above",
+    ".venv/bin/agents-pipelines prompts push workflows/support_reply.yaml --alias production": (
+        "writes new prompt versions to the MLflow store; tests/test_prompt_registry.py runs "
+        "`prompts push --alias production` in-process and runs the YAML it prints"
+    ),
     ".venv/bin/dagster dev -m agents_pipelines.definitions": "with the Celery profile it needs "
     "Redis, PostgreSQL and workers; tests/test_celery.py launches its runs through the same "
     "code location and executor, and `make dev` is run here",
@@ -75,7 +79,8 @@ YAML_FRAGMENTS = {
     "orchestration": "a part of a workflow file; tests/test_orchestration.py covers each key",
     "run_launcher": "a part of a team dagster.yaml for Docker or Kubernetes, not installed here",
     "nodes": "a part of a workflow file; the shipped examples review_digest and support_reply "
-    "hold these nodes, and tests/test_python_steps.py and tests/test_tool_calls.py run them",
+    "hold these nodes, and tests/test_python_steps.py and tests/test_tool_calls.py run them; "
+    "tests/test_prompt_registry.py runs registry prompts",
     "config": "a part of a workflow file; tests/test_dev_cache.py runs the development cache "
     "with these keys",
     "evals": "a part of a workflow file; tests/test_evals.py loads it into a workflow",

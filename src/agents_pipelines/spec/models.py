@@ -259,8 +259,8 @@ PROMPT_URI = r"^prompts:/[A-Za-z0-9_.\-]+(/[1-9][0-9]*|@[A-Za-z0-9_\-]+)$"
 
 
 class RegistryPrompt(_Model):
-    """A prompt kept in the MLflow prompt registry, read as the workflow loads and pinned to
-    one version as a run starts. Its ``{{var}}`` variables must be state fields."""
+    """A prompt of the MLflow prompt registry, pinned to one version as each run starts;
+    its `{{var}}` variables must be state fields."""
 
     registry: str = Field(
         pattern=PROMPT_URI,

@@ -9,6 +9,7 @@ run, link them to its MLflow run and trace, and register a workflow's inline pro
   versions, and the spec with their text. A resumed run passes the versions its
   checkpoint kept, so it runs the text its first attempt ran, wherever the alias points
   now (graph/resume.py keeps them with the checkpoint).
+- ``push_prompts`` (``agents-pipelines prompts push``) registers a workflow's inline prompts.
 - In the trace: ``link_prompts`` links the versions to the MLflow run
   (``MlflowClient.link_prompt_version_to_run``, which ``mlflow.genai.load_prompt`` calls
   for the fluent active run, and our runs are not fluent: session.py) and to the trace and
@@ -44,9 +45,12 @@ __all__ = [
     "PinnedPrompt",
     "PromptPins",
     "PromptRegistryError",
+    "Registered",
+    "at_load",
     "link_prompts",
     "pin_prompts",
-    "at_load",
+    "push_prompts",
+    "versions_of",
 ]
 
 
