@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 
 from agents_pipelines.cli import main
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
+from agents_pipelines.registry import ProcessRegistry
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, RecordedRequest, Reply
 from agents_pipelines.testing.gemini_server import default_reply
@@ -236,9 +237,14 @@ def test_prompts_push_registers_inline_prompts_and_prints_yaml_that_runs(
 
 
 def test_the_development_cache_keys_by_the_version(
-    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer, instance: dg.DagsterInstance
+    tmp_path: Path,
+    mlflow_uri: str,
+    gemini: GeminiLoopbackServer,
+    instance: dg.DagsterInstance,
+    fresh_registry: ProcessRegistry,
 ) -> None:
-    """Two versions of the same text are two cache entries: a new version is called anew."""
+    """Two versions of the same text are two cache entries: a new version is called anew.
+    The runs of one version share one compiled graph."""
     register(V1)
     register(V1, alias=None)  # version 2, the same text
     text = SUPPORT.replace(
@@ -258,6 +264,7 @@ def test_the_development_cache_keys_by_the_version(
     assert (moved["cache_hits"], len(gemini.requests)) == (1, 3)  # the outline only
     assert versions(moved) == [("summarize", "support_summary", 2)]
     assert (run()["cache_hits"], len(gemini.requests)) == (2, 3)
+    assert len(fresh_registry.compiled_graphs) == 2  # one per version, not one per run
 
 
 def test_a_cassette_replays_a_registry_prompt_at_the_version_it_recorded(

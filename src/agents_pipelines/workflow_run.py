@@ -40,7 +40,7 @@ from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_af
 from agents_pipelines.redaction import redact_exception
 from agents_pipelines.registry import ProcessRegistry, process_registry
 from agents_pipelines.run_parts import Checkpoints, DevCache, RunPart, SpendGuard
-from agents_pipelines.spec import Workflow
+from agents_pipelines.spec import Workflow, WorkflowSpec
 from agents_pipelines.state_evals import Verdict, evaluate
 from agents_pipelines.tracking import MlflowPriceTable, RunOutcome, RunRecorder, TrackingInfo
 from agents_pipelines.tracking.prompt_registry import (
@@ -223,7 +223,7 @@ class WorkflowRun:
         # Each alias read once, now; a resumed attempt keeps its first attempt's versions.
         kept = resume.kept_prompts(options.checkpointing, run_version)
         pins = pin_prompts(workflow, versions_of(kept))
-        workflow = replace(workflow, spec=pins.spec(workflow.spec))
+        workflow = replace(workflow, spec=_pinned_spec(workflow.spec, pins, registry))
         spec = workflow.spec
         on_event_loop = map_node.has_map(spec)
         checkpoints, graph = Checkpoints.attach(
@@ -283,6 +283,24 @@ class WorkflowRun:
         if exc is not caught:
             raise exc from None
         raise caught
+
+
+_MAX_PINNED_SPECS = 256  # as many as graph.builder keeps compiled graphs
+
+
+def _pinned_spec(spec: WorkflowSpec, pins: PromptPins, registry: ProcessRegistry) -> WorkflowSpec:
+    """``spec`` pinned to ``pins``: the same object for the same versions, so that the
+    graph compiled for it is reused (graph.builder keys it by the spec's id)."""
+    if not pins.prompts:
+        return spec
+    key = (id(spec), pins.as_json())
+    with registry.pins_lock:
+        if (entry := registry.pinned_specs.get(key)) is None:
+            entry = registry.pinned_specs[key] = (spec, pins.spec(spec))
+        registry.pinned_specs.move_to_end(key)
+        while len(registry.pinned_specs) > _MAX_PINNED_SPECS:
+            registry.pinned_specs.popitem(last=False)
+    return entry[1]
 
 
 def _run_config(
