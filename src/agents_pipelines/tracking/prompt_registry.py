@@ -212,13 +212,17 @@ def _missing_sqlite_store(uri: str) -> str | None:
 
 
 def _load(workflow: Workflow, uri: str) -> Any:
-    """The prompt version ``uri`` names; an alias read afresh (MLflow caches it 60 s)."""
+    """The prompt version ``uri`` names; an alias read afresh (load_prompt would answer
+    from MLflow's cache for 60 s after the alias moved)."""
     from mlflow.exceptions import MlflowException
 
     client = _client(workflow)
-    ttl = 0 if "@" in uri else None
+    name, _, alias = uri.removeprefix("prompts:/").partition("@")
     try:
-        loaded = client.load_prompt(uri, allow_missing=True, cache_ttl_seconds=ttl)
+        if alias:  # load_prompt reads an alias's version, then that version again: 2x
+            loaded = client.get_prompt_version_by_alias(name, alias)
+        else:  # immutable: MLflow's cache answers a version read before
+            loaded = client.load_prompt(uri, allow_missing=True)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise PromptRegistryError(
