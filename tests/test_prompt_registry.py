@@ -303,3 +303,17 @@ def test_a_cassette_replays_a_registry_prompt_at_the_version_it_recorded(
     (failure,) = [e for e in replayed.all_events if e.event_type_value == "STEP_FAILURE"]
     assert "prompt_version" in str(failure.step_failure_data.error)
     assert len(gemini.requests) == 2  # replays never reached the server
+
+
+def test_a_reference_that_is_no_prompt_uri_is_named_with_its_fix() -> None:
+    from agents_pipelines.errors import WorkflowConfigError
+    from agents_pipelines.spec import load_workflow_text
+
+    text = SUPPORT.replace("prompts:/support_summary@production", "support_summary")
+    with pytest.raises(WorkflowConfigError) as caught:
+        load_workflow_text(text, "support.yaml")
+    assert str(caught.value.issues[0]) == (
+        "support.yaml:13:14: nodes[1].prompt.registry: `support_summary` is not a prompt URI "
+        'of the MLflow prompt registry. Fix: write "prompts:/NAME@ALIAS" (e.g. @production) '
+        'or "prompts:/NAME/VERSION"'
+    )
