@@ -60,6 +60,10 @@ NOT_RUN = {
     '"dagster/asset_partition_range_end": "2026-10-12"}\'': "the shipped workflows have no "
     "`backfill`; tests/test_partition_ranges.py::test_the_cli_runs_a_range_in_one_run runs "
     "the same command on one that has",
+    ".venv/bin/agents-pipelines prompts push workflows/support_reply.yaml --alias production": (
+        "writes new prompt versions to the MLflow store; tests/test_prompt_registry.py runs "
+        "`prompts push --alias production` in-process and runs the YAML it prints"
+    ),
     ".venv/bin/dagster dev -m agents_pipelines.definitions": "with the Celery profile it needs "
     "Redis, PostgreSQL and workers; tests/test_celery.py launches its runs through the same "
     "code location and executor, and `make dev` is run here",
@@ -86,7 +90,8 @@ YAML_FRAGMENTS = {
     "orchestration": "a part of a workflow file; tests/test_orchestration.py covers each key",
     "run_launcher": "a part of a team dagster.yaml for Docker or Kubernetes, not installed here",
     "nodes": "a part of a workflow file; the shipped examples review_digest and support_reply "
-    "hold these nodes, and tests/test_python_steps.py and tests/test_tool_calls.py run them",
+    "hold these nodes, and tests/test_python_steps.py and tests/test_tool_calls.py run them; "
+    "tests/test_prompt_registry.py runs registry prompts",
     "config": "a part of a workflow file; tests/test_dev_cache.py runs the development cache "
     "with these keys, tests/test_opentelemetry.py a collector named under otlp",
     "evals": "a part of a workflow file; tests/test_evals.py loads it into a workflow",

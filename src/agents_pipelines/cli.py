@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from agents_pipelines.errors import AgentsPipelinesError
+from agents_pipelines.errors import AgentsPipelinesError, WorkflowConfigError
 from agents_pipelines.llm.backend import Backend
 from agents_pipelines.redaction import RedactingFilter, masking, redact
 from agents_pipelines.settings import BACKEND_ENV, settings
@@ -107,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     estimate.set_defaults(command=_estimate)
 
     _add_eval(commands)
+    _add_prompts(commands)
 
     prune = commands.add_parser(
         "prune", help="delete what workflows keep past their retention_days (see docs)"
@@ -128,8 +129,15 @@ def _add_eval(commands: Any) -> None:
     add_eval_command(commands, _positive, _backend)
 
 
+def _add_prompts(commands: Any) -> None:
+    from agents_pipelines.prompts_command import add_prompts_command
+
+    add_prompts_command(commands)
+
+
 def _validate(args: argparse.Namespace) -> int:
     workflows, issues = load_workflows(args.paths)
+    issues += _at_load(workflows)[1]
     for issue in issues:
         print(issue)
     bad = len({issue.file for issue in issues})
@@ -240,7 +248,7 @@ def _positive(text: str) -> int:
 def _estimate(args: argparse.Namespace) -> int:
     from agents_pipelines.estimate_command import estimate_workflow, render_estimate
 
-    workflow = load_workflow(args.file)
+    workflow = _pinned_now(load_workflow(args.file))
     inputs = _parse_inputs(workflow, args.input)
     print(render_estimate(estimate_workflow(workflow, inputs, items=args.items), args.partitions))
     return 0
@@ -280,6 +288,26 @@ def _prune(args: argparse.Namespace) -> int:
             instance.dispose()
     print(render(removals, workflows, args.dry_run))
     return 0
+
+
+def _at_load(workflows: list[Workflow]) -> tuple[list[Workflow], list[Any]]:
+    """The workflows with their MLflow registry prompts read, and those prompts' problems
+    (MLflow is imported only when a workflow names one)."""
+    from agents_pipelines.spec.prompt_refs import has_registry_prompts
+
+    if not any(has_registry_prompts(w.spec) for w in workflows):
+        return workflows, []
+    from agents_pipelines.tracking.prompt_registry import at_load
+
+    return at_load(workflows)
+
+
+def _pinned_now(workflow: Workflow) -> Workflow:
+    """``workflow`` with its registry prompts read now; raises on a problem."""
+    (pinned,), issues = _at_load([workflow])
+    if issues:
+        raise WorkflowConfigError(issues)
+    return pinned
 
 
 def _schema(args: argparse.Namespace) -> int:

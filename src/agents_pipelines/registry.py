@@ -48,6 +48,10 @@ class ProcessRegistry:
         default_factory=OrderedDict
     )
     graphs_lock: threading.Lock = field(default_factory=threading.Lock)
+    # workflow_run.py: (id(spec), its registry prompts' versions) -> (spec, the spec pinned
+    # to them), so that the runs of one version reuse one pinned spec and its compiled graph.
+    pinned_specs: OrderedDict[tuple[int, str], tuple[Any, Any]] = field(default_factory=OrderedDict)
+    pins_lock: threading.Lock = field(default_factory=threading.Lock)
     # llm/cache.py: (file, ttl) -> ResponseCache, and (id(model), id(cache)) -> the model
     # answering from that cache.
     response_caches: dict[tuple[Path, float], Any] = field(default_factory=dict)

@@ -42,10 +42,17 @@ from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_af
 from agents_pipelines.redaction import masking, redact_exception
 from agents_pipelines.registry import ProcessRegistry, process_registry
 from agents_pipelines.run_parts import Checkpoints, DevCache, RunPart, SpendGuard
-from agents_pipelines.spec import Workflow
+from agents_pipelines.spec import Workflow, WorkflowSpec
 from agents_pipelines.state_evals import Verdict, evaluate
 from agents_pipelines.tracking import MlflowPriceTable, RunOutcome, RunRecorder, TrackingInfo
+from agents_pipelines.tracking.prompt_registry import (
+    PinnedPrompt,
+    PromptPins,
+    pin_prompts,
+    versions_of,
+)
 from agents_pipelines.usage import SpendLimits, UsageLedger, UsageSummary, WindowSpend
+from agents_pipelines.usage.records import PROMPTS_KEY
 
 __all__ = ["RunEnding", "RunOptions", "RunResult", "WorkflowRun"]
 
@@ -99,6 +106,7 @@ class RunResult:
     resume_note: str | None = None  # whether and how the run resumed an earlier attempt
     verdicts: tuple[Verdict, ...] = ()  # the evals' verdicts on the final state, in file order
     cache_note: str | None = None  # a damaged development cache was set aside and made anew
+    prompts: tuple[PinnedPrompt, ...] = ()  # the registry prompts, at the versions run
 
     @property
     def node_count(self) -> int:
@@ -118,8 +126,11 @@ class RunEnding:
 
 @dataclass(frozen=True)
 class _RunSetup:
-    """A run as it is about to make its first call."""
+    """A run as it is about to make its first call: ``workflow`` with its registry
+    prompts pinned (``pins``)."""
 
+    workflow: Workflow
+    pins: PromptPins
     state: dict[str, Any]
     backend: Backend
     models: ChatModelFactory
@@ -165,16 +176,17 @@ class WorkflowRun:
     def _execute(self, inputs: dict[str, Any]) -> RunResult:
         setup = self._set_up(inputs)
         recorder = RunRecorder.start(
-            self.workflow, setup.backend.value, self.options.tags, self.options.mlflow_ui_url
+            setup.workflow, setup.backend.value, self.options.tags, self.options.mlflow_ui_url
         )
         ledger, state = setup.ledger, setup.state
         started = time.perf_counter()
         node_runs: list[str] = []
         try:
             with recorder.traced(state, setup.pricer, ledger.summary):
+                recorder.link_prompts(setup.pins)
                 final = _run_graph(setup, node_runs)
                 # In the trace and the ledger: the judges' spans, cost and budget are the run's.
-                verdicts = self._evaluate(final, setup.models, ledger, recorder)
+                verdicts = self._evaluate(setup.workflow, final, setup.models, ledger, recorder)
         except BaseException as caught:
             elapsed = time.perf_counter() - started
             failed = RunOutcome(state, None, UsageSummary(), len(node_runs), elapsed)
@@ -199,15 +211,15 @@ class WorkflowRun:
             setup.checkpoints.start.note,
             verdicts,
             setup.cache.recovery_note,
+            setup.pins.prompts,
         )
 
     def _set_up(self, inputs: dict[str, Any]) -> _RunSetup:
         """Everything before the first LLM call: inputs checked, spend limits read, the
         graph built (and checkpointed), the ledger made."""
         workflow, options = self.workflow, self.options
-        spec = workflow.spec
         registry = options.registry or process_registry()
-        state = initial_state(spec, inputs)
+        state = initial_state(workflow.spec, inputs)
         guard = SpendGuard(workflow, options.spend_limits)
         guard.refuse_if_spent()
         backend = options.backend
@@ -215,6 +227,11 @@ class WorkflowRun:
         cache = DevCache(workflow, options.cache_dir, chosen, registry)
         models = chat_model_factory(chosen, options.simulated_latency_s)
         run_version = resume.version(workflow.version_sha256(), state)
+        # Each alias read once, now; a resumed attempt keeps its first attempt's versions.
+        kept = resume.kept_prompts(options.checkpointing, run_version)
+        pins = pin_prompts(workflow, versions_of(kept))
+        workflow = replace(workflow, spec=_pinned_spec(workflow.spec, pins, registry))
+        spec = workflow.spec
         on_event_loop = map_node.has_map(spec)
         checkpoints, graph = Checkpoints.attach(
             options.checkpointing,
@@ -231,14 +248,15 @@ class WorkflowRun:
             after_call=guard.after_call(),
         )
         ledger.resumed = checkpoints.start.resumed
-        config = _run_config(ledger, spec.config.execution.max_steps, options, run_version)
+        config = _run_config(ledger, spec.config.execution.max_steps, options, run_version, pins)
         return _RunSetup(
-            state, chosen, models, graph, config, on_event_loop, pricer, ledger,
+            workflow, pins, state, chosen, models, graph, config, on_event_loop, pricer, ledger,
             guard, checkpoints, cache,
         )  # fmt: skip
 
     def _evaluate(
         self,
+        workflow: Workflow,
         final: dict[str, Any],
         models: ChatModelFactory,
         ledger: UsageLedger,
@@ -246,7 +264,7 @@ class WorkflowRun:
     ) -> tuple[Verdict, ...]:
         if not self.options.evals:
             return ()
-        verdicts = tuple(evaluate(self.workflow, final, model_factory=models, ledger=ledger))
+        verdicts = tuple(evaluate(workflow, final, model_factory=models, ledger=ledger))
         if self.options.assess:
             recorder.assess(verdicts)
         return verdicts
@@ -274,8 +292,26 @@ class WorkflowRun:
         raise caught
 
 
+_MAX_PINNED_SPECS = 256  # as many as graph.builder keeps compiled graphs
+
+
+def _pinned_spec(spec: WorkflowSpec, pins: PromptPins, registry: ProcessRegistry) -> WorkflowSpec:
+    """``spec`` pinned to ``pins``: the same object for the same versions, so that the
+    graph compiled for it is reused (graph.builder keys it by the spec's id)."""
+    if not pins.prompts:
+        return spec
+    key = (id(spec), pins.as_json())
+    with registry.pins_lock:
+        if (entry := registry.pinned_specs.get(key)) is None:
+            entry = registry.pinned_specs[key] = (spec, pins.spec(spec))
+        registry.pinned_specs.move_to_end(key)
+        while len(registry.pinned_specs) > _MAX_PINNED_SPECS:
+            registry.pinned_specs.popitem(last=False)
+    return entry[1]
+
+
 def _run_config(
-    ledger: UsageLedger, max_steps: int, options: RunOptions, run_version: str
+    ledger: UsageLedger, max_steps: int, options: RunOptions, run_version: str, pins: PromptPins
 ) -> dict[str, Any]:
     """The LangGraph config of one run: the ledger (as callback, and for the nodes to claim
     their spend), the map nodes' passes, and the checkpoint thread."""
@@ -294,7 +330,10 @@ def _run_config(
         "callbacks": [ledger],
         "recursion_limit": max_steps,
         "configurable": configurable,
-        "metadata": {resume.VERSION_KEY: run_version},
+        "metadata": {
+            resume.VERSION_KEY: run_version,
+            **({PROMPTS_KEY: pins.as_json()} if pins.prompts else {}),
+        },
     }
 
 

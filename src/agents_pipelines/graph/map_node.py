@@ -279,9 +279,9 @@ def _fields_read(spec: WorkflowSpec, node: Node) -> set[str]:
     copying the whole state into each would store the list mapped over once per item
     (500 items: 250,000 copies). A prompt reads its placeholders; a Python step (or a tool
     loop) may read any field."""
-    if node.function is not None or node.tools or node.prompt is None:
+    if node.function is not None or node.tools or node.prompt_text is None:
         return set(spec.state.fields)
-    templates = [node.prompt, *([node.system] if node.system else [])]
+    templates = [node.prompt_text, *([node.system] if node.system else [])]
     return {f for text in templates for f in parse_template(text).fields} & set(spec.state.fields)
 
 

@@ -31,8 +31,11 @@ from agents_pipelines.llm.cache import share_hits
 from agents_pipelines.llm.served_tier import share_served_tiers
 from agents_pipelines.llm.simulated import SimulatedChatModel
 from agents_pipelines.redaction import redact_value
-from agents_pipelines.spec.models import Node, WorkflowSpec
+from agents_pipelines.spec.models import Node, RegistryPrompt, WorkflowSpec
 from agents_pipelines.spec.placeholders import parse_template
+
+# The additional_kwargs key of a registry prompt's version on its message.
+PROMPT_VERSION = "agents_pipelines_prompt_version"
 
 NodeFunction = Callable[[dict[str, Any]], dict[str, Any]]
 AsyncNodeFunction = Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]
@@ -84,10 +87,15 @@ class _PromptNode:
     a single ``str`` with choices included (its enum holds the reply to a label)."""
 
     def __init__(self, spec: WorkflowSpec, node: Node, model: BaseChatModel):
-        assert node.prompt is not None
+        text = node.prompt_text
+        assert text is not None
         self.spec, self.node, self.model = spec, node, model
-        self.prompt = parse_template(node.prompt)
+        self.prompt = parse_template(text)
         self.system = parse_template(node.system) if node.system else None
+        # A registry prompt's version rides on the message, unsent (Gemini's request is made
+        # of the content), so that the development cache keys by it (llm/cache.py).
+        version = node.prompt.pinned_uri if isinstance(node.prompt, RegistryPrompt) else None
+        self.version = {PROMPT_VERSION: version} if version else {}
         self.hints = _simulation_hints(spec, node, model)
         self.mask = _prompt_mask(spec)
         self.text_output: str | None = None
@@ -110,7 +118,7 @@ class _PromptNode:
         }
 
     def messages(self, state: dict[str, Any]) -> list[BaseMessage]:
-        human = HumanMessage(self.mask(self.prompt.render(state)))
+        human = HumanMessage(self.mask(self.prompt.render(state)), additional_kwargs=self.version)
         if self.system is None:
             return [human]
         return [SystemMessage(self.mask(self.system.render(state))), human]

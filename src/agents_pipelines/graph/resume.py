@@ -21,11 +21,13 @@ from typing import Any
 from agents_pipelines._compat.langgraph import saver_serializer, set_saver_serializer
 from agents_pipelines.graph.node_spend import SPEND_CHANNEL, resumed_nodes
 from agents_pipelines.redaction import redact_exception
-from agents_pipelines.usage.records import ResumedNode
+from agents_pipelines.usage.records import PROMPTS_KEY, ResumedNode
 
 # The checkpoint metadata key of the workflow version (LangGraph copies str values of the
 # run config's metadata into every checkpoint's metadata).
 VERSION_KEY = "agents_pipelines_version"
+# PROMPTS_KEY: the versions of the registry prompts the run pinned, kept the same way; an
+# attempt that resumes the checkpoint runs them again, wherever the aliases point by then.
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,19 @@ def version(workflow_sha256: str, state: Mapping[str, Any]) -> str:
     finished nodes answered another prompt, or ran other code)."""
     inputs = json.dumps(state, sort_keys=True, default=str)
     return hashlib.sha256(f"{workflow_sha256}\n{inputs}".encode()).hexdigest()[:32]
+
+
+def kept_prompts(checkpointing: Checkpointing | None, run_version: str) -> str | None:
+    """The prompt versions that the thread's checkpoint of this version was written with
+    (``PROMPTS_KEY``), or None: no checkpoint, another version's, or no registry prompt."""
+    if checkpointing is None:
+        return None
+    found = checkpointing.saver.get_tuple(checkpointing.config())
+    metadata = (found.metadata or {}) if found is not None else {}
+    if metadata.get(VERSION_KEY) != run_version:
+        return None
+    kept = metadata.get(PROMPTS_KEY)
+    return kept if isinstance(kept, str) else None
 
 
 def start(

@@ -35,7 +35,7 @@ from agents_pipelines.llm.cassette import (
     request_record,
 )
 from agents_pipelines.llm.cassette_file import check_recordable
-from agents_pipelines.usage.records import ITEM_KEY, NODE_KEY
+from agents_pipelines.usage.records import ITEM_KEY, NODE_KEY, PROMPTS_KEY
 
 __all__ = ["CassetteTransport", "RecordingTransport", "ReplayTransport", "transport_for"]
 
@@ -83,7 +83,7 @@ class RecordingTransport(CassetteTransport):
     def _recorded(self, request: http.Request, response: http.Response) -> http.Response:
         if response.is_success:
             exchange = Exchange(
-                request_record(request.url.path, request.content),
+                _keyed(request_record(request.url.path, request.content)),
                 _response_record(response),
                 *current_call(),
             )
@@ -106,7 +106,7 @@ class ReplayTransport(CassetteTransport):
         return self._answer(request)
 
     def _answer(self, request: http.Request) -> http.Response:
-        recorded = request_record(request.url.path, request.content)
+        recorded = _keyed(request_record(request.url.path, request.content))
         exchange = self.cassette.take(recorded)
         if exchange is None:
             raise UnrecordedRequestError(self._miss(recorded))
@@ -149,6 +149,22 @@ def current_call() -> tuple[str | None, int | None]:
     node = metadata.get(NODE_KEY) or metadata.get("langgraph_node")
     item = metadata.get(ITEM_KEY)
     return (str(node) if node else None, item if isinstance(item, int) else None)
+
+
+def _keyed(record: dict[str, Any]) -> dict[str, Any]:
+    """The request, with the version of its node's registry prompt when it has one (the run
+    config's PROMPTS_KEY): two versions of the same text are two recordings."""
+    from langchain_core.runnables.config import ensure_config
+
+    kept = (ensure_config().get("metadata") or {}).get(PROMPTS_KEY)
+    node, _ = current_call()
+    if not isinstance(kept, str) or node is None:
+        return record
+    try:
+        version = (json.loads(kept).get("nodes") or {}).get(node)
+    except (ValueError, AttributeError):
+        return record
+    return {**record, "prompt_version": version} if isinstance(version, str) else record
 
 
 def transport_for(mode: str, cassette: str | None) -> CassetteTransport:

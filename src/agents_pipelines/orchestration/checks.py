@@ -16,7 +16,7 @@ from agents_pipelines.orchestration.metadata_sets import (
 from agents_pipelines.redaction import redact
 from agents_pipelines.spec import Workflow
 from agents_pipelines.spec.eval_rules import BUDGET_CHECK
-from agents_pipelines.spec.models import EvalSpec, OutputCheck
+from agents_pipelines.spec.models import EvalSpec, OutputCheck, RegistryPrompt
 from agents_pipelines.usage import Budget, UsageSummary, WindowSpend
 
 if TYPE_CHECKING:
@@ -155,7 +155,9 @@ def _describe_eval(workflow: Workflow, entry: EvalSpec) -> str:
         operator, expected = entry.rule.operator
         return f"Rule: `{entry.rule.field}` {operator.replace('_', ' ')} {expected}"
     model = entry.model or workflow.spec.config.llm.model
-    question = " ".join((entry.judge or "").split())
+    judge = entry.judge
+    text = f"prompt {judge.registry}" if isinstance(judge, RegistryPrompt) else judge or ""
+    question = " ".join(text.split())
     if len(question) > _DESCRIBED_CHARS:
         question = question[: _DESCRIBED_CHARS - 1] + "…"
     return f"LLM judge ({model}): {question}"

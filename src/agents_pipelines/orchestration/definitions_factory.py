@@ -14,7 +14,7 @@ from typing import Literal
 
 import dagster as dg
 
-from agents_pipelines.errors import AgentsPipelinesError, WorkflowConfigError
+from agents_pipelines.errors import AgentsPipelinesError, ConfigIssue, WorkflowConfigError
 from agents_pipelines.orchestration.asset_factory import (
     DEFAULT_IO_MANAGER_KEY,
     RUNNER_KEY,
@@ -33,6 +33,7 @@ from agents_pipelines.orchestration.translator import WorkflowTranslator
 from agents_pipelines.redaction import redacting_logger
 from agents_pipelines.settings import WORKFLOWS_DIR_ENV, settings
 from agents_pipelines.spec import Workflow, load_workflows
+from agents_pipelines.spec.prompt_refs import has_registry_prompts
 
 logger = redacting_logger(__name__)
 OnInvalid = Literal["fail", "skip"]
@@ -106,6 +107,8 @@ def build_definitions(
             f"{WORKFLOWS_DIR_ENV} at the folder that holds your workflow YAML files."
         )
     workflows, issues = load_workflows([directory])
+    workflows, registry_issues = read_registry(workflows)
+    issues += registry_issues
     if issues and on_invalid == "fail":
         raise WorkflowConfigError(issues)
     for issue in issues:
@@ -113,6 +116,17 @@ def build_definitions(
     if issues:
         workflows = _without_broken_dependencies(workflows, issues)
     return build_workflow_definitions(workflows, translator, runner, executor)
+
+
+def read_registry(workflows: list[Workflow]) -> tuple[list[Workflow], list[ConfigIssue]]:
+    """The workflows with the MLflow registry prompts they name read (tracking.
+    prompt_registry.at_load), and their problems: a missing prompt fails the code location
+    as a bad file does. Without a registry prompt, MLflow is not even imported."""
+    if not any(has_registry_prompts(w.spec) for w in workflows):
+        return workflows, []
+    from agents_pipelines.tracking.prompt_registry import at_load
+
+    return at_load(workflows)
 
 
 def _without_broken_dependencies(workflows: list[Workflow], issues: list) -> list[Workflow]:

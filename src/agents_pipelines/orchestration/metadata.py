@@ -194,7 +194,31 @@ def run_metadata(result: Any) -> dict[str, Any]:
             resume=result.resume_note,
             cache_warning=result.cache_note,
             tracking_warning=redact(" | ".join(tracking_notes)) if tracking_notes else None,
+            prompt_versions=_prompt_versions(result.prompts),
         ).as_metadata()
+    )
+
+
+_PROMPT_COLUMNS = [
+    dg.TableColumn("node", "string", description="The node id, or the eval's name"),
+    dg.TableColumn("prompt", "string", description="The prompt's name in the registry"),
+    dg.TableColumn("version", "int", description="The version the run used"),
+    dg.TableColumn("reference", "string", description="As the workflow file names it"),
+]
+
+
+def _prompt_versions(prompts: Sequence[Any]) -> dg.TableMetadataValue | None:
+    """The registry prompts (tracking.prompt_registry.PinnedPrompt) at the versions run."""
+    if not prompts:
+        return None
+    return dg.MetadataValue.table(
+        [
+            dg.TableRecord(
+                {"node": p.owner, "prompt": p.name, "version": p.version, "reference": p.reference}
+            )
+            for p in prompts
+        ],
+        dg.TableSchema(_PROMPT_COLUMNS),
     )
 
 

@@ -127,6 +127,7 @@ class RunMetadata(MetadataSet):
     resume: str | None = None
     cache_warning: str | None = None
     tracking_warning: str | None = None
+    prompt_versions: dg.TableMetadataValue | None = None  # registry prompts, at their versions
 
 
 class AttemptsMetadata(MetadataSet):

@@ -19,7 +19,7 @@ BUDGET_CHECK = "budget"
 def evals(spec: WorkflowSpec) -> Iterator[Finding]:
     for i, entry in enumerate(spec.evals):
         path: Path = ("evals", i)
-        if entry.judge is not None:
+        if isinstance(entry.judge, str):  # a registry's: spec.prompt_refs
             yield from _judge_placeholders(spec, entry.judge, (*path, "judge"))
         if entry.rule is not None:
             yield from _rule(spec, entry.rule, (*path, "rule"))

@@ -64,7 +64,7 @@ def _items_outside_their_map(spec: WorkflowSpec) -> Iterator[Finding]:
         own = node.map.as_ if node.map is not None else None
         for key in ("prompt", "system"):
             text = getattr(node, key)
-            if text is None:
+            if not isinstance(text, str):  # none, or in the registry (spec.prompt_refs)
                 continue
             try:
                 names = parse_template(text).fields

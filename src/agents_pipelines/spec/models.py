@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from agents_pipelines.spec.field_types import FieldTypeName
@@ -254,10 +254,54 @@ class MapSpec(_Model):
     )
 
 
+# prompts:/NAME/VERSION or prompts:/NAME@ALIAS, as mlflow.genai.load_prompt takes them.
+PROMPT_URI = r"^prompts:/[A-Za-z0-9_.\-]+(/[1-9][0-9]*|@[A-Za-z0-9_\-]+)$"
+
+
+class RegistryPrompt(_Model):
+    """A prompt of the MLflow prompt registry, pinned to one version as each run starts;
+    its `{{var}}` variables must be state fields."""
+
+    registry: str = Field(
+        pattern=PROMPT_URI,
+        description='The prompt\'s URI: "prompts:/NAME@ALIAS" (e.g. @production; the version '
+        'the alias names as each run starts) or "prompts:/NAME/VERSION".',
+    )
+    # Set on the copy a run executes (``pin``): the version's URI and its text, {field}s.
+    _pinned: tuple[str, str] | None = PrivateAttr(None)
+
+    def pin(self, uri: str, text: str) -> RegistryPrompt:
+        """A copy pinned to one version (``uri``, prompts:/NAME/VERSION) with its text."""
+        copy = RegistryPrompt(registry=self.registry)
+        copy._pinned = (uri, text)
+        return copy
+
+    @property
+    def pinned_uri(self) -> str | None:
+        """The pinned version's URI; None before a run pins it."""
+        return None if self._pinned is None else self._pinned[0]
+
+
+PROMPT = (
+    'The user message, {field} placeholders only; or `{registry: "prompts:/NAME@ALIAS"}` '
+    "for a prompt of the MLflow prompt registry."
+)
+
+
+def prompt_text(value: str | RegistryPrompt | None) -> str | None:
+    """A prompt's text: inline, or a registry prompt's pinned version's. A registry prompt
+    has none until a run pins it (graph code only ever sees pinned specs: WorkflowRun)."""
+    if not isinstance(value, RegistryPrompt):
+        return value
+    if value._pinned is None:
+        raise TypeError(f"the registry prompt {value.registry} was not pinned before the run")
+    return value._pinned[1]
+
+
 class Node(_Model):
     id: Identifier
-    prompt: str | None = Field(
-        None, min_length=1, description="The user message; {field} placeholders only."
+    prompt: Annotated[str, Field(min_length=1)] | RegistryPrompt | None = Field(
+        None, description=PROMPT
     )
     system: str | None = Field(None, description="An optional system message; same placeholders.")
     function: PythonRef | None = Field(
@@ -319,6 +363,11 @@ class Node(_Model):
     @property
     def calls_llm(self) -> bool:
         return self.function is None
+
+    @property
+    def prompt_text(self) -> str | None:
+        """The prompt's text: inline, or pinned from the registry (``prompt_text``)."""
+        return prompt_text(self.prompt)
 
     @property
     def python_timeout_s(self) -> float:
@@ -785,11 +834,11 @@ class EvalSpec(_Model):
     """A test of the final state, run after every run: an LLM judge or a rule."""
 
     name: Identifier = Field(description="The asset check's name; unique per workflow.")
-    judge: str | None = Field(
+    judge: Annotated[str, Field(min_length=1)] | RegistryPrompt | None = Field(
         None,
-        min_length=1,
         description="A question about the final state, {field} placeholders only; "
-        "the judge model answers pass or fail with a rationale.",
+        "the judge model answers pass or fail with a rationale. Or "
+        '`{registry: "prompts:/NAME@ALIAS"}` for a question kept in the MLflow prompt registry.',
     )
     rule: Rule | None = None
     model: str | None = Field(
@@ -812,6 +861,11 @@ class EvalSpec(_Model):
                 "drop `model`, or make the eval a `judge`",
             )
         return self
+
+    @property
+    def judge_text(self) -> str | None:
+        """The judge's question: inline, or pinned from the registry (``prompt_text``)."""
+        return prompt_text(self.judge)
 
     @property
     def kind(self) -> Literal["judge", "rule"]:

@@ -21,7 +21,7 @@ from pydantic_core import ErrorDetails
 from agents_pipelines.errors import ConfigIssue
 from agents_pipelines.spec.yaml_source import PathKey, YamlDocument
 
-_SCALAR_TAGS = ("str", "int", "float", "bool")
+_SCALAR_TAGS = ("str", "int", "float", "bool", "constrained-str")
 # What each type error asks for: (as one of several union members, alone in a fix).
 _WANTED = {
     "string_type": ("text", "text"),
@@ -163,6 +163,11 @@ def _describe(err: ErrorDetails, path: PathKey, root: type[BaseModel]) -> tuple[
         return f"required key `{key}` is missing", f"add `{key}:`"
     if kind == "literal_error":
         return _not_allowed(err, str(key))
+    if kind == "string_pattern_mismatch" and key == "registry":
+        return (
+            f"`{err.get('input')}` is not a prompt URI of the MLflow prompt registry",
+            'write "prompts:/NAME@ALIAS" (e.g. @production) or "prompts:/NAME/VERSION"',
+        )
     if kind == "string_pattern_mismatch":
         return (
             f"`{err.get('input')}` is not a valid name",

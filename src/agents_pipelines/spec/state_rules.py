@@ -45,7 +45,7 @@ def prompt_placeholders(spec: WorkflowSpec) -> Iterator[Finding]:
     for i, node in enumerate(spec.nodes):
         for key in ("prompt", "system"):
             text = getattr(node, key)
-            if text is None:
+            if not isinstance(text, str):  # none, or in the registry (spec.prompt_refs)
                 continue
             try:
                 template = parse_template(text)

@@ -68,8 +68,9 @@ def ask_judge(
     """The judge's verdict on ``state``. Raises what the call raises once its retries are
     spent (or at once, for a failure that is not transient), and ValueError for a reply
     that is not a verdict."""
-    assert entry.judge is not None
-    request = judge_request(parse_template(entry.judge), state)
+    question = entry.judge_text
+    assert question is not None
+    request = judge_request(parse_template(question), state)
     messages = [SystemMessage(SYSTEM), HumanMessage(request)]
     config = RunnableConfig(
         callbacks=list(callbacks),

@@ -23,6 +23,7 @@ from agents_pipelines.spec import Workflow, draw_mermaid
 from agents_pipelines.telemetry import RunTelemetry
 from agents_pipelines.tracking.assessments import Assessed, log_assessments
 from agents_pipelines.tracking.client import untraced
+from agents_pipelines.tracking.prompt_registry import PromptPins, link_prompts
 from agents_pipelines.tracking.session import TrackingInfo, TrackingSession
 from agents_pipelines.tracking.tracking_settings import resolve_settings
 from agents_pipelines.usage import Pricer, UsageSummary, cost_summary
@@ -111,6 +112,16 @@ class RunRecorder:
             return untraced()
         name = self._workflow.spec.flow.name
         return self._session.traced(name, inputs, pricer, usage, self._telemetry.traces)
+
+    def link_prompts(self, pins: PromptPins) -> None:
+        """Link the run's registry prompt versions to its MLflow run and trace; call it
+        inside ``traced``. A failure to link them is a tracking failure."""
+        if self._session is None or not pins.prompts:
+            return
+        try:
+            link_prompts(pins, self._session.run_id, self._session.settings.tracking_uri)
+        except Exception as exc:
+            _tracking_failed(self._workflow, exc, self._notes)
 
     def assess(self, verdicts: Sequence[Assessed]) -> None:
         """Log each eval's verdict as an assessment on the run's trace; call it inside

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agents_pipelines.spec.models import LlmConfig, Node, WorkflowSpec
+from agents_pipelines.spec.models import LlmConfig, Node, RegistryPrompt, WorkflowSpec
 from agents_pipelines.spec.placeholders import Template, as_text, parse_template
 from agents_pipelines.usage.records import STANDARD, Pricer, TokenUsage, round_usd
 
@@ -150,7 +150,7 @@ class _Estimator:
 
     def _input_tokens(self, node: Node, llm: LlmConfig) -> tuple[int, int]:
         """(calls, input tokens of all of them)."""
-        templates = [parse_template(t) for t in (node.system, node.prompt) if t]
+        templates = [parse_template(t) for t in (node.system, _known_text(node)) if t]
         if node.map is None:
             texts, extra = self._render(node, templates, {})
             return 1, self.counter(llm, texts) + extra
@@ -229,3 +229,12 @@ class _Estimator:
     def _note(self, note: str) -> None:
         if note not in self.notes:
             self.notes.append(note)
+
+
+def _known_text(node: Node) -> str | None:
+    """The prompt's text. A registry prompt is pinned at load by the code location and the
+    CLI (tracking.prompt_registry.at_load); one that is not (a workflow loaded by hand,
+    never read from the registry) is sized as empty."""
+    if isinstance(node.prompt, RegistryPrompt) and node.prompt.pinned_uri is None:
+        return None
+    return node.prompt_text

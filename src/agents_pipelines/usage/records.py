@@ -16,6 +16,9 @@ from typing import Any, Literal, Protocol
 # trace (tracking.span_policy): LangChain callback metadata keys, and a custom event.
 NODE_KEY = "agents_pipelines.node"  # the workflow node of a call
 ITEM_KEY = "agents_pipelines.item"  # a map item's list index
+# The run config's (and the checkpoints') record of the registry prompts' pinned versions:
+# tracking.prompt_registry.PromptPins.as_json.
+PROMPTS_KEY = "agents_pipelines_prompts"
 ITEM_FAILED = "agents_pipelines.item_failed"  # an item skipped for good; data: ItemFailure
 EVAL_KEY = "agents_pipelines.eval"  # the eval whose judge made a call (state_evals.judge_call)
 # The custom event a batched call (llm.batch) sends once answered: its job, as a dict of
