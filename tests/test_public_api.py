@@ -70,6 +70,16 @@ PUBLIC_API = {
         "Reply",
         "Usage",
     ],
+    "agents_pipelines.redaction": [
+        "GOOGLE_KEY",
+        "REDACTED_KEY",
+        "RedactingFilter",
+        "masking",
+        "redact",
+        "redact_exception",
+        "redact_value",
+        "redacting_logger",
+    ],
     "agents_pipelines.telemetry": [
         "OtlpSignal",
         "OtlpTarget",
