@@ -24,6 +24,7 @@ from benchmarks import (
     map_throughput,
     materialization,
     memory,
+    run_launcher,
     tracing,
     whole_process,
 )
@@ -39,6 +40,7 @@ BENCHMARKS: dict[str, Callable[[Context], BenchResult]] = {
     memory.NAME: memory.run,
     map_throughput.NAME: map_throughput.run,
     daemon_backfill.NAME: daemon_backfill.run,
+    run_launcher.NAME: run_launcher.run,
 }
 
 
