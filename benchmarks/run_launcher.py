@@ -336,17 +336,20 @@ class _SessionCpu:
         self._sessions = set(sessions)
         self._ticks = os.sysconf("SC_CLK_TCK")
         self._samples: dict[int, list[tuple[float, float]]] = {}
+        self._sample()  # before the caller's start: long-lived processes count from here
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            now = time.time()
-            for name in os.listdir("/proc"):
-                if name.isdigit() and (cpu := self._cpu(int(name))) is not None:
-                    self._samples.setdefault(int(name), []).append((now, cpu))
-            self._stop.wait(0.2)
+        while not self._stop.wait(0.2):
+            self._sample()
+
+    def _sample(self) -> None:
+        now = time.time()
+        for name in os.listdir("/proc"):
+            if name.isdigit() and (cpu := self._cpu(int(name))) is not None:
+                self._samples.setdefault(int(name), []).append((now, cpu))
 
     def _cpu(self, pid: int) -> float | None:
         try:
@@ -362,6 +365,7 @@ class _SessionCpu:
         total = 0.0
         for samples in self._samples.values():
             before = [cpu for moment, cpu in samples if moment <= start]
+            # A process that ended by ``end`` keeps its last sample; 0.2 s: one sampling step.
             until = [cpu for moment, cpu in samples if moment <= end + 0.2]
             if until:
                 total += until[-1] - (before[-1] if before else 0.0)
