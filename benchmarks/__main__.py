@@ -26,6 +26,7 @@ from benchmarks import (
     materialization,
     memory,
     redaction,
+    run_launcher,
     tracing,
     whole_process,
 )
@@ -43,6 +44,7 @@ BENCHMARKS: dict[str, Callable[[Context], BenchResult]] = {
     daemon_backfill.NAME: daemon_backfill.run,
     half_price.NAME: half_price.run,
     redaction.NAME: redaction.run,
+    run_launcher.NAME: run_launcher.run,
 }
 
 
