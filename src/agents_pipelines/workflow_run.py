@@ -37,7 +37,7 @@ from agents_pipelines.graph.batch_job_names import CheckpointedJobNames
 from agents_pipelines.graph.event_loop import AwaitableSaver
 from agents_pipelines.graph.resume import Checkpointing
 from agents_pipelines.llm import Backend, ChatModelFactory, chat_model_factory, resolve_backend
-from agents_pipelines.llm.batch_hooks import HOOKS_KEY, BatchHooks
+from agents_pipelines.llm.batch_hooks import HOOKS_KEY, BatchHooks, SharedJobs
 from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s
 from agents_pipelines.redaction import masking, redact_exception
 from agents_pipelines.registry import ProcessRegistry, process_registry
@@ -76,6 +76,8 @@ class RunOptions:
       objects); None: the process's.
     - ``progress``: where the run's progress lines go (a batch job's state and done/total,
       llm.batch), beside the Python logger; Dagster passes its run's log.
+    - ``shared_jobs``: in a range run, the range's pool of Batch API jobs and this run's
+      partition key in it: its batch calls go in one job with the other partitions'.
     """
 
     backend: Backend | str | None = None
@@ -89,6 +91,7 @@ class RunOptions:
     assess: bool = True
     registry: ProcessRegistry | None = None
     progress: Callable[[str], None] | None = None
+    shared_jobs: tuple[SharedJobs, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -317,12 +320,13 @@ def _run_config(
     their spend), the map nodes' passes, and the checkpoint thread."""
     checkpointing = options.checkpointing
     names = None
+    shared, member = options.shared_jobs or (None, "")
     if checkpointing is not None:
         names = CheckpointedJobNames(checkpointing.saver, checkpointing.thread_id)
     configurable: dict[str, Any] = {
         node_spend.LEDGER_KEY: ledger,
         map_node.PASSES_KEY: map_node.Passes(),
-        HOOKS_KEY: BatchHooks(names, ledger.check_job, options.progress),
+        HOOKS_KEY: BatchHooks(names, ledger.check_job, options.progress, shared, member),
     }
     if checkpointing is not None:
         configurable |= checkpointing.config()["configurable"]

@@ -23,6 +23,14 @@ each item as they do interactively.
   key (graph.batch_job_names). A retry, a re-execution or a resume of the same run asks
   the same requests, reads the job's name, and attaches to it rather than submitting
   another. A run without checkpoints looks for the key among the project's newest jobs.
+- A range run (orchestration.partition_range): the calls of a node in the partitions
+  running at once go in one job. A partition's gathered calls wait until every running
+  partition waits on a batch call or has ended (llm.batch_hooks.SharedJobs); each
+  partition's requests carry keys of its own (a digest of its partition, thread and
+  requests, then the index), its checkpoint records the shared job's name under its own
+  key, and its budget and spend limits judge its share before the job is submitted. A
+  retry in which each partition finds its job attaches to it; partitions that find none
+  make a new job together.
 - Per-item errors are raised as google-genai ``APIError``s with the item's code, so the
   node's RetryPolicy retries the transient ones, as it would an interactive call.
 """
@@ -105,6 +113,19 @@ class _Call:
     hooks: BatchHooks = field(default_factory=BatchHooks)  # its run's
     run_id: Any = None  # its LangChain run id (the ledger's key for it)
     report: JobReport | None = None  # the job that answers it, once there is one
+    thread: str = ""  # its run's checkpoint thread
+
+
+@dataclass
+class _Member:
+    """One run's calls in a job: alone, or one partition's share of a range's job."""
+
+    hooks: BatchHooks
+    thread: str
+    calls: list[_Call]
+    display: str  # the key its checkpoint records the job's name under
+    prefix: str  # of its requests' keys in the job
+    earlier: str | None = None  # the job an earlier attempt submitted for it
 
 
 @dataclass
@@ -137,8 +158,9 @@ class BatchGemini(ChatGoogleGenerativeAI):
     ) -> ChatResult:
         request = compat.prepare_request(self, messages, stop=stop, **kwargs)
         future = asyncio.get_running_loop().create_future()
-        call = _Call(request, future, current_hooks(), _run_id(run_manager))
-        self._gather(call, _scope(run_manager))
+        scope = _scope(run_manager)
+        call = _Call(request, future, current_hooks(), _run_id(run_manager), thread=scope[1])
+        self._gather(call, scope)
         try:
             response = await call.answer
         finally:
@@ -158,8 +180,8 @@ class BatchGemini(ChatGoogleGenerativeAI):
     ) -> ChatResult:
         """A call on LangGraph's sync path (a plain node): a job of one, polled here."""
         request = compat.prepare_request(self, messages, stop=stop, **kwargs)
-        call = _Call(request, _Settled(), current_hooks(), _run_id(run_manager))
         node, thread = _scope(run_manager)
+        call = _Call(request, _Settled(), current_hooks(), _run_id(run_manager), thread=thread)
         try:
             asyncio.run(self._run_job([call], node, thread, sync=True))
         finally:
@@ -172,21 +194,47 @@ class BatchGemini(ChatGoogleGenerativeAI):
 
     def _gather(self, call: _Call, scope: tuple[str, str]) -> None:
         loop = asyncio.get_running_loop()
+        shared = call.hooks.shared
         key = (id(loop), *scope)
-        gathering = self._gatherings.setdefault(key, _Gathering())
+        if shared is not None:  # the partitions' runs have models of their own: the
+            # range's gatherings are the range's (on the process's loop: graph.event_loop)
+            key = (id(loop), scope[0], f"range {self.model}")
+        gathering = self._gatherings_of(call).setdefault(key, _Gathering())
         gathering.calls.append(call)
         if gathering.flush is not None:
             gathering.flush.cancel()
-        gathering.flush = loop.call_later(_GATHER_S, self._flush, key, scope)
+        gathering.flush = loop.call_later(_GATHER_S, self._flush, key, scope, call)
+        if shared is not None:
+            member = call.hooks.member
+            shared.waiting(member, 1)
+            call.answer.add_done_callback(lambda _: shared.waiting(member, -1))
 
-    def _flush(self, key: tuple[int, str, str], scope: tuple[str, str]) -> None:
-        gathering = self._gatherings.pop(key, None)
+    def _gatherings_of(self, call: _Call) -> dict[tuple[int, str, str], _Gathering]:
+        shared = call.hooks.shared
+        return self._gatherings if shared is None else shared.gatherings
+
+    def _flush(self, key: tuple[int, str, str], scope: tuple[str, str], call: _Call) -> None:
+        gatherings = self._gatherings_of(call)
+        gathering = gatherings.get(key)
         if gathering is None or not gathering.calls:
             return
+        gathering.flush = None
+        shared = call.hooks.shared
+        if shared is not None and not shared.ready():  # another partition may still come
+            loop = asyncio.get_running_loop()
+            shared.when_changed(lambda: _call_soon(loop, self._recheck, key, scope, call))
+            return
+        del gatherings[key]
         calls = gathering.calls
         job = asyncio.ensure_future(self._run_job(calls, *scope, sync=False))
         for call in calls:  # a cancelled call (a stop) cancels the job
             call.answer.add_done_callback(lambda answer: answer.cancelled() and job.cancel())
+
+    def _recheck(self, key: tuple[int, str, str], scope: tuple[str, str], call: _Call) -> None:
+        """A range's partitions changed: flush a waiting gathering if all have come."""
+        gathering = self._gatherings_of(call).get(key)
+        if gathering is not None and gathering.flush is None:
+            self._flush(key, scope, call)
 
     # -- one job ------------------------------------------------------------------------------
 
@@ -195,16 +243,32 @@ class BatchGemini(ChatGoogleGenerativeAI):
             return
         try:
             client = self._client_of(sync)
-            report = await self._submit_or_attach(client, calls, node, thread)
-            responses = await self._wait(client, report, len(calls), calls[0].hooks)
-            _settle(calls, responses, report)
+            jobs = await _jobs_of(client, _members(self.model, node, thread, calls))
         except BaseException as exc:
-            for call in calls:
-                if not call.answer.done():
-                    if isinstance(exc, asyncio.CancelledError):
-                        call.answer.cancel()
-                    else:  # one error object per call: each item adds its own notes
-                        call.answer.set_exception(copy.copy(exc))
+            _fail(calls, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        await asyncio.gather(
+            *(self._one_job(client, name, members, node) for name, members in jobs.items())
+        )
+
+    async def _one_job(
+        self, client: _Client, name: str | None, members: list[_Member], node: str
+    ) -> None:
+        calls = [call for member in members for call in member.calls]
+        try:
+            report = await self._submit_or_attach(client, name, members, node)
+            try:
+                responses = await self._wait(client, report, len(calls), members[0].hooks)
+            finally:
+                for call in calls:
+                    assert call.report is not None
+                    call.report.state = report.state
+            for member in members:
+                _settle(member, responses)
+        except BaseException as exc:
+            _fail(calls, exc)
             if not isinstance(exc, Exception):
                 raise
 
@@ -213,39 +277,42 @@ class BatchGemini(ChatGoogleGenerativeAI):
         return _Client(self.client, sync)
 
     async def _submit_or_attach(
-        self, client: _Client, calls: list[_Call], node: str, thread: str
+        self, client: _Client, name: str | None, members: list[_Member], node: str
     ) -> JobReport:
-        display = _display_name(self.model, node, thread, [c.request for c in calls])
-        hooks = calls[0].hooks
-        if (found := await _earlier_job(client, hooks, display, thread)) is not None:
-            report = JobReport(found, requests=len(calls), attached=True)
+        total = sum(len(member.calls) for member in members)
+        if name is not None:
+            report = JobReport(name, requests=total, attached=True)
         else:
-            if hooks.check_job is not None:  # raises: nothing is submitted, nothing paid
-                hooks.check_job([call.run_id for call in calls])
-            src = await self._source(client, calls)
+            display = members[0].display if len(members) == 1 else _range_display(node, members)
+            src = await self._source(client, members)
             job = await client.create(self.model, src, display)
             assert job.name is not None
-            report = JobReport(job.name, state=_state(job), requests=len(calls))
-            if hooks.job_names is not None:
-                hooks.job_names.put(display, job.name)
-        for call in calls:
-            call.report = report
+            report = JobReport(job.name, state=_state(job), requests=total)
+            for member in members:  # each partition's checkpoint: the job and its own key
+                if member.hooks.job_names is not None:
+                    member.hooks.job_names.put(member.display, job.name)
+        for member in members:  # each run reports its own share of the job
+            share = JobReport(report.name, report.state, len(member.calls), 0, report.attached)
+            for call in member.calls:
+                call.report = share
         how = "attached to (submitted by an earlier attempt)" if report.attached else "submitted"
+        shared = f" from {len(members)} partitions" if len(members) > 1 else ""
         _progress(
-            hooks,
-            f"Batch job {report.name} {how}: node {node}, {len(calls)} request(s), "
+            members[0].hooks,
+            f"Batch job {report.name} {how}: node {node}, {total} request(s){shared}, "
             f"{report.state.removeprefix('JOB_STATE_')}",
         )
         return report
 
-    async def _source(self, client: _Client, calls: list[_Call]) -> Any:
+    async def _source(self, client: _Client, members: list[_Member]) -> Any:
         inlined = [
             types.InlinedRequest(
                 contents=call.request["contents"],
                 config=_batch_config(call.request.get("config")),
-                metadata={"key": str(index)},
+                metadata={"key": f"{member.prefix}{index}"},
             )
-            for index, call in enumerate(calls)
+            for member in members
+            for index, call in enumerate(member.calls)
         ]
         size = sum(len(r.model_dump_json(exclude_none=True)) for r in inlined)
         if size <= INLINE_LIMIT_BYTES:
@@ -413,16 +480,72 @@ class _Client:
         return answers
 
 
-def _settle(calls: list[_Call], responses: dict[str, Any], report: JobReport) -> None:
-    for index, call in enumerate(calls):
+def _members(model: str, node: str, thread: str, calls: list[_Call]) -> list[_Member]:
+    """The calls by run: one member, or in a range each partition's share."""
+    if calls[0].hooks.shared is None:
+        display = _display_name(model, node, thread, [c.request for c in calls])
+        return [_Member(calls[0].hooks, thread, calls, display, "")]
+    by_run: dict[str, list[_Call]] = {}
+    for call in calls:
+        by_run.setdefault(call.hooks.member, []).append(call)
+    members = []
+    for key, own in by_run.items():
+        display = _display_name(model, node, own[0].thread, [c.request for c in own])
+        prefix = hashlib.sha256(f"{key}\n{display}".encode()).hexdigest()[:12] + "-"
+        members.append(_Member(own[0].hooks, own[0].thread, own, display, prefix))
+    return members
+
+
+async def _jobs_of(client: _Client, members: list[_Member]) -> dict[str | None, list[_Member]]:
+    """The members by the job that answers them: the one an earlier attempt submitted for
+    them, or (None) a new one, whose members' shares each passed their budget check."""
+    jobs: dict[str | None, list[_Member]] = {}
+    for member in members:
+        member.earlier = await _earlier_job(client, member.hooks, member.display, member.thread)
+        if member.earlier is None and member.hooks.check_job is not None:
+            try:  # raises: nothing is submitted for this run, nothing paid
+                member.hooks.check_job([call.run_id for call in member.calls])
+            except Exception as exc:
+                if len(members) == 1:
+                    raise
+                _fail(member.calls, exc)
+                continue
+        jobs.setdefault(member.earlier, []).append(member)
+    return jobs
+
+
+def _fail(calls: list[_Call], exc: BaseException) -> None:
+    for call in calls:
+        if not call.answer.done():
+            if isinstance(exc, asyncio.CancelledError):
+                call.answer.cancel()
+            else:  # one error object per call: each item adds its own notes
+                call.answer.set_exception(copy.copy(exc))
+
+
+def _settle(member: _Member, responses: dict[str, Any]) -> None:
+    for index, call in enumerate(member.calls):
         if call.answer.done():
             continue
-        answer = responses.get(str(index))
+        assert call.report is not None
+        answer = responses.get(f"{member.prefix}{index}")
         if isinstance(answer, types.GenerateContentResponse):
             call.answer.set_result(answer)
             continue
-        report.failures += 1
-        call.answer.set_exception(_item_error(answer, report.name, index))
+        call.report.failures += 1
+        call.answer.set_exception(_item_error(answer, call.report.name, index))
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the loop has closed: nothing waits on it any more
+        pass
+
+
+def _range_display(node: str, members: list[_Member]) -> str:
+    digest = hashlib.sha256("\n".join(member.display for member in members).encode())
+    return f"agents-pipelines {node.strip('_')} range {digest.hexdigest()[:24]}"
 
 
 def _item_error(error: Any, job: str, index: int) -> Exception:

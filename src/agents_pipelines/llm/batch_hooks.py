@@ -3,13 +3,17 @@
 The batch client is shared by runs (llm.gemini caches clients by settings), so what
 belongs to one run reaches its calls in the run's ``configurable``: the names of the jobs
 its earlier attempts submitted, the check of a job's estimated cost against the budget and
-the spend limits, and where the job's progress goes (the Dagster run's log). Light: the
-run imports it before any client.
+the spend limits, where the job's progress goes (the Dagster run's log), and, in a range
+run, the range's ``SharedJobs``: the partitions' calls of a node are pooled in one job.
+Light: the run imports it before any client.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
@@ -25,15 +29,76 @@ class JobNames(Protocol):
     def put(self, key: str, name: str) -> None: ...
 
 
+class SharedJobs:
+    """The partitions of one range run, as their batch calls see them: a node's calls
+    wait (llm.batch) until every partition running now is waiting on a batch call too
+    (or has ended), then go in one job. Partitions not yet started (``max_concurrency``
+    below the range's size) are not waited for: they make the next wave's job.
+
+    Thread-safe: partitions start and end in the step's worker threads, their calls wait
+    on the graph loop (graph.event_loop)."""
+
+    def __init__(self, expected: Iterable[str] = ()) -> None:
+        """``expected``: the partitions about to start (the pool's first ones), waited
+        for from the start: a partition slower to reach the node is not left out."""
+        self._lock = threading.Lock()
+        self._running: set[str] = set(expected)
+        self._waiting: Counter[str] = Counter()
+        self._wakes: list[Callable[[], None]] = []
+        # The partitions' calls gathering for a job (llm.batch), touched on the graph loop.
+        self.gatherings: dict[Any, Any] = {}
+
+    @contextmanager
+    def member(self, key: str) -> Iterator[None]:
+        """Partition ``key`` is running for the duration."""
+        with self._lock:
+            self._running.add(key)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running.discard(key)
+                self._waiting.pop(key, None)
+            self._wake_all()
+
+    def waiting(self, key: str, calls: int) -> None:
+        """``calls`` (negative: answered) of partition ``key`` wait on a batch job."""
+        with self._lock:
+            self._waiting[key] += calls
+            if self._waiting[key] <= 0:
+                del self._waiting[key]
+        self._wake_all()
+
+    def ready(self) -> bool:
+        """Whether no running partition may still bring calls: each waits on one."""
+        with self._lock:
+            return all(self._waiting[key] > 0 for key in self._running)
+
+    def when_changed(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` (once, from any thread) at the next change."""
+        with self._lock:
+            self._wakes.append(wake)
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            wakes, self._wakes = self._wakes, []
+        for wake in wakes:
+            wake()
+
+
 @dataclass(frozen=True)
 class BatchHooks:
     """``job_names``: where submitted jobs are checkpointed (None: not checkpointed).
     ``check_job``: raises before a job is submitted whose calls (LangChain run ids) would
-    pass the budget or a spend limit. ``progress``: a line per poll for the run's log."""
+    pass the budget or a spend limit. ``progress``: a line per poll for the run's log.
+    ``shared`` and ``member``: the range run's pool of jobs and this partition's key in it
+    (None: the run's calls make jobs of their own)."""
 
     job_names: JobNames | None = None
     check_job: Callable[[Sequence[UUID]], None] | None = None
     progress: Callable[[str], None] | None = None
+    shared: SharedJobs | None = None
+    member: str = ""
 
 
 def current_hooks() -> BatchHooks:

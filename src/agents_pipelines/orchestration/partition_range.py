@@ -11,6 +11,11 @@ each under its partition: range_io_manager.py). When some failed, each partition
 attempt record of its spend, the failure lists every partition, and the partitions that
 finished keep their checkpoint: a retry or a re-execution from failure takes their final
 state without a call, and runs only the others.
+
+A batch node's calls in the partitions running at once go in one Batch API job
+(``SharedJobs``, llm.batch): each partition records its own share of it. With
+``max_concurrency`` below the range's size, the partitions started later make jobs of
+their own (about one per wave).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from agents_pipelines.errors import BudgetExceededError, WorkflowRunError
+from agents_pipelines.llm.batch_hooks import SharedJobs
 from agents_pipelines.orchestration.attempts import (
     POOL_TAG,
     Attempt,
@@ -96,13 +102,15 @@ class PartitionRun:
 @dataclass(frozen=True)
 class RangeStep:
     """What the step hands the range: its context, the workflow, and how to run one
-    partition (the runner's, in a worker thread)."""
+    partition (the runner's, in a worker thread, as a member of the range's SharedJobs)."""
 
     context: dg.AssetExecutionContext
     workflow: Workflow
     pool_limits: PoolSpendLimits
     registry: ProcessRegistry
-    run_one: Callable[[PartitionContext, dict[str, Any], AttemptJournal | None], PartitionRun]
+    run_one: Callable[
+        [PartitionContext, dict[str, Any], AttemptJournal | None, SharedJobs], PartitionRun
+    ]
 
 
 def materialize_range(
@@ -134,6 +142,9 @@ def _run_all(
     upstream: Mapping[str, Any],
 ) -> list[PartitionRun]:
     spec = step.workflow.spec
+    # The partitions the pool starts at once are expected at the batch nodes from the
+    # start: one that is slower to reach it is waited for.
+    shared = SharedJobs(part.partition_key for part in parts[:at_once])
     with ThreadPoolExecutor(at_once, thread_name_prefix="partition") as pool:
         futures = [
             pool.submit(
@@ -143,6 +154,7 @@ def _run_all(
                     spec, part.partition_key, config, _upstream_of(step, upstream, part)
                 ),
                 journal,
+                shared,
             )
             for part, journal in zip(parts, journals, strict=True)
         ]

@@ -9,6 +9,7 @@ the pools' spend limits (AGENTS_PIPELINES_POOL_SPEND_LIMITS).
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -25,6 +26,7 @@ from agents_pipelines.errors import (
     WorkflowRunError,
 )
 from agents_pipelines.llm import Backend, resolve_backend
+from agents_pipelines.llm.batch_hooks import SharedJobs
 from agents_pipelines.orchestration.attempts import (
     MAX_STARTS,
     POOL_TAG,
@@ -135,9 +137,15 @@ class WorkflowRunner(dg.ConfigurableResource):
         limits_by_pool: PoolSpendLimits,
     ) -> Iterator[StepEvent]:
         def run_one(
-            part: PartitionContext, inputs: dict[str, Any], journal: AttemptJournal | None
+            part: PartitionContext,
+            inputs: dict[str, Any],
+            journal: AttemptJournal | None,
+            shared: SharedJobs,
         ) -> PartitionRun:
-            return self._run_partition(part, workflow, inputs, now, limits_by_pool, journal)
+            with shared.member(part.partition_key):
+                return self._run_partition(
+                    part, workflow, inputs, now, limits_by_pool, journal, shared
+                )
 
         step = RangeStep(context, workflow, limits_by_pool, self._registry, run_one)
         try:
@@ -154,9 +162,11 @@ class WorkflowRunner(dg.ConfigurableResource):
         now: datetime | None,
         limits_by_pool: PoolSpendLimits,
         journal: AttemptJournal | None,
+        shared: SharedJobs,
     ) -> PartitionRun:
         """One partition of a range run, in a worker thread: its workflow run, whose
-        outcome the step reports once every partition has ended. Its checkpoint thread
+        outcome the step reports once every partition has ended. Its batch calls go in
+        the range's jobs (``shared``). Its checkpoint thread
         is kept when it succeeds, so that a retry of the step takes its final state
         rather than calling it again; the step deletes it once materialized."""
         from agents_pipelines.workflow_run import WorkflowRun  # heavy: not at load
@@ -165,7 +175,9 @@ class WorkflowRunner(dg.ConfigurableResource):
         with checkpoints.checkpointing(
             context, workflow, self._registry, keep_finished=True
         ) as checkpointing:
-            run = WorkflowRun(workflow, self._options(context, checkpointing, limits))
+            options = self._options(context, checkpointing, limits)
+            options = replace(options, shared_jobs=(shared, context.partition_key))
+            run = WorkflowRun(workflow, options)
             try:
                 result = run.execute(inputs)
             except WorkflowRunError as exc:

@@ -1,0 +1,142 @@
+"""A range run's batch node (issue 22 sections 1 and 3): the calls of the partitions running
+at once go in ONE Batch API job, each partition still reporting its own share (metadata,
+cost, batch_jobs), and a step retry after a failed poll attaches to that one job. The real
+google-genai client against the loopback server's Batch API, through `dg.materialize`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from agents_pipelines.orchestration import WorkflowIOManager, WorkflowRunner, build_workflow_asset
+from agents_pipelines.spec import load_workflow
+from agents_pipelines.testing import BatchScript, GeminiLoopbackServer, RecordedRequest, Reply
+from agents_pipelines.testing.gemini_server import Usage
+from conftest import metadata_values, write
+
+DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
+RANGE = {
+    "dagster/asset_partition_range_start": DAYS[0],
+    "dagster/asset_partition_range_end": DAYS[-1],
+}
+RESOURCES = {"workflow_runner": WorkflowRunner(), "io_manager": WorkflowIOManager()}
+LABELS = """\
+schema_version: "1"
+flow: {name: labels}
+state:
+  fields:
+    day: {type: str, required: true}
+    reviews: {type: "list[str]", required: true}
+    labels: {type: "list[str]", choices: [good, bad]}
+nodes:
+  - id: label
+    map: {over: reviews, as: review}
+    prompt: "Label the review of {day}: {review}"
+    outputs: [labels]
+edges:
+  - {from: START, to: label}
+  - {from: label, to: END}
+config:
+  llm: {batch: {poll_s: 0.05}, max_retries: 0}
+orchestration:
+  partitions:
+    daily: {start: "2026-11-01", field: day}
+  backfill: {max_partitions_per_run: 12, max_concurrency: 3}
+  inputs: {reviews: [great, awful, fine, meh]}
+  retry: {max_retries: RETRIES, delay_s: 0}
+"""
+# gemini-2.5-flash's batch tier in MLflow's bundled catalog, USD per million tokens,
+# written out so the test is not circular (cached reads stay at 0.03).
+BATCH = {"input": 0.15, "output": 1.25, "cached": 0.03}
+CACHED, CANDIDATES, THOUGHTS = 20, 60, 25
+
+
+def prompt_tokens(day: str) -> int:
+    """Each day's calls report a usage of their own, so a mix-up between partitions shows."""
+    return 100 + 50 * DAYS.index(day)
+
+
+def call_cost(day: str) -> float:
+    fresh = prompt_tokens(day) - CACHED
+    output = CANDIDATES + THOUGHTS
+    return (fresh * BATCH["input"] + CACHED * BATCH["cached"] + output * BATCH["output"]) / 1e6
+
+
+def answer(request: RecordedRequest) -> Reply:
+    day = next(day for day in DAYS if day in request.prompt_text)
+    label = "bad" if "awful" in request.prompt_text else "good"
+    usage = Usage(prompt=prompt_tokens(day), candidates=CANDIDATES, thoughts=THOUGHTS)
+    return Reply.json_reply({"labels": label}, usage=usage)
+
+
+def materialize(tmp_path: Path, retries: int) -> tuple[dg.ExecuteInProcessResult, dict]:
+    workflow = load_workflow(write(tmp_path, LABELS.replace("RETRIES", str(retries))))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [build_workflow_asset(workflow)],
+            instance=instance,
+            resources=RESOURCES,
+            tags=RANGE,
+            raise_on_error=False,
+        )
+    events = result.asset_materializations_for_node("labels") if result.success else []
+    return result, {str(e.partition): metadata_values(e.metadata) for e in events}
+
+
+def assert_one_job_of_twelve(gemini: GeminiLoopbackServer) -> None:
+    (job,) = gemini.batch_jobs
+    assert job.state == "SUCCEEDED" and job.source == "inline"
+    assert len(job.keys) == 12
+    # Each partition's four requests under a key prefix of its own.
+    prefixes = Counter(key.rsplit("-", 1)[0] for key in job.keys)
+    assert sorted(prefixes.values()) == [4, 4, 4]
+    days = Counter(next(d for d in DAYS if d in r.prompt_text) for r in gemini.requests)
+    assert days == dict.fromkeys(DAYS, 4)  # each request answered, and billed, once
+
+
+def assert_each_partition_its_own_share(metas: dict, attached: bool) -> None:
+    assert sorted(metas) == DAYS
+    for day, meta in metas.items():
+        assert meta["llm_calls"] == 4
+        assert meta["total_cost_usd"] == pytest.approx(4 * call_cost(day), abs=1e-12)
+        assert meta["total_tokens"] == 4 * (prompt_tokens(day) + CANDIDATES + THOUGHTS)
+        (job,) = [row.data for row in meta["batch_jobs"].records]
+        assert (job["requests"], job["failures"], job["attached"]) == (4, 0, attached)
+        assert job["state"] == "SUCCEEDED"
+
+
+def test_a_range_runs_its_partitions_batch_calls_in_one_job(
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
+) -> None:
+    gemini.set_default(answer)
+    result, metas = materialize(tmp_path, retries=0)
+    assert result.success
+    assert_one_job_of_twelve(gemini)
+    assert_each_partition_its_own_share(metas, attached=False)
+    (value,) = [
+        e.step_output_data
+        for e in result.all_node_events
+        if e.event_type == dg.DagsterEventType.STEP_OUTPUT
+    ]
+    assert value is not None
+    jobs = {meta["batch_jobs"].records[0].data["name"] for meta in metas.values()}
+    assert jobs == {gemini.batch_jobs[0].name}
+
+
+def test_a_step_retry_after_a_failed_poll_attaches_to_the_ranges_one_job(
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
+) -> None:
+    """The shared job's second poll fails (503): every partition waiting on it fails, and
+    the step's retry finds the job's name in each partition's checkpoint: no new job."""
+    gemini.set_default(answer)
+    gemini.plan_batches(BatchScript(failed_polls=(2,)))
+    result, metas = materialize(tmp_path, retries=1)
+    assert result.success
+    assert_one_job_of_twelve(gemini)
+    assert_each_partition_its_own_share(metas, attached=True)
+    for meta in metas.values():
+        outcomes = [row.data["outcome"] for row in meta["attempts"].records]
+        assert outcomes == ["retried", "succeeded"]
