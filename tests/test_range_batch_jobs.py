@@ -15,7 +15,8 @@ from agents_pipelines.orchestration import WorkflowIOManager, WorkflowRunner, bu
 from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import BatchScript, GeminiLoopbackServer, RecordedRequest, Reply
 from agents_pipelines.testing.gemini_server import Usage
-from conftest import metadata_values, write
+from conftest import metadata_values, wait_until, write
+from test_dagster_dev_e2e import BACKFILL, graphql, running_dagster_dev
 
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
 RANGE = {
@@ -116,12 +117,6 @@ def test_a_range_runs_its_partitions_batch_calls_in_one_job(
     assert result.success
     assert_one_job_of_twelve(gemini)
     assert_each_partition_its_own_share(metas, attached=False)
-    (value,) = [
-        e.step_output_data
-        for e in result.all_node_events
-        if e.event_type == dg.DagsterEventType.STEP_OUTPUT
-    ]
-    assert value is not None
     jobs = {meta["batch_jobs"].records[0].data["name"] for meta in metas.values()}
     assert jobs == {gemini.batch_jobs[0].name}
 
@@ -140,3 +135,36 @@ def test_a_step_retry_after_a_failed_poll_attaches_to_the_ranges_one_job(
     for meta in metas.values():
         outcomes = [row.data["outcome"] for row in meta["attempts"].records]
         assert outcomes == ["retried", "succeeded"]
+
+
+@pytest.mark.slow
+def test_a_daemon_backfill_of_a_range_sends_one_job(
+    tmp_path: Path, migrated_mlflow_db: Path, gemini: GeminiLoopbackServer
+) -> None:
+    """The UI's backfill of three days, launched by `dagster dev`'s daemon as one run of the
+    range (BackfillPolicy.multi_run): one job of 12 requests, each day its own share."""
+    gemini.set_default(answer)
+    workflows = {"labels.yaml": LABELS.replace("RETRIES", "0")}
+    env = {"AGENTS_PIPELINES_LLM_BACKEND": "gemini"}
+    with running_dagster_dev(tmp_path, migrated_mlflow_db, workflows, env) as (url, home):
+        params = {"partitionNames": DAYS, "assetSelection": [{"path": ["labels"]}]}
+        launched = wait_until(
+            lambda: graphql(url, BACKFILL, {"params": params})["launchPartitionBackfill"],
+            120,
+            "the code location to load",
+        )
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        tag = {"dagster/backfill": launched["backfillId"]}
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+
+            def finished() -> list[dg.DagsterRun] | None:
+                runs = instance.get_runs(filters=dg.RunsFilter(tags=tag))
+                return runs if runs and all(r.is_finished for r in runs) else None
+
+            runs = wait_until(finished, 300, "the backfill's run to finish", every=1.0)
+            assert [run.status for run in runs] == [dg.DagsterRunStatus.SUCCESS]
+            records = instance.fetch_materializations(dg.AssetKey("labels"), limit=10).records
+    assert_one_job_of_twelve(gemini)
+    materializations = [r.event_log_entry.asset_materialization for r in records]
+    metas = {str(m.partition): metadata_values(m.metadata) for m in materializations if m}
+    assert_each_partition_its_own_share(metas, attached=False)

@@ -38,6 +38,7 @@ each item as they do interactively.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import io
@@ -537,10 +538,8 @@ def _settle(member: _Member, responses: dict[str, Any]) -> None:
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
-    try:
+    with contextlib.suppress(RuntimeError):  # a closed loop: nothing waits on it any more
         loop.call_soon_threadsafe(callback, *args)
-    except RuntimeError:  # the loop has closed: nothing waits on it any more
-        pass
 
 
 def _range_display(node: str, members: list[_Member]) -> str:
