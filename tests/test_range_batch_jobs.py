@@ -168,3 +168,53 @@ def test_a_daemon_backfill_of_a_range_sends_one_job(
     materializations = [r.event_log_entry.asset_materialization for r in records]
     metas = {str(m.partition): metadata_values(m.metadata) for m in materializations if m}
     assert_each_partition_its_own_share(metas, attached=False)
+
+
+def test_each_partitions_budget_judges_its_own_share_before_the_job_is_submitted(
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
+) -> None:
+    """Partition `long`'s four reviews would pass its budget at the batch price (about
+    $0.00015 of prompt each); `short`'s and `other`'s fit. `long` fails before anything is
+    submitted for it, and the one job goes ahead with the other two's eight requests."""
+    review = "word " * 800
+    partitions = (
+        f"static: {{short: {{day: '{DAYS[0]}'}}, other: {{day: '{DAYS[2]}'}}, "
+        f"long: {{day: '{DAYS[1]}', reviews: ['{review}a', '{review}b', '{review}c', "
+        f"'{review}d']}}}}"
+    )
+    text = (
+        LABELS.replace("RETRIES", "0")
+        .replace('daily: {start: "2026-11-01", field: day}', partitions)
+        .replace("  retry:", "  budget: {max_cost_usd: 0.0003}\n  retry:")
+    )
+    gemini.set_default(answer)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [build_workflow_asset(load_workflow(write(tmp_path, text)))],
+            instance=instance,
+            resources=RESOURCES,
+            tags={
+                "dagster/asset_partition_range_start": "short",
+                "dagster/asset_partition_range_end": "long",
+            },
+            raise_on_error=False,
+        )
+    assert not result.success
+    (job,) = gemini.batch_jobs
+    assert len(job.keys) == 8 and job.state == "SUCCEEDED"
+    assert {r.prompt_text.count("word") for r in gemini.requests} == {0}  # none of long's
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert failure is not None
+    assert "stopped before submitting the batch job of `label` (4 requests)" in failure.message
+    rows = {row.data["partition"]: row.data for row in failure_partitions(result)}
+    for kept in ("short", "other"):
+        assert (rows[kept]["status"], rows[kept]["llm_calls"]) == ("finished", 4)
+    long = rows["long"]
+    assert (long["status"], long["total_tokens"], long["cost_usd"]) == ("failed", 0, 0.0)
+
+
+def failure_partitions(result: dg.ExecuteInProcessResult) -> list[dg.TableRecord]:
+    (event,) = result.get_step_failure_events()
+    data = event.step_failure_data
+    assert data.user_failure_data is not None
+    return list(metadata_values(data.user_failure_data.metadata)["partitions"].records)

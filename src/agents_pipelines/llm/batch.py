@@ -226,7 +226,7 @@ class BatchGemini(ChatGoogleGenerativeAI):
             shared.when_changed(lambda: _call_soon(loop, self._recheck, key, scope, call))
             return
         del gatherings[key]
-        calls = gathering.calls
+        calls = [call for call in gathering.calls if not call.answer.done()]  # not stopped
         job = asyncio.ensure_future(self._run_job(calls, *scope, sync=False))
         for call in calls:  # a cancelled call (a stop) cancels the job
             call.answer.add_done_callback(lambda answer: answer.cancelled() and job.cancel())
