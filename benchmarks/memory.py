@@ -1,16 +1,30 @@
-"""7. Memory: peak RSS of a fresh process that materializes one workflow once.
+"""7. Memory: peak RSS of a fresh process that materializes one workflow once, and how a
+map's memory grows with its items.
 
-Each sample is a new worker process: imports, builds the asset, runs ``dg.materialize`` once
-(tracing on), drains the trace export, then reports ``ru_maxrss`` (RUSAGE_SELF).
+Each RSS sample is a new worker process: imports, builds the asset, runs ``dg.materialize``
+once (tracing on), drains the trace export, then reports ``ru_maxrss`` (RUSAGE_SELF).
+
+Growth: a fresh process per sample (benchmarks/_map_memory_child.py) maps over 200 and over
+1,000 items, untracked and tracked, and reports the most memory Python held during the run
+(tracemalloc); MB per 1,000 items = the slope between the two. ``old`` sends every item at
+once and keeps MLflow's live spans, as before waves and compact spans. Gated: the tracked
+slope. What remains is the run's outputs and per-call records (each item's reply text).
 """
 
 from __future__ import annotations
 
-from benchmarks.core import BenchResult, Context, Worker, median
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.core import REPO, BenchResult, Context, Worker, median
 from benchmarks.workflows import three_node, write_workflow
 
 NAME = "memory"
 TARGET_MB = 400.0
+SMALL, LARGE = 200, 1000
+GROWTH_TARGET_MB = 3.0  # per 1,000 items, tracked (measured before: about 20)
 
 
 def run(ctx: Context) -> BenchResult:
@@ -33,4 +47,39 @@ def run(ctx: Context) -> BenchResult:
     result.gate("peak RSS, one materialization", peak, "MB", f"<= {TARGET_MB:.0f} MB", peak <= 400)
     result.info("peak RSS after imports and set-up", median(before), "MB")
     result.note(f"samples (MB): {', '.join(f'{m:.0f}' for m in after)}")
+    _growth(ctx, result)
     return result
+
+
+def _growth(ctx: Context, result: BenchResult) -> None:
+    work = ctx.workdir(f"{NAME}-growth")
+    for tracked in ("untracked", "tracked"):
+        for variant in ("old", "new"):
+            peaks = {n: _peak_mb(ctx, work, n, tracked, variant) for n in (SMALL, LARGE)}
+            slope = (peaks[LARGE] - peaks[SMALL]) / (LARGE - SMALL) * 1000
+            label = f"map memory per 1,000 items, {tracked}, {variant}"
+            if tracked == "tracked" and variant == "new":
+                target = f"<= {GROWTH_TARGET_MB:.0f} MB"
+                result.gate(label, slope, "MB", target, slope <= GROWTH_TARGET_MB)
+            else:
+                result.info(label, slope, "MB")
+            result.note(
+                f"{label}: peak {peaks[SMALL]:.1f} MB ({SMALL} items), "
+                f"{peaks[LARGE]:.1f} MB ({LARGE} items)"
+            )
+
+
+def _peak_mb(ctx: Context, work: Path, items: int, tracked: str, variant: str) -> float:
+    folder = work / f"{tracked}-{variant}-{items}"
+    folder.mkdir(parents=True, exist_ok=True)
+    env = ctx.env(ctx.mlflow_store(folder))
+    child = [sys.executable, "-m", "benchmarks._map_memory_child", str(folder), str(items)]
+    done = subprocess.run(
+        [*child, tracked, variant],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"])
