@@ -1,16 +1,32 @@
-"""7. Memory: peak RSS of a fresh process that materializes one workflow once.
+"""7. Memory: peak RSS of a fresh process that materializes one workflow once, and how a
+map's memory grows with its items.
 
-Each sample is a new worker process: imports, builds the asset, runs ``dg.materialize`` once
-(tracing on), drains the trace export, then reports ``ru_maxrss`` (RUSAGE_SELF).
+Each RSS sample is a new worker process: imports, builds the asset, runs ``dg.materialize``
+once (tracing on), drains the trace export, then reports ``ru_maxrss`` (RUSAGE_SELF).
+
+Growth: a fresh process per sample (benchmarks/_map_memory_child.py) maps over 200 and over
+1,000 items, untracked and tracked, and reports the most memory Python held during the run
+(tracemalloc); MB per 1,000 items = the slope between the two. ``old`` sends every item at
+once and keeps MLflow's live spans, as before waves and compact spans. Gated: the tracked
+slope against the old one. What remains untracked is the run's outputs and per-call records
+(each item's reply text); tracked, also the compact spans (about 3 MB per 1,000 items) and,
+at zero latency, the spans waiting for the exporter (it writes slower than they are made).
 """
 
 from __future__ import annotations
 
-from benchmarks.core import BenchResult, Context, Worker, median
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.core import REPO, BenchResult, Context, Worker, median
 from benchmarks.workflows import three_node, write_workflow
 
 NAME = "memory"
 TARGET_MB = 400.0
+SMALL, LARGE = 200, 1000
+GROWTH_RATIO = 0.5  # tracked growth, new / old (measured 2026-12-06, shared: 10 / 27 MB)
 
 
 def run(ctx: Context) -> BenchResult:
@@ -33,4 +49,39 @@ def run(ctx: Context) -> BenchResult:
     result.gate("peak RSS, one materialization", peak, "MB", f"<= {TARGET_MB:.0f} MB", peak <= 400)
     result.info("peak RSS after imports and set-up", median(before), "MB")
     result.note(f"samples (MB): {', '.join(f'{m:.0f}' for m in after)}")
+    _growth(ctx, result)
     return result
+
+
+def _growth(ctx: Context, result: BenchResult) -> None:
+    work = ctx.workdir(f"{NAME}-growth")
+    slopes = {}
+    for tracked in ("untracked", "tracked"):
+        for variant in ("old", "new"):
+            peaks = {n: _peak_mb(ctx, work, n, tracked, variant) for n in (SMALL, LARGE)}
+            slopes[tracked, variant] = (peaks[LARGE] - peaks[SMALL]) / (LARGE - SMALL) * 1000
+            label = f"map memory per 1,000 items, {tracked}, {variant}"
+            result.info(label, slopes[tracked, variant], "MB")
+            result.note(
+                f"{label}: peak {peaks[SMALL]:.1f} MB ({SMALL} items), "
+                f"{peaks[LARGE]:.1f} MB ({LARGE} items)"
+            )
+    ratio = slopes["tracked", "new"] / slopes["tracked", "old"]
+    target = f"<= {GROWTH_RATIO}x"
+    result.gate("tracked map growth, new / old", ratio, "x", target, ratio <= GROWTH_RATIO)
+
+
+def _peak_mb(ctx: Context, work: Path, items: int, tracked: str, variant: str) -> float:
+    folder = work / f"{tracked}-{variant}-{items}"
+    folder.mkdir(parents=True, exist_ok=True)
+    env = ctx.env(ctx.mlflow_store(folder))
+    child = [sys.executable, "-m", "benchmarks._map_memory_child", str(folder), str(items)]
+    done = subprocess.run(
+        [*child, tracked, variant],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"])

@@ -564,3 +564,38 @@ def test_the_rule_finds_each_kind_of_private_use(tmp_path: Path) -> None:
 def test_the_compat_modules_are_the_ones_the_rule_exempts() -> None:
     names = {path.stem for path in private_upstream_names.python_files(inside_compat=True)}
     assert names == {"__init__", "dagster", "mlflow", "langgraph", "genai"}
+
+
+def test_compact_ended_spans_keeps_the_trace_whole(mlflow_uri: str) -> None:
+    """An ended child span, once compacted, leaves MLflow's trace manager as a CompactSpan;
+    a span started under it after it ended keeps its trace, and the stored trace is the
+    same spans with the same content."""
+    import mlflow
+    from mlflow.entities import LiveSpan
+    from mlflow.tracing.trace_manager import InMemoryTraceManager
+
+    from agents_pipelines._compat.mlflow import CompactSpan, compact_ended_spans
+    from agents_pipelines.tracking.export import drain_trace_export
+
+    with mlflow.start_span("root") as root:
+        child = mlflow.start_span_no_context("child", parent_span=root, inputs={"q": 1})
+        child.set_outputs({"a": [1, 2]})
+        child.set_attribute("cost", 0.25)
+        child.end()
+        expected = child.to_dict()
+        (compact,) = compact_ended_spans([child])
+        assert isinstance(compact, CompactSpan)
+        manager = InMemoryTraceManager.get_instance()
+        assert manager.get_span_from_id(root.trace_id, child.span_id) is compact
+        assert compact.to_dict() == expected
+        assert compact.to_immutable_span().outputs == {"a": [1, 2]}
+        late = mlflow.start_span_no_context("late", parent_span=compact)
+        assert isinstance(late, LiveSpan) and late.trace_id == root.trace_id
+        late.end()
+    drain_trace_export()
+    stored = mlflow.get_trace(root.trace_id)
+    assert stored is not None
+    by_name = {s.name: s for s in stored.data.spans}
+    assert set(by_name) == {"root", "child", "late"}
+    assert by_name["child"].to_dict() == expected
+    assert by_name["late"].parent_id == child.span_id

@@ -251,7 +251,8 @@ class WorkflowRun:
             after_call=guard.after_call(),
         )
         ledger.resumed = checkpoints.start.resumed
-        config = _run_config(ledger, spec.config.execution.max_steps, options, run_version, pins)
+        steps = spec.config.execution.max_steps + map_node.extra_steps(spec)
+        config = _run_config(ledger, steps, options, run_version, pins)
         return _RunSetup(
             workflow, pins, state, chosen, models, graph, config, on_event_loop, pricer, ledger,
             guard, checkpoints, cache,

@@ -9,6 +9,7 @@ without importing mlflow).
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,11 +18,13 @@ if TYPE_CHECKING:
     from mlflow.tracing.constant import SpanAttributeKey, TraceMetadataKey
 
 __all__ = [
+    "CompactSpan",
     "ExporterClientProxy",
     "SpanAttributeKey",
     "TraceMetadataKey",
     "bundled_catalog_files",
     "bundled_cost_per_token",
+    "compact_ended_spans",
     "drain_export_queue",
     "hard_delete_run",
     "raw_span",
@@ -171,6 +174,83 @@ def drain_export_queue() -> bool:
         return False
     tasks.join()
     return True
+
+
+class CompactSpan:
+    """An ended span as the JSON bytes of its ``to_dict()``, with the fields MLflow's trace
+    manager and exporter read without the content. About 1.5 KB for a map item's chat or
+    chain span, against about 5 KB for the ``LiveSpan`` and the OpenTelemetry span below
+    it (measured: a 1,000-item map held 10 MB more tracked than untracked)."""
+
+    __slots__ = (
+        "_context",
+        "_data",
+        "end_time_ns",
+        "parent_id",
+        "span_id",
+        "start_time_ns",
+        "trace_id",
+    )
+
+    def __init__(self, span: Any):
+        self.span_id, self.parent_id = span.span_id, span.parent_id
+        self.trace_id, self.start_time_ns = span.trace_id, span.start_time_ns
+        self.end_time_ns = span.end_time_ns
+        self._data = json.dumps(span.to_dict()).encode()
+        self._context = span._span.get_span_context()
+
+    @property
+    def _span(self) -> Any:
+        """What a child's start reads from its parent (``parent_span._span``): an ended
+        span is still the parent of spans started after it (LangGraph makes a ``Send``'s
+        task a child of the task that sent it)."""
+        from opentelemetry.trace import NonRecordingSpan
+
+        return NonRecordingSpan(self._context)
+
+    @property
+    def request_id(self) -> str:
+        return str(self.trace_id)
+
+    def to_immutable_span(self) -> Any:
+        """The span MLflow stores (what ``LiveSpan.to_immutable_span`` gives)."""
+        from mlflow.entities import Span
+
+        return Span.from_dict(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self._data)
+        return loaded
+
+    def __getattr__(self, name: str) -> Any:  # name, status, attributes, ...: the whole span
+        return getattr(self.to_immutable_span(), name)
+
+
+def compact_ended_spans(spans: Iterable[Any]) -> list[Any]:
+    """``spans`` (handed to the exporter's ``log_spans``), each ended child span replaced by
+    a ``CompactSpan`` in MLflow's trace manager too; root spans and others as they were.
+
+    Why: MLflow's ``InMemoryTraceManager`` keeps every span object of a trace until its root
+    span ends, to assemble the whole trace then (``_Trace.to_mlflow_trace`` calls each
+    span's ``to_immutable_span``); a map of N items held 2N live spans. Once the exporter
+    has read an ended child span to log it, nothing else reads it as a live span. Uses
+    ``InMemoryTraceManager.get_trace`` and ``_Trace.span_dict`` (mlflow 3.17.2 checked). Public
+    replacement: none (MLflow has no setting to release ended spans before the trace ends).
+    """
+    from mlflow.entities import LiveSpan
+    from mlflow.tracing.trace_manager import InMemoryTraceManager
+
+    manager = InMemoryTraceManager.get_instance()
+    out = []
+    for span in spans:
+        if isinstance(span, LiveSpan) and span.parent_id is not None and span.end_time_ns:
+            compact = CompactSpan(span)
+            with manager.get_trace(span.trace_id) as trace:
+                if trace is not None and trace.span_dict.get(span.span_id) is span:
+                    trace.span_dict[span.span_id] = compact
+                    span = compact
+        out.append(span)
+    return out
 
 
 def bundled_cost_per_token(

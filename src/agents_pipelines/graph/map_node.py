@@ -3,12 +3,19 @@
 For ``{id: classify, map: {over: reviews, as: review}, outputs: [labels]}`` the graph has
 three LangGraph nodes:
 
-    edges in ─▶ __classify__map ─┬─ Send × n ─▶ __classify__item ─▶ classify ─▶ edges out
-                                 └─ empty list ───────────────────▶ classify
+    edges in ─▶ __classify__map ─┬─ Send × wave ─▶ __classify__item ─▶ __classify__wave ─┐
+                                 │        ▲                                               │
+                                 │        └──────────── Send × next wave ─────────────────┤
+                                 └─ empty list ─────────────────▶ classify ◀─ all done ───┘
 
 - ``__classify__map`` fails a list longer than ``max_items`` before any call, and clears
   the results of an earlier pass (a route may loop back); its conditional edge sends one
-  task per item, with the pass's limit of calls in flight.
+  task per item of the first wave, with the pass's limit of calls in flight.
+- The items go in waves of ``wave_size`` (16 x ``max_concurrency``): each task LangGraph
+  holds (its config, callbacks, Send payload and checkpoint write) lives until its
+  super-step ends, about 9 KB an item, so sending every item at once made a run's memory
+  grow with the list (10,000 items: ~90 MB). ``__classify__wave`` follows each wave and
+  sends the next one, from the first item without a result, or goes on to the gather.
 - ``__classify__item`` calls the node's action (``make_node``, built against an item view
   of the spec: outputs typed by their element types, ``review`` a field of its element
   type) on the state plus ``{review: item}``, under the node's RetryPolicy, and appends
@@ -78,11 +85,13 @@ def add_map_node(
     # The Retry-After wait is the item's own (it must not block the event loop).
     item_retry = retry._replace(retry_on=is_transient)
     graph.add_node(_item_name(node), item, retry_policy=item_retry)
+    next_wave: Any = _next_wave  # Any: as above
+    graph.add_node(_wave_name(node), next_wave)
     graph.add_node(node.id, gather)
-    graph.add_conditional_edges(
-        entry(node), _FanOut(node, node.map, spec), [_item_name(node), node.id]
-    )
-    graph.add_edge(_item_name(node), node.id)
+    fan_out = _FanOut(node, node.map, spec, wave_size(spec, node))
+    for source in (entry(node), _wave_name(node)):
+        graph.add_conditional_edges(source, fan_out, [_item_name(node), node.id])
+    graph.add_edge(_item_name(node), _wave_name(node))
 
 
 def results_channels(spec: WorkflowSpec) -> dict[str, Any]:
@@ -105,6 +114,28 @@ def items_at_once(spec: WorkflowSpec, node: Node) -> int:
     them, since they wait together for the one job that answers them (llm.batch)."""
     assert node.map is not None
     return node.map.max_items if is_batch(spec, node) else node.map.max_concurrency
+
+
+WAVE_ROUNDS = 16  # a wave is 16 rounds of max_concurrency calls
+
+
+def wave_size(spec: WorkflowSpec, node: Node) -> int:
+    """Items sent at once: 16 rounds of ``max_concurrency`` calls. A wave ends with its
+    slowest call, so at even latencies a wave of 16 rounds idles its slots for under a
+    round's tail (<= 1/16 of its time). A batch node's items all go in its one job."""
+    assert node.map is not None
+    return min(node.map.max_items, WAVE_ROUNDS * items_at_once(spec, node))
+
+
+def extra_steps(spec: WorkflowSpec) -> int:
+    """Super-steps a run may take beyond ``max_steps``: a map's waves after its first
+    take two each (the items, then the next wave's fan-out), one full pass per map node.
+    ``max_steps`` counts the workflow's steps, not how its lists are cut."""
+    return sum(
+        2 * (-(-node.map.max_items // wave_size(spec, node)) - 1)
+        for node in spec.nodes
+        if node.map is not None
+    )
 
 
 def is_batch(spec: WorkflowSpec, node: Node) -> bool:
@@ -141,8 +172,17 @@ def _item_name(node: Node) -> str:
     return f"__{node.id}__item"
 
 
+def _wave_name(node: Node) -> str:
+    return f"__{node.id}__wave"
+
+
 def _results(node: Node) -> str:
     return f"__{node.id}__results"
+
+
+def _next_wave(state: dict[str, Any]) -> dict[str, Any]:
+    """Runs once after each wave; its conditional edge (``_FanOut``) sends the next."""
+    return {}
 
 
 class _Pass:
@@ -254,9 +294,14 @@ class _Start:
 
 @dataclass(frozen=True)
 class _FanOut:
+    """The next wave's ``Send``s: the items from the first one without a result (waves
+    end whole, in order: an item's result, or its failure under ``skip``, is written as
+    its task ends), or the gather once every item has one."""
+
     node: Node
     map: MapSpec
     spec: WorkflowSpec
+    wave: int
 
     @property
     def __name__(self) -> str:
@@ -266,12 +311,14 @@ class _FanOut:
 
     def __call__(self, state: dict[str, Any]) -> list[Send] | str:
         items = state[self.map.over]
-        if not items:
-            return self.node.id  # no call: the gather writes empty lists
+        first = len(state[_results(self.node)])
+        if first >= len(items):
+            return self.node.id  # every item has its result (or there is none)
         read = _fields_read(self.spec, self.node)
         public = {k: v for k, v in state.items() if k in read}
         name = _item_name(self.node)
-        return [Send(name, _Item(i, value, public).payload()) for i, value in enumerate(items)]
+        wave = range(first, min(first + self.wave, len(items)))
+        return [Send(name, _Item(i, items[i], public).payload()) for i in wave]
 
 
 def _fields_read(spec: WorkflowSpec, node: Node) -> set[str]:

@@ -16,7 +16,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from agents_pipelines._compat.mlflow import ExporterClientProxy, wrap_exporter_client
+from agents_pipelines._compat.mlflow import (
+    CompactSpan,
+    ExporterClientProxy,
+    compact_ended_spans,
+    wrap_exporter_client,
+)
 from agents_pipelines.tracking import span_batches
 
 
@@ -78,9 +83,12 @@ class _RecordingClient(ExporterClientProxy):
 
     def log_spans(self, location: str, spans: list[Any]) -> list[Any]:
         # MLflow's exporter ignores what this returns (the spans the store logged).
+        # Ended child spans are kept compact from here on, in MLflow's trace manager and
+        # while held back for a later batch: a trace's span objects no longer grow with it.
         logged: list[Any] = []
-        for batch_location, batch in span_batches.BATCHES.take(location, spans):
-            logged.extend(self.inner.log_spans(batch_location, batch) or ())
+        held = compact_ended_spans(spans)
+        for batch_location, batch in span_batches.BATCHES.take(location, held):
+            logged.extend(self.inner.log_spans(batch_location, [_whole(s) for s in batch]) or ())
         return logged
 
     def upload_trace_data(self, trace_info: Any, trace_data: Any) -> None:
@@ -90,3 +98,8 @@ class _RecordingClient(ExporterClientProxy):
         except Exception as exc:
             _record(trace_info.trace_id, exc)
             raise
+
+
+def _whole(span: Any) -> Any:
+    """The span the store writes: a compact one made whole again."""
+    return span.to_immutable_span() if isinstance(span, CompactSpan) else span
