@@ -37,6 +37,7 @@ from agents_pipelines.graph.event_loop import AwaitableSaver
 from agents_pipelines.graph.resume import Checkpointing
 from agents_pipelines.llm import Backend, ChatModelFactory, chat_model_factory, resolve_backend
 from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s
+from agents_pipelines.process_heap import freeze_set_up_objects
 from agents_pipelines.redaction import redact_exception
 from agents_pipelines.registry import ProcessRegistry, process_registry
 from agents_pipelines.run_parts import Checkpoints, DevCache, RunPart, SpendGuard
@@ -160,6 +161,7 @@ class WorkflowRun:
         recorder = RunRecorder.start(
             self.workflow, setup.backend.value, self.options.tags, self.options.mlflow_ui_url
         )
+        freeze_set_up_objects()  # imports, graph and MLflow's client are set up by now
         ledger, state = setup.ledger, setup.state
         started = time.perf_counter()
         node_runs: list[str] = []
