@@ -15,6 +15,13 @@ Gated: wall time, peak RSS, every call in cost_summary.json and in the stored tr
 (distinct node and item pairs: 1,000), and the time from the graph's end to the run's end
 (the MLflow run closed, cost_summary.json written, the trace handed to the export). The
 drain of the export after the run is an info row.
+
+Info rows, A/B of the frozen heap (agents_pipelines.process_heap): a 160-item two-map
+run with the real client, in fresh workers that alternate old (``gc.freeze`` a no-op: the
+collector walks the imports' objects at every full collection) and new (the set-up's
+objects frozen at the first run's start), ``reps`` pairs; the worker's CPU per call of
+each, and new / old (the median of the pairs' ratios), and the CPU time spent in the
+collector per call (``gc.callbacks``).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ NAME = "map_throughput"
 ITEMS, CALLS_PER_ITEM, LATENCY_S, LIMIT = 500, 2, 1.0, 32
 IDEAL_S = ITEMS * CALLS_PER_ITEM * LATENCY_S / LIMIT
 WALL_RATIO, RSS_MB, TAIL_S = 1.15, 600.0, 1.0
+AB_ITEMS = 160  # the frozen-heap A/B's map: 320 calls per run
 FAKE_KEY = "AIzaSy" + "B" * 33  # the loopback server takes any key
 
 
@@ -52,9 +60,46 @@ def run(ctx: Context) -> BenchResult:
         }
         gemini = _samples(ctx, work, "gemini", params, env)
         in_flight = server.max_in_flight
+        heap = _heap_ab(ctx, work, env)
     _gate(result, "gemini client", gemini)
     result.info("gemini client: most calls in flight (server)", in_flight, "calls")
+    _report_heap_ab(result, heap)
     return result
+
+
+def _heap_ab(ctx: Context, work: Any, env: dict[str, str]) -> dict[str, list[float]]:
+    """CPU per call of old and new (heap frozen or not), pairs interleaved in this run."""
+    path = write_workflow(work / "workflows", "map_ab", two_maps("map_ab", AB_ITEMS, LIMIT))
+    warm = work / "workflows" / "map_warm.yaml"
+    per_call: dict[str, list[float]] = {"old": [], "new": [], "old gc": [], "new gc": []}
+    for i in range(ctx.reps(3, 1)):
+        for label, frozen in (("old", False), ("new", True)):
+            params = {"path": str(path), "warm_path": str(warm), "freeze_heap": frozen}
+            store = ctx.workdir(f"{NAME}/heap-{label}-{i}")
+            full_env = ctx.env(ctx.mlflow_store(store), **env)
+            worker = Worker("map_throughput", params, full_env, work, store / "worker.log")
+            try:
+                reply = worker.call()
+            finally:
+                worker.close()
+            calls = AB_ITEMS * CALLS_PER_ITEM
+            per_call[label].append(reply["cpu_s"] / calls * 1000)
+            per_call[f"{label} gc"].append(reply["gc_s"] / calls * 1000)
+    return per_call
+
+
+def _report_heap_ab(result: BenchResult, per_call: dict[str, list[float]]) -> None:
+    old, new = per_call["old"], per_call["new"]
+    label = f"gemini client, {AB_ITEMS} items: worker CPU per call"
+    result.info(f"{label}, heap not frozen (old)", median(old), "ms")
+    result.info(f"{label}, set-up frozen (new)", median(new), "ms")
+    ratio = median(n / o for n, o in zip(new, old, strict=True))
+    result.info("gemini client: CPU per call new / old (frozen heap, pairs)", ratio, "x")
+    collector = f"gemini client, {AB_ITEMS} items: collector CPU per call"
+    result.info(f"{collector}, old", median(per_call["old gc"]), "ms")
+    result.info(f"{collector}, new", median(per_call["new gc"]), "ms")
+    pairs = ", ".join(f"{o:.1f}/{n:.1f}" for o, n in zip(old, new, strict=True))
+    result.note(f"heap A/B: CPU per call old/new by pair {pairs} ms")
 
 
 def _delayed(reply: Any) -> Any:

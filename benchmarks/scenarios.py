@@ -192,7 +192,10 @@ def setup_map_throughput(params: Mapping[str, Any]) -> Run:
     simulated one, or Gemini's client against a loopback server). Reports the run's wall
     time, the time from the graph's end to the run's end (the MLflow run closed, the trace
     handed to the export), the export's drain after it, this process's CPU time, and the
-    calls found in cost_summary.json and in the stored trace."""
+    calls found in cost_summary.json and in the stored trace. With ``freeze_heap: false``
+    the process never freezes its set-up's objects (agents_pipelines.process_heap): the
+    old behaviour, for an A/B in the same run."""
+    import gc
     import json
     import resource
     from pathlib import Path
@@ -216,6 +219,8 @@ def setup_map_throughput(params: Mapping[str, Any]) -> Run:
             graph_ended.append(time.perf_counter())
 
     event_loop.run = timed_graph  # type: ignore[assignment]  # the runner looks it up per run
+    if not params.get("freeze_heap", True):
+        gc.freeze = lambda: None  # the one call is process_heap's, at the first run's start
     run_workflow(load_workflow(params["warm_path"]))  # imports, clients, connections
     drain_trace_export()
     workflow = load_workflow(params["path"])
@@ -224,8 +229,18 @@ def setup_map_throughput(params: Mapping[str, Any]) -> Run:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
 
+    collecting = [0.0, 0.0]  # CPU time in the collector, the current collection's start
+
+    def timed_collection(phase: str, _info: Mapping[str, Any]) -> None:
+        if phase == "start":
+            collecting[1] = time.process_time()
+        else:
+            collecting[0] += time.process_time() - collecting[1]
+
+    gc.callbacks.append(timed_collection)
+
     def run() -> dict[str, Any]:
-        cpu = cpu_s()
+        cpu, collecting[0] = cpu_s(), 0.0
         elapsed, result = _timed(lambda: run_workflow(workflow))
         ended = time.perf_counter()
         tail = ended - graph_ended[-1]
@@ -248,6 +263,7 @@ def setup_map_throughput(params: Mapping[str, Any]) -> Run:
             "tail_s": tail,
             "drain_s": drain,
             "cpu_s": cpu,
+            "gc_s": collecting[0],
             "llm_calls": result.usage.llm_calls,
             "cost_usd": result.usage.total_cost_usd,
             "summary_calls": len({(c["node"], c["item"]) for c in summary["calls"]}),

@@ -39,6 +39,7 @@ from agents_pipelines.graph.resume import Checkpointing
 from agents_pipelines.llm import Backend, ChatModelFactory, chat_model_factory, resolve_backend
 from agents_pipelines.llm.batch_hooks import HOOKS_KEY, BatchHooks, SharedJobs
 from agents_pipelines.llm.gemini import describe_failure, is_transient, retry_after_s
+from agents_pipelines.process_heap import freeze_set_up_objects
 from agents_pipelines.redaction import masking, redact_exception
 from agents_pipelines.registry import ProcessRegistry, process_registry
 from agents_pipelines.run_parts import Checkpoints, DevCache, RunPart, SpendGuard
@@ -181,6 +182,7 @@ class WorkflowRun:
         recorder = RunRecorder.start(
             setup.workflow, setup.backend.value, self.options.tags, self.options.mlflow_ui_url
         )
+        freeze_set_up_objects()  # imports, graph and MLflow's client are set up by now
         ledger, state = setup.ledger, setup.state
         started = time.perf_counter()
         node_runs: list[str] = []
