@@ -1,9 +1,9 @@
 """redact_pii's added latency per LLM call: masking on against off, tracing on in both.
 
 ``run_workflow`` of a chain of 1 and of 11 text calls on the simulated backend, each with
-``redact_pii: true`` and without, in four worker processes; the topic is a 600-character
-ticket with an email address and a phone number, so every prompt, span and record holds
-personal data to find. Per-call cost = slope between the two chain lengths (as tracing.py),
+``redact_pii: true`` and without, in four worker processes; the topic of both is a
+600-character ticket with an email address and a phone number, so every prompt, span and
+record holds personal data to find (and the two variants do the same work but the masking). Per-call cost = slope between the two chain lengths (as tracing.py),
 so the fixed per-run cost (Presidio's recognizers are built once per process, in warmup)
 is apart.
 """
@@ -27,7 +27,7 @@ def run(ctx: Context) -> BenchResult:
         for masked in (True, False):
             for calls in (SHORT, LONG):
                 key = f"{'on' if masked else 'off'}_{calls}"
-                text = linear(f"pii_{key}", calls, redact_pii=masked)
+                text = linear(f"pii_{key}", calls, redact_pii=masked, ticket=True)
                 path = write_workflow(work / "workflows", f"pii_{key}", text)
                 params = {"path": str(path), "latency": 0.0}
                 workers[key] = Worker("runner", params, env, work, work / f"{key}.log")

@@ -60,9 +60,11 @@ TICKET = (
 )
 
 
-def linear(name: str, calls: int, *, tracing: bool = True, redact_pii: bool = False) -> str:
-    """``calls`` text nodes in a chain: one LLM call each. ``redact_pii``: masked, with
-    a ticket holding personal data as the topic."""
+def linear(
+    name: str, calls: int, *, tracing: bool = True, redact_pii: bool = False, ticket: bool = False
+) -> str:
+    """``calls`` text nodes in a chain: one LLM call each. ``redact_pii``: masked;
+    ``ticket``: a ticket holding personal data as the topic."""
     fields = "".join(f'    out_{i}: {{type: str, default: ""}}\n' for i in range(calls))
     nodes = "".join(
         f'  - id: step_{i}\n    prompt: "Step {i} on {{topic}}."\n    outputs: [out_{i}]\n'
@@ -83,6 +85,7 @@ def linear(name: str, calls: int, *, tracing: bool = True, redact_pii: bool = Fa
         footer = footer.replace(
             "experiment_name: bench}", "experiment_name: bench, redact_pii: true}"
         )
+    if ticket:
         footer = footer.replace('{topic: "Dagster"}', "{topic: " + json.dumps(TICKET) + "}")
     return _HEADER.format(name=name) + body + footer
 

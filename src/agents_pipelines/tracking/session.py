@@ -286,9 +286,21 @@ def _route_to_collector(root: Any, otlp: OtlpSignal | None) -> int | None:
 
 def _write_artifact(path: Path, content: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
+    if path.name in _OUR_NUMBERS:
+        text = json.dumps(redact_value(content), indent=2, default=lambda o: redact(str(o)))
+    else:
+        text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
+        text = redact(text)
     # json.dumps escapes a lone surrogate; plain text keeps it as the escape text.
-    path.write_text(redact(text), encoding="utf-8", errors="backslashreplace")
+    path.write_text(text, encoding="utf-8", errors="backslashreplace")
+
+
+# Artifacts whose numbers are all ours (counts, costs, times): their strings are redacted,
+# not the JSON text, so redact_pii's phone finder does not read each call's cost and
+# latency (2 to 3.5 ms each in phonenumbers; 39 of 84 ms of masking per run of 11 calls).
+# A user's state (inputs.json, outputs.json) may hold a number that is personal data, so
+# the other artifacts are redacted as text.
+_OUR_NUMBERS = frozenset({"cost_summary.json"})
 
 
 def _set_trace_cost(summary: UsageSummary) -> None:
