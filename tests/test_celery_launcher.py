@@ -128,6 +128,7 @@ def session_of(pid: int) -> int:
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.xdist_group("concurrency")  # one many-process test at a time
+@pytest.mark.timeout(600)  # dagster dev and a worker start, on a shared machine
 def test_a_run_launched_as_a_celery_task_succeeds_in_a_pool_process(
     celery_dev: tuple[str, Path, subprocess.Popen[bytes]],
     gemini: GeminiLoopbackServer,
@@ -151,6 +152,7 @@ def test_a_run_launched_as_a_celery_task_succeeds_in_a_pool_process(
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.xdist_group("concurrency")  # one many-process test at a time
+@pytest.mark.timeout(600)  # dagster dev and a worker start, on a shared machine
 def test_a_run_whose_pool_process_is_killed_fails(
     celery_dev: tuple[str, Path, subprocess.Popen[bytes]],
     gemini: GeminiLoopbackServer,
@@ -179,6 +181,7 @@ def test_a_run_whose_pool_process_is_killed_fails(
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.xdist_group("concurrency")  # one many-process test at a time
+@pytest.mark.timeout(600)  # dagster dev and a worker start, on a shared machine
 def test_a_terminated_celery_task_run_ends_canceled(
     celery_dev: tuple[str, Path, subprocess.Popen[bytes]],
     gemini: GeminiLoopbackServer,
