@@ -237,8 +237,8 @@ def _deployment(ctx: Context, work: Path, variant: str) -> Iterator[_Deployment]
 
 
 def _celery_config(work: Path, transport: dict[str, str]) -> Path:
-    """deploy/celery/celery.yaml with this benchmark's key prefix in the shared Redis."""
-    config = yaml.safe_load((REPO / "deploy" / "celery" / "celery.yaml").read_text())
+    """deploy/celery/runs.yaml with this benchmark's key prefix in the shared Redis."""
+    config = yaml.safe_load((REPO / "deploy" / "celery" / "runs.yaml").read_text())
     source = config["execution"]["config"]["config_source"]
     source["broker_transport_options"].update(transport)
     source["result_backend_transport_options"] = dict(transport)

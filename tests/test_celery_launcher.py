@@ -24,9 +24,10 @@ from agents_pipelines.testing.gemini_server.replies import RecordedRequest, Repl
 from conftest import REPO, metadata_values, wait_until
 from test_celery import (  # noqa: F401  (fixtures)
     DAILY,
+    SHIPPED_CONFIG,
     broker_url,
-    celery_config,
     deployment,
+    isolated_celery_config,
     redis_url,
     start_worker,
     stop_worker,
@@ -38,6 +39,29 @@ from test_stop_and_spend import TERMINATE
 
 PROFILE = REPO / "deploy" / "celery" / "dagster.yaml"
 TEAM = REPO / "deploy" / "team" / "dagster.yaml"
+RUNS_CONFIG = REPO / "deploy" / "celery" / "runs.yaml"
+
+
+@pytest.fixture
+def celery_config(tmp_path: Path, redis_url: str) -> Iterator[Path]:  # noqa: F811
+    """deploy/celery/runs.yaml (the settings of workers that run runs), with keys of this
+    test's own in the shared Redis, deleted afterwards."""
+    for path in isolated_celery_config(tmp_path, redis_url):
+        config = yaml.safe_load(path.read_text())
+        runs = yaml.safe_load(RUNS_CONFIG.read_text())
+        source = config["execution"]["config"]["config_source"]
+        source["task_track_started"] = runs["execution"]["config"]["config_source"][
+            "task_track_started"
+        ]
+        path.write_text(yaml.safe_dump(config))
+        yield path
+
+
+def test_the_runs_celery_config_is_celery_yaml_with_tracked_starts() -> None:
+    runs = yaml.safe_load(RUNS_CONFIG.read_text())
+    shipped = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    assert runs["execution"]["config"]["config_source"].pop("task_track_started") is True
+    assert runs == shipped
 
 
 @pytest.fixture
@@ -54,7 +78,7 @@ def test_the_celery_profile_is_the_team_profile_with_its_run_launcher() -> None:
     assert launcher["class"] == "AgentsCeleryRunLauncher"
 
 
-def launcher_profile(celery_config: Path) -> str:  # noqa: F811
+def launcher_profile(celery_config: Path) -> str:
     """deploy/celery/dagster.yaml with run monitoring's intervals at a second, and the
     launcher's Redis keys under the test's prefix (the workers' celery.yaml's)."""
     profile = yaml.safe_load(with_short_intervals(PROFILE))
@@ -70,7 +94,7 @@ def launcher_profile(celery_config: Path) -> str:  # noqa: F811
 def celery_dev(
     tmp_path: Path,
     migrated_mlflow_db: Path,
-    celery_config: Path,  # noqa: F811
+    celery_config: Path,
     deployment: dict[str, str],  # noqa: F811
     gemini: GeminiLoopbackServer,
 ) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
