@@ -8,7 +8,8 @@ queue), the same workflow (3 calls of 1 s, simulated backend) and the same MLflo
 - ``process per run``: the profile as shipped. The daemon launches each run through the
   code server, which starts a run worker process that imports Dagster, the code location,
   LangGraph and MLflow before its step.
-- ``celery``: the profile with ``run_launcher: CeleryRunLauncher`` (Redis broker and result
+- ``celery``: the profile with deploy/celery/dagster.yaml's ``run_launcher``
+  (AgentsCeleryRunLauncher, dagster-celery's CeleryRunLauncher fixed; Redis broker and result
   backend, keys under a prefix of this benchmark's own). One Celery worker
   (deploy/celery/worker.sh, deploy/celery/celery.yaml, ``--concurrency RUNS``) runs each run
   in one of its long-lived pool processes, with the in-process executor: the imports and
@@ -54,11 +55,6 @@ POSTGRES_DSN = os.environ.get(
 )
 REDIS_URL = os.environ.get("AGENTS_PIPELINES_TEST_REDIS", "redis://127.0.0.1:6379")
 ASSET = "launched_chain"
-# dagster-celery's run launcher (dagster_celery/launcher.py), the workers' broker and backend.
-CELERY_LAUNCHER_CONFIG = {
-    "broker": {"env": "AGENTS_PIPELINES_CELERY_BROKER"},
-    "backend": {"env": "AGENTS_PIPELINES_CELERY_BACKEND"},
-}
 REPOSITORIES = (
     "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"
 )
@@ -210,11 +206,9 @@ def _deployment(ctx: Context, work: Path, variant: str) -> Iterator[_Deployment]
             "broker_transport_options": transport,
             "result_backend_transport_options": transport,
         }
-        profile["run_launcher"] = {
-            "module": "dagster_celery.launcher",
-            "class": "CeleryRunLauncher",
-            "config": {**CELERY_LAUNCHER_CONFIG, "config_source": source},
-        }
+        shipped = yaml.safe_load((REPO / "deploy" / "celery" / "dagster.yaml").read_text())
+        profile["run_launcher"] = shipped["run_launcher"]
+        profile["run_launcher"]["config"]["config_source"] = source
     (home / "dagster.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     with _postgres_database() as database:
         env = ctx.env(
@@ -243,8 +237,8 @@ def _deployment(ctx: Context, work: Path, variant: str) -> Iterator[_Deployment]
 
 
 def _celery_config(work: Path, transport: dict[str, str]) -> Path:
-    """deploy/celery/celery.yaml with this benchmark's key prefix in the shared Redis."""
-    config = yaml.safe_load((REPO / "deploy" / "celery" / "celery.yaml").read_text())
+    """deploy/celery/runs.yaml with this benchmark's key prefix in the shared Redis."""
+    config = yaml.safe_load((REPO / "deploy" / "celery" / "runs.yaml").read_text())
     source = config["execution"]["config"]["config_source"]
     source["broker_transport_options"].update(transport)
     source["result_backend_transport_options"] = dict(transport)

@@ -139,6 +139,37 @@ def test_serialized_repository_snapshot_names_each_asset() -> None:
         assert "snapshot_probe" in snapshot
 
 
+def test_celery_run_launcher_class_is_dagster_celerys_launcher() -> None:
+    from agents_pipelines._compat.dagster import celery_run_launcher_class
+
+    with hook("dagster.celery_run_launcher_class"):
+        launcher = celery_run_launcher_class()
+        assert launcher.__name__ == "CeleryRunLauncher"
+        assert {"broker", "backend", "config_source"} <= set(launcher.config_type())
+        for method in ("launch_run", "terminate", "check_run_worker_health"):
+            assert callable(getattr(launcher, method)), method
+        assert launcher(default_queue="dagster").supports_check_run_worker_health
+
+
+def test_launcher_instance_is_the_instance_the_launcher_serves(tmp_path: Path) -> None:
+    from agents_pipelines._compat.dagster import launcher_instance
+
+    with hook("dagster.launcher_instance"), dg.DagsterInstance.from_config(str(tmp_path)) as inst:
+        assert launcher_instance(inst.run_launcher) is inst
+
+
+def test_worker_health_is_what_run_monitoring_compares() -> None:
+    from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+
+    from agents_pipelines._compat.dagster import worker_health
+
+    with hook("dagster.worker_health"):
+        health = worker_health("FAILED", "lost")
+        assert isinstance(health, CheckRunHealthResult)
+        assert health.status == WorkerStatus.FAILED and health.msg == "lost"
+        assert worker_health("RUNNING").status == WorkerStatus.RUNNING
+
+
 # --- MLflow -------------------------------------------------------------------------------
 
 

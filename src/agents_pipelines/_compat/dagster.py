@@ -18,9 +18,12 @@ __all__ = [
     "ConfigurableClassData",
     "SlotClaimHook",
     "SqliteEventLogStorage",
+    "celery_run_launcher_class",
     "config_problems",
+    "launcher_instance",
     "mark_stop_pending",
     "postgres_storage_arguments",
+    "worker_health",
 ]
 
 
@@ -102,3 +105,39 @@ def serialized_repository_snapshot(repository: Any) -> str:
     from dagster_shared.serdes import serialize_value
 
     return str(serialize_value(RepositorySnap.from_def(repository)))
+
+
+def celery_run_launcher_class() -> type[Any]:
+    """dagster-celery's run launcher class, ``dagster_celery.launcher.CeleryRunLauncher``.
+
+    Why: orchestration/celery_launcher.py subclasses it (a Terminate ends CANCELED, a lost
+    worker's run fails). The module is not in dagster-celery's API reference and the class is
+    not exported from ``dagster_celery`` (dagster-celery 0.29.27 checked); imported here, on
+    demand, since dagster-celery is the ``celery`` extra. Public replacement: none.
+    """
+    from dagster_celery.launcher import CeleryRunLauncher
+
+    return CeleryRunLauncher
+
+
+def launcher_instance(launcher: Any) -> Any:
+    """The DagsterInstance a run launcher belongs to.
+
+    Why: a run launcher's ``terminate(run_id)`` and ``check_run_worker_health(run)`` need the
+    instance to read and mark the run; Dagster hands it over through ``register_instance``
+    and keeps it behind the private ``RunLauncher._instance`` (dagster 1.13.27 checked; every
+    launcher Dagster ships reads it so). Public replacement: none.
+    """
+    return launcher._instance
+
+
+def worker_health(status: str, message: str | None = None) -> Any:
+    """A ``CheckRunHealthResult`` of ``WorkerStatus[status]`` (RUNNING, SUCCESS, FAILED,
+    UNKNOWN, NOT_FOUND) and ``message``: what run monitoring expects of a launcher.
+
+    Why: both classes live in the private ``dagster._core.launcher`` (dagster 1.13.27
+    checked). Public replacement: none; custom run launchers are documented, these are not.
+    """
+    from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+
+    return CheckRunHealthResult(WorkerStatus[status], message)
