@@ -85,3 +85,20 @@ def test_each_entity_alone_in_a_text_passes_its_prefilter(text: str, entity: str
     that lets a text skip a recognizer never skips one of its matches."""
     with masking(PiiConfig()):
         assert redact(text) == f"{text.split()[0]} <{entity}> ok"
+
+
+def test_emails_are_found_wherever_their_token_starts_and_ends() -> None:
+    # The email recognizer reads only the whitespace-free tokens around each "@".
+    masker = masker_for(PiiConfig(entities=["EMAIL_ADDRESS"]))
+    text = "to:<bob@example.org>,\tthen\nann@ex.com (cc carl.d@corp.co.uk) a@b @ end@"
+    assert masker.mask(text) == (
+        "to:<<EMAIL_ADDRESS>>,\tthen\n<EMAIL_ADDRESS> (cc <EMAIL_ADDRESS>) a@b @ end@"
+    )
+
+
+def test_decimals_and_times_do_not_look_like_ip_addresses_but_addresses_do() -> None:
+    masker = masker_for(PiiConfig(entities=["IP_ADDRESS"]))
+    assert masker.mask('{"cost": 0.00013, "at": "02:35:26.5"}') == (
+        '{"cost": 0.00013, "at": "02:35:26.5"}'
+    )
+    assert masker.mask("from 10.0.0.1 and fe80::1") == "from <IP_ADDRESS> and <IP_ADDRESS>"
