@@ -152,12 +152,16 @@ def session_of(pid: int) -> int:
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.xdist_group("concurrency")  # one many-process test at a time
-@pytest.mark.timeout(600)  # dagster dev and a worker start, on a shared machine
-def test_a_run_launched_as_a_celery_task_succeeds_in_a_pool_process(
+@pytest.mark.timeout(900)  # dagster dev and a worker start, three runs, on a shared machine
+def test_a_celery_task_run_succeeds_fails_when_its_pool_process_dies_and_cancels(
     celery_dev: tuple[str, Path, subprocess.Popen[bytes]],
     gemini: GeminiLoopbackServer,
 ) -> None:
+    """Three runs on one deployment (one `dagster dev` and one worker, as a team runs them):
+    one that succeeds in a pool process, one whose pool process is killed, one terminated."""
     url, home, worker = celery_dev
+
+    # 1. A run launched as a Celery task succeeds in a pool process of the worker.
     gemini.set_default(default_reply)
     run_id = launch_run(url, "daily")
     assert final_status(url, run_id) == "SUCCESS"
@@ -172,16 +176,7 @@ def test_a_run_launched_as_a_celery_task_succeeds_in_a_pool_process(
     assert metadata["total_cost_usd"] == round(2 * CALL_USD, 9)
     assert len(gemini.requests) == 2
 
-
-@pytest.mark.postgres
-@pytest.mark.slow
-@pytest.mark.xdist_group("concurrency")  # one many-process test at a time
-@pytest.mark.timeout(600)  # dagster dev and a worker start, on a shared machine
-def test_a_run_whose_pool_process_is_killed_fails(
-    celery_dev: tuple[str, Path, subprocess.Popen[bytes]],
-    gemini: GeminiLoopbackServer,
-) -> None:
-    url, home, worker = celery_dev
+    # 2. Its pool process killed mid-run: the run fails, the slot comes back.
     polishing = slow_polish(gemini)
     run_id = launch_run(url, "daily")
     wait_until(polishing.is_set, 180, "the run's second Gemini call")
@@ -201,22 +196,13 @@ def test_a_run_whose_pool_process_is_killed_fails(
     assert any("the task delivered again found the run already started" in m for m in messages)
     assert worker.poll() is None  # the worker lived on
 
-
-@pytest.mark.postgres
-@pytest.mark.slow
-@pytest.mark.xdist_group("concurrency")  # one many-process test at a time
-@pytest.mark.timeout(600)  # dagster dev and a worker start, on a shared machine
-def test_a_terminated_celery_task_run_ends_canceled(
-    celery_dev: tuple[str, Path, subprocess.Popen[bytes]],
-    gemini: GeminiLoopbackServer,
-) -> None:
-    url, home, worker = celery_dev
+    # 3. Terminated from the UI: the run ends CANCELED (stock launcher: FAILURE).
     polishing = slow_polish(gemini)
     run_id = launch_run(url, "daily")
     wait_until(polishing.is_set, 180, "the run's second Gemini call")
     terminated = graphql(url, TERMINATE, {"runId": run_id})["terminateRun"]
     assert terminated["__typename"] == "TerminateRunSuccess", terminated
-    assert final_status(url, run_id) == "CANCELED"  # stock launcher: FAILURE
+    assert final_status(url, run_id) == "CANCELED"
     with dg.DagsterInstance.from_config(str(home)) as instance:
         wait_until(lambda: pool_is_free(instance), 60, "the terminated run's slot")
     assert worker.poll() is None
