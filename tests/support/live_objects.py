@@ -19,11 +19,17 @@ def census(review: str) -> dict[str, str]:
     """The item as its own label; ``review N`` takes a census when N is a multiple of
     ``EVERY``."""
     if int(review.rsplit(" ", 1)[-1]) % EVERY == 0:
-        gc.collect()
-        alive = Counter(type(o).__name__ for o in gc.get_objects())
+        alive = alive_now()
         for kind in KINDS:
             PEAKS[kind] = max(PEAKS[kind], alive[kind])
     return {"labels": review}
+
+
+def alive_now() -> Counter[str]:
+    """The objects of each of ``KINDS`` alive now, after a full collection."""
+    gc.collect()
+    alive = Counter(type(o).__name__ for o in gc.get_objects())
+    return Counter({kind: alive[kind] for kind in KINDS})
 
 
 def reset() -> None:
