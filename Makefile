@@ -55,11 +55,12 @@ format: install
 typecheck: install
 	$(BIN)/mypy
 
-# Two workers (pytest-xdist): most of the suite's time is spent waiting on subprocesses,
-# servers and simulated LLM latency, so two of them share two cores well. Tests that start
-# many processes at once share the xdist_group "concurrency" and run one at a time.
+# Three workers (pytest-xdist) on two cores: much of the suite's time is spent waiting on
+# subprocesses, servers and simulated LLM latency, and with two workers the suite's last
+# minutes left a core idle. Tests that start many processes at once share the xdist_group
+# "concurrency" and run one at a time.
 pytest: install
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 3 --dist loadgroup
 
 # The documentation site (mkdocs.yml, docs/), with warnings as errors: a broken link, a
 # missing anchor or a YAML reference that lags the schema fails it.
