@@ -42,6 +42,10 @@ class RangeFilesystemIOManager(dg.IOManager):
                 run_id=context.run_id,
                 step_key=context.step_key,
                 name=context.name,
+                # The step's own resources: given a mapping (or none), the context builds
+                # them anew on a new ephemeral Dagster instance, about 90 ms of CPU per
+                # partition (its SQLite storage's migrations): 3.7 s for a range of 40.
+                resources=context.resources,
             )
             self.inner.handle_output(one, obj[key])
 
