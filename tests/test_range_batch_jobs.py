@@ -16,7 +16,7 @@ from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import BatchScript, GeminiLoopbackServer, RecordedRequest, Reply
 from agents_pipelines.testing.gemini_server import Usage
 from conftest import metadata_values, wait_until, write
-from test_dagster_dev_e2e import BACKFILL, graphql, running_dagster_dev
+from test_dagster_dev_e2e import BACKFILL, LAUNCH, final_status, graphql, running_dagster_dev
 
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
 RANGE = {
@@ -138,11 +138,13 @@ def test_a_step_retry_after_a_failed_poll_attaches_to_the_ranges_one_job(
 
 
 @pytest.mark.slow
-def test_a_daemon_backfill_of_a_range_sends_one_job(
+def test_a_daemon_backfill_of_a_range_sends_one_job_and_a_terminate_cancels_a_job(
     tmp_path: Path, migrated_mlflow_db: Path, gemini: GeminiLoopbackServer
 ) -> None:
     """The UI's backfill of three days, launched by `dagster dev`'s daemon as one run of the
-    range (BackfillPolicy.multi_run): one job of 12 requests, each day its own share."""
+    range (BackfillPolicy.multi_run): one job of 12 requests, each day its own share. Then,
+    on the same deployment, the UI's Terminate of a run whose job is still running cancels
+    that job at Gemini, and the run ends CANCELED."""
     gemini.set_default(answer)
     workflows = {"labels.yaml": LABELS.replace("RETRIES", "0")}
     env = {"AGENTS_PIPELINES_LLM_BACKEND": "gemini"}
@@ -164,10 +166,48 @@ def test_a_daemon_backfill_of_a_range_sends_one_job(
             runs = wait_until(finished, 300, "the backfill's run to finish", every=1.0)
             assert [run.status for run in runs] == [dg.DagsterRunStatus.SUCCESS]
             records = instance.fetch_materializations(dg.AssetKey("labels"), limit=10).records
-    assert_one_job_of_twelve(gemini)
+        assert_one_job_of_twelve(gemini)
+
+        gemini.plan_batches(BatchScript.never_done())
+        run_id = launch_partition_run(url, "labels", "2026-11-04")
+        wait_until(
+            lambda: len(gemini.batch_jobs) == 2 and gemini.batch_jobs[1].polls >= 2,
+            240,
+            "the second run's job to be running",
+        )
+        terminated = graphql(url, TERMINATE, {"runId": run_id})["terminateRun"]
+        assert terminated["__typename"] == "TerminateRunSuccess", terminated
+        assert final_status(url, run_id) == "CANCELED"
+        stopped = gemini.batch_jobs[1]
+        assert (stopped.state, stopped.cancel_requests, len(stopped.keys)) == ("CANCELLED", 1, 4)
+        assert len(gemini.batch_jobs) == 2  # no retry submitted a third
     materializations = [r.event_log_entry.asset_materialization for r in records]
     metas = {str(m.partition): metadata_values(m.metadata) for m in materializations if m}
     assert_each_partition_its_own_share(metas, attached=False)
+
+
+TERMINATE = """
+mutation Terminate($runId: String!) {
+  terminateRun(runId: $runId) { __typename }
+}
+"""
+
+
+def launch_partition_run(url: str, asset: str, partition: str) -> str:
+    """A run of one partition, launched through GraphQL as the UI's Materialize does."""
+    params = {
+        "selector": {
+            "repositoryLocationName": "agents_pipelines",
+            "repositoryName": "__repository__",
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": [asset]}],
+        },
+        "runConfigData": {},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+    }
+    launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return str(launched["run"]["runId"])
 
 
 def test_each_partitions_budget_judges_its_own_share_before_the_job_is_submitted(
