@@ -121,6 +121,44 @@ def test_a_range_runs_its_partitions_batch_calls_in_one_job(
     assert jobs == {gemini.batch_jobs[0].name}
 
 
+def test_partitions_beyond_max_concurrency_bring_their_calls_to_the_same_job(
+    tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
+) -> None:
+    """One partition at a time: each makes an interactive call, then its map's calls wait
+    on the batch job and it gives its slot up, so the next one starts and joins the job.
+    One job of 12, and never two partitions' interactive calls at once."""
+    text = LABELS.replace("RETRIES", "0").replace("max_concurrency: 3}", "max_concurrency: 1}")
+    text = text.replace(
+        "nodes:\n",
+        'nodes:\n  - id: intro\n    prompt: "Introduce {day}"\n    outputs: [intro]\n'
+        "    llm: {batch: false}\n",
+    )
+    text = text.replace("  fields:\n", '  fields:\n    intro: {type: str, default: ""}\n')
+    text = text.replace(
+        "{from: START, to: label}", "{from: START, to: intro}\n  - {from: intro, to: label}"
+    )
+
+    def reply(request: RecordedRequest) -> Reply:
+        if request.prompt_text.startswith("Introduce"):
+            return Reply.text_reply("hello", delay_s=0.3)
+        return answer(request)
+
+    gemini.set_default(reply)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [build_workflow_asset(load_workflow(write(tmp_path, text)))],
+            instance=instance,
+            resources=RESOURCES,
+            tags=RANGE,
+        )
+    assert result.success
+    (job,) = gemini.batch_jobs
+    assert job.state == "SUCCEEDED" and len(job.keys) == 12
+    intros = [r for r in gemini.requests if r.prompt_text.startswith("Introduce")]
+    assert len(intros) == 3
+    assert gemini.max_in_flight == 1  # max_concurrency: 1, though all three share the job
+
+
 def test_a_step_retry_after_a_failed_poll_attaches_to_the_ranges_one_job(
     tmp_path: Path, mlflow_uri: str, gemini: GeminiLoopbackServer
 ) -> None:

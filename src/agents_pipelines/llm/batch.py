@@ -163,7 +163,14 @@ class BatchGemini(ChatGoogleGenerativeAI):
         call = _Call(request, future, current_hooks(), _run_id(run_manager), thread=scope[1])
         self._gather(call, scope)
         try:
-            response = await call.answer
+            try:
+                response = await call.answer
+            except asyncio.CancelledError:
+                raise  # a stop: the partition does not go on
+            except BaseException:
+                await _back_in_turn(call)  # a failed item: its partition goes on
+                raise
+            await _back_in_turn(call)
         finally:
             if call.report is not None and run_manager is not None:
                 events = AsyncCallbackManager(
@@ -535,6 +542,13 @@ def _settle(member: _Member, responses: dict[str, Any]) -> None:
             continue
         call.report.failures += 1
         call.answer.set_exception(_item_error(answer, call.report.name, index))
+
+
+async def _back_in_turn(call: _Call) -> None:
+    """In a range run, the call's partition takes a slot again (SharedJobs.resume) before
+    it goes on: it gave its slot up while its calls waited on the job."""
+    if call.hooks.shared is not None:
+        await call.hooks.shared.resume(call.hooks.member)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:

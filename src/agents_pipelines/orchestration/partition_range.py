@@ -12,10 +12,10 @@ attempt record of its spend, the failure lists every partition, and the partitio
 finished keep their checkpoint: a retry or a re-execution from failure takes their final
 state without a call, and runs only the others.
 
-A batch node's calls in the partitions running at once go in one Batch API job
+A batch node's calls in all the range's partitions go in one Batch API job
 (``SharedJobs``, llm.batch): each partition records its own share of it. With
-``max_concurrency`` below the range's size, the partitions started later make jobs of
-their own (about one per wave).
+``max_concurrency`` below the range's size, a partition whose calls wait on the job gives
+its slot to one not started yet, and takes a slot again once answered.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from agents_pipelines.redaction import redact
 from agents_pipelines.registry import ProcessRegistry
 from agents_pipelines.settings import PoolSpendLimits
 from agents_pipelines.spec import Workflow
+from agents_pipelines.spec.batch_rules import has_batch_calls
 from agents_pipelines.usage import UsageSummary, round_usd
 
 if TYPE_CHECKING:
@@ -142,10 +143,17 @@ def _run_all(
     upstream: Mapping[str, Any],
 ) -> list[PartitionRun]:
     spec = step.workflow.spec
-    # The partitions the pool starts at once are expected at the batch nodes from the
-    # start: one that is slower to reach it is waited for.
-    shared = SharedJobs(part.partition_key for part in parts[:at_once])
-    with ThreadPoolExecutor(at_once, thread_name_prefix="partition") as pool:
+    keys = [part.partition_key for part in parts]
+    if has_batch_calls(spec) and at_once < len(parts):
+        # Every partition's batch calls go in one job: each partition has a thread, and
+        # `at_once` slots bound the ones running; a partition waiting on the job gives
+        # its slot to one not started yet (SharedJobs).
+        shared, threads = SharedJobs(keys, slots=at_once), len(parts)
+    else:
+        # The partitions the pool starts at once are expected at the batch nodes from
+        # the start: one that is slower to reach it is waited for.
+        shared, threads = SharedJobs(keys[:at_once]), at_once
+    with ThreadPoolExecutor(threads, thread_name_prefix="partition") as pool:
         futures = [
             pool.submit(
                 step.run_one,

@@ -25,3 +25,11 @@ def batch_nodes(spec: WorkflowSpec) -> Iterator[Finding]:
             if from_config
             else "drop `batch` from the node's `llm`, or drop its `tools`",
         )
+
+
+def has_batch_calls(spec: WorkflowSpec) -> bool:
+    """Whether any node of the workflow calls Gemini in batch mode."""
+    return any(
+        node.calls_llm and spec.config.llm.merged(node.llm).batch_mode is not None
+        for node in spec.nodes
+    )
