@@ -249,7 +249,7 @@ def test_concurrent_runs_in_one_process_link_each_trace_to_its_own_run(
 def test_a_disabled_workflow_is_never_traced_even_after_a_traced_one(
     tmp_path: Path, mlflow_uri: str, simulated: None
 ) -> None:
-    traced = run_workflow(load_workflow(linear(tmp_path)))  # autolog is on from here
+    traced = run_workflow(load_workflow(linear(tmp_path)))  # MLflow is set up from here
     assert traced.tracking is not None
     disabled = LINEAR.replace("linear", "untracked") + (
         "config:\n  observability:\n    mlflow: {enabled: false}\n"
