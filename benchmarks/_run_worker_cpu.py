@@ -30,7 +30,9 @@ def main() -> None:
     import agents_pipelines.runner  # noqa: F401
 
     lap("runner imports (LangGraph, LangChain)")
-    import mlflow.langchain  # noqa: F401  (what autolog needs, at the step's start)
+    from agents_pipelines.tracking.client import import_tracer
+
+    import_tracer()  # MLflow and its LangChain tracer, as the step's resources import them
 
     lap("MLflow imports")
     print(json.dumps(phases))

@@ -22,6 +22,12 @@ collector walks the imports' objects at every full collection) and new (the set-
 objects frozen at the first run's start), ``reps`` pairs; the worker's CPU per call of
 each, and new / old (the median of the pairs' ratios), and the CPU time spent in the
 collector per call (``gc.callbacks``).
+
+Info rows, A/B of the run's own LangChain tracer (tracking/client.py): the same two maps of
+160 items, at 0.5 s per call and 16 at once (ideal 10 s), in fresh workers that alternate
+old (MLflow's LangChain autolog on: its patch wraps every callback manager LangChain makes)
+and new (only the tracer the run passes in its callbacks); the worker's CPU per call of
+each, new / old (the median of the pairs' ratios), and each one's wall / ideal.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ NAME = "map_throughput"
 ITEMS, CALLS_PER_ITEM, LATENCY_S, LIMIT = 500, 2, 1.0, 32
 IDEAL_S = ITEMS * CALLS_PER_ITEM * LATENCY_S / LIMIT
 WALL_RATIO, RSS_MB, TAIL_S = 1.15, 600.0, 1.0
-AB_ITEMS = 160  # the frozen-heap A/B's map: 320 calls per run
+AB_ITEMS = 160  # the A/Bs' maps: 320 calls per run
+TRACER_LATENCY_S, TRACER_LIMIT = 0.5, 16  # the tracer A/B's map, as in the issue that asked
 FAKE_KEY = "AIzaSy" + "B" * 33  # the loopback server takes any key
 
 
@@ -61,21 +68,50 @@ def run(ctx: Context) -> BenchResult:
         gemini = _samples(ctx, work, "gemini", params, env)
         in_flight = server.max_in_flight
         heap = _heap_ab(ctx, work, env)
+        server.set_default(lambda r: _delayed(default_reply(r), TRACER_LATENCY_S))
+        tracer = _tracer_ab(ctx, work, env)
     _gate(result, "gemini client", gemini)
     result.info("gemini client: most calls in flight (server)", in_flight, "calls")
     _report_heap_ab(result, heap)
+    _report_tracer_ab(result, tracer)
     return result
 
 
 def _heap_ab(ctx: Context, work: Any, env: dict[str, str]) -> dict[str, list[float]]:
     """CPU per call of old and new (heap frozen or not), pairs interleaved in this run."""
     path = write_workflow(work / "workflows", "map_ab", two_maps("map_ab", AB_ITEMS, LIMIT))
+    old, new = {"freeze_heap": False}, {"freeze_heap": True}
+    return _ab(ctx, work, env, "heap", path, old, new)
+
+
+def _tracer_ab(ctx: Context, work: Any, env: dict[str, str]) -> dict[str, list[float]]:
+    """CPU per call and wall of old (autolog's patch on every LangChain callback manager)
+    and new (the run's own tracer only), pairs interleaved in this run, on the issue's map:
+    160 items of two calls, 0.5 s each, 16 at once."""
+    flow = two_maps("map_tracer", AB_ITEMS, TRACER_LIMIT)
+    path = write_workflow(work / "workflows", "map_tracer", flow)
+    old, new = {"langchain_autolog": True}, {"langchain_autolog": False}
+    return _ab(ctx, work, env, "tracer", path, old, new)
+
+
+def _ab(
+    ctx: Context,
+    work: Any,
+    env: dict[str, str],
+    name: str,
+    path: Any,
+    old: dict[str, Any],
+    new: dict[str, Any],
+) -> dict[str, list[float]]:
+    """Old and new worker params alternating in fresh workers, ``reps`` pairs: the worker's
+    CPU and the collector's CPU per call (ms), and each run's wall time (s)."""
     warm = work / "workflows" / "map_warm.yaml"
-    per_call: dict[str, list[float]] = {"old": [], "new": [], "old gc": [], "new gc": []}
+    keys = ("old", "new", "old gc", "new gc", "old wall", "new wall")
+    per_call: dict[str, list[float]] = {key: [] for key in keys}
     for i in range(ctx.reps(3, 1)):
-        for label, frozen in (("old", False), ("new", True)):
-            params = {"path": str(path), "warm_path": str(warm), "freeze_heap": frozen}
-            store = ctx.workdir(f"{NAME}/heap-{label}-{i}")
+        for label, variant in (("old", old), ("new", new)):
+            params = {"path": str(path), "warm_path": str(warm), **variant}
+            store = ctx.workdir(f"{NAME}/{name}-{label}-{i}")
             full_env = ctx.env(ctx.mlflow_store(store), **env)
             worker = Worker("map_throughput", params, full_env, work, store / "worker.log")
             try:
@@ -83,8 +119,10 @@ def _heap_ab(ctx: Context, work: Any, env: dict[str, str]) -> dict[str, list[flo
             finally:
                 worker.close()
             calls = AB_ITEMS * CALLS_PER_ITEM
+            assert min(reply["summary_calls"], reply["traced_calls"]) == calls, reply
             per_call[label].append(reply["cpu_s"] / calls * 1000)
             per_call[f"{label} gc"].append(reply["gc_s"] / calls * 1000)
+            per_call[f"{label} wall"].append(reply["elapsed_s"])
     return per_call
 
 
@@ -102,10 +140,28 @@ def _report_heap_ab(result: BenchResult, per_call: dict[str, list[float]]) -> No
     result.note(f"heap A/B: CPU per call old/new by pair {pairs} ms")
 
 
-def _delayed(reply: Any) -> Any:
+def _report_tracer_ab(result: BenchResult, per_call: dict[str, list[float]]) -> None:
+    old, new = per_call["old"], per_call["new"]
+    label = f"gemini client, {AB_ITEMS} items, {TRACER_LATENCY_S} s, {TRACER_LIMIT} at once"
+    result.info(f"{label}: worker CPU per call, autolog patch (old)", median(old), "ms")
+    result.info(f"{label}: worker CPU per call, run's own tracer (new)", median(new), "ms")
+    ratio = median(n / o for n, o in zip(new, old, strict=True))
+    result.info("gemini client: CPU per call new / old (run's own tracer, pairs)", ratio, "x")
+    ideal = AB_ITEMS * CALLS_PER_ITEM * TRACER_LATENCY_S / TRACER_LIMIT
+    for which in ("old", "new"):
+        wall = median(per_call[f"{which} wall"]) / ideal
+        result.info(f"{label}: wall / ideal ({ideal:.0f} s), {which}", wall, "x")
+    pairs = ", ".join(f"{o:.1f}/{n:.1f}" for o, n in zip(old, new, strict=True))
+    walls = ", ".join(
+        f"{o:.2f}/{n:.2f}" for o, n in zip(per_call["old wall"], per_call["new wall"], strict=True)
+    )
+    result.note(f"tracer A/B: CPU per call old/new by pair {pairs} ms; wall {walls} s")
+
+
+def _delayed(reply: Any, delay_s: float = LATENCY_S) -> Any:
     from dataclasses import replace
 
-    return replace(reply, delay_s=LATENCY_S)
+    return replace(reply, delay_s=delay_s)
 
 
 def _samples(

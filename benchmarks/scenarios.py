@@ -240,13 +240,15 @@ def setup_map_throughput(params: Mapping[str, Any]) -> Run:
     handed to the export), the export's drain after it, this process's CPU time, and the
     calls found in cost_summary.json and in the stored trace. With ``freeze_heap: false``
     the process never freezes its set-up's objects (agents_pipelines.process_heap): the
-    old behaviour, for an A/B in the same run."""
+    old behaviour, for an A/B in the same run; with ``langchain_autolog: true`` MLflow's
+    LangChain autolog is switched on as well (the old path of the run's LangChain spans)."""
     import gc
     import json
     import resource
     from pathlib import Path
 
     import mlflow
+    import mlflow.langchain
     from mlflow import MlflowClient
 
     from agents_pipelines.graph import event_loop
@@ -267,6 +269,12 @@ def setup_map_throughput(params: Mapping[str, Any]) -> Run:
     event_loop.run = timed_graph  # type: ignore[assignment]  # the runner looks it up per run
     if not params.get("freeze_heap", True):
         gc.freeze = lambda: None  # the one call is process_heap's, at the first run's start
+    if params.get("langchain_autolog", False):
+        # The old path's cost: autolog's patch of every LangChain callback manager. It finds
+        # the run's own tracer among the inherited handlers and adds none, so the spans are
+        # the same; each callback manager pays the patch, as before tracking/client.py
+        # passed the tracer itself.
+        mlflow.langchain.autolog(log_traces=True, silent=True, run_tracer_inline=True)
     run_workflow(load_workflow(params["warm_path"]))  # imports, clients, connections
     drain_trace_export()
     workflow = load_workflow(params["path"])

@@ -173,6 +173,39 @@ def test_worker_health_is_what_run_monitoring_compares() -> None:
 # --- MLflow -------------------------------------------------------------------------------
 
 
+def test_langchain_tracer_makes_each_langchain_run_a_span_of_the_active_trace(
+    mlflow_uri: str,
+) -> None:
+    """The tracer in a runnable's config callbacks traces it and its child runs (LangChain
+    hands the handler down), below the span active at the call, as autolog's would."""
+    import mlflow
+    from langchain_core.runnables import RunnableLambda
+
+    from agents_pipelines._compat.mlflow import import_langchain_tracer, langchain_tracer
+    from agents_pipelines.tracking.export import drain_trace_export
+
+    with hook("mlflow.import_langchain_tracer"):
+        import_langchain_tracer()
+    inner = RunnableLambda(lambda x: x + 1, name="inner")
+    outer = RunnableLambda(lambda x: inner.invoke(x) * 2, name="outer")
+    with mlflow.start_span("root") as root:
+        tracer = langchain_tracer()
+        assert outer.invoke(1, {"callbacks": [tracer]}) == 4
+    drain_trace_export()
+    stored = mlflow.get_trace(root.trace_id)
+    with hook("mlflow.langchain_tracer"):
+        assert tracer.run_inline is True
+        assert stored is not None
+        spans = stored.data.spans
+        names = {span.span_id: span.name for span in spans}
+        tree = sorted((s.name, s.span_type, names.get(s.parent_id, "")) for s in spans)
+        assert tree == [
+            ("inner", "CHAIN", "outer"),
+            ("outer", "CHAIN", "root"),
+            ("root", "UNKNOWN", ""),
+        ]
+
+
 def test_span_processors_in_use_lists_what_configure_set() -> None:
     from mlflow.tracing import configure
 

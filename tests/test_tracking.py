@@ -249,7 +249,7 @@ def test_concurrent_runs_in_one_process_link_each_trace_to_its_own_run(
 def test_a_disabled_workflow_is_never_traced_even_after_a_traced_one(
     tmp_path: Path, mlflow_uri: str, simulated: None
 ) -> None:
-    traced = run_workflow(load_workflow(linear(tmp_path)))  # autolog is on from here
+    traced = run_workflow(load_workflow(linear(tmp_path)))  # MLflow is set up from here
     assert traced.tracking is not None
     disabled = LINEAR.replace("linear", "untracked") + (
         "config:\n  observability:\n    mlflow: {enabled: false}\n"
@@ -274,3 +274,29 @@ def test_the_sqlite_store_writes_ahead_so_concurrent_runs_do_not_wait_on_fsyncs(
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
         (mode,) = db.execute("PRAGMA journal_mode").fetchone()
     assert mode == "wal"
+
+
+def test_a_run_is_traced_by_its_own_tracer_without_patching_langchain(
+    tmp_path: Path, mlflow_uri: str, simulated: None
+) -> None:
+    from langchain_core.callbacks import BaseCallbackManager
+
+    result = run_workflow(load_workflow(linear(tmp_path)))
+    assert result.tracking is not None and result.tracking.trace_id is not None
+    drain_trace_export()
+    spans = mlflow.get_trace(result.tracking.trace_id).data.spans
+    by_id = {span.span_id: span for span in spans}
+    tree = sorted(
+        (span.name, span.span_type, by_id[span.parent_id].name if span.parent_id else "")
+        for span in spans
+    )
+    assert tree == [
+        ("SimulatedChatModel", "CHAT_MODEL", "summarize"),
+        ("linear", "CHAIN", ""),  # the run's root span
+        ("linear", "CHAIN", "linear"),  # the graph
+        ("summarize", "CHAIN", "linear"),
+    ]
+    # autolog's patch would wrap every callback manager LangChain makes (about 11 per map
+    # item call): the run's tracer comes in its config callbacks instead.
+    source = BaseCallbackManager.__init__.__code__.co_filename
+    assert source.endswith(os.path.join("langchain_core", "callbacks", "base.py")), source

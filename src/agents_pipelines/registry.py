@@ -16,9 +16,8 @@ What stays module-level, on purpose (each says why where it is):
   setting (llm/gemini.py, backend.py, record_replay.py), which keep no run state;
 - state that mirrors a process-wide upstream state and would be wrong once reset without
   it: MLflow's span processors (tracking/span_policy.py, trace_outcome.py), the environment
-  variables we set (tracking/mlflow_env.py), the autolog switch (tracking/client.py),
-  SQLAlchemy's connect listener (tracking/sqlite_store.py), the running event loop
-  (graph/event_loop.py);
+  variables we set (tracking/mlflow_env.py), SQLAlchemy's connect listener
+  (tracking/sqlite_store.py), the running event loop (graph/event_loop.py);
 - the development cache's last hit (llm/cache.py), a ContextVar: see ``take_hit``.
 """
 

@@ -14,7 +14,7 @@ whoever handles it reads the spend from ``ending``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -187,11 +187,11 @@ class WorkflowRun:
         started = time.perf_counter()
         node_runs: list[str] = []
         try:
-            with recorder.traced(state, setup.pricer, ledger.summary):
+            with recorder.traced(state, setup.pricer, ledger.summary) as tracers:
                 recorder.link_prompts(setup.pins)
-                final = _run_graph(setup, node_runs)
+                final = _run_graph(setup, node_runs, tracers)
                 # In the trace and the ledger: the judges' spans, cost and budget are the run's.
-                verdicts = self._evaluate(setup.workflow, final, setup.models, ledger, recorder)
+                verdicts = self._evaluate(setup, final, recorder, tracers)
         except BaseException as caught:
             elapsed = time.perf_counter() - started
             failed = RunOutcome(state, None, UsageSummary(), len(node_runs), elapsed)
@@ -262,15 +262,22 @@ class WorkflowRun:
 
     def _evaluate(
         self,
-        workflow: Workflow,
+        setup: _RunSetup,
         final: dict[str, Any],
-        models: ChatModelFactory,
-        ledger: UsageLedger,
         recorder: RunRecorder,
+        tracers: Sequence[Any],
     ) -> tuple[Verdict, ...]:
         if not self.options.evals:
             return ()
-        verdicts = tuple(evaluate(workflow, final, model_factory=models, ledger=ledger))
+        verdicts = tuple(
+            evaluate(
+                setup.workflow,
+                final,
+                model_factory=setup.models,
+                ledger=setup.ledger,
+                callbacks=tracers,
+            )
+        )
         if self.options.assess:
             recorder.assess(verdicts)
         return verdicts
@@ -344,9 +351,12 @@ def _run_config(
     }
 
 
-def _run_graph(setup: _RunSetup, node_runs: list[str]) -> dict[str, Any]:
-    """The graph's final state; a map node's items run as awaited calls, no thread each."""
-    graph, config, state = setup.graph, setup.config, setup.state
+def _run_graph(setup: _RunSetup, node_runs: list[str], tracers: Sequence[Any]) -> dict[str, Any]:
+    """The graph's final state; a map node's items run as awaited calls, no thread each.
+    ``tracers`` (the run's MLflow tracer) join the ledger in the callbacks, which LangChain
+    hands down to every node, item and call of the run."""
+    graph, state = setup.graph, setup.state
+    config = {**setup.config, "callbacks": [*setup.config["callbacks"], *tracers]}
     if setup.checkpoints.start.finished:  # a partition kept from an earlier attempt
         return {**state, **graph.get_state(config).values}
     graph_input = setup.checkpoints.start.input

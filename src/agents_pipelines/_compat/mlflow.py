@@ -27,6 +27,8 @@ __all__ = [
     "compact_ended_spans",
     "drain_export_queue",
     "hard_delete_run",
+    "import_langchain_tracer",
+    "langchain_tracer",
     "raw_span",
     "replace_event_attributes",
     "span_processors_in_use",
@@ -57,6 +59,34 @@ def span_processors_in_use() -> list[Callable[[Any], None]]:
     from mlflow.tracing.config import get_config
 
     return list(get_config().span_processors)
+
+
+def langchain_tracer() -> Any:
+    """A new MLflow LangChain tracer (a LangChain callback handler that turns each run of a
+    chain, node, chat model or tool into a span), made as ``mlflow.langchain.autolog`` makes
+    it with ``run_tracer_inline=True``: its spans start and end on the caller's task (on
+    LangGraph's async path, map items, MLflow would otherwise hand each span's start and
+    end to a thread pool).
+
+    Why: autolog adds this handler by patching LangChain's ``BaseCallbackManager.__init__``
+    through MLflow's ``safe_patch``, which wraps every callback manager LangChain makes
+    (about 11 per map item call: each ``copy``, ``get_child``, ``configure``) in
+    ``inspect.signature`` and warning rerouting; the patch is process-wide. A handler in the
+    run's config callbacks gives the same spans, since LangChain hands inheritable handlers
+    to every child run, and costs nothing per callback manager. Uses
+    ``mlflow.langchain.langchain_tracer.MlflowLangchainTracer`` (not in MLflow's API
+    reference; mlflow 3.17.2 checked) and its ``run_inline`` argument. Public replacement:
+    ``mlflow.langchain.autolog(run_tracer_inline=True)``.
+    """
+    from mlflow.langchain.langchain_tracer import MlflowLangchainTracer
+
+    return MlflowLangchainTracer(run_inline=True)
+
+
+def import_langchain_tracer() -> None:
+    """Import what ``langchain_tracer`` needs (MLflow, LangChain, the tracer's module) ahead
+    of a run. Why and public replacement: as ``langchain_tracer``."""
+    import mlflow.langchain.langchain_tracer  # noqa: F401
 
 
 def raw_span(span: Any) -> Any:

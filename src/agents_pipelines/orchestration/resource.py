@@ -282,11 +282,11 @@ def _refuse_a_step_that_keeps_dying(context: dg.AssetExecutionContext) -> None:
 
 def _import_run_libraries(backend: Backend | None) -> None:
     """What a step imports on its first run: LangGraph and LangChain (the runner), MLflow's
-    autolog (about 1 s of CPU, needed by every traced workflow), Gemini's client."""
+    LangChain tracer (about 1 s of CPU, needed by every traced workflow), Gemini's client."""
     import agents_pipelines.runner  # noqa: F401  (and the run lifecycle, workflow_run)
-    from agents_pipelines.tracking.client import import_autolog
+    from agents_pipelines.tracking.client import import_tracer
 
-    import_autolog()
+    import_tracer()
     try:
         resolved = resolve_backend(backend)
     except AgentsPipelinesError:

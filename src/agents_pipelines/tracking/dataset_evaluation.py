@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from agents_pipelines.redaction import redact, redact_value
 from agents_pipelines.tracking import experiments
-from agents_pipelines.tracking.client import autolog_changed, configured_client
+from agents_pipelines.tracking.client import configured_client
 from agents_pipelines.tracking.mlflow_env import evaluation_env
 from agents_pipelines.tracking.tracking_settings import TrackingSettings
 
@@ -100,13 +100,10 @@ def evaluate_rows(
 
         mlflow_scorers = [_mlflow_scorer(name, score) for name, score in scorers.items()]
         # MLflow prints its own summary on stdout: the command's table goes there instead.
-        try:
-            with evaluation_env(workers), contextlib.redirect_stdout(sys.stderr):
-                for start in range(0, len(rows), CHUNK_ROWS):
-                    data = [_row(row) for row in rows[start : start + CHUNK_ROWS]]
-                    mlflow.genai.evaluate(data=data, predict_fn=predict_fn, scorers=mlflow_scorers)
-        finally:
-            autolog_changed()
+        with evaluation_env(workers), contextlib.redirect_stdout(sys.stderr):
+            for start in range(0, len(rows), CHUNK_ROWS):
+                data = [_row(row) for row in rows[start : start + CHUNK_ROWS]]
+                mlflow.genai.evaluate(data=data, predict_fn=predict_fn, scorers=mlflow_scorers)
         # Each chunk logged its own `<scorer>/mean`: metrics() gives them over every row.
         mlflow.log_metrics(dict(metrics()))
     return EvaluationRun(run_id, experiment_id, settings.run_url(experiment_id, run_id))

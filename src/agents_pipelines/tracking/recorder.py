@@ -12,8 +12,8 @@ fails the run is decided here, once: ``observability.mlflow.required``.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,9 +107,11 @@ class RunRecorder:
 
     def traced(
         self, inputs: Mapping[str, Any], pricer: Pricer, usage: Callable[[], UsageSummary]
-    ) -> AbstractContextManager[None]:
+    ) -> AbstractContextManager[tuple[Any, ...]]:
+        """The run's root span; yields the LangChain callbacks that trace the run (none
+        when it is kept out of MLflow)."""
         if self._session is None:
-            return untraced()
+            return _untraced_run()
         name = self._workflow.spec.flow.name
         return self._session.traced(name, inputs, pricer, usage, self._telemetry.traces)
 
@@ -181,6 +183,12 @@ class RunRecorder:
                 if c.is_llm
             ]
         return artifacts
+
+
+@contextmanager
+def _untraced_run() -> Iterator[tuple[Any, ...]]:
+    with untraced():
+        yield ()
 
 
 def _params(workflow: Workflow, backend: str) -> dict[str, Any]:

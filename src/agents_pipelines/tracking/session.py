@@ -23,7 +23,7 @@ from typing import Any
 from agents_pipelines.redaction import redact, redact_value, redacting_logger
 from agents_pipelines.telemetry import OtlpSignal
 from agents_pipelines.tracking import experiments, span_policy, stale_runs, trace_outcome
-from agents_pipelines.tracking.client import configured_client
+from agents_pipelines.tracking.client import configured_client, run_tracer
 from agents_pipelines.tracking.deadline import TrackingBudget, TrackingTimeoutError
 from agents_pipelines.tracking.export import wait_for_trace
 from agents_pipelines.tracking.tracking_settings import TrackingSettings
@@ -90,8 +90,10 @@ class TrackingSession:
         pricer: Pricer,
         usage: Callable[[], UsageSummary],
         otlp: OtlpSignal | None = None,
-    ) -> Iterator[None]:
-        """A root span around the graph; autolog's node and LLM spans nest below it.
+    ) -> Iterator[tuple[Any, ...]]:
+        """A root span around the graph; yields the LangChain callbacks that trace the run
+        (MLflow's tracer, client.run_tracer): pass them in the graph's config, and its
+        node and LLM spans nest below the root span.
 
         With ``otlp``, the trace's spans also go to that OpenTelemetry collector, and are
         sent as the root span closes (telemetry/span_export.py).
@@ -123,7 +125,7 @@ class TrackingSession:
                     trace_outcome.watch(root.trace_id)
                 root.set_inputs(dict(inputs) if full else {"inputs": sorted(inputs)})
                 try:
-                    yield
+                    yield (run_tracer(),)
                 finally:
                     _set_trace_cost(usage())
         finally:
@@ -244,7 +246,9 @@ def _create_run(
     from mlflow.exceptions import MlflowException
 
     client = configured_client(settings.tracking_uri)
-    # Said here, once per run: configured_client() runs again when the run ends.
+    # Said here, once per run: configured_client() runs again when the run ends. (The run's
+    # LangChain spans come from MLflow's tracer, no longer from autolog: the words are kept
+    # for the scripts that read them.)
     logger.info("✓ MLflow auto-instrumentation enabled (langchain.autolog)")
     # Tags are ids (Dagster's run id, asset key, partition): a run of digits in an id
     # must not be read as a phone number, so redact_pii masks the params only.
