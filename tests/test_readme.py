@@ -36,7 +36,7 @@ from test_component import DG_COMMANDS
 README = REPO / "README.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.S | re.M)
 BANNER = "NO GOOGLE_API_KEY SET: RUNNING THE *SIMULATED* LLM BACKEND"
-MLFLOW_LINE = "MLflow auto-instrumentation enabled"
+MLFLOW_LINE = "MLflow tracing enabled"
 
 # Shell commands the README shows and this test does not run, each with the reason.
 NOT_RUN = {

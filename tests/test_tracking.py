@@ -144,7 +144,7 @@ def test_cli_run_prints_totals_and_verbose_tracking_lines(
     out = capsys.readouterr().out
     experiment = MlflowClient().get_experiment_by_name("cli_runs")
     assert experiment is not None
-    assert out.count("✓ MLflow auto-instrumentation enabled (langchain.autolog)") == 1
+    assert out.count("✓ MLflow tracing enabled (") == 1
     assert f"✓ Experiment: cli_runs (ID: {experiment.experiment_id})" in out
     assert "✓ linear finished in" in out and "(backend: simulated, 1 node run(s))" in out
     assert "  LLM calls: 1\n" in out and "cost: $0.0" in out

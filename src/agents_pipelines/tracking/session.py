@@ -246,10 +246,8 @@ def _create_run(
     from mlflow.exceptions import MlflowException
 
     client = configured_client(settings.tracking_uri)
-    # Said here, once per run: configured_client() runs again when the run ends. (The run's
-    # LangChain spans come from MLflow's tracer, no longer from autolog: the words are kept
-    # for the scripts that read them.)
-    logger.info("✓ MLflow auto-instrumentation enabled (langchain.autolog)")
+    # Said here, once per run: configured_client() runs again when the run ends.
+    logger.info("✓ MLflow tracing enabled (MLflow's LangChain tracer, in the run's callbacks)")
     # Tags are ids (Dagster's run id, asset key, partition): a run of digits in an id
     # must not be read as a phone number, so redact_pii masks the params only.
     tags, params = redact_value(dict(tags), keys_only=True), redact_value(dict(params))
