@@ -83,8 +83,9 @@ def before_stored(client: Any, spans: list[Any]) -> None:
     for trace_id, trace_spans in _by_trace(spans).items():
         with _lock:
             trace = _traces.get(trace_id)
-        if trace is not None:
-            _write_info_early(client, trace_id, trace, _carried(trace_spans))
+            if trace is None or trace.closed or trace.written == _BOTH:
+                continue
+        _write_info_early(client, trace_id, trace, _carried(trace_spans))
 
 
 def after_stored(client: Any, spans: list[Any]) -> None:
@@ -126,11 +127,12 @@ def _carried(spans: list[Any]) -> frozenset[str]:
 
 def _release(trace_id: str, trace: _Trace, spans: list[Any]) -> None:
     sizes = {span.span_id: compat.span_json_size(span) for span in spans}
+    with _lock:  # every stored span's, released or not (the trace's size stats)
+        trace.sizes.extend(sizes.values())
 
     def take(released: list[Any]) -> bool:
         # Under MLflow's trace manager lock: counted here, or by MLflow at the root's end.
         with _lock:
-            trace.sizes.extend(sizes.values())
             if trace.closed:
                 return False
             _count(trace, released, sizes)
@@ -184,6 +186,7 @@ def _write_info_early(client: Any, trace_id: str, trace: _Trace, carried: frozen
             logger.debug("early trace info for %s not written: %s", trace_id, exc)
 
 
+_BOTH = frozenset({"usage", "cost"})
 _TOKEN_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 _COST_KEYS = ("input_cost", "output_cost", "total_cost")
 
