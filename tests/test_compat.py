@@ -658,8 +658,9 @@ def test_released_spans_leave_the_trace_manager_and_the_trace_stays_whole(
         assert isinstance(manager.get_span_from_id(root.trace_id, late.span_id), LiveSpan)
         open_.end()
         closed: list[bool] = []
-        drop_released_spans(root.trace_id, then=lambda: closed.append(True))
-        assert closed == [True]
+        drop_released_spans(root.trace_id, then=closed.append)
+        drop_released_spans("tr-unknown", then=closed.append)
+        assert closed == [True, False]
         assert manager.get_span_from_id(root.trace_id, kept.span_id) is None
     drain_trace_export()
     stored = mlflow.get_trace(root.trace_id)

@@ -285,9 +285,10 @@ def _drop_unneeded_stubs(spans: dict[str, Any]) -> None:
             del spans[span_id]
 
 
-def drop_released_spans(trace_id: str, then: Callable[[], None]) -> None:
+def drop_released_spans(trace_id: str, then: Callable[[bool], None]) -> None:
     """Take every ``ReleasedSpan`` of ``trace_id`` out of MLflow's trace manager, and run
-    ``then()`` with the trace manager's lock still held.
+    ``then(held)`` with the trace manager's lock still held (``held``: whether it holds the
+    trace at all; it does not for a trace MLflow will not export, such as a no-op one).
 
     Why: when the root span ends, MLflow assembles the trace from what the trace manager
     holds (``_Trace.to_mlflow_trace`` calls each span's ``to_immutable_span``), and sums
@@ -302,7 +303,7 @@ def drop_released_spans(trace_id: str, then: Callable[[], None]) -> None:
             spans = trace.span_dict
             for span_id in [i for i, s in spans.items() if isinstance(s, ReleasedSpan)]:
                 del spans[span_id]
-        then()
+        then(trace is not None)
 
 
 def trace_info_now(trace_id: str) -> Any | None:

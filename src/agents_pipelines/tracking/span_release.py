@@ -20,8 +20,9 @@ For a run's own trace (``track``):
   and size stats as if every span had stayed.
 
 A store that cannot log spans (a file store) never takes a batch: nothing is released.
-A run killed mid-trace leaves its stored spans, and a trace info written early: its
-tokens are those released before that write (a floor; stale_runs.py sums the spans).
+A run killed mid-trace leaves its stored spans, and the trace info written early: its
+tokens and cost are those released before that write (none on a SQL store, where it comes
+before the first call's span). stale_runs.py sums such a trace's stored spans instead.
 """
 
 from __future__ import annotations
@@ -66,9 +67,11 @@ def close(trace_id: str) -> None:
     """The run of ``trace_id`` ended (its root span is about to end): the spans still in
     MLflow's trace manager stay there, and the stubs of released ones go."""
 
-    def mark_closed() -> None:
+    def mark_closed(held: bool) -> None:
         with _lock:
-            if (trace := _traces.get(trace_id)) is not None:
+            if not held:  # MLflow will not export it (a no-op trace): nothing to complete
+                _traces.pop(trace_id, None)
+            elif (trace := _traces.get(trace_id)) is not None:
                 trace.closed = True
 
     compat.drop_released_spans(trace_id, then=mark_closed)
@@ -158,7 +161,7 @@ def _add(sums: dict[str, Any], more: Mapping[str, Any] | None) -> None:
             sums[name] = sums.get(name, 0) + value
 
 
-def _write_info_early(client: Any, trace_id: str, trace: _Trace, carried: frozenset[str]):
+def _write_info_early(client: Any, trace_id: str, trace: _Trace, carried: frozenset[str]) -> None:
     """Write the trace's info now, with the usage and cost released so far, if it was not
     written with all of ``carried`` yet: the store takes later batches without re-reading
     the trace (its stored totals are authoritative once ``start_trace`` set them). The
