@@ -11,6 +11,8 @@ the end counts them (tracking/span_release.py).
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.spec import load_workflow
+from agents_pipelines.tracking import trace_outcome
 from agents_pipelines.tracking.span_policy import ITEM_INDEX
 from conftest import assert_usage_agrees, metadata_of, write
 from test_map_nodes import map_workflow, reviews
@@ -82,6 +85,30 @@ def test_a_long_maps_trace_is_stored_whole_without_reading_it_back(
     # batches stored before the trace info was written recompute (none or one here).
     assert stored_span_reads == [], (stored_span_reads, spans)
     assert mlflow.get_trace(trace.info.trace_id) is not None
+
+
+def test_a_trace_stored_after_its_run_ended_is_not_read_back_either(
+    tmp_path: Path,
+    mlflow_uri: str,
+    simulated: None,
+    monkeypatch: pytest.MonkeyPatch,
+    stored_span_reads: list[int],
+) -> None:
+    """On a loaded machine the store takes a run's spans after the run ended (MLflow has
+    dropped the trace from memory then): its info is still written before their batches
+    (a loaded run read back span rows, seen once)."""
+    original = trace_outcome._RecordingClient.log_spans
+    stalled = threading.Event()
+
+    def behind(self: Any, location: str, spans: list[Any]) -> Any:
+        if not stalled.is_set():  # the first batch waits: the others queue behind it
+            stalled.set()
+            time.sleep(1.5)
+        return original(self, location, spans)
+
+    monkeypatch.setattr(trace_outcome._RecordingClient, "log_spans", behind)
+    trace = stored_map_trace(tmp_path, 60, monkeypatch)
+    assert stored_span_reads == [], (stored_span_reads, len(trace.data.spans))
 
 
 @pytest.mark.postgres

@@ -43,6 +43,8 @@ logger = redacting_logger(__name__)
 @dataclass
 class _Trace:
     closed: bool = False  # the run ended: its spans stay for MLflow to assemble the trace
+    info_at_close: Any = None  # its info then: MLflow drops it once the root span ends
+    completed: bool = False  # MLflow is writing its last info: no early write after that
     written: frozenset[str] = frozenset()  # "usage", "cost": set in the info written early
     writing: threading.Lock = field(default_factory=threading.Lock)  # one early write at once
     released: int = 0  # spans taken out of MLflow's trace manager
@@ -67,12 +69,14 @@ def close(trace_id: str) -> None:
     """The run of ``trace_id`` ended (its root span is about to end): the spans still in
     MLflow's trace manager stay there, and the stubs of released ones go."""
 
+    info = compat.trace_info_now(trace_id)
+
     def mark_closed(held: bool) -> None:
         with _lock:
             if not held:  # MLflow will not export it (a no-op trace): nothing to complete
                 _traces.pop(trace_id, None)
             elif (trace := _traces.get(trace_id)) is not None:
-                trace.closed = True
+                trace.closed, trace.info_at_close = True, info
 
     compat.drop_released_spans(trace_id, then=mark_closed)
 
@@ -86,7 +90,7 @@ def before_stored(client: Any, spans: list[Any]) -> None:
     for trace_id, trace_spans in _by_trace(spans).items():
         with _lock:
             trace = _traces.get(trace_id)
-            if trace is None or trace.closed or trace.written == _BOTH:
+            if trace is None or trace.written == _BOTH:
                 continue
         _write_info_early(client, trace_id, trace, _carried(trace_spans))
 
@@ -165,16 +169,21 @@ def _write_info_early(client: Any, trace_id: str, trace: _Trace, carried: frozen
     """Write the trace's info now, with the usage and cost released so far, if it was not
     written with all of ``carried`` yet: the store takes later batches without re-reading
     the trace (its stored totals are authoritative once ``start_trace`` set them). The
-    root span's end writes the info again, whole. Other writers of the trace wait."""
+    root span's end writes the info again, whole (``complete``, which waits for this
+    write). Also after the run ended: the store may take its spans after that. Other
+    writers of the trace wait."""
+    import copy
+
     from mlflow.entities import TraceState
 
     with trace.writing:
         with _lock:
-            if trace.closed or carried <= trace.written:
+            if trace.completed or carried <= trace.written:
                 return
             trace.written |= carried
             written, usage, cost = trace.written, dict(trace.usage), dict(trace.cost)
-        if (info := compat.trace_info_now(trace_id)) is None:
+            info = copy.deepcopy(trace.info_at_close)
+        if info is None and (info := compat.trace_info_now(trace_id)) is None:
             return
         info.state = TraceState.IN_PROGRESS
         info.execution_duration = None
@@ -204,7 +213,11 @@ def complete(trace_info: Any) -> None:
     cost unless the run set it, and size stats."""
     with _lock:
         trace = _traces.pop(trace_info.trace_id, None)
-    if trace is None or not trace.released:
+    if trace is None:
+        return
+    with trace.writing:  # an early write in flight goes first; none after this
+        trace.completed = True
+    if not trace.released:
         return
     key = compat.TraceMetadataKey
     metadata = trace_info.trace_metadata
