@@ -78,11 +78,11 @@ def test_a_long_maps_trace_is_stored_whole_without_reading_it_back(
     monkeypatch: pytest.MonkeyPatch,
     stored_span_reads: list[int],
 ) -> None:
-    trace = stored_map_trace(tmp_path, 200, monkeypatch)
+    trace = stored_map_trace(tmp_path, 120, monkeypatch)
     spans = len(trace.data.spans)
     # Fixed batches of 10 spans re-read ~spans²/20 rows (11,860 for 605 spans); batches
-    # that grew with the trace, 2 x spans at most (1,705 for 605, measured). Now only the
-    # batches stored before the trace info was written recompute (none or one here).
+    # that grew with the trace, 2 x spans at most (1,705 for 605, measured). The trace info
+    # is now written before the first batch with usage: no batch recomputes.
     assert stored_span_reads == [], (stored_span_reads, spans)
     assert mlflow.get_trace(trace.info.trace_id) is not None
 
