@@ -3,8 +3,9 @@
 ``python -m benchmarks._map_memory_child WORKDIR ITEMS tracked|untracked new|old`` runs a
 16-item warm-up, then a map of ITEMS items (simulated backend, zero latency, 16 at once)
 under tracemalloc, and prints ``{"peak_mb": ...}``: the most memory Python held during the
-run above what it held before it. ``old`` sends every item at once and keeps MLflow's live
-span objects (the behaviour before waves and compact spans), for a side-by-side figure.
+run above what it held before it. ``old`` keeps every span of the trace in MLflow's trace
+manager until the root span ends (MLflow's own behaviour: spans are not released once
+stored, tracking/span_release.py), for a side-by-side figure.
 """
 
 from __future__ import annotations
@@ -44,14 +45,12 @@ orchestration:
 
 def main() -> None:
     work, items, tracked, variant = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    from agents_pipelines.graph import map_node
     from agents_pipelines.runner import run_workflow
     from agents_pipelines.spec import load_workflow
-    from agents_pipelines.tracking import drain_trace_export, trace_outcome
+    from agents_pipelines.tracking import drain_trace_export, span_release
 
     if variant == "old":
-        map_node.WAVE_ROUNDS = 10**6  # one wave: every item at once
-        trace_outcome.compact_ended_spans = list  # type: ignore[assignment]
+        span_release.track = lambda trace_id: None  # type: ignore[assignment]
     on = tracked == "tracked"
     warm = write_workflow(work / "warm", "warm", workflow("warm", 16, on))
     run_workflow(load_workflow(warm))

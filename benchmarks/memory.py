@@ -6,11 +6,11 @@ once (tracing on), drains the trace export, then reports ``ru_maxrss`` (RUSAGE_S
 
 Growth: a fresh process per sample (benchmarks/_map_memory_child.py) maps over 200 and over
 1,000 items, untracked and tracked, and reports the most memory Python held during the run
-(tracemalloc); MB per 1,000 items = the slope between the two. ``old`` sends every item at
-once and keeps MLflow's live spans, as before waves and compact spans. Gated: the tracked
-slope against the old one. What remains untracked is the run's outputs and per-call records
-(each item's reply text); tracked, also the compact spans (about 3 MB per 1,000 items) and,
-at zero latency, the spans waiting for the exporter (it writes slower than they are made).
+(tracemalloc); MB per 1,000 items = the slope between the two. ``old`` keeps every span of
+the trace in MLflow's trace manager until the root span ends (spans not released once
+stored). Gated: the tracked slope (new) at most 1 MB per 1,000 items above the untracked
+one. What remains untracked is the run's outputs and per-call records (each item's reply
+text); tracked, also a few bytes per stored span (its size, for the trace's size stats).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from benchmarks.workflows import three_node, write_workflow
 NAME = "memory"
 TARGET_MB = 400.0
 SMALL, LARGE = 200, 1000
-GROWTH_RATIO = 0.5  # tracked growth, new / old (measured 2026-12-06, shared: 10 / 27 MB)
+TRACKED_EXTRA_MB = 1.0  # tracked growth above untracked, MB per 1,000 items
 
 
 def run(ctx: Context) -> BenchResult:
@@ -56,23 +56,31 @@ def run(ctx: Context) -> BenchResult:
 def _growth(ctx: Context, result: BenchResult) -> None:
     work = ctx.workdir(f"{NAME}-growth")
     slopes = {}
-    for tracked in ("untracked", "tracked"):
-        for variant in ("old", "new"):
-            peaks = {n: _peak_mb(ctx, work, n, tracked, variant) for n in (SMALL, LARGE)}
-            slopes[tracked, variant] = (peaks[LARGE] - peaks[SMALL]) / (LARGE - SMALL) * 1000
-            label = f"map memory per 1,000 items, {tracked}, {variant}"
-            result.info(label, slopes[tracked, variant], "MB")
-            result.note(
-                f"{label}: peak {peaks[SMALL]:.1f} MB ({SMALL} items), "
-                f"{peaks[LARGE]:.1f} MB ({LARGE} items)"
-            )
-    ratio = slopes["tracked", "new"] / slopes["tracked", "old"]
-    target = f"<= {GROWTH_RATIO}x"
-    result.gate("tracked map growth, new / old", ratio, "x", target, ratio <= GROWTH_RATIO)
+    # Untracked, old and new are the same run: measured once.
+    for tracked, variant in (("untracked", "new"), ("tracked", "old"), ("tracked", "new")):
+        # The median of a few samples: at zero latency, how many spans wait for the
+        # exporter at the peak depends on the machine's load (measured 7 to 13 MB tracked).
+        peaks = {
+            n: median([_peak_mb(ctx, work, n, tracked, variant, i) for i in range(ctx.reps(3, 1))])
+            for n in (SMALL, LARGE)
+        }
+        slopes[tracked, variant] = (peaks[LARGE] - peaks[SMALL]) / (LARGE - SMALL) * 1000
+        label = f"map memory per 1,000 items, {tracked}" + (", old" if variant == "old" else "")
+        result.info(label, slopes[tracked, variant], "MB")
+        result.note(
+            f"{label}: peak {peaks[SMALL]:.1f} MB ({SMALL} items), "
+            f"{peaks[LARGE]:.1f} MB ({LARGE} items)"
+        )
+    extra = slopes["tracked", "new"] - slopes["untracked", "new"]
+    target = f"<= {TRACKED_EXTRA_MB:.0f} MB"
+    label = "tracked map growth above untracked, per 1,000 items"
+    result.gate(label, extra, "MB", target, extra <= TRACKED_EXTRA_MB)
 
 
-def _peak_mb(ctx: Context, work: Path, items: int, tracked: str, variant: str) -> float:
-    folder = work / f"{tracked}-{variant}-{items}"
+def _peak_mb(
+    ctx: Context, work: Path, items: int, tracked: str, variant: str, sample: int
+) -> float:
+    folder = work / f"{tracked}-{variant}-{items}-{sample}"
     folder.mkdir(parents=True, exist_ok=True)
     env = ctx.env(ctx.mlflow_store(folder))
     child = [sys.executable, "-m", "benchmarks._map_memory_child", str(folder), str(items)]

@@ -9,6 +9,7 @@ the compat package.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import sqlite3
 import threading
@@ -630,36 +631,74 @@ def test_the_compat_modules_are_the_ones_the_rule_exempts() -> None:
     assert names == {"__init__", "dagster", "mlflow", "langgraph", "genai"}
 
 
-def test_compact_ended_spans_keeps_the_trace_whole(mlflow_uri: str) -> None:
-    """An ended child span, once compacted, leaves MLflow's trace manager as a CompactSpan;
-    a span started under it after it ended keeps its trace, and the stored trace is the
-    same spans with the same content."""
+def test_released_spans_leave_the_trace_manager_and_the_trace_stays_whole(
+    mlflow_uri: str,
+) -> None:
+    """An ended child span, once released, leaves MLflow's trace manager: a stub of ids
+    stays while its OpenTelemetry span is alive, and a span started under it after it ended
+    keeps its trace; a stub nothing needs goes; ``drop_released_spans`` takes the rest out
+    before the root ends, and MLflow then stores the trace it still holds."""
+    import gc
+
     import mlflow
     from mlflow.entities import LiveSpan
     from mlflow.tracing.trace_manager import InMemoryTraceManager
 
-    from agents_pipelines._compat.mlflow import CompactSpan, compact_ended_spans
+    from agents_pipelines._compat.mlflow import (
+        ReleasedSpan,
+        drop_released_spans,
+        release_ended_spans,
+        span_json_size,
+        trace_info_now,
+    )
     from agents_pipelines.tracking.export import drain_trace_export
 
+    manager = InMemoryTraceManager.get_instance()
+    taken: list[str] = []
     with mlflow.start_span("root") as root:
-        child = mlflow.start_span_no_context("child", parent_span=root, inputs={"q": 1})
-        child.set_outputs({"a": [1, 2]})
-        child.set_attribute("cost", 0.25)
-        child.end()
-        expected = child.to_dict()
-        (compact,) = compact_ended_spans([child])
-        assert isinstance(compact, CompactSpan)
-        manager = InMemoryTraceManager.get_instance()
-        assert manager.get_span_from_id(root.trace_id, child.span_id) is compact
-        assert compact.to_dict() == expected
-        assert compact.to_immutable_span().outputs == {"a": [1, 2]}
-        late = mlflow.start_span_no_context("late", parent_span=compact)
+        info = trace_info_now(root.trace_id)
+        assert info is not None and info.trace_id == root.trace_id
+        info.trace_metadata["copy"] = "yes"
+        with manager.get_trace(root.trace_id) as held:  # a copy: the trace's own is unchanged
+            assert held is not None and "copy" not in held.info.trace_metadata
+        kept = mlflow.start_span_no_context("kept", parent_span=root, inputs={"q": 1})
+        kept.end()
+        gone = mlflow.start_span_no_context("gone", parent_span=root)
+        gone.end()
+        assert span_json_size(kept) == len(json.dumps(kept.to_dict()).encode())
+        open_ = mlflow.start_span_no_context("open", parent_span=root)
+        drain_trace_export()  # kept and gone are stored: only stored spans are released
+
+        def take(spans: list[Any]) -> bool:
+            taken.extend(span.name for span in spans)
+            return True
+
+        ids = [kept.span_id, gone.span_id, open_.span_id, root.span_id]
+        release_ended_spans(root.trace_id, ids, take)
+        assert taken == ["kept", "gone"]  # not the open span, nor the root
+        stub = manager.get_span_from_id(root.trace_id, kept.span_id)
+        assert isinstance(stub, ReleasedSpan) and stub.parent_id == root.span_id
+        assert stub.get_attribute("mlflow.chat.tokenUsage") is None
+        late = mlflow.start_span_no_context("late", parent_span=stub)  # kept's span alive
         assert isinstance(late, LiveSpan) and late.trace_id == root.trace_id
         late.end()
+        gone_id = gone.span_id
+        del gone
+        gc.collect()
+        release_ended_spans(root.trace_id, [], take)  # sweeps: no one holds gone's span
+        assert manager.get_span_from_id(root.trace_id, gone_id) is None
+        assert release_ended_spans(root.trace_id, [late.span_id], lambda spans: False) is None
+        assert isinstance(manager.get_span_from_id(root.trace_id, late.span_id), LiveSpan)
+        open_.end()
+        closed: list[bool] = []
+        drop_released_spans(root.trace_id, then=closed.append)
+        drop_released_spans("tr-unknown", then=closed.append)
+        assert closed == [True, False]
+        assert manager.get_span_from_id(root.trace_id, kept.span_id) is None
     drain_trace_export()
     stored = mlflow.get_trace(root.trace_id)
     assert stored is not None
-    by_name = {s.name: s for s in stored.data.spans}
-    assert set(by_name) == {"root", "child", "late"}
-    assert by_name["child"].to_dict() == expected
-    assert by_name["late"].parent_id == child.span_id
+    names = {s.name for s in stored.data.spans}
+    assert names == {"root", "kept", "gone", "open", "late"}  # each stored as it ended
+    late_span = next(s for s in stored.data.spans if s.name == "late")
+    assert late_span.parent_id == kept.span_id

@@ -1,12 +1,18 @@
-"""A long map's trace: stored whole, in time linear in its spans (issue 19, item 6).
+"""A long map's trace: stored whole as it runs, in time linear in its spans (issue 19,
+item 6).
 
 MLflow's SQL store re-reads every stored span of an unfinished trace on each span batch it
-writes (to recompute the trace's tokens and cost): with fixed-size batches, O(N²) rows for
-an N-span trace. The exporter's batches grow with the trace instead (span_batches.py).
+writes (to recompute the trace's tokens and cost): O(N²) rows for an N-span trace. A run's
+trace info is now written once its first stored spans carry usage, so the store takes the
+later batches as they are; the spans leave memory once stored, and the info written at
+the end counts them (tracking/span_release.py).
 """
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +23,10 @@ from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
 from agents_pipelines.orchestration import WorkflowRunner, build_workflow_asset
 from agents_pipelines.spec import load_workflow
-from agents_pipelines.tracking.span_batches import GrowingBatches
+from agents_pipelines.tracking import trace_outcome
+from agents_pipelines.tracking.span_policy import ITEM_INDEX
 from conftest import assert_usage_agrees, metadata_of, write
 from test_map_nodes import map_workflow, reviews
-
-ITEMS = 300
 
 
 @pytest.fixture
@@ -40,46 +45,86 @@ def stored_span_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return reads
 
 
-def test_a_long_maps_trace_is_stored_whole_reading_each_span_back_about_once(
+def stored_map_trace(tmp_path: Path, items: int, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run a map of ``items`` items (simulated, 32 at once) and check its stored trace
+    whole: every item's call span, tokens and cost those of the run, size stats counting
+    every span. Returns the trace."""
+    # Small MLflow batches, so a few hundred items make the many batches of a big map.
+    monkeypatch.setenv("MLFLOW_ASYNC_TRACE_LOGGING_MAX_SPAN_BATCH_SIZE", "10")
+    text = map_workflow(reviews(items)).replace("max_concurrency: 3", "max_concurrency: 32")
+    result = dg.materialize(
+        [build_workflow_asset(load_workflow(write(tmp_path, text)))],
+        resources={"workflow_runner": WorkflowRunner()},
+    )
+    meta = metadata_of(result, "reviews")
+    assert meta["llm_calls"] == items
+    # Its call spans counted, their costs summed, its tokens and cost: the run's.
+    trace = assert_usage_agrees(meta, meta["mlflow_run_id"])
+    calls = [span for span in trace.data.spans if span.span_type == "CHAT_MODEL"]
+    assert sorted(span.attributes[ITEM_INDEX] for span in calls) == list(range(items))
+    usage = trace.info.token_usage
+    for key in ("input_tokens", "output_tokens", "total_tokens"):
+        assert usage[key] == sum(s.attributes["mlflow.chat.tokenUsage"][key] for s in calls)
+    sizes = json.loads(trace.info.trace_metadata["mlflow.trace.sizeStats"])
+    assert sizes["num_spans"] == len(trace.data.spans)
+    assert trace.info.state.value == "OK" and trace.info.execution_duration > 0
+    return trace
+
+
+def test_a_long_maps_trace_is_stored_whole_without_reading_it_back(
     tmp_path: Path,
     mlflow_uri: str,
     simulated: None,
     monkeypatch: pytest.MonkeyPatch,
     stored_span_reads: list[int],
 ) -> None:
-    # Small MLflow batches, so a few hundred items make the many batches of a big map.
-    monkeypatch.setenv("MLFLOW_ASYNC_TRACE_LOGGING_MAX_SPAN_BATCH_SIZE", "10")
-    text = map_workflow(reviews(ITEMS)).replace("max_concurrency: 3", "max_concurrency: 32")
-    result = dg.materialize(
-        [build_workflow_asset(load_workflow(write(tmp_path, text)))],
-        resources={"workflow_runner": WorkflowRunner()},
-    )
-    meta = metadata_of(result, "reviews")
-    assert meta["llm_calls"] == ITEMS
-    trace = assert_usage_agrees(meta, meta["mlflow_run_id"])  # whole, its cost the run's
+    trace = stored_map_trace(tmp_path, 120, monkeypatch)
     spans = len(trace.data.spans)
-    assert spans > ITEMS
-    # Each batch re-reads what is stored, itself included. Fixed batches of 10 spans read
-    # ~spans²/20 rows: 11,860 for these 605 spans, measured on the unchanged code.
-    # Growing batches: ~550 rows for the first 100 spans (batches of 10), then 2 x spans
-    # at most for the doubling batches (1,705 in all, measured).
-    assert sum(stored_span_reads) < 3 * spans, (sum(stored_span_reads), spans)
+    # Fixed batches of 10 spans re-read ~spans²/20 rows (11,860 for 605 spans); batches
+    # that grew with the trace, 2 x spans at most (1,705 for 605, measured). The trace info
+    # is now written before the first batch with usage: no batch recomputes.
+    assert stored_span_reads == [], (stored_span_reads, spans)
     assert mlflow.get_trace(trace.info.trace_id) is not None
 
 
-class _Span:
-    def __init__(self, trace_id: str, span_id: int, parent_id: int | None = 0):
-        self.trace_id, self.span_id, self.parent_id = trace_id, span_id, parent_id
+def test_a_trace_stored_after_its_run_ended_is_not_read_back_either(
+    tmp_path: Path,
+    mlflow_uri: str,
+    simulated: None,
+    monkeypatch: pytest.MonkeyPatch,
+    stored_span_reads: list[int],
+) -> None:
+    """On a loaded machine the store takes a run's spans after the run ended (MLflow has
+    dropped the trace from memory then): its info is still written before their batches
+    (a loaded run read back span rows, seen once)."""
+    original = trace_outcome._RecordingClient.log_spans
+    stalled = threading.Event()
+
+    def behind(self: Any, location: str, spans: list[Any]) -> Any:
+        if not stalled.is_set():  # the first batch waits: the others queue behind it
+            stalled.set()
+            time.sleep(1.5)
+        return original(self, location, spans)
+
+    monkeypatch.setattr(trace_outcome._RecordingClient, "log_spans", behind)
+    trace = stored_map_trace(tmp_path, 60, monkeypatch)
+    assert stored_span_reads == [], (stored_span_reads, len(trace.data.spans))
 
 
-def test_batches_double_after_the_first_spans_and_all_go_with_the_root() -> None:
-    batches = GrowingBatches(first_spans=4)
-    sent: list[int] = []
-    for start in range(0, 40, 2):
-        for _, batch in batches.take("1", [_Span("t", start), _Span("t", start + 1)]):
-            sent.append(len(batch))
-    assert sent == [2, 2, 4, 8, 16]  # 32 sent, 8 held
-    (root_batch,) = batches.take("1", [_Span("t", 99, parent_id=None)])
-    assert root_batch == ("1", root_batch[1]) and len(root_batch[1]) == 9
-    # A trace whose root has ended starts afresh: a late span goes out at once.
-    assert [len(b) for _, b in batches.take("1", [_Span("t", 100)])] == [1]
+@pytest.mark.postgres
+def test_a_maps_trace_on_postgresql_is_stored_whole(
+    tmp_path: Path,
+    postgres_database_factory: Any,
+    mlflow_postgres_template: str,
+    simulated: None,
+    monkeypatch: pytest.MonkeyPatch,
+    stored_span_reads: list[int],
+) -> None:
+    """PostgreSQL: MLflow's exporter writes span batches from ten threads at once."""
+    uri = postgres_database_factory(template=mlflow_postgres_template)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    monkeypatch.chdir(tmp_path)
+    trace = stored_map_trace(tmp_path, 60, monkeypatch)
+    spans = len(trace.data.spans)
+    assert stored_span_reads == [], (stored_span_reads, spans)

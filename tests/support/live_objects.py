@@ -2,15 +2,19 @@
 
 Every ``EVERY``-th item counts, after a full collection, the objects of the kinds that grow with a
 map's list when a run holds them for all its items at once: LangGraph's tasks and their
-``Send`` payloads, and MLflow's live span objects (tests/test_map_memory.py). A census
-walks the whole heap, so it is taken for some items only."""
+``Send`` payloads, and the span objects MLflow's trace manager holds
+(tests/test_map_memory.py). A census walks the whole heap, so it is taken for some items
+only."""
 
 from __future__ import annotations
 
 import gc
 from collections import Counter
 
-KINDS = ("PregelExecutableTask", "Send", "LiveSpan")
+# MLflow's spans of a trace, whole (LiveSpan), compact (CompactSpan: how ended spans were
+# kept before they were released) or released to a stub of ids (ReleasedSpan).
+SPAN_KINDS = ("LiveSpan", "CompactSpan", "ReleasedSpan")
+KINDS = ("PregelExecutableTask", "Send", *SPAN_KINDS)
 PEAKS: Counter[str] = Counter()  # the most objects of each kind seen alive at once
 EVERY = 25  # items between two censuses
 

@@ -18,22 +18,25 @@ if TYPE_CHECKING:
     from mlflow.tracing.constant import SpanAttributeKey, TraceMetadataKey
 
 __all__ = [
-    "CompactSpan",
     "ExporterClientProxy",
+    "ReleasedSpan",
     "SpanAttributeKey",
     "TraceMetadataKey",
     "bundled_catalog_files",
     "bundled_cost_per_token",
-    "compact_ended_spans",
     "drain_export_queue",
+    "drop_released_spans",
     "hard_delete_run",
     "import_langchain_tracer",
     "langchain_tracer",
     "raw_span",
+    "release_ended_spans",
     "replace_event_attributes",
+    "span_json_size",
     "span_processors_in_use",
     "span_totals",
     "stop_mlflow_span_metrics",
+    "trace_info_now",
     "wrap_exporter_client",
 ]
 
@@ -206,15 +209,23 @@ def drain_export_queue() -> bool:
     return True
 
 
-class CompactSpan:
-    """An ended span as the JSON bytes of its ``to_dict()``, with the fields MLflow's trace
-    manager and exporter read without the content. About 1.5 KB for a map item's chat or
-    chain span, against about 5 KB for the ``LiveSpan`` and the OpenTelemetry span below
-    it (measured: a 1,000-item map held 10 MB more tracked than untracked)."""
+class ReleasedSpan:
+    """What stays in MLflow's trace manager of an ended span once it is stored: its ids
+    and times, no content (about 200 bytes, against about 5 KB for a ``LiveSpan`` and the
+    OpenTelemetry span below it).
+
+    A span can start below an ended span: LangGraph makes a ``Send``'s task a child of the
+    task that sent it, and MLflow finds the parent by its id in the trace manager
+    (``mlflow.get_current_active_span``, the LangChain tracer's ``_resolve_parent_span``).
+    So the stub stays while its OpenTelemetry span is alive (a context still holds it) or
+    a span in the trace manager names it as parent; ``release_ended_spans`` drops it after.
+    Reads ``LiveSpan._span`` and gives ``_span`` (what MLflow reads of a parent span;
+    mlflow 3.17.2 checked). Public replacement: none.
+    """
 
     __slots__ = (
         "_context",
-        "_data",
+        "_otel",
         "end_time_ns",
         "parent_id",
         "span_id",
@@ -223,17 +234,20 @@ class CompactSpan:
     )
 
     def __init__(self, span: Any):
+        import weakref
+
         self.span_id, self.parent_id = span.span_id, span.parent_id
         self.trace_id, self.start_time_ns = span.trace_id, span.start_time_ns
         self.end_time_ns = span.end_time_ns
-        self._data = json.dumps(span.to_dict()).encode()
-        self._context = span._span.get_span_context()
+        otel = span._span
+        self._context = otel.get_span_context()
+        self._otel = weakref.ref(otel)
 
     @property
     def _span(self) -> Any:
-        """What a child's start reads from its parent (``parent_span._span``): an ended
-        span is still the parent of spans started after it (LangGraph makes a ``Send``'s
-        task a child of the task that sent it)."""
+        """What a child's start reads from its parent (``parent_span._span``)."""
+        if (otel := self._otel()) is not None:
+            return otel
         from opentelemetry.trace import NonRecordingSpan
 
         return NonRecordingSpan(self._context)
@@ -242,45 +256,122 @@ class CompactSpan:
     def request_id(self) -> str:
         return str(self.trace_id)
 
-    def to_immutable_span(self) -> Any:
-        """The span MLflow stores (what ``LiveSpan.to_immutable_span`` gives)."""
-        from mlflow.entities import Span
+    def is_referenced(self) -> bool:
+        """Whether its OpenTelemetry span is still alive: a context may start a child."""
+        return self._otel() is not None
 
-        return Span.from_dict(self.to_dict())
-
-    def to_dict(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = json.loads(self._data)
-        return loaded
-
-    def __getattr__(self, name: str) -> Any:  # name, status, attributes, ...: the whole span
-        return getattr(self.to_immutable_span(), name)
+    def get_attribute(self, key: str) -> None:
+        return None  # no content: its usage and cost were counted when it was released
 
 
-def compact_ended_spans(spans: Iterable[Any]) -> list[Any]:
-    """``spans`` (handed to the exporter's ``log_spans``), each ended child span replaced by
-    a ``CompactSpan`` in MLflow's trace manager too; root spans and others as they were.
+def release_ended_spans(
+    trace_id: str, span_ids: Iterable[str], take: Callable[[list[Any]], bool]
+) -> None:
+    """Take the ended child spans ``span_ids`` of ``trace_id`` out of MLflow's trace
+    manager, each replaced by a ``ReleasedSpan``, if ``take(spans)`` says yes: it is called
+    with those ``LiveSpan``s and the trace manager's lock held, so that what it counts of
+    them and what MLflow sums at the root span's end never overlap. Stubs no longer needed
+    (see ``ReleasedSpan``) are dropped on the way.
 
     Why: MLflow's ``InMemoryTraceManager`` keeps every span object of a trace until its root
-    span ends, to assemble the whole trace then (``_Trace.to_mlflow_trace`` calls each
-    span's ``to_immutable_span``); a map of N items held 2N live spans. Once the exporter
-    has read an ended child span to log it, nothing else reads it as a live span. Uses
-    ``InMemoryTraceManager.get_trace`` and ``_Trace.span_dict`` (mlflow 3.17.2 checked). Public
-    replacement: none (MLflow has no setting to release ended spans before the trace ends).
+    span ends, to assemble the whole trace then: a map of N items held 2N spans. Once the
+    store holds a span, MLflow needs it again only to find a parent by id and to sum the
+    trace's usage at its end (``take`` counts it instead). Uses ``InMemoryTraceManager
+    .get_trace`` and ``_Trace.span_dict`` (mlflow 3.17.2 checked). Public replacement: none
+    (MLflow has no setting to release ended spans before the trace ends).
     """
     from mlflow.entities import LiveSpan
     from mlflow.tracing.trace_manager import InMemoryTraceManager
 
-    manager = InMemoryTraceManager.get_instance()
-    out = []
-    for span in spans:
-        if isinstance(span, LiveSpan) and span.parent_id is not None and span.end_time_ns:
-            compact = CompactSpan(span)
-            with manager.get_trace(span.trace_id) as trace:
-                if trace is not None and trace.span_dict.get(span.span_id) is span:
-                    trace.span_dict[span.span_id] = compact
-                    span = compact
-        out.append(span)
-    return out
+    with InMemoryTraceManager.get_instance().get_trace(trace_id) as trace:
+        if trace is None:
+            return
+        spans = trace.span_dict
+        ended = [
+            span
+            for span_id in span_ids
+            if isinstance(span := spans.get(span_id), LiveSpan)
+            and span.parent_id is not None
+            and span.end_time_ns
+        ]
+        if not take(ended):
+            return
+        for span in ended:
+            spans[span.span_id] = ReleasedSpan(span)
+        _drop_unneeded_stubs(spans)
+
+
+def _drop_unneeded_stubs(spans: dict[str, Any]) -> None:
+    """Keep the stubs a span may still start below (their OpenTelemetry span is alive) and
+    the ancestors of those and of the spans not released: a parent is looked up by id, up
+    to the root (the LangChain tracer's ``_resolve_parent_span``)."""
+    needed: set[str] = set()
+    for span_id, span in spans.items():
+        if isinstance(span, ReleasedSpan) and not span.is_referenced():
+            continue
+        while span_id is not None and span_id not in needed and span_id in spans:
+            needed.add(span_id)
+            span_id = spans[span_id].parent_id
+    for span_id in [i for i, s in spans.items() if isinstance(s, ReleasedSpan)]:
+        if span_id not in needed:
+            del spans[span_id]
+
+
+def drop_released_spans(trace_id: str, then: Callable[[bool], None]) -> None:
+    """Take every ``ReleasedSpan`` of ``trace_id`` out of MLflow's trace manager, and run
+    ``then(held)`` with the trace manager's lock still held (``held``: whether it holds the
+    trace at all; it does not for a trace MLflow will not export, such as a no-op one).
+
+    Why: when the root span ends, MLflow assembles the trace from what the trace manager
+    holds (``_Trace.to_mlflow_trace`` calls each span's ``to_immutable_span``), and sums
+    its usage over it: a stub has no content to give. Called just before the root span
+    ends, when no span can start below a stub any more. Uses ``InMemoryTraceManager
+    .get_trace`` and ``_Trace.span_dict`` (mlflow 3.17.2 checked). Public replacement: none.
+    """
+    from mlflow.tracing.trace_manager import InMemoryTraceManager
+
+    with InMemoryTraceManager.get_instance().get_trace(trace_id) as trace:
+        if trace is not None:
+            spans = trace.span_dict
+            for span_id in [i for i, s in spans.items() if isinstance(s, ReleasedSpan)]:
+                del spans[span_id]
+        then(trace is not None)
+
+
+def trace_info_now(trace_id: str) -> Any | None:
+    """A copy of the ``TraceInfo`` MLflow's trace manager holds for an unfinished trace.
+
+    Why: to write the trace's info to the store before its root span ends (span_release
+    .py). Uses ``InMemoryTraceManager.get_trace`` (mlflow 3.17.2 checked). Public
+    replacement: none (``mlflow.get_trace`` reads the store, which has no info yet).
+    """
+    import dataclasses
+
+    from mlflow.tracing.trace_manager import InMemoryTraceManager
+
+    with InMemoryTraceManager.get_instance().get_trace(trace_id) as trace:
+        if trace is None:
+            return None
+        info = trace.info
+        return dataclasses.replace(
+            info,
+            trace_metadata=dict(info.trace_metadata),
+            tags=dict(info.tags),
+            assessments=[],
+        )
+
+
+def span_json_size(span: Any) -> int:
+    """The bytes of a span's JSON, as MLflow counts them for a trace's size stats.
+
+    Why: the stats of a trace whose spans were released before it ended (span_release.py)
+    must count them too. Uses ``mlflow.tracing.utils.TraceJSONEncoder`` (what
+    ``add_size_stats_to_trace_metadata`` uses; not in MLflow's API reference; mlflow 3.17.2
+    checked). Public replacement: none.
+    """
+    from mlflow.tracing.utils import TraceJSONEncoder
+
+    return len(json.dumps(span.to_dict(), cls=TraceJSONEncoder).encode("utf-8"))
 
 
 def bundled_cost_per_token(

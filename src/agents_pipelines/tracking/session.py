@@ -22,7 +22,13 @@ from typing import Any
 
 from agents_pipelines.redaction import redact, redact_value, redacting_logger
 from agents_pipelines.telemetry import OtlpSignal
-from agents_pipelines.tracking import experiments, span_policy, stale_runs, trace_outcome
+from agents_pipelines.tracking import (
+    experiments,
+    span_policy,
+    span_release,
+    stale_runs,
+    trace_outcome,
+)
 from agents_pipelines.tracking.client import configured_client, run_tracer
 from agents_pipelines.tracking.deadline import TrackingBudget, TrackingTimeoutError
 from agents_pipelines.tracking.export import wait_for_trace
@@ -120,13 +126,15 @@ class TrackingSession:
                 routed = _route_to_collector(root, otlp)
                 pii = self.settings.config.pii()
                 span_policy.apply_to(root.trace_id, span_policy.TracePolicy(pricer, full, pii))
-                trace_outcome.install()  # span batches that grow with the trace
+                if trace_outcome.install():  # stored spans leave memory (span_release)
+                    span_release.track(root.trace_id)
                 if not self.settings.config.async_logging:
                     trace_outcome.watch(root.trace_id)
                 root.set_inputs(dict(inputs) if full else {"inputs": sorted(inputs)})
                 try:
                     yield (run_tracer(),)
                 finally:
+                    span_release.close(root.trace_id)
                     _set_trace_cost(usage())
         finally:
             # After the root span ends, so the policy applies to the root span too.

@@ -6,8 +6,8 @@ trace id that names no trace. For the traces a run waits for (async_logging: fal
 exporter's store client is wrapped to record, per trace, whether the trace was written
 and the first error. Only watched traces are recorded: nothing is kept for the others.
 
-The same wrapper sends the exporter's span batches through span_batches.BATCHES, so a long
-trace's batches grow with it (see span_batches.py).
+The same wrapper streams a run's trace: once the store holds a batch of its spans, they
+leave memory, and the trace info written at the end counts them (span_release.py).
 """
 
 from __future__ import annotations
@@ -16,13 +16,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from agents_pipelines._compat.mlflow import (
-    CompactSpan,
-    ExporterClientProxy,
-    compact_ended_spans,
-    wrap_exporter_client,
-)
-from agents_pipelines.tracking import span_batches
+from agents_pipelines._compat.mlflow import ExporterClientProxy, wrap_exporter_client
+from agents_pipelines.tracking import span_release
 
 
 @dataclass
@@ -70,9 +65,10 @@ def _record(trace_id: str, error: Exception | None) -> None:
 
 class _RecordingClient(ExporterClientProxy):
     """MLflow's TracingClient, with the two calls that write a whole trace recorded, and
-    its span batches grown (span_batches.py)."""
+    a run's stored spans released (span_release.py)."""
 
     def start_trace(self, trace_info: Any) -> Any:
+        span_release.complete(trace_info)  # the root span ended: the trace's last info
         try:
             stored = self.inner.start_trace(trace_info)
         except Exception as exc:
@@ -82,13 +78,9 @@ class _RecordingClient(ExporterClientProxy):
         return stored
 
     def log_spans(self, location: str, spans: list[Any]) -> list[Any]:
-        # MLflow's exporter ignores what this returns (the spans the store logged).
-        # Ended child spans are kept compact from here on, in MLflow's trace manager and
-        # while held back for a later batch: a trace's span objects no longer grow with it.
-        logged: list[Any] = []
-        held = compact_ended_spans(spans)
-        for batch_location, batch in span_batches.BATCHES.take(location, held):
-            logged.extend(self.inner.log_spans(batch_location, [_whole(s) for s in batch]) or ())
+        span_release.before_stored(self.inner, spans)
+        logged: list[Any] = self.inner.log_spans(location, spans)
+        span_release.after_stored(self.inner, spans)  # only once the store holds them
         return logged
 
     def upload_trace_data(self, trace_info: Any, trace_data: Any) -> None:
@@ -98,8 +90,3 @@ class _RecordingClient(ExporterClientProxy):
         except Exception as exc:
             _record(trace_info.trace_id, exc)
             raise
-
-
-def _whole(span: Any) -> Any:
-    """The span the store writes: a compact one made whole again."""
-    return span.to_immutable_span() if isinstance(span, CompactSpan) else span
