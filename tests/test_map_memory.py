@@ -9,7 +9,9 @@ waves of 16 x ``max_concurrency``. The census counts live objects as the items r
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,3 +88,34 @@ def test_a_tracked_maps_spans_in_memory_do_not_grow_with_its_items(
     kept = {n: p["CompactSpan"] + p["ReleasedSpan"] for n, p in ((200, small), (600, large))}
     assert kept[200] <= 200 and kept[600] <= 200, (kept, small, large)
     assert small["LiveSpan"] > 0 and large["ReleasedSpan"] > 0, (small, large)
+
+
+@pytest.mark.usefixtures("mlflow_uri")
+@pytest.mark.parametrize("paced", [True, False])
+def test_a_map_waits_for_its_trace_export_before_each_wave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, paced: bool
+) -> None:
+    """Calls that come back faster than the store writes made spans faster than the
+    exporter stored them: the spans waiting for the store grew with the items. A map now
+    waits before each wave until at most BACKLOG_SPANS of them wait (20 here; off: as
+    before). The store is made slow: 0.25 s per batch of spans."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from agents_pipelines.tracking import span_release
+
+    slow_store = SqlAlchemyStore.log_spans
+
+    def log_spans(self: Any, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.25)
+        return slow_store(self, *args, **kwargs)
+
+    monkeypatch.setattr(SqlAlchemyStore, "log_spans", log_spans)
+    monkeypatch.setattr(span_release, "BACKLOG_SPANS", 20 if paced else 10**9)
+    text = census_workflow(320, tracked=True, concurrency=1).replace("census", "export_backlog")
+    live_objects.reset()
+    result = run_workflow(load_workflow(write(tmp_path, text)))
+    assert len(result.state["labels"]) == 320
+    backlog = live_objects.PEAKS["backlog"]
+    # 20, and what one wave of 16 items adds before the next one waits.
+    bound = 20 + 4 * 16
+    assert (backlog <= bound) if paced else (backlog > 2 * bound), backlog

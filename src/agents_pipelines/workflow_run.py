@@ -189,7 +189,7 @@ class WorkflowRun:
         try:
             with recorder.traced(state, setup.pricer, ledger.summary) as tracers:
                 recorder.link_prompts(setup.pins)
-                final = _run_graph(setup, node_runs, tracers)
+                final = _run_graph(setup, node_runs, tracers, recorder.export_pace())
                 # In the trace and the ledger: the judges' spans, cost and budget are the run's.
                 verdicts = self._evaluate(setup, final, recorder, tracers)
         except BaseException as caught:
@@ -351,12 +351,19 @@ def _run_config(
     }
 
 
-def _run_graph(setup: _RunSetup, node_runs: list[str], tracers: Sequence[Any]) -> dict[str, Any]:
+def _run_graph(
+    setup: _RunSetup,
+    node_runs: list[str],
+    tracers: Sequence[Any],
+    pace: Callable[[], Any] | None = None,
+) -> dict[str, Any]:
     """The graph's final state; a map node's items run as awaited calls, no thread each.
     ``tracers`` (the run's MLflow tracer) join the ledger in the callbacks, which LangChain
     hands down to every node, item and call of the run."""
     graph, state = setup.graph, setup.state
     config = {**setup.config, "callbacks": [*setup.config["callbacks"], *tracers]}
+    if pace is not None:
+        config["configurable"] = {**config["configurable"], map_node.PACE_KEY: pace}
     if setup.checkpoints.start.finished:  # a partition kept from an earlier attempt
         return {**state, **graph.get_state(config).values}
     graph_input = setup.checkpoints.start.input

@@ -38,3 +38,14 @@ def alive_now() -> Counter[str]:
 
 def reset() -> None:
     PEAKS.clear()
+
+
+def export_backlog(review: str) -> dict[str, str]:
+    """The item as its own label; records the most ended spans of the run's trace seen
+    waiting for the store (tracking/span_release.py) as ``PEAKS["backlog"]``."""
+    from agents_pipelines.tracking import span_release
+
+    with span_release._lock:
+        waiting = [t.ended - t.settled for t in span_release._traces.values()]
+    PEAKS["backlog"] = max(PEAKS["backlog"], *waiting, 0)
+    return {"labels": review}

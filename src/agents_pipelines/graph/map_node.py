@@ -180,8 +180,12 @@ def _results(node: Node) -> str:
     return f"__{node.id}__results"
 
 
-def _next_wave(state: dict[str, Any]) -> dict[str, Any]:
-    """Runs once after each wave; its conditional edge (``_FanOut``) sends the next."""
+def _next_wave(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+    """Runs once after each wave; its conditional edge (``_FanOut``) sends the next. First
+    the run's trace export catches up (``PACE_KEY``), so that the spans waiting for the
+    store do not grow with the items when calls come back faster than it writes."""
+    if (pace := config.get("configurable", {}).get(PACE_KEY)) is not None:
+        pace()
     return {}
 
 
@@ -255,6 +259,9 @@ class Passes:
 
 
 PASSES_KEY = "agents_pipelines_map_passes"
+# The run config's hook that waits for the run's trace export before each wave after the
+# first (tracking.span_release.wait_for_store; absent when the run is not traced).
+PACE_KEY = "agents_pipelines_map_pace"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ fails the run is decided here, once: ``observability.mlflow.required``.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -21,6 +22,7 @@ from agents_pipelines.errors import TrackingFailedWarning, WorkflowRunError
 from agents_pipelines.redaction import redact, redacting_logger
 from agents_pipelines.spec import Workflow, draw_mermaid
 from agents_pipelines.telemetry import RunTelemetry
+from agents_pipelines.tracking import span_release
 from agents_pipelines.tracking.assessments import Assessed, log_assessments
 from agents_pipelines.tracking.client import untraced
 from agents_pipelines.tracking.prompt_registry import PromptPins, link_prompts
@@ -114,6 +116,14 @@ class RunRecorder:
             return _untraced_run()
         name = self._workflow.spec.flow.name
         return self._session.traced(name, inputs, pricer, usage, self._telemetry.traces)
+
+    def export_pace(self) -> Callable[[], float] | None:
+        """Inside ``traced``: what a map calls before each wave after the first, to let
+        the trace's export catch up (span_release.wait_for_store); None when untraced."""
+        trace_id = None if self._session is None else self._session.trace_id
+        if trace_id is None:
+            return None
+        return functools.partial(span_release.wait_for_store, trace_id)
 
     def link_prompts(self, pins: PromptPins) -> None:
         """Link the run's registry prompt versions to its MLflow run and trace; call it

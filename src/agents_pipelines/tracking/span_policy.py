@@ -42,6 +42,7 @@ from typing import Any
 from agents_pipelines.redaction import masking, redact, redact_value
 from agents_pipelines.spec.models import PiiConfig
 from agents_pipelines.telemetry.genai_spans import mark_llm_span
+from agents_pipelines.tracking import span_release
 from agents_pipelines.usage import STANDARD, Pricer, TokenUsage
 from agents_pipelines.usage.records import EVAL_KEY, ITEM_KEY, NODE_KEY, TIER_KEY
 
@@ -99,6 +100,7 @@ def _process(span: Any) -> None:
     with _lock:
         policy = _policies.get(span.trace_id)
     if policy is not None:  # one of our workflow traces
+        span_release.ended(span.trace_id)
         tier = _mark_tier(span)
         _set_cost(span, policy.pricer, tier)
         _mark_cache_hit(span, policy.pricer, tier)

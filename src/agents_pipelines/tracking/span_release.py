@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,9 @@ class _Trace:
     usage: dict[str, int] = field(default_factory=dict)  # their token usage, summed
     cost: dict[str, float] = field(default_factory=dict)  # their cost (USD), summed
     sizes: array[int] = field(default_factory=lambda: array("q"))  # every stored span's
+    ended: int = 0  # spans ended (handed to the exporter)
+    settled: int = 0  # spans the store has taken, or refused
+    unsupported: bool = False  # the store cannot log spans (a file store)
 
 
 # Module-level: fed by MLflow's process-wide span exporter (trace_outcome.py).
@@ -81,6 +85,53 @@ def close(trace_id: str) -> None:
     compat.drop_released_spans(trace_id, then=mark_closed)
 
 
+# A run's spans ended but not stored yet, past which its map waits before the next wave
+# (``wait_for_store``): with calls faster than the store writes (the simulated backend at
+# zero latency), the exporter's backlog would otherwise grow with the items.
+BACKLOG_SPANS = 2_000
+# A store that took no batch for this long has stopped taking them: no more waiting.
+STALL_S = 5.0
+
+
+def ended(trace_id: str) -> None:
+    """A span of ``trace_id`` ended (our span processor, span_policy.py)."""
+    with _lock:
+        if (trace := _traces.get(trace_id)) is not None:
+            trace.ended += 1
+
+
+def not_stored(spans: list[Any], *, unsupported: bool = False) -> None:
+    """The store refused ``spans``: they no longer wait for it. ``unsupported``: it cannot
+    log spans at all (MLflow's exporter stops sending them), so nothing is waited for."""
+    for trace_id, trace_spans in _by_trace(spans).items():
+        with _lock:
+            if (trace := _traces.get(trace_id)) is not None:
+                trace.settled += len(trace_spans)
+                trace.unsupported = trace.unsupported or unsupported
+
+
+def wait_for_store(trace_id: str, backlog: int | None = None) -> float:
+    """Wait until no more than ``backlog`` (default ``BACKLOG_SPANS``) ended spans of
+    ``trace_id`` wait for the store; the seconds waited. Not at all with a store that
+    cannot log spans, and no longer once the store took none for ``STALL_S``: tracking
+    never holds a run up for long."""
+    limit = BACKLOG_SPANS if backlog is None else backlog
+    started = last_change = time.monotonic()
+    last = -1
+    while True:
+        with _lock:
+            trace = _traces.get(trace_id)
+            if trace is None or trace.unsupported or trace.ended - trace.settled <= limit:
+                return time.monotonic() - started
+            settled = trace.settled
+        now = time.monotonic()
+        if settled != last:
+            last, last_change = settled, now
+        elif now - last_change >= STALL_S:
+            return now - started
+        time.sleep(0.05)
+
+
 def before_stored(client: Any, spans: list[Any]) -> None:
     """``spans`` are about to be stored through ``client`` (MLflow's TracingClient). On a
     SQL store, a tracked trace's info is written first if they bring usage or cost it
@@ -102,6 +153,8 @@ def after_stored(client: Any, spans: list[Any]) -> None:
     for trace_id, trace_spans in _by_trace(spans).items():
         with _lock:
             trace = _traces.get(trace_id)
+            if trace is not None:
+                trace.settled += len(trace_spans)
         if trace is None:
             continue
         _release(trace_id, trace, trace_spans)

@@ -79,7 +79,11 @@ class _RecordingClient(ExporterClientProxy):
 
     def log_spans(self, location: str, spans: list[Any]) -> list[Any]:
         span_release.before_stored(self.inner, spans)
-        logged: list[Any] = self.inner.log_spans(location, spans)
+        try:
+            logged: list[Any] = self.inner.log_spans(location, spans)
+        except BaseException as exc:
+            span_release.not_stored(spans, unsupported=isinstance(exc, NotImplementedError))
+            raise
         span_release.after_stored(self.inner, spans)  # only once the store holds them
         return logged
 
