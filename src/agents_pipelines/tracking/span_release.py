@@ -233,8 +233,10 @@ def _write_info_early(client: Any, trace_id: str, trace: _Trace, carried: frozen
         with _lock:
             if trace.completed or carried <= trace.written:
                 return
-            trace.written |= carried
-            written, usage, cost = trace.written, dict(trace.usage), dict(trace.cost)
+            # Marked written only once the store has it (below): until then a batch of
+            # another export thread sees it unwritten and waits here, rather than reaching
+            # the store first and making it read the trace back.
+            written, usage, cost = trace.written | carried, dict(trace.usage), dict(trace.cost)
             info = copy.deepcopy(trace.info_at_close)
         if info is None and (info := compat.trace_info_now(trace_id)) is None:
             return
@@ -249,6 +251,8 @@ def _write_info_early(client: Any, trace_id: str, trace: _Trace, carried: frozen
             client.start_trace(info)
         except Exception as exc:  # the store recomputes per batch instead: slower, still whole
             logger.debug("early trace info for %s not written: %s", trace_id, exc)
+        with _lock:
+            trace.written = written
 
 
 _BOTH = frozenset({"usage", "cost"})
