@@ -81,6 +81,10 @@ class Context:
     def mlflow_store(self, directory: Path) -> str:
         """A copy of the migrated store in ``directory``; returns its tracking URI."""
         db = directory / "mlflow.db"
+        # An earlier sample's write-ahead log beside a fresh copy would be replayed into it
+        # (a malformed database: its traces then read as "not fully exported").
+        for leftover in (db.with_name("mlflow.db-wal"), db.with_name("mlflow.db-shm")):
+            leftover.unlink(missing_ok=True)
         shutil.copy(self.template_db, db)
         return f"sqlite:///{db}"
 
