@@ -145,11 +145,8 @@ def setup_runner(params: Mapping[str, Any]) -> Run:
     return run
 
 
-def setup_batch(params: Mapping[str, Any]) -> Run:
-    """A backfill of every partition of the workflow's asset: one ``dg.materialize`` per
-    partition, ``threads`` at a time, on one Dagster instance in this process."""
-    import dagster as dg
-
+def _partitioned_asset(params: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any], list[str]]:
+    """The workflow, its asset, the code location's resources and the partition keys."""
     from agents_pipelines.orchestration import (
         WorkflowIOManager,
         WorkflowRunner,
@@ -163,6 +160,15 @@ def setup_batch(params: Mapping[str, Any]) -> Run:
     # The code location's IO manager (Dagster's filesystem one refuses a range's output).
     resources = {"workflow_runner": runner, "io_manager": WorkflowIOManager()}
     keys = asset.partitions_def.get_partition_keys() if asset.partitions_def else []
+    return workflow, asset, resources, keys
+
+
+def setup_batch(params: Mapping[str, Any]) -> Run:
+    """A backfill of every partition of the workflow's asset: one ``dg.materialize`` per
+    partition, ``threads`` at a time, on one Dagster instance in this process."""
+    import dagster as dg
+
+    workflow, asset, resources, keys = _partitioned_asset(params)
     threads = int(params["threads"])
     # One in-memory instance per thread, as each run worker has its own: Dagster's
     # in-memory storage is not shared between threads ("database table is locked").
@@ -199,19 +205,7 @@ def setup_batch_ranges(params: Mapping[str, Any]) -> Run:
     ``max_concurrency`` partitions at once, each its own workflow run and MLflow run."""
     import dagster as dg
 
-    from agents_pipelines.orchestration import (
-        WorkflowIOManager,
-        WorkflowRunner,
-        build_workflow_asset,
-    )
-    from agents_pipelines.spec import load_workflow
-
-    workflow = load_workflow(params["path"])
-    runner = WorkflowRunner(llm_backend="simulated", simulated_latency_s=float(params["latency"]))
-    asset = build_workflow_asset(workflow)
-    # The code location's IO manager (Dagster's filesystem one refuses a range's output).
-    resources = {"workflow_runner": runner, "io_manager": WorkflowIOManager()}
-    keys = asset.partitions_def.get_partition_keys() if asset.partitions_def else []
+    workflow, asset, resources, keys = _partitioned_asset(params)
     instance = dg.DagsterInstance.ephemeral()
     threads = int(params["threads"])
     first = [True]

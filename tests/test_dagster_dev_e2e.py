@@ -166,9 +166,10 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, 0)
 
 
-def launch_run(url: str, asset: str) -> str:
-    """Launch a run of ``asset`` through GraphQL, as the UI's Materialize button does."""
-    params = {
+def launch_run(url: str, asset: str, tags: dict[str, str] | None = None) -> str:
+    """Launch a run of ``asset`` through GraphQL, as the UI's Materialize button does
+    (``tags``: e.g. ``dagster/partition``, as the UI sets for one partition)."""
+    params: dict[str, Any] = {
         "selector": {
             "repositoryLocationName": "agents_pipelines",
             "repositoryName": "__repository__",
@@ -177,6 +178,8 @@ def launch_run(url: str, asset: str) -> str:
         },
         "runConfigData": {},
     }
+    if tags:
+        params["executionMetadata"] = {"tags": [{"key": k, "value": v} for k, v in tags.items()]}
     launched = _wait(
         lambda: graphql(url, LAUNCH, {"params": params})["launchRun"],
         120,

@@ -16,7 +16,7 @@ from agents_pipelines.spec import load_workflow
 from agents_pipelines.testing import BatchScript, GeminiLoopbackServer, RecordedRequest, Reply
 from agents_pipelines.testing.gemini_server import Usage
 from conftest import metadata_values, wait_until, write
-from test_dagster_dev_e2e import BACKFILL, LAUNCH, final_status, graphql, running_dagster_dev
+from test_dagster_dev_e2e import BACKFILL, final_status, graphql, launch_run, running_dagster_dev
 
 DAYS = ["2026-11-01", "2026-11-02", "2026-11-03"]
 RANGE = {
@@ -207,7 +207,7 @@ def test_a_daemon_backfill_of_a_range_sends_one_job_and_a_terminate_cancels_a_jo
         assert_one_job_of_twelve(gemini)
 
         gemini.plan_batches(BatchScript.never_done())
-        run_id = launch_partition_run(url, "labels", "2026-11-04")
+        run_id = launch_run(url, "labels", {"dagster/partition": "2026-11-04"})
         wait_until(
             lambda: len(gemini.batch_jobs) == 2 and gemini.batch_jobs[1].polls >= 2,
             240,
@@ -229,23 +229,6 @@ mutation Terminate($runId: String!) {
   terminateRun(runId: $runId) { __typename }
 }
 """
-
-
-def launch_partition_run(url: str, asset: str, partition: str) -> str:
-    """A run of one partition, launched through GraphQL as the UI's Materialize does."""
-    params = {
-        "selector": {
-            "repositoryLocationName": "agents_pipelines",
-            "repositoryName": "__repository__",
-            "jobName": "__ASSET_JOB",
-            "assetSelection": [{"path": [asset]}],
-        },
-        "runConfigData": {},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
-    }
-    launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    return str(launched["run"]["runId"])
 
 
 def test_each_partitions_budget_judges_its_own_share_before_the_job_is_submitted(
