@@ -207,6 +207,51 @@ def test_langchain_tracer_makes_each_langchain_run_a_span_of_the_active_trace(
         ]
 
 
+def test_a_tracer_without_content_never_hands_content_to_mlflow(mlflow_uri: str) -> None:
+    """With a placeholder, MLflow gets the placeholder in place of each chain's inputs and
+    outputs and each chat model's messages: it never serializes them (a map's chain spans
+    carry its whole state), while the chat span keeps its token usage."""
+    import mlflow
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.runnables import RunnableLambda
+
+    from agents_pipelines._compat.mlflow import langchain_tracer
+    from agents_pipelines.tracking.export import drain_trace_export
+
+    serialized: list[str] = []
+
+    class State(dict[str, Any]):  # what MLflow would serialize, counted
+        def items(self) -> Any:
+            serialized.append("state")
+            return super().items()
+
+    reply = AIMessage(
+        "a reply", usage_metadata={"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}
+    )
+    chat = GenericFakeChatModel(messages=iter([reply]))
+    step = RunnableLambda(lambda state: {"reply": chat.invoke(state["prompt"]).text}, name="step")
+    with mlflow.start_span("root") as root:
+        with hook("mlflow.langchain_tracer"):
+            tracer = langchain_tracer("P")
+        result = step.invoke(State(prompt="a secret prompt"), {"callbacks": [tracer]})
+    assert result == {"reply": "a reply"}
+    drain_trace_export()
+    stored = mlflow.get_trace(root.trace_id)
+    assert stored is not None
+    spans = {span.name: span for span in stored.data.spans}
+    assert serialized == []
+    assert (spans["step"].inputs, spans["step"].outputs) == ("P", "P")
+    chat_span = spans["GenericFakeChatModel"]
+    assert chat_span.inputs == []
+    assert chat_span.get_attribute("mlflow.chat.tokenUsage") == {
+        "input_tokens": 3,
+        "output_tokens": 2,
+        "total_tokens": 5,
+    }
+    assert "a secret prompt" not in json.dumps(stored.to_dict())
+
+
 def test_span_processors_in_use_lists_what_configure_set() -> None:
     from mlflow.tracing import configure
 

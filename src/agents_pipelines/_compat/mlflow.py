@@ -8,6 +8,7 @@ without importing mlflow).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -64,12 +65,19 @@ def span_processors_in_use() -> list[Callable[[Any], None]]:
     return list(get_config().span_processors)
 
 
-def langchain_tracer() -> Any:
+def langchain_tracer(placeholder: str | None = None) -> Any:
     """A new MLflow LangChain tracer (a LangChain callback handler that turns each run of a
     chain, node, chat model or tool into a span), made as ``mlflow.langchain.autolog`` makes
     it with ``run_tracer_inline=True``: its spans start and end on the caller's task (on
     LangGraph's async path, map items, MLflow would otherwise hand each span's start and
     end to a thread pool).
+
+    With ``placeholder``, its spans carry no content: each chain's and tool's inputs and
+    outputs, and each chat model's messages, are ``placeholder`` when they reach MLflow
+    (a chat model's reply still does, for its token usage). MLflow serializes every span's
+    inputs and outputs to JSON as it sets them, before any span processor sees the span:
+    a map node's spans carry the whole state, so a run that records no content paid that
+    for nothing, and a 4,000-item map held 20 MB of it at once (benchmark 7).
 
     Why: autolog adds this handler by patching LangChain's ``BaseCallbackManager.__init__``
     through MLflow's ``safe_patch``, which wraps every callback manager LangChain makes
@@ -78,12 +86,56 @@ def langchain_tracer() -> Any:
     run's config callbacks gives the same spans, since LangChain hands inheritable handlers
     to every child run, and costs nothing per callback manager. Uses
     ``mlflow.langchain.langchain_tracer.MlflowLangchainTracer`` (not in MLflow's API
-    reference; mlflow 3.17.2 checked) and its ``run_inline`` argument. Public replacement:
-    ``mlflow.langchain.autolog(run_tracer_inline=True)``.
+    reference; mlflow 3.17.2 checked), its ``run_inline`` argument and, with
+    ``placeholder``, a subclass of its callback methods. Public replacement:
+    ``mlflow.langchain.autolog(run_tracer_inline=True)``; none for spans without content
+    (a span processor drops content only after MLflow has serialized it).
     """
     from mlflow.langchain.langchain_tracer import MlflowLangchainTracer
 
-    return MlflowLangchainTracer(run_inline=True)
+    if placeholder is None:
+        return MlflowLangchainTracer(run_inline=True)
+    return _contentless_tracer_class()(placeholder)
+
+
+@functools.cache
+def _contentless_tracer_class() -> type:
+    """MLflow's LangChain tracer with every chain, tool and prompt content replaced before
+    MLflow serializes it (``langchain_tracer``). A class made on first use: defining it
+    imports MLflow and LangChain."""
+    from mlflow.langchain.langchain_tracer import MlflowLangchainTracer
+
+    class ContentlessTracer(MlflowLangchainTracer):
+        def __init__(self, placeholder: str):
+            super().__init__(run_inline=True)
+            self.placeholder = placeholder
+
+        def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> Any:
+            # No messages: MLflow stores the empty batch as the inputs (no conversion).
+            return super().on_chat_model_start(serialized, [], **kwargs)
+
+        def on_llm_start(self, serialized: Any, prompts: Any, **kwargs: Any) -> Any:
+            return super().on_llm_start(serialized, [self.placeholder], **kwargs)
+
+        def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> Any:
+            return super().on_chain_start(serialized, self.placeholder, **kwargs)
+
+        def on_chain_end(self, outputs: Any, *, inputs: Any = None, **kwargs: Any) -> Any:
+            # The placeholder where MLflow takes a dict: it serializes any value alike.
+            return super().on_chain_end(self.placeholder, **kwargs)  # type: ignore[arg-type]
+
+        def on_chain_error(self, error: Any, *, inputs: Any = None, **kwargs: Any) -> Any:
+            return super().on_chain_error(error, **kwargs)
+
+        def on_tool_start(
+            self, serialized: Any, input_str: str, *, inputs: Any = None, **kwargs: Any
+        ) -> Any:
+            return super().on_tool_start(serialized, self.placeholder, **kwargs)
+
+        def on_tool_end(self, output: Any, **kwargs: Any) -> Any:
+            return super().on_tool_end(self.placeholder, **kwargs)
+
+    return ContentlessTracer
 
 
 def import_langchain_tracer() -> None:

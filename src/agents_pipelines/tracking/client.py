@@ -38,12 +38,15 @@ def configured_client(tracking_uri: str) -> Any:
     return mlflow.MlflowClient(tracking_uri)
 
 
-def run_tracer() -> Any:
+def run_tracer(keep_content: bool) -> Any:
     """A new MLflow LangChain tracer for one run's config callbacks: every chain, node,
-    chat model and tool run below it becomes a span of the active trace."""
+    chat model and tool run below it becomes a span of the active trace. Without
+    ``keep_content`` (artifact_level below full) its spans get the placeholder in place of
+    their content before MLflow serializes it, not after (span_policy drops it again)."""
     from agents_pipelines._compat.mlflow import langchain_tracer
+    from agents_pipelines.tracking.span_policy import REDACTED
 
-    return langchain_tracer()
+    return langchain_tracer(None if keep_content else REDACTED)
 
 
 def import_tracer() -> None:
