@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,6 +64,44 @@ def test_cost_summary_numbers_stay_and_its_text_is_masked(tmp_path: Path) -> Non
     state_text = (tmp_path / "inputs.json").read_text()
     assert "4155550132" not in state_text
     assert "<PHONE_NUMBER>" in state_text
+
+
+def test_cost_summary_rows_are_made_and_written_one_at_a_time(tmp_path: Path) -> None:
+    """A map's summary has a row per call: each row is made, redacted and written before
+    the next is made (none is held to the end), and the file is what json.dump wrote."""
+    import gc
+    import weakref
+
+    from agents_pipelines.redaction import redact_value
+    from agents_pipelines.usage import JsonWithRows
+
+    class Row(dict[str, object]):  # a dict that can be watched
+        pass
+
+    def row(i: int) -> Row:
+        return Row(item=i, cost_usd=0.5, error=None if i else "mail jane.doe@example.com")
+
+    alive: list[weakref.ref[Row]] = []
+
+    def rows() -> Any:
+        for i in range(50):
+            gc.collect()
+            # At most the row just written (still named by the writer's loop).
+            assert sum(ref() is not None for ref in alive) <= 1
+            made = row(i)
+            alive.append(weakref.ref(made))
+            yield made
+            del made
+
+    head = {"schema_version": 1, "totals": {"calls": 50}, "calls": None, "batch_jobs": []}
+    with masking(PiiConfig()):
+        _write_artifact(tmp_path / "cost_summary.json", JsonWithRows(head, "calls", rows))
+        whole = {**head, "calls": [row(i) for i in range(50)]}
+        expected = json.dumps(redact_value(whole), indent=2)
+    written = (tmp_path / "cost_summary.json").read_text()
+    assert written == expected
+    assert json.loads(written)["calls"][0]["error"] == "mail <EMAIL_ADDRESS>"
+    assert len(alive) == 50
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ from agents_pipelines.tracking.client import untraced
 from agents_pipelines.tracking.prompt_registry import PromptPins, link_prompts
 from agents_pipelines.tracking.session import TrackingInfo, TrackingSession
 from agents_pipelines.tracking.tracking_settings import resolve_settings
-from agents_pipelines.usage import Pricer, UsageSummary, cost_summary
+from agents_pipelines.usage import Pricer, UsageSummary, cost_summary_file
 
 logger = redacting_logger(__name__)
 
@@ -167,7 +167,7 @@ class RunRecorder:
         if not config.log_artifacts:
             return {}
         artifacts: dict[str, Any] = {
-            "cost_summary.json": cost_summary(
+            "cost_summary.json": cost_summary_file(
                 outcome.usage,
                 workflow=workflow.name,
                 backend=self._backend,
