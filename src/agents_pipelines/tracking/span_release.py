@@ -87,8 +87,12 @@ def close(trace_id: str) -> None:
 
 # A run's spans ended but not stored yet, past which its map waits before the next wave
 # (``wait_for_store``): with calls faster than the store writes (the simulated backend at
-# zero latency), the exporter's backlog would otherwise grow with the items.
-BACKLOG_SPANS = 2_000
+# zero latency), the exporter's backlog would otherwise grow with the items. 500 spans
+# (about 2 MB, plus one wave's): with 2,000, how full the backlog was at the peak varied by
+# several MB from run to run, and rose with the items up to 6,000 (benchmark 7, 2,000 and
+# 6,000 items: 1.1 MB per 1,000 items above untracked); a 2,000-item map took as long
+# with 500 as with 1,000 (42 to 46 s against 39 to 46 s at zero latency, store-bound).
+BACKLOG_SPANS = 500
 # A store that took no batch for this long has stopped taking them: no more waiting.
 STALL_S = 5.0
 
