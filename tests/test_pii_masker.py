@@ -73,7 +73,7 @@ def test_cost_summary_rows_are_made_and_written_one_at_a_time(tmp_path: Path) ->
     import weakref
 
     from agents_pipelines.redaction import redact_value
-    from agents_pipelines.usage import JsonWithRows
+    from agents_pipelines.usage.cost_summary_json import JsonWithRows
 
     class Row(dict[str, object]):  # a dict that can be watched
         pass

@@ -28,7 +28,8 @@ from agents_pipelines.tracking.client import untraced
 from agents_pipelines.tracking.prompt_registry import PromptPins, link_prompts
 from agents_pipelines.tracking.session import TrackingInfo, TrackingSession
 from agents_pipelines.tracking.tracking_settings import resolve_settings
-from agents_pipelines.usage import Pricer, UsageSummary, cost_summary_file
+from agents_pipelines.usage import Pricer, UsageSummary
+from agents_pipelines.usage.cost_summary_json import cost_summary_file
 
 logger = redacting_logger(__name__)
 

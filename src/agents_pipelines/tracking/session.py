@@ -33,7 +33,8 @@ from agents_pipelines.tracking.client import configured_client, run_tracer
 from agents_pipelines.tracking.deadline import TrackingBudget, TrackingTimeoutError
 from agents_pipelines.tracking.export import wait_for_trace
 from agents_pipelines.tracking.tracking_settings import TrackingSettings
-from agents_pipelines.usage import JsonWithRows, Pricer, UsageSummary, round_usd
+from agents_pipelines.usage import Pricer, UsageSummary, round_usd
+from agents_pipelines.usage.cost_summary_json import JsonWithRows
 
 logger = redacting_logger(__name__)
 

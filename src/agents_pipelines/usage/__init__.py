@@ -3,7 +3,7 @@
 from typing import TYPE_CHECKING, Any
 
 from agents_pipelines.usage.budget import Budget
-from agents_pipelines.usage.cost_summary_json import JsonWithRows, cost_summary, cost_summary_file
+from agents_pipelines.usage.cost_summary_json import cost_summary
 from agents_pipelines.usage.records import (
     SERVICE_TIERS,
     STANDARD,
@@ -28,7 +28,6 @@ __all__ = [
     "Budget",
     "CallRecord",
     "ItemFailure",
-    "JsonWithRows",
     "Price",
     "Pricer",
     "ResumedNode",
@@ -40,7 +39,6 @@ __all__ = [
     "UsageSummary",
     "WindowSpend",
     "cost_summary",
-    "cost_summary_file",
     "round_usd",
 ]
 
