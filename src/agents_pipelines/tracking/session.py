@@ -334,6 +334,9 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=2, default=lambda o: redact(str(o)))
 
 
+# Artifacts whose numbers are all ours (counts, costs, times): their strings are redacted,
+# not the JSON text, so redact_pii's phone finder does not read each call's cost and
+# latency (2 to 3.5 ms each in phonenumbers; 39 of 84 ms of masking per run of 11 calls).
 # A user's state (inputs.json, outputs.json) may hold a number that is personal data, so
 # the other artifacts are redacted as text.
 _OUR_NUMBERS = frozenset({"cost_summary.json"})
