@@ -5,8 +5,11 @@ google-genai client against the loopback server's Batch API, through `dg.materia
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -49,6 +52,28 @@ orchestration:
   inputs: {reviews: [great, awful, fine, meh]}
   retry: {max_retries: RETRIES, delay_s: 0}
 """
+# An interactive node at the flex tier, backfilled beside LABELS by the same daemon.
+VERDICTS = """\
+schema_version: "1"
+flow: {name: verdicts}
+state:
+  fields:
+    day: {type: str, required: true}
+    verdict: {type: str}
+nodes:
+  - id: verdict
+    prompt: "One word for the day {day}."
+    outputs: [verdict]
+edges:
+  - {from: START, to: verdict}
+  - {from: verdict, to: END}
+config:
+  llm: {service_tier: flex, max_retries: 0}
+orchestration:
+  partitions:
+    daily: {start: "2026-11-01", field: day}
+  backfill: {max_partitions_per_run: 12, max_concurrency: 3}
+"""
 # gemini-2.5-flash's batch tier in MLflow's bundled catalog, USD per million tokens,
 # written out so the test is not circular (cached reads stay at 0.03).
 BATCH = {"input": 0.15, "output": 1.25, "cached": 0.03}
@@ -68,6 +93,9 @@ def call_cost(day: str) -> float:
 
 def answer(request: RecordedRequest) -> Reply:
     day = next(day for day in DAYS if day in request.prompt_text)
+    if "One word" in request.prompt_text:  # VERDICTS: interactive, at the flex tier
+        usage = Usage(prompt=prompt_tokens(day), candidates=10, thoughts=0, cached=0)
+        return Reply.text_reply("calm", usage=usage)
     label = "bad" if "awful" in request.prompt_text else "good"
     usage = Usage(prompt=prompt_tokens(day), candidates=CANDIDATES, thoughts=THOUGHTS)
     return Reply.json_reply({"labels": label}, usage=usage)
@@ -94,7 +122,8 @@ def assert_one_job_of_twelve(gemini: GeminiLoopbackServer) -> None:
     # Each partition's four requests under a key prefix of its own.
     prefixes = Counter(key.rsplit("-", 1)[0] for key in job.keys)
     assert sorted(prefixes.values()) == [4, 4, 4]
-    days = Counter(next(d for d in DAYS if d in r.prompt_text) for r in gemini.requests)
+    requests = [r for r in gemini.requests if r.batch is not None]
+    days = Counter(next(d for d in DAYS if d in r.prompt_text) for r in requests)
     assert days == dict.fromkeys(DAYS, 4)  # each request answered, and billed, once
 
 
@@ -180,31 +209,37 @@ def test_a_daemon_backfill_of_a_range_sends_one_job_and_a_terminate_cancels_a_jo
     tmp_path: Path, migrated_mlflow_db: Path, gemini: GeminiLoopbackServer
 ) -> None:
     """The UI's backfill of three days, launched by `dagster dev`'s daemon as one run of the
-    range (BackfillPolicy.multi_run): one job of 12 requests, each day its own share. Then,
-    on the same deployment, the UI's Terminate of a run whose job is still running cancels
-    that job at Gemini, and the run ends CANCELED."""
+    range (BackfillPolicy.multi_run): one job of 12 requests, each day its own share. Beside
+    it, a backfill of an interactive workflow at the flex tier: each call sent and priced at
+    flex. Then, on the same deployment, the UI's Terminate of a run whose job is still
+    running cancels that job at Gemini, and the run ends CANCELED."""
     gemini.set_default(answer)
-    workflows = {"labels.yaml": LABELS.replace("RETRIES", "0")}
+    workflows = {"labels.yaml": LABELS.replace("RETRIES", "0"), "verdicts.yaml": VERDICTS}
     env = {"AGENTS_PIPELINES_LLM_BACKEND": "gemini"}
     with running_dagster_dev(tmp_path, migrated_mlflow_db, workflows, env) as (url, home):
-        params = {"partitionNames": DAYS, "assetSelection": [{"path": ["labels"]}]}
-        launched = wait_until(
-            lambda: graphql(url, BACKFILL, {"params": params})["launchPartitionBackfill"],
-            120,
-            "the code location to load",
-        )
-        assert launched["__typename"] == "LaunchBackfillSuccess", launched
-        tag = {"dagster/backfill": launched["backfillId"]}
+        # Both backfills before the daemon's first tick, which then launches both.
+        backfills = {asset: launch_backfill(url, asset) for asset in ("labels", "verdicts")}
+        for launched in backfills.values():
+            assert launched["__typename"] == "LaunchBackfillSuccess", launched
         with dg.DagsterInstance.from_config(str(home)) as instance:
 
-            def finished() -> list[dg.DagsterRun] | None:
+            def finished(backfill_id: str) -> Sequence[dg.DagsterRun] | None:
+                tag = {"dagster/backfill": backfill_id}
                 runs = instance.get_runs(filters=dg.RunsFilter(tags=tag))
                 return runs if runs and all(r.is_finished for r in runs) else None
 
-            runs = wait_until(finished, 300, "the backfill's run to finish", every=1.0)
-            assert [run.status for run in runs] == [dg.DagsterRunStatus.SUCCESS]
+            for asset, launched in backfills.items():
+                runs = wait_until(
+                    functools.partial(finished, launched["backfillId"]),
+                    300,
+                    f"the backfill's run of {asset} to finish",
+                    every=1.0,
+                )
+                assert [run.status for run in runs] == [dg.DagsterRunStatus.SUCCESS]
             records = instance.fetch_materializations(dg.AssetKey("labels"), limit=10).records
+            verdicts = instance.fetch_materializations(dg.AssetKey("verdicts"), limit=10).records
         assert_one_job_of_twelve(gemini)
+        assert_flex_verdicts(gemini, verdicts)
 
         gemini.plan_batches(BatchScript.never_done())
         run_id = launch_run(url, "labels", {"dagster/partition": "2026-11-04"})
@@ -222,6 +257,40 @@ def test_a_daemon_backfill_of_a_range_sends_one_job_and_a_terminate_cancels_a_jo
     materializations = [r.event_log_entry.asset_materialization for r in records]
     metas = {str(m.partition): metadata_values(m.metadata) for m in materializations if m}
     assert_each_partition_its_own_share(metas, attached=False)
+
+
+def launch_backfill(url: str, asset: str) -> dict[str, Any]:
+    """The UI's backfill of ``asset`` over DAYS, once the code location has loaded."""
+    params = {"partitionNames": DAYS, "assetSelection": [{"path": [asset]}]}
+    launched: dict[str, Any] = wait_until(
+        lambda: graphql(url, BACKFILL, {"params": params})["launchPartitionBackfill"],
+        120,
+        "the code location to load",
+    )
+    return launched
+
+
+def assert_flex_verdicts(gemini: GeminiLoopbackServer, records: Sequence[Any]) -> None:
+    """VERDICTS' backfill: one interactive call per day, sent at the flex tier, and each
+    day's materialization priced at the flex price (0.15 and 1.25 per million tokens,
+    gemini-2.5-flash, as the batch tier)."""
+    calls = [r for r in gemini.requests if r.batch is None]
+    assert sorted(r.service_tier for r in calls) == ["flex"] * 3
+    metas = {
+        str(m.partition): metadata_values(m.metadata)
+        for r in records
+        if (m := r.event_log_entry.asset_materialization)
+    }
+    assert sorted(metas) == DAYS
+    for day, meta in metas.items():
+        ((node, tier, cost),) = [
+            (row.data["node"], row.data["tier"], row.data["cost_usd"])
+            for row in meta["node_calls"].records
+        ]
+        flex_usd = (prompt_tokens(day) * BATCH["input"] + 10 * BATCH["output"]) / 1e6
+        assert (node, tier) == ("verdict", "flex")
+        assert cost == pytest.approx(flex_usd, abs=1e-12)
+        assert meta["total_cost_usd"] == pytest.approx(flex_usd, abs=1e-12)
 
 
 TERMINATE = """

@@ -6,7 +6,9 @@ server, materialized by Dagster."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,15 @@ from agents_pipelines.runner import run_workflow
 from agents_pipelines.spec import load_workflow, load_workflow_text
 from agents_pipelines.testing import Fault, GeminiLoopbackServer, Reply, Usage
 from agents_pipelines.tracking.span_policy import SERVICE_TIER
-from conftest import FAKE_KEY, assert_usage_agrees, metadata_of, write
+from conftest import (
+    FAKE_KEY,
+    REPO,
+    assert_usage_agrees,
+    materialize_command,
+    metadata_of,
+    metadata_values,
+    write,
+)
 
 # gemini-2.5-flash in MLflow's bundled catalog, USD per million tokens, written out so the
 # test is not circular: standard 0.30 / 2.50, flex 0.15 / 1.25 (half), priority 0.54 / 4.50.
@@ -165,6 +175,54 @@ def test_flex_429_and_503_go_through_the_nodes_retry_policy(
     expected = round(3 * FLEX_USD + 2 * PRIORITY_USD, 9)  # nothing for a refused call
     assert meta["total_cost_usd"] == expected
     assert cost_summary(meta["mlflow_run_id"])["totals"]["total_cost_usd"] == expected
+
+
+def test_the_dagster_cli_sends_and_prices_each_call_at_its_tier(
+    mlflow_uri: str, gemini: GeminiLoopbackServer, tmp_path: Path
+) -> None:
+    """`dagster asset materialize` of the code location, as a user runs it: the real client
+    in a process of its own, each request carrying its node's tier, the materialization in
+    the instance priced at the tier that served each call."""
+    workflows, home = tmp_path / "workflows", tmp_path / "dagster_home"
+    for folder in (workflows, home):
+        folder.mkdir()
+    (workflows / "tiered.yaml").write_text(TIERED)
+    gemini.set_default(lambda request: Reply.text_reply("ok", usage=USAGE))
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "AGENTS_PIPELINES_WORKFLOWS_DIR": str(workflows),
+    }
+    done = subprocess.run(
+        materialize_command("tiered"),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(r.service_tier for r in gemini.requests) == [
+        "flex",
+        "flex",
+        "priority",
+        "priority",
+        "standard",
+    ]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        (record,) = instance.fetch_materializations(dg.AssetKey("tiered"), limit=5).records
+    meta = metadata_values(record.asset_materialization.metadata)
+    rows = sorted((r.data["node"], r.data["tier"]) for r in meta["node_calls"].records)
+    assert rows == [
+        ("answer", "priority"),
+        ("judge", "priority"),
+        ("label", "flex"),
+        ("label", "flex"),
+        ("summarize", "standard"),
+    ]
+    assert meta["total_cost_usd"] == round(2 * FLEX_USD + STANDARD_USD + 2 * PRIORITY_USD, 9)
+    summary = cost_summary(meta["mlflow_run_id"])
+    assert summary["totals"]["total_cost_usd"] == meta["total_cost_usd"]
 
 
 def test_the_estimate_prices_each_node_at_its_tier(
