@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -244,6 +245,32 @@ def materialize_command(select: str) -> list[str]:
     (comma-separated), as a user runs it."""
     module = "agents_pipelines.definitions"
     return [str(DAGSTER), "asset", "materialize", "-m", module, "--select", select]
+
+
+def dagster_materialize(
+    tmp_path: Path, workflows: Path, select: str, **env: str
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run `dagster asset materialize` (``materialize_command``) of the code location
+    serving ``workflows``, in a fresh DAGSTER_HOME under ``tmp_path``, with this process's
+    environment plus ``env``; the finished process and the DAGSTER_HOME."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    full_env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "AGENTS_PIPELINES_WORKFLOWS_DIR": str(workflows),
+        **env,
+    }
+    done = subprocess.run(
+        materialize_command(select),
+        cwd=REPO,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return done, home
 
 
 def metadata_values(metadata: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from agents_pipelines.spec import load_workflow
 from agents_pipelines.spec.models import BatchConfig, LlmConfig, LlmOverride
 from agents_pipelines.testing import BatchScript, Fault, GeminiLoopbackServer, Reply
 from agents_pipelines.tracking import drain_trace_export
-from conftest import REPO, materialize_command, metadata_of, metadata_values, write
+from conftest import dagster_materialize, metadata_of, metadata_values, write
 
 # gemini-2.5-flash in MLflow's bundled catalog, USD per million tokens, written out so the
 # test is not circular: standard 0.30 in / 2.50 out / 0.03 cached; the batch tier halves
@@ -321,22 +319,8 @@ def test_the_dagster_cli_materializes_a_batch_map_through_one_job(
     workflows = tmp_path / "workflows"
     workflows.mkdir()
     labels_workflow(workflows)
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "AGENTS_PIPELINES_WORKFLOWS_DIR": str(workflows),
-    }
     gemini.plan(*(Reply.json_reply({"labels": label}) for label in ("bad", "good", "good")))
-    done = subprocess.run(
-        materialize_command("labels"),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done, home = dagster_materialize(tmp_path, workflows, "labels")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert [(job.keys, job.state) for job in gemini.batch_jobs] == [
         (("0", "1", "2"), "SUCCEEDED"),

@@ -19,8 +19,7 @@ from agents_pipelines.spec import load_workflow
 from conftest import (
     EXAMPLES,
     LINEAR,
-    REPO,
-    materialize_command,
+    dagster_materialize,
     metadata_of,
     metadata_values,
     write,
@@ -165,22 +164,8 @@ def test_code_location_module_honours_the_environment(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_dagster_asset_materialize_cli(tmp_path: Path, mlflow_uri: str) -> None:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "AGENTS_PIPELINES_LLM_BACKEND": "simulated",
-        "AGENTS_PIPELINES_WORKFLOWS_DIR": str(EXAMPLES),
-    }
-    done = subprocess.run(
-        materialize_command("release_notes"),
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    done, home = dagster_materialize(
+        tmp_path, EXAMPLES, "release_notes", AGENTS_PIPELINES_LLM_BACKEND="simulated"
     )
     assert done.returncode == 0, done.stderr[-3000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -6,9 +6,7 @@ server, materialized by Dagster."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +24,8 @@ from agents_pipelines.testing import Fault, GeminiLoopbackServer, Reply, Usage
 from agents_pipelines.tracking.span_policy import SERVICE_TIER
 from conftest import (
     FAKE_KEY,
-    REPO,
     assert_usage_agrees,
-    materialize_command,
+    dagster_materialize,
     metadata_of,
     metadata_values,
     write,
@@ -183,24 +180,11 @@ def test_the_dagster_cli_sends_and_prices_each_call_at_its_tier(
     """`dagster asset materialize` of the code location, as a user runs it: the real client
     in a process of its own, each request carrying its node's tier, the materialization in
     the instance priced at the tier that served each call."""
-    workflows, home = tmp_path / "workflows", tmp_path / "dagster_home"
-    for folder in (workflows, home):
-        folder.mkdir()
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
     (workflows / "tiered.yaml").write_text(TIERED)
     gemini.set_default(lambda request: Reply.text_reply("ok", usage=USAGE))
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "AGENTS_PIPELINES_WORKFLOWS_DIR": str(workflows),
-    }
-    done = subprocess.run(
-        materialize_command("tiered"),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done, home = dagster_materialize(tmp_path, workflows, "tiered")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert sorted(r.service_tier for r in gemini.requests) == [
         "flex",
