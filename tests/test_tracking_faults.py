@@ -29,6 +29,7 @@ from agents_pipelines.errors import WorkflowRunError
 from agents_pipelines.orchestration.metadata import run_metadata
 from agents_pipelines.runner import TrackingFailedWarning, run_workflow
 from agents_pipelines.spec import load_workflow
+from agents_pipelines.tracking import drain_trace_export
 from conftest import LINEAR, write
 from test_tracking_servers import _free_port
 
@@ -185,8 +186,15 @@ def proxy_to(
         return proxies[-1].url
 
     yield start
+    # A trace still queued for export goes to its proxy after the test. Once the proxy is
+    # closed, MLflow retries it with back-off when the next test in this process sets its
+    # tracking URI (that flushes the queue): 89 s in one CI run, which failed the next two
+    # tests. So the queue is emptied here, each export failing at once: proxies closed (a
+    # hung request ends unanswered), no retries.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     for proxy in proxies:
         proxy.close()
+    drain_trace_export()
 
 
 def workflow(tmp_path: Path, mlflow_block: str, name: str = "wf.yaml") -> Path:
